@@ -115,14 +115,28 @@ fn for_each_subset(
     }
 }
 
-/// Verify shards until k valid ones of chunk `id` are found, data shards
+/// How `select` checks a shard before using it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Hash the body: for rebuilds, which have no key to authenticate with.
+    Checksum,
+    /// Parse and length-check only: for opens, where the AEAD (plus the
+    /// zero-padding check) authenticates every byte of the data stripe, and
+    /// so every body that went into it, whether used directly or through
+    /// reconstruction. A failure sends the open down the slow path, which
+    /// hashes every shard to name the bad ones. This keeps a BLAKE3 pass off
+    /// the read path.
+    Aead,
+}
+
+/// Check shards until k valid ones of chunk `id` are found, data shards
 /// first (they make reconstruction unnecessary). Shards beyond the first k
-/// valid ones are not even hashed. A shard that fails verification, belongs
-/// to another chunk or disagrees with the others counts as missing.
+/// valid ones are not examined. A shard that fails its check, belongs to
+/// another chunk or disagrees with the others counts as missing.
 fn select<'a, S: AsRef<[u8]>>(
     id: &ChunkId,
     shards: &'a [S],
-    want_all: bool,
+    check: Check,
 ) -> Result<Selection<'a>> {
     let mut report = OpenReport::default();
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(shards.len());
@@ -139,14 +153,18 @@ fn select<'a, S: AsRef<[u8]>>(
     let mut valid = 0usize;
     for (index, position) in order {
         if let Some(r) = &reference {
-            if !want_all && valid >= r.params.data() {
+            if valid >= r.params.data() {
                 break;
             }
             if bodies.get(index).is_some_and(|b| b.is_some()) {
                 continue; // a duplicate of an index we already hold
             }
         }
-        let v = match shard::verify(shards[position].as_ref()) {
+        let checked = match check {
+            Check::Checksum => shard::verify(shards[position].as_ref()),
+            Check::Aead => shard::parse(shards[position].as_ref()),
+        };
+        let v = match checked {
             Ok(v) => v,
             Err(error) => {
                 report.rejected.push(RejectedShard { position, error });
@@ -315,10 +333,19 @@ impl Opener {
         shards: &[S],
         out: &mut Vec<u8>,
     ) -> Result<OpenReport> {
-        let mut sel = select(id, shards, false)?;
+        let mut sel = match select(id, shards, Check::Aead) {
+            Ok(sel) => sel,
+            // Without hashing, a damaged header can pass for the reference
+            // shape and make the honest shards look mismatched: let the slow
+            // path, which hashes everything, decide.
+            Err(CodecError::TooFewShards { needed, .. }) => {
+                return self.search(key, id, shards, needed, out)
+            }
+            Err(e) => return Err(e),
+        };
         match self.decrypt(key, id, &mut sel, out) {
-            Err(CodecError::AuthenticationFailed) if shards.len() > sel.header.params.data() => {
-                self.search(key, id, shards, out)
+            Err(CodecError::AuthenticationFailed) => {
+                self.search(key, id, shards, sel.header.params.data(), out)
             }
             Err(e) => Err(e),
             Ok(()) => Ok(sel.report),
@@ -371,10 +398,12 @@ impl Opener {
         key: &ChunkKey,
         id: &ChunkId,
         shards: &[S],
+        needed: usize,
         out: &mut Vec<u8>,
     ) -> Result<OpenReport> {
         let (cands, rejected) = candidates(id, shards);
         let mut budget = MAX_SEARCH_ATTEMPTS;
+        out.clear();
         // Shards that disagree on the chunk's shape are tried shape by shape,
         // the most common shape first.
         let mut shapes: Vec<&ShardHeader> = Vec::new();
@@ -434,6 +463,14 @@ impl Opener {
             return Ok(report);
         }
         out.clear();
+        // Fewer than k shards survive hashing: that, not the AEAD, is the
+        // problem to report.
+        if cands.is_empty() {
+            return Err(CodecError::TooFewShards { valid: 0, needed });
+        }
+        if let Some((valid, needed)) = shapes_needed(&cands) {
+            return Err(CodecError::TooFewShards { valid, needed });
+        }
         Err(CodecError::AuthenticationFailed)
     }
 
@@ -478,6 +515,29 @@ impl Opener {
     }
 }
 
+/// When no shape of the chunk has k distinct verified shards: the best
+/// (valid, needed) pair to report.
+fn shapes_needed(cands: &[Candidate<'_>]) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
+    for c in cands {
+        let mut indices: Vec<u8> = cands
+            .iter()
+            .filter(|o| o.header.same_chunk(&c.header))
+            .map(|o| o.header.index)
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let needed = c.header.params.data();
+        if indices.len() >= needed {
+            return None;
+        }
+        if best.is_none_or(|(v, _)| indices.len() > v) {
+            best = Some((indices.len(), needed));
+        }
+    }
+    best
+}
+
 /// The stripe's padding after the tag is zero when sealed. The AEAD does
 /// not cover it, so check it here: then every byte of every data shard is
 /// authenticated, and a shard altered only in its padding cannot slip into
@@ -510,7 +570,7 @@ impl Rebuilder {
         shards: &[S],
         wanted: &[usize],
     ) -> Result<(Vec<Vec<u8>>, OpenReport)> {
-        let mut sel = select(id, shards, false)?;
+        let mut sel = select(id, shards, Check::Checksum)?;
         let n = sel.header.params.total();
         if let Some(&bad) = wanted.iter().find(|&&i| i >= n) {
             return Err(CodecError::CorruptShard {

@@ -225,11 +225,26 @@ pub struct VerifiedShard<'a> {
 /// Parse and verify one shard: the header must be well formed, the buffer
 /// exactly header + body long, and the checksum must match.
 pub fn verify(bytes: &[u8]) -> Result<VerifiedShard<'_>> {
+    let v = parse(bytes)?;
+    let mut h = blake3::Hasher::new();
+    h.update(&bytes[..v.header.header_len - CHECKSUM_LEN]);
+    h.update(v.body);
+    if h.finalize().as_bytes() != &v.header.checksum {
+        return Err(CodecError::CorruptShard {
+            index: v.header.index as usize,
+            reason: "checksum mismatch",
+        });
+    }
+    Ok(v)
+}
+
+/// Parse a shard and check its length, without hashing the body. For
+/// readers that authenticate the body by other means (the AEAD).
+pub(crate) fn parse(bytes: &[u8]) -> Result<VerifiedShard<'_>> {
     let header = ShardHeader::parse(bytes)?;
-    let index = header.index as usize;
     if bytes.len() != header.shard_len() {
         return Err(CodecError::CorruptShard {
-            index,
+            index: header.index as usize,
             reason: if bytes.len() < header.shard_len() {
                 "truncated"
             } else {
@@ -238,14 +253,5 @@ pub fn verify(bytes: &[u8]) -> Result<VerifiedShard<'_>> {
         });
     }
     let body = &bytes[header.header_len..];
-    let mut h = blake3::Hasher::new();
-    h.update(&bytes[..header.header_len - CHECKSUM_LEN]);
-    h.update(body);
-    if h.finalize().as_bytes() != &header.checksum {
-        return Err(CodecError::CorruptShard {
-            index,
-            reason: "checksum mismatch",
-        });
-    }
     Ok(VerifiedShard { header, body })
 }
