@@ -9,11 +9,26 @@ use crate::keys::{ChunkId, DomainKey};
 use crate::open::{OpenReport, Opener};
 use crate::seal::{SealedChunk, Sealer};
 
+/// One chunk to seal. `id` is the chunk's id if the caller computed it
+/// already (for its dedup check); otherwise the sealer computes it.
+#[derive(Clone, Copy)]
+pub struct SealJob<'a> {
+    pub id: Option<ChunkId>,
+    pub data: &'a [u8],
+}
+
+fn seal_one(s: &mut Sealer, domain: &DomainKey, job: &SealJob<'_>, out: &mut SealedChunk) -> Result<()> {
+    match job.id {
+        Some(id) => s.seal_chunk(domain, id, job.data, out),
+        None => s.seal_into(domain, job.data, out),
+    }
+}
+
 /// Seal `inputs[i]` into `outs[i]` using one thread per sealer.
 pub fn seal_batch(
     sealers: &mut [Sealer],
     domain: &DomainKey,
-    inputs: &[&[u8]],
+    inputs: &[SealJob<'_>],
     outs: &mut [SealedChunk],
 ) -> Vec<Result<()>> {
     assert_eq!(inputs.len(), outs.len(), "one output per input");
@@ -25,7 +40,7 @@ pub fn seal_batch(
         return inputs
             .iter()
             .zip(outs.iter_mut())
-            .map(|(i, o)| s.seal_into(domain, i, o))
+            .map(|(j, o)| seal_one(s, domain, j, o))
             .collect();
     }
     let mut results: Vec<Option<Result<()>>> = (0..inputs.len()).map(|_| None).collect();
@@ -40,7 +55,7 @@ pub fn seal_batch(
             .map(|(sealer, lane)| {
                 scope.spawn(move || {
                     lane.into_iter()
-                        .map(|(i, o)| (i, sealer.seal_into(domain, inputs[i], o)))
+                        .map(|(i, o)| (i, seal_one(sealer, domain, &inputs[i], o)))
                         .collect::<Vec<_>>()
                 })
             })

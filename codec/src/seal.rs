@@ -111,7 +111,8 @@ impl Sealer {
         self.coder.params()
     }
 
-    /// Seal with convergent encryption inside `domain`.
+    /// Compute the chunk id and seal with convergent encryption inside
+    /// `domain`.
     pub fn seal(&mut self, domain: &DomainKey, plaintext: &[u8]) -> Result<SealedChunk> {
         let mut out = SealedChunk::default();
         self.seal_into(domain, plaintext, &mut out)?;
@@ -127,6 +128,22 @@ impl Sealer {
     ) -> Result<()> {
         check_len(plaintext.len())?;
         let id = domain.chunk_id(plaintext);
+        self.seal_chunk(domain, id, plaintext, out)
+    }
+
+    /// Seal a chunk whose id the caller already computed with
+    /// `domain.chunk_id(plaintext)`. The write path computes the id first to
+    /// ask whether the chunk is already stored, and seals only new chunks,
+    /// so hashing again here would be waste. A wrong id is caught by the
+    /// id check of every read, and by this assertion in debug builds.
+    pub fn seal_chunk(
+        &mut self,
+        domain: &DomainKey,
+        id: ChunkId,
+        plaintext: &[u8],
+        out: &mut SealedChunk,
+    ) -> Result<()> {
+        debug_assert_eq!(domain.chunk_id(plaintext), id, "seal_chunk given a wrong id");
         let key = domain.chunk_key(&id);
         // The key is unique to this content (derived from its keyed hash), so
         // a fixed nonce never encrypts two different plaintexts under one key.

@@ -1,0 +1,11 @@
+//! Self-benchmarks a farm operator runs on their own hardware
+//! (`gridstore bench …`), in the spirit of `minio speedtest`.
+//!
+//! Every figure is a ratio-friendly throughput measured in the same run as
+//! its reference (memcpy, the AEAD stage), because absolute numbers on a
+//! shared machine say little.
+
+pub mod codec_speed;
+mod timing;
+
+pub use timing::{median, median_ratio, Case, Timing};
