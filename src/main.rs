@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gridstore", version, about = "Self-healing, erasure-coded, encrypted object store for an edge grid")]
+#[command(
+    name = "gridstore",
+    version,
+    about = "Self-healing, erasure-coded, encrypted object store for an edge grid"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -4,8 +4,8 @@
 use crate::{median, median_ratio, Case, Timing};
 use codec::parallel::{open_batch, seal_batch, OpenJob, SealJob};
 use codec::{
-    chunker::chunk_boundaries, ChunkId, ChunkerConfig, DomainKey, ErasureParams, Opener, SealConfig,
-    SealedChunk, Sealer,
+    chunker::chunk_boundaries, ChunkId, ChunkerConfig, DomainKey, ErasureParams, Opener,
+    SealConfig, SealedChunk, Sealer,
 };
 use rand::{Rng, RngCore, SeedableRng};
 use serde::Serialize;
@@ -86,7 +86,16 @@ fn text(r: &mut impl Rng, len: usize) -> Vec<u8> {
     ];
     let mut v = Vec::with_capacity(len + 64);
     while v.len() < len {
-        v.extend_from_slice(format!("2026-11-{:02}T{:02}:{:02}:{:02}Z ", r.gen_range(1..30), r.gen_range(0..24), r.gen_range(0..60), r.gen_range(0..60)).as_bytes());
+        v.extend_from_slice(
+            format!(
+                "2026-11-{:02}T{:02}:{:02}:{:02}Z ",
+                r.gen_range(1..30),
+                r.gen_range(0..24),
+                r.gen_range(0..60),
+                r.gen_range(0..60)
+            )
+            .as_bytes(),
+        );
         for _ in 0..r.gen_range(4..12) {
             v.extend_from_slice(WORDS[r.gen_range(0..WORDS.len())].as_bytes());
             v.push(b' ');
@@ -103,7 +112,14 @@ struct Runner {
 }
 
 impl Runner {
-    fn record(&mut self, stage: &str, data: DataKind, rs: Option<(usize, usize)>, threads: usize, gbps: f64) -> f64 {
+    fn record(
+        &mut self,
+        stage: &str,
+        data: DataKind,
+        rs: Option<(usize, usize)>,
+        threads: usize,
+        gbps: f64,
+    ) -> f64 {
         self.rows.push(Row {
             stage: stage.to_string(),
             data,
@@ -154,7 +170,8 @@ pub fn run(timing: Timing) -> Report {
         });
         r.record("zstd_compress", kind, None, 1, g);
         if kind == DataKind::Text {
-            let compressed = zstd::bulk::compress(&chunks[0], codec::DEFAULT_ZSTD_LEVEL).expect("zstd");
+            let compressed =
+                zstd::bulk::compress(&chunks[0], codec::DEFAULT_ZSTD_LEVEL).expect("zstd");
             let mut zd = zstd::bulk::Decompressor::new().expect("zstd");
             let mut plain = vec![0u8; CHUNK];
             let g = t.gbps(CHUNK, || {
@@ -187,13 +204,16 @@ pub fn run(timing: Timing) -> Report {
             let params = ErasureParams::new(k, m).expect("valid shape");
             let shard = (CHUNK / k).div_ceil(64) * 64;
             let rs = reed_solomon_erasure::galois_8::ReedSolomon::new(k, m).expect("rs");
-            let mut stripe: Vec<Vec<u8>> = (0..k + m).map(|i| chunks[i % POOL][..shard].to_vec()).collect();
+            let mut stripe: Vec<Vec<u8>> = (0..k + m)
+                .map(|i| chunks[i % POOL][..shard].to_vec())
+                .collect();
             let g = t.gbps(CHUNK, || {
                 let (d, p) = stripe.split_at_mut(k);
                 std::hint::black_box(rs.encode_sep(d, p).ok());
             });
             r.record("rs_encode", kind, rs_shape, 1, g);
-            let mut slots: Vec<(Vec<u8>, bool)> = stripe.iter().map(|s| (s.clone(), true)).collect();
+            let mut slots: Vec<(Vec<u8>, bool)> =
+                stripe.iter().map(|s| (s.clone(), true)).collect();
             let g = t.gbps(CHUNK, || {
                 for s in slots.iter_mut().take(m) {
                     s.1 = false;
@@ -210,11 +230,15 @@ pub fn run(timing: Timing) -> Report {
             let mut out = SealedChunk::default();
             let g = t.gbps(CHUNK, || {
                 let j = next();
-                sealer.seal_chunk(&domain, ids[j], &chunks[j], &mut out).expect("seal");
+                sealer
+                    .seal_chunk(&domain, ids[j], &chunks[j], &mut out)
+                    .expect("seal");
             });
             r.record("seal", kind, rs_shape, 1, g);
             let g = t.gbps(CHUNK, || {
-                sealer.seal_into(&domain, &chunks[next()], &mut out).expect("seal");
+                sealer
+                    .seal_into(&domain, &chunks[next()], &mut out)
+                    .expect("seal");
             });
             r.record("id+seal", kind, rs_shape, 1, g);
 
@@ -227,13 +251,17 @@ pub fn run(timing: Timing) -> Report {
             let mut plain = Vec::with_capacity(CHUNK);
             let g = t.gbps(CHUNK, || {
                 let j = next();
-                opener.open_into(&domain, &sealed[j].id(), &shards[j], &mut plain).expect("open");
+                opener
+                    .open_into(&domain, &sealed[j].id(), &shards[j], &mut plain)
+                    .expect("open");
             });
             r.record("open", kind, rs_shape, 1, g);
             let degraded: Vec<Vec<Vec<u8>>> = shards.iter().map(|s| s[m..].to_vec()).collect();
             let g = t.gbps(CHUNK, || {
                 let j = next();
-                opener.open_into(&domain, &sealed[j].id(), &degraded[j], &mut plain).expect("open");
+                opener
+                    .open_into(&domain, &sealed[j].id(), &degraded[j], &mut plain)
+                    .expect("open");
             });
             r.record(&format!("open_{m}_data_lost"), kind, rs_shape, 1, g);
 
@@ -261,7 +289,10 @@ pub fn run(timing: Timing) -> Report {
             let jobs: Vec<OpenJob<'_, Vec<u8>>> = sealed
                 .iter()
                 .zip(&shards)
-                .map(|(s, sh)| OpenJob { id: s.id(), shards: sh })
+                .map(|(s, sh)| OpenJob {
+                    id: s.id(),
+                    shards: sh,
+                })
                 .collect();
             let mut plains: Vec<Vec<u8>> = vec![Vec::new(); POOL];
             let g = t.gbps(CHUNK * POOL, || {
@@ -336,7 +367,10 @@ fn headline(t: Timing, domain: &DomainKey) -> Headline {
     let ids: Vec<ChunkId> = chunks.iter().map(|c| domain.chunk_id(c)).collect();
     let key = aead_key();
     let mut sealer = Sealer::new(SealConfig::new(params)).expect("sealer");
-    let sealed: Vec<SealedChunk> = chunks.iter().map(|c| sealer.seal(domain, c).expect("seal")).collect();
+    let sealed: Vec<SealedChunk> = chunks
+        .iter()
+        .map(|c| sealer.seal(domain, c).expect("seal"))
+        .collect();
     let shards: Vec<Vec<Vec<u8>>> = sealed.iter().map(|s| s.shards()).collect();
     let new_sealer = || Sealer::new(SealConfig::new(params)).expect("sealer");
     let mut sealers: Vec<Sealer> = (0..2).map(|_| new_sealer()).collect();
@@ -346,9 +380,26 @@ fn headline(t: Timing, domain: &DomainKey) -> Headline {
     let mut outs_b: Vec<SealedChunk> = (0..POOL).map(|_| SealedChunk::default()).collect();
     let mut openers: Vec<Opener> = (0..2).map(|_| Opener::new().expect("opener")).collect();
     let mut opener = Opener::new().expect("opener");
-    let with_ids: Vec<SealJob<'_>> = chunks.iter().zip(&ids).map(|(c, id)| SealJob { id: Some(*id), data: c }).collect();
-    let without_ids: Vec<SealJob<'_>> = chunks.iter().map(|c| SealJob { id: None, data: c }).collect();
-    let open_jobs: Vec<OpenJob<'_, Vec<u8>>> = sealed.iter().zip(&shards).map(|(s, sh)| OpenJob { id: s.id(), shards: sh }).collect();
+    let with_ids: Vec<SealJob<'_>> = chunks
+        .iter()
+        .zip(&ids)
+        .map(|(c, id)| SealJob {
+            id: Some(*id),
+            data: c,
+        })
+        .collect();
+    let without_ids: Vec<SealJob<'_>> = chunks
+        .iter()
+        .map(|c| SealJob { id: None, data: c })
+        .collect();
+    let open_jobs: Vec<OpenJob<'_, Vec<u8>>> = sealed
+        .iter()
+        .zip(&shards)
+        .map(|(s, sh)| OpenJob {
+            id: s.id(),
+            shards: sh,
+        })
+        .collect();
 
     let mut outs: Vec<SealedChunk> = (0..POOL).map(|_| SealedChunk::default()).collect();
     let mut plains: Vec<Vec<u8>> = vec![Vec::new(); POOL];
@@ -380,23 +431,47 @@ fn headline(t: Timing, domain: &DomainKey) -> Headline {
     };
     let mut seal = || {
         let j = step(&mut c);
-        sealer.seal_chunk(domain, ids[j], &chunks[j], &mut out).expect("seal")
+        sealer
+            .seal_chunk(domain, ids[j], &chunks[j], &mut out)
+            .expect("seal")
     };
     let mut id_seal = || {
         let j = step(&mut d);
-        sealer_b.seal_into(domain, &chunks[j], &mut out2).expect("seal")
+        sealer_b
+            .seal_into(domain, &chunks[j], &mut out2)
+            .expect("seal")
     };
     let mut open = || {
         let j = step(&mut e);
-        opener.open_into(domain, &sealed[j].id(), &shards[j], &mut plain).expect("open");
+        opener
+            .open_into(domain, &sealed[j].id(), &shards[j], &mut plain)
+            .expect("open");
     };
     let mut rates = t.interleaved(&mut [
-        Case { bytes: CHUNK, run: &mut memcpy },
-        Case { bytes: CHUNK, run: &mut aead },
-        Case { bytes: CHUNK * POOL, run: &mut aead2 },
-        Case { bytes: CHUNK, run: &mut seal },
-        Case { bytes: CHUNK, run: &mut id_seal },
-        Case { bytes: CHUNK, run: &mut open },
+        Case {
+            bytes: CHUNK,
+            run: &mut memcpy,
+        },
+        Case {
+            bytes: CHUNK,
+            run: &mut aead,
+        },
+        Case {
+            bytes: CHUNK * POOL,
+            run: &mut aead2,
+        },
+        Case {
+            bytes: CHUNK,
+            run: &mut seal,
+        },
+        Case {
+            bytes: CHUNK,
+            run: &mut id_seal,
+        },
+        Case {
+            bytes: CHUNK,
+            run: &mut open,
+        },
     ]);
     let mut seal2 = || {
         for r in seal_batch(&mut sealers, domain, &with_ids, &mut outs) {
@@ -417,13 +492,27 @@ fn headline(t: Timing, domain: &DomainKey) -> Headline {
     // single-thread seal beside them for the scaling ratio.
     let mut seal1 = || {
         let j = step(&mut c);
-        sealer_c.seal_chunk(domain, ids[j], &chunks[j], &mut out3).expect("seal")
+        sealer_c
+            .seal_chunk(domain, ids[j], &chunks[j], &mut out3)
+            .expect("seal")
     };
     let more = t.interleaved(&mut [
-        Case { bytes: CHUNK, run: &mut seal1 },
-        Case { bytes: CHUNK * POOL, run: &mut seal2 },
-        Case { bytes: CHUNK * POOL, run: &mut id_seal2 },
-        Case { bytes: CHUNK * POOL, run: &mut open2 },
+        Case {
+            bytes: CHUNK,
+            run: &mut seal1,
+        },
+        Case {
+            bytes: CHUNK * POOL,
+            run: &mut seal2,
+        },
+        Case {
+            bytes: CHUNK * POOL,
+            run: &mut id_seal2,
+        },
+        Case {
+            bytes: CHUNK * POOL,
+            run: &mut open2,
+        },
     ]);
     rates.extend(more);
     let m = |i: usize| median(rates[i].clone());

@@ -106,7 +106,10 @@ fn reed_solomon(c: &mut Criterion) {
                         for (i, p) in simd_parity.iter().enumerate().take(lost) {
                             dec.add_recovery_shard(i, p).expect("add");
                         }
-                        dec.decode().expect("decode").restored_original_iter().count()
+                        dec.decode()
+                            .expect("decode")
+                            .restored_original_iter()
+                            .count()
                     })
                 },
             );

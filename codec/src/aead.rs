@@ -35,7 +35,12 @@ fn key(k: &ChunkKey) -> Result<LessSafeKey> {
 }
 
 /// Encrypt `buf` in place and return the tag.
-pub(crate) fn seal(k: &ChunkKey, nonce: [u8; 12], ad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+pub(crate) fn seal(
+    k: &ChunkKey,
+    nonce: [u8; 12],
+    ad: &[u8],
+    buf: &mut [u8],
+) -> Result<[u8; TAG_LEN]> {
     let tag: Tag = key(k)?
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(ad), buf)
         .map_err(|_| CodecError::AuthenticationFailed)?;

@@ -232,8 +232,8 @@ impl<R: Read> ReadChunker<R> {
     pub fn next_chunk(&mut self) -> std::io::Result<Option<Chunk<'_>>> {
         loop {
             // Polonius-free borrow dance: decide first, then borrow for return.
-            let ready = self.chunker.finished
-                || self.chunker.pending() >= self.chunker.cutter.cfg.max;
+            let ready =
+                self.chunker.finished || self.chunker.pending() >= self.chunker.cutter.cfg.max;
             if ready {
                 return Ok(self.chunker.next_chunk());
             }

@@ -34,8 +34,8 @@ impl Compressor {
         }
         let zc = zstd::bulk::Compressor::new(level.max(1))
             .map_err(|_| CodecError::InvalidCompressionLevel(level))?;
-        let zd = zstd::bulk::Decompressor::new()
-            .map_err(|e| CodecError::Decompress(e.to_string()))?;
+        let zd =
+            zstd::bulk::Decompressor::new().map_err(|e| CodecError::Decompress(e.to_string()))?;
         Ok(Self {
             level,
             zc,

@@ -206,7 +206,10 @@ fn select<'a, S: AsRef<[u8]>>(
         valid += 1;
     }
     let Some(header) = reference else {
-        return Err(CodecError::TooFewShards { valid: 0, needed: 1 });
+        return Err(CodecError::TooFewShards {
+            valid: 0,
+            needed: 1,
+        });
     };
     let needed = header.params.data();
     if valid < needed {
@@ -243,7 +246,9 @@ fn assemble(
         return Ok(());
     }
     let present: Vec<bool> = sel.bodies.iter().map(Option::is_some).collect();
-    coders.get(params)?.reconstruct(work, body_len, &present, data_only)?;
+    coders
+        .get(params)?
+        .reconstruct(work, body_len, &present, data_only)?;
     sel.report.reconstructed = present
         .iter()
         .enumerate()
@@ -412,10 +417,14 @@ impl Opener {
                 shapes.push(&c.header);
             }
         }
-        shapes.sort_by_key(|h| std::cmp::Reverse(cands.iter().filter(|c| c.header.same_chunk(h)).count()));
+        shapes.sort_by_key(|h| {
+            std::cmp::Reverse(cands.iter().filter(|c| c.header.same_chunk(h)).count())
+        });
         for shape in shapes {
-            let mut group: Vec<&Candidate<'_>> =
-                cands.iter().filter(|c| c.header.same_chunk(shape)).collect();
+            let mut group: Vec<&Candidate<'_>> = cands
+                .iter()
+                .filter(|c| c.header.same_chunk(shape))
+                .collect();
             group.sort_by_key(|c| c.header.index);
             let (k, n) = (shape.params.data(), shape.params.total());
             let mut winner: Option<Vec<usize>> = None;

@@ -17,7 +17,12 @@ pub struct SealJob<'a> {
     pub data: &'a [u8],
 }
 
-fn seal_one(s: &mut Sealer, domain: &DomainKey, job: &SealJob<'_>, out: &mut SealedChunk) -> Result<()> {
+fn seal_one(
+    s: &mut Sealer,
+    domain: &DomainKey,
+    job: &SealJob<'_>,
+    out: &mut SealedChunk,
+) -> Result<()> {
     match job.id {
         Some(id) => s.seal_chunk(domain, id, job.data, out),
         None => s.seal_into(domain, job.data, out),
@@ -67,7 +72,10 @@ pub fn seal_batch(
             }
         }
     });
-    results.into_iter().map(|r| r.expect("every input sealed")).collect()
+    results
+        .into_iter()
+        .map(|r| r.expect("every input sealed"))
+        .collect()
 }
 
 /// One chunk to open: its id and its available shards.
@@ -121,5 +129,8 @@ pub fn open_batch<S: AsRef<[u8]> + Sync>(
             }
         }
     });
-    results.into_iter().map(|r| r.expect("every job opened")).collect()
+    results
+        .into_iter()
+        .map(|r| r.expect("every job opened"))
+        .collect()
 }

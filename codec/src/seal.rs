@@ -143,7 +143,11 @@ impl Sealer {
         plaintext: &[u8],
         out: &mut SealedChunk,
     ) -> Result<()> {
-        debug_assert_eq!(domain.chunk_id(plaintext), id, "seal_chunk given a wrong id");
+        debug_assert_eq!(
+            domain.chunk_id(plaintext),
+            id,
+            "seal_chunk given a wrong id"
+        );
         let key = domain.chunk_key(&id);
         // The key is unique to this content (derived from its keyed hash), so
         // a fixed nonce never encrypts two different plaintexts under one key.

@@ -194,9 +194,11 @@ impl ShardHeader {
             return Err(CodecError::BadHeader("payload larger than the stripe"));
         }
         if flags & FLAG_COMPRESSED == 0 && payload_len != plaintext_len {
-            return Err(CodecError::BadHeader("raw payload length differs from plaintext"));
+            return Err(CodecError::BadHeader(
+                "raw payload length differs from plaintext",
+            ));
         }
-        if body_len as usize % BODY_ALIGN != 0 {
+        if !(body_len as usize).is_multiple_of(BODY_ALIGN) {
             return Err(CodecError::BadHeader("body length not aligned"));
         }
         Ok(ShardHeader {

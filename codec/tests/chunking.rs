@@ -20,7 +20,10 @@ fn push_boundaries(cfg: ChunkerConfig, data: &[u8], feeds: &[usize]) -> Vec<(usi
         pos += n;
         while let Some(ch) = c.next_chunk() {
             out.push((ch.offset as usize, ch.data.len()));
-            assert_eq!(ch.data, &data[ch.offset as usize..ch.offset as usize + ch.data.len()]);
+            assert_eq!(
+                ch.data,
+                &data[ch.offset as usize..ch.offset as usize + ch.data.len()]
+            );
         }
         assert!(c.pending() < cfg.max + n, "buffering bounded");
     }
@@ -67,7 +70,11 @@ fn default_sizes_average_near_one_mib() {
     let b = chunk_boundaries(ChunkerConfig::default(), &data).unwrap();
     let avg = data.len() / b.len();
     assert!((512 << 10..2 << 20).contains(&avg), "average chunk {avg}");
-    assert!(b.iter().rev().skip(1).all(|&(_, n)| (256 << 10..=4 << 20).contains(&n)));
+    assert!(b
+        .iter()
+        .rev()
+        .skip(1)
+        .all(|&(_, n)| (256 << 10..=4 << 20).contains(&n)));
 }
 
 #[test]

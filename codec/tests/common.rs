@@ -25,8 +25,8 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// Text-like bytes: words from a small vocabulary, compressible about 3x.
 pub fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: [&str; 16] = [
-        "grid", "shard", "farm", "object", "store", "the", "of", "and", "repair", "site",
-        "chunk", "erasure", "bucket", "version", "node", "data",
+        "grid", "shard", "farm", "object", "store", "the", "of", "and", "repair", "site", "chunk",
+        "erasure", "bucket", "version", "node", "data",
     ];
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     let mut v = Vec::with_capacity(len + 16);

@@ -9,7 +9,10 @@ use common::*;
 use proptest::prelude::*;
 
 fn open_all(domain: &codec::DomainKey, sealed: &codec::SealedChunk, shards: &[Vec<u8>]) -> Vec<u8> {
-    let (plain, report) = Opener::new().unwrap().open(domain, &sealed.id(), shards).unwrap();
+    let (plain, report) = Opener::new()
+        .unwrap()
+        .open(domain, &sealed.id(), shards)
+        .unwrap();
     assert!(report.rejected.is_empty(), "{report:?}");
     plain
 }
@@ -48,7 +51,13 @@ fn fewer_than_k_shards_names_the_shortage() {
             .unwrap()
             .open(&d, &sealed.id(), &shards[m + 1..])
             .unwrap_err();
-        assert_eq!(err, CodecError::TooFewShards { valid: k - 1, needed: k });
+        assert_eq!(
+            err,
+            CodecError::TooFewShards {
+                valid: k - 1,
+                needed: k
+            }
+        );
     }
 }
 
@@ -59,8 +68,14 @@ fn empty_input_and_no_shards() {
     assert_eq!(open_all(&d, &sealed, &sealed.shards()), b"");
     let none: Vec<Vec<u8>> = vec![];
     assert_eq!(
-        Opener::new().unwrap().open(&d, &sealed.id(), &none).unwrap_err(),
-        CodecError::TooFewShards { valid: 0, needed: 1 }
+        Opener::new()
+            .unwrap()
+            .open(&d, &sealed.id(), &none)
+            .unwrap_err(),
+        CodecError::TooFewShards {
+            valid: 0,
+            needed: 1
+        }
     );
 }
 
@@ -103,7 +118,10 @@ fn wrong_domain_is_an_authentication_error() {
 fn invalid_erasure_parameters_are_rejected() {
     for (k, m) in [(0, 0), (0, 2), (60, 5), (65, 0), (1, 64)] {
         assert!(
-            matches!(ErasureParams::new(k, m), Err(CodecError::InvalidErasure { .. })),
+            matches!(
+                ErasureParams::new(k, m),
+                Err(CodecError::InvalidErasure { .. })
+            ),
             "({k},{m})"
         );
     }
@@ -132,21 +150,36 @@ fn header_errors_are_typed() {
 
     let mut v = good.clone();
     v[4] = 2;
-    assert_eq!(shard::verify(&v).unwrap_err(), CodecError::UnsupportedVersion(2));
+    assert_eq!(
+        shard::verify(&v).unwrap_err(),
+        CodecError::UnsupportedVersion(2)
+    );
     let mut v = good.clone();
     v[0] = b'X';
-    assert_eq!(shard::verify(&v).unwrap_err(), CodecError::BadHeader("bad magic"));
-    assert!(matches!(shard::verify(&good[..50]), Err(CodecError::BadHeader(_))));
+    assert_eq!(
+        shard::verify(&v).unwrap_err(),
+        CodecError::BadHeader("bad magic")
+    );
+    assert!(matches!(
+        shard::verify(&good[..50]),
+        Err(CodecError::BadHeader(_))
+    ));
     assert_eq!(
         shard::verify(&good[..good.len() - 1]).unwrap_err(),
-        CodecError::CorruptShard { index: 0, reason: "truncated" }
+        CodecError::CorruptShard {
+            index: 0,
+            reason: "truncated"
+        }
     );
     let mut v = good.clone();
     let last = v.len() - 1;
     v[last] ^= 1;
     assert_eq!(
         shard::verify(&v).unwrap_err(),
-        CodecError::CorruptShard { index: 0, reason: "checksum mismatch" }
+        CodecError::CorruptShard {
+            index: 0,
+            reason: "checksum mismatch"
+        }
     );
     let h = ShardHeader::parse(&good).unwrap();
     assert_eq!(h.index, 0);
@@ -167,11 +200,22 @@ fn checksum_field_damage_is_harmless_but_visible() {
         s[100] ^= 4;
         assert!(shard::verify(s).is_err());
     }
-    let (plain, _) = Opener::new().unwrap().open(&d, &sealed.id(), &shards).unwrap();
+    let (plain, _) = Opener::new()
+        .unwrap()
+        .open(&d, &sealed.id(), &shards)
+        .unwrap();
     assert_eq!(plain, data);
     // A rebuild has no key, so it must not trust such shards.
-    let err = Rebuilder::new().rebuild(&sealed.id(), &shards, &[0]).unwrap_err();
-    assert_eq!(err, CodecError::TooFewShards { valid: 0, needed: 1 });
+    let err = Rebuilder::new()
+        .rebuild(&sealed.id(), &shards, &[0])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CodecError::TooFewShards {
+            valid: 0,
+            needed: 1
+        }
+    );
 }
 
 /// Corrupt shard `i` of `shards` in one of the ways a farm can: flip a byte
@@ -179,7 +223,11 @@ fn checksum_field_damage_is_harmless_but_visible() {
 /// recomputed checksum, the latter being what a malicious node would do).
 fn damage(shard: &mut Vec<u8>, how: u8, at: usize, k_plus_m: usize) {
     // With a single shard there is no other index to relabel it to.
-    let how = if k_plus_m == 1 && matches!(how % 5, 2 | 3) { 0 } else { how };
+    let how = if k_plus_m == 1 && matches!(how % 5, 2 | 3) {
+        0
+    } else {
+        how
+    };
     match how % 5 {
         0 => {
             // Any byte but the stored checksum itself, whose damage leaves

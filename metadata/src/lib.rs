@@ -1,4 +1,15 @@
-//! The data model (buckets, object versions, manifests, chunk references,
-//! cluster map), placement and the on-disk encoding of records.
+//! gridstore's data model, its on-disk encoding, and placement.
 //!
-//! Empty until the storage-node issue: nothing here yet has a user.
+//! * [`model`]: buckets, object versions and manifests, multipart uploads
+//!   and parts, chunk reference records, the cluster map.
+//! * [`record`]: the versioned binary encoding every record is stored and
+//!   sent in (protobuf wire format behind a one-byte schema tag, so fields
+//!   can be added without breaking readers on either side).
+//! * [`placement`]: which nodes hold a chunk's shards and a bucket's
+//!   metadata replicas (weighted rendezvous hashing, spread over sites).
+
+pub mod model;
+pub mod placement;
+pub mod record;
+
+pub use record::{Record, RecordError};

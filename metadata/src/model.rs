@@ -1,0 +1,360 @@
+//! The data model. Every struct here is a stored record (see [`Record`]);
+//! field numbers are part of the on-disk format and never change meaning.
+
+use crate::record::{Record, RecordError};
+use std::collections::BTreeMap;
+
+/// Length of chunk ids (keyed BLAKE3, see the codec).
+pub const CHUNK_ID_LEN: usize = 32;
+/// Length of version ids: 8 bytes hybrid-logical-clock time, 8 bytes that
+/// make ids from different gateways distinct. Byte order sorts by time.
+pub const VERSION_ID_LEN: usize = 16;
+/// Length of bucket ids (random, so a deleted and re-created bucket is a
+/// different bucket for placement and key domains).
+pub const BUCKET_ID_LEN: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum VersioningState {
+    /// Never enabled: a PUT replaces the single "null" version.
+    Unversioned = 0,
+    Enabled = 1,
+    /// Was enabled: old versions stay, new writes replace the "null" one.
+    Suspended = 2,
+}
+
+/// Reed-Solomon shape: `data` + `parity` shards per chunk.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, prost::Message)]
+pub struct ErasureSpec {
+    #[prost(uint32, tag = "1")]
+    pub data: u32,
+    #[prost(uint32, tag = "2")]
+    pub parity: u32,
+}
+
+impl ErasureSpec {
+    pub fn new(data: u32, parity: u32) -> Self {
+        Self { data, parity }
+    }
+
+    pub fn total(&self) -> usize {
+        (self.data + self.parity) as usize
+    }
+
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.data == 0 || self.data + self.parity > 64 {
+            return Err(RecordError::Invalid("erasure shape out of range"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Bucket {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    /// Access key id of the owner.
+    #[prost(string, tag = "3")]
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    #[prost(uint64, tag = "4")]
+    pub created_ms: u64,
+    #[prost(enumeration = "VersioningState", tag = "5")]
+    pub versioning: i32,
+    /// None: follow the cluster default.
+    #[prost(message, optional, tag = "6")]
+    pub erasure: Option<ErasureSpec>,
+}
+
+impl Record for Bucket {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.name.is_empty() {
+            return Err(RecordError::Invalid("bucket without a name"));
+        }
+        if self.id.len() != BUCKET_ID_LEN {
+            return Err(RecordError::Invalid("bucket id length"));
+        }
+        if VersioningState::try_from(self.versioning).is_err() {
+            return Err(RecordError::Invalid("unknown versioning state"));
+        }
+        self.erasure.as_ref().map_or(Ok(()), ErasureSpec::validate)
+    }
+}
+
+/// One chunk of an object: which bytes of the object it holds and which
+/// sealed chunk they are.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ChunkRef {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    /// Offset of the chunk's first byte in the object.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    /// Plaintext length.
+    #[prost(uint64, tag = "3")]
+    pub len: u64,
+    /// Erasure shape the chunk was sealed with (a bucket's shape can change;
+    /// its old chunks keep theirs).
+    #[prost(message, optional, tag = "4")]
+    pub erasure: Option<ErasureSpec>,
+    /// Length of each shard body, for capacity accounting and ranged reads.
+    #[prost(uint32, tag = "5")]
+    pub shard_len: u32,
+}
+
+impl ChunkRef {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.id.len() != CHUNK_ID_LEN {
+            return Err(RecordError::Invalid("chunk id length"));
+        }
+        match &self.erasure {
+            Some(e) => e.validate(),
+            None => Err(RecordError::Invalid("chunk without erasure shape")),
+        }
+    }
+}
+
+fn validate_chunks(chunks: &[ChunkRef], size: u64) -> Result<(), RecordError> {
+    let mut next = 0u64;
+    for c in chunks {
+        c.validate()?;
+        if c.offset != next {
+            return Err(RecordError::Invalid("chunks not contiguous"));
+        }
+        next = c
+            .offset
+            .checked_add(c.len)
+            .ok_or(RecordError::Invalid("chunk offset overflow"))?;
+    }
+    if !chunks.is_empty() && next != size {
+        return Err(RecordError::Invalid("chunks do not cover the object"));
+    }
+    Ok(())
+}
+
+/// One version of an object: its manifest, or a delete marker.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectVersion {
+    #[prost(string, tag = "1")]
+    pub bucket: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(bytes = "vec", tag = "3")]
+    pub version_id: Vec<u8>,
+    /// S3's "null" version (unversioned and suspended buckets).
+    #[prost(bool, tag = "4")]
+    pub null_version: bool,
+    #[prost(bool, tag = "5")]
+    pub delete_marker: bool,
+    #[prost(uint64, tag = "6")]
+    pub size: u64,
+    #[prost(string, tag = "7")]
+    pub etag: String,
+    #[prost(string, tag = "8")]
+    pub content_type: String,
+    #[prost(btree_map = "string, string", tag = "9")]
+    pub user_metadata: BTreeMap<String, String>,
+    /// Ordered, contiguous, covering `size` bytes; empty when inline.
+    #[prost(message, repeated, tag = "10")]
+    pub chunks: Vec<ChunkRef>,
+    /// Small objects live here instead of in chunks, sealed by the gateway
+    /// (nodes see ciphertext only).
+    #[prost(bytes = "vec", tag = "11")]
+    pub inline_data: Vec<u8>,
+    #[prost(uint64, tag = "12")]
+    pub created_ms: u64,
+    #[prost(string, tag = "13")]
+    pub storage_class: String,
+    /// Checksums the client asked for, by algorithm ("CRC32C" → base64).
+    #[prost(btree_map = "string, string", tag = "14")]
+    pub checksums: BTreeMap<String, String>,
+}
+
+impl Record for ObjectVersion {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.version_id.len() != VERSION_ID_LEN {
+            return Err(RecordError::Invalid("version id length"));
+        }
+        if self.delete_marker && (self.size != 0 || !self.chunks.is_empty()) {
+            return Err(RecordError::Invalid("delete marker with content"));
+        }
+        if !self.chunks.is_empty() && !self.inline_data.is_empty() {
+            return Err(RecordError::Invalid("both chunks and inline data"));
+        }
+        validate_chunks(&self.chunks, self.size)
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MultipartUpload {
+    #[prost(string, tag = "1")]
+    pub bucket: String,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    #[prost(string, tag = "3")]
+    pub upload_id: String,
+    #[prost(string, tag = "4")]
+    pub owner: String,
+    #[prost(uint64, tag = "5")]
+    pub initiated_ms: u64,
+    #[prost(string, tag = "6")]
+    pub content_type: String,
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub user_metadata: BTreeMap<String, String>,
+    #[prost(string, tag = "8")]
+    pub storage_class: String,
+}
+
+impl Record for MultipartUpload {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.upload_id.is_empty() {
+            return Err(RecordError::Invalid("upload without id"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Part {
+    #[prost(string, tag = "1")]
+    pub upload_id: String,
+    /// 1..=10000, as S3.
+    #[prost(uint32, tag = "2")]
+    pub part_number: u32,
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+    #[prost(string, tag = "4")]
+    pub etag: String,
+    #[prost(message, repeated, tag = "5")]
+    pub chunks: Vec<ChunkRef>,
+    #[prost(uint64, tag = "6")]
+    pub last_modified_ms: u64,
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub checksums: BTreeMap<String, String>,
+}
+
+impl Record for Part {
+    fn validate(&self) -> Result<(), RecordError> {
+        if !(1..=10_000).contains(&self.part_number) {
+            return Err(RecordError::Invalid("part number out of range"));
+        }
+        validate_chunks(&self.chunks, self.size)
+    }
+}
+
+/// Who refers to a chunk: one object version, or one multipart part.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Referrer {
+    #[prost(bytes = "vec", tag = "1")]
+    pub bucket_id: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub key: String,
+    /// Version id, or the upload id's bytes for a part.
+    #[prost(bytes = "vec", tag = "3")]
+    pub version: Vec<u8>,
+    #[prost(uint32, tag = "4")]
+    pub part_number: u32,
+}
+
+/// Kept on each of a chunk's placement nodes, one per referrer, so adding
+/// and removing references is idempotent and needs no read-modify-write;
+/// it is also how a node knows which shards it should hold.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkReference {
+    #[prost(bytes = "vec", tag = "1")]
+    pub chunk_id: Vec<u8>,
+    #[prost(message, optional, tag = "2")]
+    pub erasure: Option<ErasureSpec>,
+    #[prost(uint32, tag = "3")]
+    pub shard_len: u32,
+    #[prost(message, optional, tag = "4")]
+    pub referrer: Option<Referrer>,
+    #[prost(uint64, tag = "5")]
+    pub created_ms: u64,
+}
+
+impl Record for ChunkReference {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.chunk_id.len() != CHUNK_ID_LEN {
+            return Err(RecordError::Invalid("chunk id length"));
+        }
+        if self.referrer.is_none() {
+            return Err(RecordError::Invalid("reference without referrer"));
+        }
+        match &self.erasure {
+            Some(e) => e.validate(),
+            None => Err(RecordError::Invalid("chunk without erasure shape")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum NodeState {
+    /// Serving and taking new shards.
+    Up = 0,
+    /// Serving reads; its shards are being moved elsewhere.
+    Draining = 1,
+    /// Unreachable past the timeout; its shards are rebuilt elsewhere.
+    Down = 2,
+    /// Gone for good; kept in the map so its id is never reused.
+    Removed = 3,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Node {
+    /// Stable, unique, chosen at first start.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// host:port of its RPC listener.
+    #[prost(string, tag = "2")]
+    pub addr: String,
+    /// The farm it runs on: the failure domain placement spreads over.
+    #[prost(string, tag = "3")]
+    pub site: String,
+    #[prost(uint64, tag = "4")]
+    pub capacity_bytes: u64,
+    #[prost(enumeration = "NodeState", tag = "5")]
+    pub state: i32,
+}
+
+impl Node {
+    /// Whether placement may name this node for new data.
+    pub fn placeable(&self) -> bool {
+        // An unknown state (a newer peer's) is not Up: never place on it.
+        self.state == NodeState::Up as i32 && self.capacity_bytes > 0
+    }
+}
+
+/// The cluster map: every node and its state, under an epoch that grows
+/// with every change.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClusterMap {
+    #[prost(uint64, tag = "1")]
+    pub epoch: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub nodes: Vec<Node>,
+}
+
+impl Record for ClusterMap {
+    fn validate(&self) -> Result<(), RecordError> {
+        let mut ids: Vec<&str> = self.nodes.iter().map(|n| n.id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.iter().any(|id| id.is_empty()) {
+            return Err(RecordError::Invalid("node without id"));
+        }
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(RecordError::Invalid("duplicate node id"));
+        }
+        if self
+            .nodes
+            .iter()
+            .any(|n| NodeState::try_from(n.state).is_err())
+        {
+            return Err(RecordError::Invalid("unknown node state"));
+        }
+        Ok(())
+    }
+}
