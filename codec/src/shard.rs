@@ -257,3 +257,86 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<VerifiedShard<'_>> {
     let body = &bytes[header.header_len..];
     Ok(VerifiedShard { header, body })
 }
+
+/// Verifies a shard arriving in pieces (a network body), holding only its
+/// header: storage nodes check every shard before committing it to disk.
+#[derive(Default)]
+pub struct StreamVerifier {
+    head: Vec<u8>,
+    header: Option<ShardHeader>,
+    hasher: blake3::Hasher,
+    body_seen: u64,
+}
+
+impl StreamVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The parsed header, once enough bytes arrived.
+    pub fn header(&self) -> Option<&ShardHeader> {
+        self.header.as_ref()
+    }
+
+    /// Feed the next bytes. Fails as soon as the header is malformed or the
+    /// shard grows past the length its header declares.
+    pub fn update(&mut self, mut data: &[u8]) -> Result<()> {
+        while self.header.is_none() && !data.is_empty() {
+            // First the 7 bytes that give the header length, then the rest.
+            let want = if self.head.len() < 7 {
+                7
+            } else {
+                u16::from_le_bytes([self.head[5], self.head[6]]) as usize
+            };
+            let take = (want - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.head.len() == 7 {
+                if self.head[0..4] != MAGIC {
+                    return Err(CodecError::BadHeader("bad magic"));
+                }
+                let len = u16::from_le_bytes([self.head[5], self.head[6]]) as usize;
+                if !(HEADER_LEN..=MAX_HEADER_LEN).contains(&len) {
+                    return Err(CodecError::BadHeader("header length out of range"));
+                }
+            } else if self.head.len() == want {
+                let header = ShardHeader::parse(&self.head)?;
+                self.hasher
+                    .update(&self.head[..header.header_len - CHECKSUM_LEN]);
+                self.header = Some(header);
+            }
+        }
+        let Some(h) = &self.header else {
+            return Ok(());
+        };
+        self.body_seen += data.len() as u64;
+        if self.body_seen > h.body_len as u64 {
+            return Err(CodecError::CorruptShard {
+                index: h.index as usize,
+                reason: "trailing bytes",
+            });
+        }
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// Check that the whole shard arrived and its checksum matches.
+    pub fn finish(self) -> Result<ShardHeader> {
+        let Some(h) = self.header else {
+            return Err(CodecError::BadHeader("shorter than the fixed header"));
+        };
+        if self.body_seen != h.body_len as u64 {
+            return Err(CodecError::CorruptShard {
+                index: h.index as usize,
+                reason: "truncated",
+            });
+        }
+        if self.hasher.finalize().as_bytes() != &h.checksum {
+            return Err(CodecError::CorruptShard {
+                index: h.index as usize,
+                reason: "checksum mismatch",
+            });
+        }
+        Ok(h)
+    }
+}

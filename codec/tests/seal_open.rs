@@ -408,3 +408,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The streaming verifier agrees with `shard::verify` on whole, cut and
+    /// damaged shards, however the bytes are split.
+    #[test]
+    fn stream_verifier_matches_verify(
+        len in 0usize..100_000,
+        cut in prop::collection::vec(1usize..5000, 1..20),
+        damage_at in prop::option::of(any::<usize>()),
+        truncate in any::<bool>(),
+    ) {
+        let sealed = sealer(4, 2).seal(&domain(15), &random_bytes(len, len as u64)).unwrap();
+        let mut s = sealed.shard(1);
+        if let Some(at) = damage_at {
+            let i = at % s.len();
+            s[i] ^= 0x10;
+        }
+        if truncate {
+            s.pop();
+        }
+        let mut v = shard::StreamVerifier::new();
+        let mut pos = 0;
+        let mut sizes = cut.iter().cycle();
+        let mut early = None;
+        while pos < s.len() {
+            let n = (*sizes.next().unwrap()).min(s.len() - pos);
+            if let Err(e) = v.update(&s[pos..pos + n]) {
+                early = Some(e);
+                break;
+            }
+            pos += n;
+        }
+        let streamed = match early {
+            Some(e) => Err(e),
+            None => v.finish(),
+        };
+        let whole = shard::verify(&s).map(|v| v.header);
+        prop_assert_eq!(streamed.is_ok(), whole.is_ok(), "{:?} vs {:?}", streamed, whole);
+        if let (Ok(a), Ok(b)) = (streamed, whole) {
+            prop_assert_eq!(a, b);
+        }
+    }
+}

@@ -1,4 +1,8 @@
-//! The node daemon: shard store on disk, node RPC server, repair daemon and
-//! job runner host.
-//!
-//! Empty until the storage-node issue.
+//! The node daemon: the shard store on disk (this crate's first piece), and
+//! later the node RPC server, the repair daemon and the job runner host.
+
+pub mod file_io;
+pub mod shard_store;
+
+pub use file_io::IoBackend;
+pub use shard_store::{ShardKey, ShardStore, ShardWriter, StoreConfig, StoreError, Usage};

@@ -1,0 +1,162 @@
+//! Positional file I/O through io_uring when the kernel allows it, plain
+//! system calls otherwise. Both backends have the same semantics (full
+//! writes, short reads only at end of file, fsync), and the shard store's
+//! tests run against each.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring, one small ring per thread.
+    Uring,
+    /// pread/pwrite/fsync on the calling thread.
+    Threads,
+}
+
+impl IoBackend {
+    /// io_uring if a ring can be created and a no-op completes (seccomp
+    /// filters, old kernels and `kernel.io_uring_disabled` all refuse it).
+    pub fn detect() -> IoBackend {
+        match uring::probe() {
+            Ok(()) => IoBackend::Uring,
+            Err(e) => {
+                tracing::info!(error = %e, "io_uring unavailable, using thread I/O");
+                IoBackend::Threads
+            }
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            IoBackend::Uring => "io_uring",
+            IoBackend::Threads => "threads",
+        }
+    }
+
+    /// Write all of `buf` at `offset`.
+    pub fn write_all_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            IoBackend::Threads => file.write_all_at(buf, offset),
+            IoBackend::Uring => uring::write_all_at(file, buf, offset),
+        }
+    }
+
+    /// Fill `buf` from `offset`; returns fewer bytes only at end of file.
+    pub fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = match self {
+                IoBackend::Threads => file.read_at(&mut buf[done..], offset + done as u64),
+                IoBackend::Uring => uring::read_at(file, &mut buf[done..], offset + done as u64),
+            };
+            match n {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn sync_all(&self, file: &File) -> io::Result<()> {
+        match self {
+            IoBackend::Threads => file.sync_all(),
+            IoBackend::Uring => uring::fsync(file),
+        }
+    }
+}
+
+mod uring {
+    use super::*;
+    use io_uring::{opcode, types, IoUring};
+
+    thread_local! {
+        // Rings are cheap (a few pages) and not Sync; one per thread avoids
+        // any lock on the I/O path.
+        static RING: RefCell<Option<IoUring>> = const { RefCell::new(None) };
+    }
+
+    fn with_ring<T>(f: impl FnOnce(&mut IoUring) -> io::Result<T>) -> io::Result<T> {
+        RING.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(IoUring::new(8)?);
+            }
+            f(slot.as_mut().expect("ring just created"))
+        })
+    }
+
+    /// Submit one entry and wait for its completion; returns the result
+    /// (bytes, or 0) or the errno as an error.
+    fn run(entry: io_uring::squeue::Entry) -> io::Result<usize> {
+        with_ring(|ring| {
+            // SAFETY: the buffers the entry points to are borrowed by the
+            // caller for the whole call, and we wait for the completion
+            // before returning, so the kernel never sees a dangling pointer.
+            unsafe {
+                ring.submission()
+                    .push(&entry)
+                    .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+            }
+            loop {
+                match ring.submit_and_wait(1) {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let cqe = ring
+                .completion()
+                .next()
+                .ok_or_else(|| io::Error::other("io_uring completion missing"))?;
+            let res = cqe.result();
+            if res < 0 {
+                Err(io::Error::from_raw_os_error(-res))
+            } else {
+                Ok(res as usize)
+            }
+        })
+    }
+
+    pub(super) fn probe() -> io::Result<()> {
+        run(opcode::Nop::new().build()).map(|_| ())
+    }
+
+    pub(super) fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        let fd = types::Fd(file.as_raw_fd());
+        while !buf.is_empty() {
+            // One op moves at most u32::MAX bytes; loop on short writes.
+            let len = buf.len().min(1 << 30) as u32;
+            let e = opcode::Write::new(fd, buf.as_ptr(), len)
+                .offset(offset)
+                .build();
+            match run(e) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let len = buf.len().min(1 << 30) as u32;
+        let e = opcode::Read::new(types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), len)
+            .offset(offset)
+            .build();
+        run(e)
+    }
+
+    pub(super) fn fsync(file: &File) -> io::Result<()> {
+        run(opcode::Fsync::new(types::Fd(file.as_raw_fd())).build()).map(|_| ())
+    }
+}

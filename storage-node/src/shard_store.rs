@@ -1,0 +1,484 @@
+//! Content-addressed shard store on the local filesystem.
+//!
+//! Layout: `ROOT/shards/ab/cd/<64 hex of chunk id>.<index>`, where `ab` and
+//! `cd` are the id's first two bytes (65 536 directories spread a few
+//! million shards thinly). Paths are built only from a parsed 32-byte id and
+//! a small index, never from caller text, so no request can name a file
+//! outside the store.
+//!
+//! A write goes to `ROOT/tmp/`, is verified (header, length, BLAKE3) as it
+//! streams, fsynced, renamed into place, and the directory fsynced: after a
+//! crash a shard is either whole and visible or absent. Temp files left by
+//! a crash are removed when the store opens.
+
+use crate::file_io::IoBackend;
+use codec::shard::StreamVerifier;
+use codec::MAX_SHARDS;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("insufficient storage: {needed} bytes needed, {available} available")]
+    InsufficientStorage { needed: u64, available: u64 },
+    #[error("shard not found")]
+    NotFound,
+    #[error("invalid shard key: {0}")]
+    InvalidKey(&'static str),
+    #[error("shard rejected: {0}")]
+    Corrupt(String),
+    #[error("range {offset}+{len} outside a shard of {shard_len} bytes")]
+    InvalidRange {
+        offset: u64,
+        len: u64,
+        shard_len: u64,
+    },
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// One shard's address: chunk id and shard index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardKey {
+    pub chunk: [u8; 32],
+    pub index: u8,
+}
+
+impl ShardKey {
+    pub fn new(chunk: [u8; 32], index: usize) -> Result<Self, StoreError> {
+        if index >= MAX_SHARDS {
+            return Err(StoreError::InvalidKey("shard index out of range"));
+        }
+        Ok(Self {
+            chunk,
+            index: index as u8,
+        })
+    }
+
+    /// Parse a chunk id given as exactly 64 lowercase hex digits.
+    pub fn from_hex(chunk_hex: &str, index: usize) -> Result<Self, StoreError> {
+        let b = chunk_hex.as_bytes();
+        if b.len() != 64 {
+            return Err(StoreError::InvalidKey("chunk id must be 64 hex digits"));
+        }
+        let mut chunk = [0u8; 32];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            chunk[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+        }
+        Self::new(chunk, index)
+    }
+
+    pub fn chunk_hex(&self) -> String {
+        self.chunk.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn file_name(&self) -> String {
+        format!("{}.{}", self.chunk_hex(), self.index)
+    }
+
+    fn from_file_name(name: &str) -> Option<Self> {
+        let (hex, index_text) = name.split_once('.')?;
+        let index: usize = index_text.parse().ok()?;
+        // Reject "07" style names so every shard has exactly one name.
+        if index.to_string() != index_text {
+            return None;
+        }
+        Self::from_hex(hex, index).ok()
+    }
+}
+
+fn hex_val(c: u8) -> Result<u8, StoreError> {
+    match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(StoreError::InvalidKey("chunk id must be lowercase hex")),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub root: PathBuf,
+    /// Most bytes of shards this node will hold; `None`: the disk decides.
+    pub quota: Option<u64>,
+    /// Free space always left on the filesystem, so the node refuses writes
+    /// before the disk is full (RocksDB and the OS need room too).
+    pub reserve_bytes: u64,
+    /// `None`: detect io_uring, fall back to threads.
+    pub io: Option<IoBackend>,
+}
+
+impl StoreConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            quota: None,
+            reserve_bytes: 256 << 20,
+            io: None,
+        }
+    }
+}
+
+/// Space figures for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of shards held (and reserved by writes in flight).
+    pub used: u64,
+    pub quota: Option<u64>,
+    pub fs_free: u64,
+    pub fs_total: u64,
+    /// What a new write may still take.
+    pub available: u64,
+}
+
+pub struct ShardStore {
+    root: PathBuf,
+    shards: PathBuf,
+    tmp: PathBuf,
+    io: IoBackend,
+    quota: Option<u64>,
+    reserve: u64,
+    used: Arc<AtomicU64>,
+    tmp_seq: AtomicU64,
+}
+
+impl ShardStore {
+    /// Open (creating if needed) a store; removes temp files a crash left
+    /// and counts the bytes held.
+    pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
+        let shards = cfg.root.join("shards");
+        let tmp = cfg.root.join("tmp");
+        fs::create_dir_all(&shards)?;
+        fs::create_dir_all(&tmp)?;
+        let mut stray = 0;
+        for e in fs::read_dir(&tmp)? {
+            fs::remove_file(e?.path())?;
+            stray += 1;
+        }
+        if stray > 0 {
+            tracing::warn!(count = stray, "removed partial shards left by a crash");
+        }
+        let io = cfg.io.unwrap_or_else(IoBackend::detect);
+        let store = Self {
+            root: cfg.root,
+            shards,
+            tmp,
+            io,
+            quota: cfg.quota,
+            reserve: cfg.reserve_bytes,
+            used: Arc::new(AtomicU64::new(0)),
+            tmp_seq: AtomicU64::new(0),
+        };
+        let mut used = 0;
+        for key in store.iter()? {
+            used += fs::metadata(store.path(&key?))?.len();
+        }
+        store.used.store(used, Ordering::SeqCst);
+        tracing::info!(root = %store.root.display(), io = io.name(), used, "shard store open");
+        Ok(store)
+    }
+
+    pub fn io_backend(&self) -> IoBackend {
+        self.io
+    }
+
+    fn dir(&self, key: &ShardKey) -> PathBuf {
+        self.shards
+            .join(format!("{:02x}", key.chunk[0]))
+            .join(format!("{:02x}", key.chunk[1]))
+    }
+
+    fn path(&self, key: &ShardKey) -> PathBuf {
+        self.dir(key).join(key.file_name())
+    }
+
+    pub fn usage(&self) -> Result<Usage, StoreError> {
+        let (fs_free, fs_total) = fs_space(&self.root)?;
+        let used = self.used.load(Ordering::SeqCst);
+        let by_disk = fs_free.saturating_sub(self.reserve);
+        let by_quota = self.quota.map_or(u64::MAX, |q| q.saturating_sub(used));
+        Ok(Usage {
+            used,
+            quota: self.quota,
+            fs_free,
+            fs_total,
+            available: by_disk.min(by_quota),
+        })
+    }
+
+    /// Start writing a shard of `len` bytes (header included). The space is
+    /// reserved now, so concurrent writers cannot together overrun the quota.
+    pub fn writer(&self, key: ShardKey, len: u64) -> Result<ShardWriter<'_>, StoreError> {
+        self.reserve_space(len)?;
+        let reservation = Reservation {
+            used: self.used.clone(),
+            bytes: len,
+        };
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = self.tmp.join(format!("{}.{}.tmp", key.file_name(), seq));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)?;
+        Ok(ShardWriter {
+            store: self,
+            key,
+            declared: len,
+            file,
+            tmp_path,
+            written: 0,
+            verifier: StreamVerifier::new(),
+            reservation: Some(reservation),
+        })
+    }
+
+    fn reserve_space(&self, len: u64) -> Result<(), StoreError> {
+        let (fs_free, _) = fs_space(&self.root)?;
+        let by_disk = fs_free.saturating_sub(self.reserve);
+        loop {
+            let used = self.used.load(Ordering::SeqCst);
+            let by_quota = self.quota.map_or(u64::MAX, |q| q.saturating_sub(used));
+            let available = by_disk.min(by_quota);
+            if len > available {
+                return Err(StoreError::InsufficientStorage {
+                    needed: len,
+                    available,
+                });
+            }
+            if self
+                .used
+                .compare_exchange(used, used + len, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Store a whole shard from memory.
+    pub fn put(&self, key: ShardKey, shard: &[u8]) -> Result<(), StoreError> {
+        let mut w = self.writer(key, shard.len() as u64)?;
+        w.write(shard)?;
+        w.commit()
+    }
+
+    pub fn contains(&self, key: &ShardKey) -> bool {
+        self.path(key).is_file()
+    }
+
+    /// Length of a stored shard, header included.
+    pub fn shard_len(&self, key: &ShardKey) -> Result<u64, StoreError> {
+        match fs::metadata(self.path(key)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read `len` bytes at `offset` (the whole shard with `None`).
+    pub fn read(&self, key: &ShardKey, range: Option<(u64, u64)>) -> Result<Vec<u8>, StoreError> {
+        let file = match File::open(self.path(key)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let shard_len = file.metadata()?.len();
+        let (offset, len) = range.unwrap_or((0, shard_len));
+        if offset.checked_add(len).is_none_or(|end| end > shard_len) {
+            return Err(StoreError::InvalidRange {
+                offset,
+                len,
+                shard_len,
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        let n = self.io.read_at(&file, &mut buf, offset)?;
+        if n != buf.len() {
+            return Err(StoreError::Io(io::Error::from(
+                io::ErrorKind::UnexpectedEof,
+            )));
+        }
+        Ok(buf)
+    }
+
+    /// Re-read a shard and check it (what the scrubber does).
+    pub fn verify(&self, key: &ShardKey) -> Result<(), StoreError> {
+        let bytes = self.read(key, None)?;
+        let v = codec::shard::verify(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        check_identity(key, &v.header)
+    }
+
+    /// Remove a shard; `false` if it was not there.
+    pub fn delete(&self, key: &ShardKey) -> Result<bool, StoreError> {
+        let path = self.path(key);
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(&self.dir(key))?;
+        self.used.fetch_sub(len, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Every shard held, in directory order (for the scrubber and the
+    /// reconciliation pass). Entries that are not shards are skipped.
+    pub fn iter(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<ShardKey, StoreError>> + '_, StoreError> {
+        let top = sorted_dir(&self.shards)?;
+        Ok(top.into_iter().flat_map(move |a| {
+            let inner: Vec<Result<ShardKey, StoreError>> = match sorted_dir(&a) {
+                Err(e) => vec![Err(e)],
+                Ok(mids) => mids
+                    .into_iter()
+                    .flat_map(|b| match sorted_dir(&b) {
+                        Err(e) => vec![Err(e)],
+                        Ok(files) => files
+                            .into_iter()
+                            .filter_map(|f| {
+                                f.file_name()?.to_str().and_then(ShardKey::from_file_name)
+                            })
+                            .map(Ok)
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            inner
+        }))
+    }
+}
+
+fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        v.push(e?.path());
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn check_identity(key: &ShardKey, h: &codec::shard::ShardHeader) -> Result<(), StoreError> {
+    if h.chunk_id.0 != key.chunk || h.index != key.index {
+        return Err(StoreError::Corrupt(
+            "shard header names another chunk or index".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn fs_space(path: &Path) -> Result<(u64, u64), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| StoreError::InvalidKey("path contains NUL"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Space reserved by a write in flight; released unless the write commits.
+struct Reservation {
+    used: Arc<AtomicU64>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// The write committed: the bytes stay counted as used.
+    fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// A shard being written. Dropping it without `commit` leaves nothing.
+pub struct ShardWriter<'a> {
+    store: &'a ShardStore,
+    key: ShardKey,
+    declared: u64,
+    file: File,
+    tmp_path: PathBuf,
+    written: u64,
+    verifier: StreamVerifier,
+    reservation: Option<Reservation>,
+}
+
+impl ShardWriter<'_> {
+    /// Append bytes; fails early on a bad header or too many bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        if self.written + data.len() as u64 > self.declared {
+            return Err(StoreError::Corrupt("more bytes than declared".into()));
+        }
+        self.verifier
+            .update(data)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.store.io.write_all_at(&self.file, data, self.written)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Verify, make durable and publish the shard.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        if self.written != self.declared {
+            return Err(StoreError::Corrupt(format!(
+                "{} bytes received, {} declared",
+                self.written, self.declared
+            )));
+        }
+        let verifier = std::mem::take(&mut self.verifier);
+        let header = verifier
+            .finish()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        check_identity(&self.key, &header)?;
+        self.store.io.sync_all(&self.file)?;
+        let dir = self.store.dir(&self.key);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir)?;
+            // New directories must themselves survive a crash.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+                if let Some(grand) = parent.parent() {
+                    sync_dir(grand)?;
+                }
+            }
+        }
+        let target = self.store.path(&self.key);
+        let replaced = target.exists();
+        fs::rename(&self.tmp_path, &target)?;
+        sync_dir(&dir)?;
+        if let Some(r) = self.reservation.take() {
+            // The bytes now belong to the stored shard and stay counted;
+            // replacing an identical shard (content-addressed) adds none.
+            if !replaced {
+                r.keep();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ShardWriter<'_> {
+    fn drop(&mut self) {
+        // After a successful commit the temp path no longer exists.
+        let _ = fs::remove_file(&self.tmp_path);
+    }
+}
