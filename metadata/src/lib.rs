@@ -8,6 +8,7 @@
 //! * [`placement`]: which nodes hold a chunk's shards and a bucket's
 //!   metadata replicas (weighted rendezvous hashing, spread over sites).
 
+pub mod db;
 pub mod model;
 pub mod placement;
 pub mod record;

@@ -1,0 +1,278 @@
+//! A node's local metadata store: RocksDB with one column family per table,
+//! behind a small typed API. Every write is synced to the WAL before it
+//! returns, because a node acknowledges a write only when it is durable.
+
+use crate::record::{Record, RecordError};
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, MultiThreaded, Options,
+    TransactionDB, WriteOptions,
+};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The tables. Keys within a table sort bytewise; each table's key layout
+/// is owned by the code that writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Buckets,
+    /// Object versions (manifests), keyed by bucket id, key, version.
+    Versions,
+    Uploads,
+    Parts,
+    /// Chunk reference records held by this node.
+    ChunkRefs,
+    /// Cluster map, node identity, and other single records.
+    System,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Buckets,
+        Table::Versions,
+        Table::Uploads,
+        Table::Parts,
+        Table::ChunkRefs,
+        Table::System,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::Buckets => "buckets",
+            Table::Versions => "versions",
+            Table::Uploads => "uploads",
+            Table::Parts => "parts",
+            Table::ChunkRefs => "chunk_refs",
+            Table::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("record in {table}: {source}")]
+    Record {
+        table: &'static str,
+        source: RecordError,
+    },
+    #[error("scan limit must be at least 1")]
+    ZeroLimit,
+}
+
+/// One page of a range scan, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    /// First key of the next page; `None` when the range is exhausted.
+    pub next: Option<Vec<u8>>,
+}
+
+/// An atomic group of writes across tables.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put<R: Record>(&mut self, table: Table, key: &[u8], record: &R) -> &mut Self {
+        self.put_raw(table, key, record.encode_record())
+    }
+
+    pub fn put_raw(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> &mut Self {
+        self.ops.push((table, key.to_vec(), Some(value)));
+        self
+    }
+
+    pub fn delete(&mut self, table: Table, key: &[u8]) -> &mut Self {
+        self.ops.push((table, key.to_vec(), None));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+pub struct Db {
+    db: TransactionDB<MultiThreaded>,
+    // Serialises compare-and-set against itself; plain writes need no lock
+    // (RocksDB orders them), CAS needs read-compare-write to be atomic.
+    cas: Mutex<()>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Manifests and refs are small and hot: keep the defaults modest so
+        // a farm's small machine is not starved.
+        opts.set_max_open_files(512);
+        opts.set_keep_log_file_num(4);
+        let cfs = Table::ALL
+            .iter()
+            .map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
+        let db = TransactionDB::open_cf_descriptors(&opts, &Default::default(), path, cfs)?;
+        Ok(Db {
+            db,
+            cas: Mutex::new(()),
+        })
+    }
+
+    fn cf(&self, table: Table) -> Arc<BoundColumnFamily<'_>> {
+        self.db
+            .cf_handle(table.name())
+            .expect("every table's column family is created at open")
+    }
+
+    fn sync() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self.db.get_cf(&self.cf(table), key)?)
+    }
+
+    pub fn get<R: Record>(&self, table: Table, key: &[u8]) -> Result<Option<R>, DbError> {
+        match self.get_raw(table, key)? {
+            None => Ok(None),
+            Some(v) => R::decode_record(&v)
+                .map(Some)
+                .map_err(|source| DbError::Record {
+                    table: table.name(),
+                    source,
+                }),
+        }
+    }
+
+    pub fn put<R: Record>(&self, table: Table, key: &[u8], record: &R) -> Result<(), DbError> {
+        self.put_raw(table, key, &record.encode_record())
+    }
+
+    pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), DbError> {
+        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
+        txn.put_cf(&self.cf(table), key, value)?;
+        Ok(txn.commit()?)
+    }
+
+    pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), DbError> {
+        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
+        txn.delete_cf(&self.cf(table), key)?;
+        Ok(txn.commit()?)
+    }
+
+    /// Apply every write of `batch` or none.
+    pub fn write(&self, batch: Batch) -> Result<(), DbError> {
+        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
+        for (table, key, value) in batch.ops {
+            match value {
+                Some(v) => txn.put_cf(&self.cf(table), key, v)?,
+                None => txn.delete_cf(&self.cf(table), key)?,
+            }
+        }
+        Ok(txn.commit()?)
+    }
+
+    /// Keys in `[start, end)` (`end = None`: to the end of the table) in key
+    /// order, at most `limit` of them. Pass `next` back as `start` for the
+    /// following page.
+    pub fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page, DbError> {
+        if limit == 0 {
+            return Err(DbError::ZeroLimit);
+        }
+        let cf = self.cf(table);
+        let iter = self
+            .db
+            .iterator_cf(&cf, IteratorMode::From(start, Direction::Forward));
+        let mut items = Vec::new();
+        for kv in iter {
+            let (k, v) = kv?;
+            if end.is_some_and(|e| k.as_ref() >= e) {
+                return Ok(Page { items, next: None });
+            }
+            if items.len() == limit {
+                return Ok(Page {
+                    items,
+                    next: Some(k.to_vec()),
+                });
+            }
+            items.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(Page { items, next: None })
+    }
+
+    /// Every key starting with `prefix`, paginated like `scan`.
+    pub fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page, DbError> {
+        let end = prefix_end(prefix);
+        let start = start_after.map_or_else(
+            || prefix.to_vec(),
+            |k| {
+                let mut s = k.to_vec();
+                s.push(0);
+                s
+            },
+        );
+        self.scan(table, &start, end.as_deref(), limit)
+    }
+
+    /// Set `key` to `new` (`None` deletes) only if its current value is
+    /// `expected` (`None`: absent). Returns whether the swap happened. This
+    /// is the primitive quorum writes use to order updates of one record.
+    pub fn compare_and_set(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, DbError> {
+        let _guard = self.cas.lock().unwrap_or_else(|p| p.into_inner());
+        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
+        let cf = self.cf(table);
+        let current = txn.get_for_update_cf(&cf, key, true)?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(v) => txn.put_cf(&cf, key, v)?,
+            None => txn.delete_cf(&cf, key)?,
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` if there is none (prefix of all 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
