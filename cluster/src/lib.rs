@@ -1,4 +1,5 @@
-//! The object layer every front end uses: node RPC client, quorum reads and
-//! writes, streaming encode/decode, versions, listing, multipart, dedup, GC.
-//!
-//! Empty until the cluster object layer issue.
+//! The object layer every front end uses. Its first piece is the
+//! authentication of node RPC, shared by the client (here) and the node's
+//! server (`storage-node`), which depends on this crate.
+
+pub mod rpc_auth;
