@@ -17,50 +17,44 @@ pub struct SealJob<'a> {
     pub data: &'a [u8],
 }
 
-fn seal_one(
-    s: &mut Sealer,
-    domain: &DomainKey,
-    job: &SealJob<'_>,
-    out: &mut SealedChunk,
-) -> Result<()> {
-    match job.id {
-        Some(id) => s.seal_chunk(domain, id, job.data, out),
-        None => s.seal_into(domain, job.data, out),
-    }
+/// One chunk to open: its id and its available shards.
+pub struct OpenJob<'a, S> {
+    pub id: ChunkId,
+    pub shards: &'a [S],
 }
 
-/// Seal `inputs[i]` into `outs[i]` using one thread per sealer.
-pub fn seal_batch(
-    sealers: &mut [Sealer],
-    domain: &DomainKey,
-    inputs: &[SealJob<'_>],
-    outs: &mut [SealedChunk],
-) -> Vec<Result<()>> {
-    assert_eq!(inputs.len(), outs.len(), "one output per input");
-    let threads = sealers.len().max(1);
-    if sealers.len() <= 1 || inputs.len() <= 1 {
-        let Some(s) = sealers.first_mut() else {
-            return vec![];
+/// Run `f(worker, i, &mut outs[i])` for every i, worker `w` taking the
+/// indices `i % workers.len() == w`, one scoped thread per worker.
+fn in_lanes<W: Send, O: Send, R: Send>(
+    workers: &mut [W],
+    outs: &mut [O],
+    f: impl Fn(&mut W, usize, &mut O) -> R + Sync,
+) -> Vec<R> {
+    let n = workers.len();
+    if n <= 1 || outs.len() <= 1 {
+        let Some(w) = workers.first_mut() else {
+            return Vec::new();
         };
-        return inputs
-            .iter()
-            .zip(outs.iter_mut())
-            .map(|(j, o)| seal_one(s, domain, j, o))
+        return outs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, o)| f(w, i, o))
             .collect();
     }
-    let mut results: Vec<Option<Result<()>>> = (0..inputs.len()).map(|_| None).collect();
+    let mut results: Vec<Option<R>> = (0..outs.len()).map(|_| None).collect();
+    let mut lanes: Vec<Vec<(usize, &mut O)>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, o) in outs.iter_mut().enumerate() {
+        lanes[i % n].push((i, o));
+    }
+    let f = &f;
     std::thread::scope(|scope| {
-        let mut lanes: Vec<Vec<(usize, &mut SealedChunk)>> = (0..threads).map(|_| vec![]).collect();
-        for (i, o) in outs.iter_mut().enumerate() {
-            lanes[i % threads].push((i, o));
-        }
-        let handles: Vec<_> = sealers
+        let handles: Vec<_> = workers
             .iter_mut()
             .zip(lanes)
-            .map(|(sealer, lane)| {
+            .map(|(w, lane)| {
                 scope.spawn(move || {
                     lane.into_iter()
-                        .map(|(i, o)| (i, seal_one(sealer, domain, &inputs[i], o)))
+                        .map(|(i, o)| (i, f(w, i, o)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -74,14 +68,25 @@ pub fn seal_batch(
     });
     results
         .into_iter()
-        .map(|r| r.expect("every input sealed"))
+        .map(|r| r.expect("every lane reports every index"))
         .collect()
 }
 
-/// One chunk to open: its id and its available shards.
-pub struct OpenJob<'a, S> {
-    pub id: ChunkId,
-    pub shards: &'a [S],
+/// Seal `inputs[i]` into `outs[i]` using one thread per sealer.
+pub fn seal_batch(
+    sealers: &mut [Sealer],
+    domain: &DomainKey,
+    inputs: &[SealJob<'_>],
+    outs: &mut [SealedChunk],
+) -> Vec<Result<()>> {
+    assert_eq!(inputs.len(), outs.len(), "one output per input");
+    in_lanes(sealers, outs, |s, i, out| {
+        let job = &inputs[i];
+        match job.id {
+            Some(id) => s.seal_chunk(domain, id, job.data, out),
+            None => s.seal_into(domain, job.data, out),
+        }
+    })
 }
 
 /// Open each job into `outs[i]` using one thread per opener.
@@ -92,45 +97,7 @@ pub fn open_batch<S: AsRef<[u8]> + Sync>(
     outs: &mut [Vec<u8>],
 ) -> Vec<Result<OpenReport>> {
     assert_eq!(jobs.len(), outs.len(), "one output per job");
-    let threads = openers.len().max(1);
-    if openers.len() <= 1 || jobs.len() <= 1 {
-        let Some(o) = openers.first_mut() else {
-            return vec![];
-        };
-        return jobs
-            .iter()
-            .zip(outs.iter_mut())
-            .map(|(j, out)| o.open_into(domain, &j.id, j.shards, out))
-            .collect();
-    }
-    let mut results: Vec<Option<Result<OpenReport>>> = (0..jobs.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let mut lanes: Vec<Vec<(usize, &mut Vec<u8>)>> = (0..threads).map(|_| vec![]).collect();
-        for (i, o) in outs.iter_mut().enumerate() {
-            lanes[i % threads].push((i, o));
-        }
-        let handles: Vec<_> = openers
-            .iter_mut()
-            .zip(lanes)
-            .map(|(opener, lane)| {
-                scope.spawn(move || {
-                    lane.into_iter()
-                        .map(|(i, out)| {
-                            let j = &jobs[i];
-                            (i, opener.open_into(domain, &j.id, j.shards, out))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            for (i, r) in h.join().expect("codec worker panicked") {
-                results[i] = Some(r);
-            }
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| r.expect("every job opened"))
-        .collect()
+    in_lanes(openers, outs, |o, i, out| {
+        o.open_into(domain, &jobs[i].id, jobs[i].shards, out)
+    })
 }

@@ -453,3 +453,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn batches_on_two_threads_match_one_at_a_time() {
+    use codec::parallel::{open_batch, seal_batch, OpenJob, SealJob};
+    let d = domain(16);
+    let inputs: Vec<Vec<u8>> = (0..7)
+        .map(|i| random_bytes(10_000 + i * 3000, i as u64))
+        .collect();
+    let jobs: Vec<SealJob<'_>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, data)| SealJob {
+            id: (i % 2 == 0).then(|| d.chunk_id(data)),
+            data,
+        })
+        .collect();
+    let mut sealers = vec![sealer(4, 2), sealer(4, 2)];
+    let mut outs = vec![codec::SealedChunk::default(); inputs.len()];
+    for r in seal_batch(&mut sealers, &d, &jobs, &mut outs) {
+        r.unwrap();
+    }
+    for (data, sealed) in inputs.iter().zip(&outs) {
+        assert_eq!(
+            sealed.shards(),
+            sealer(4, 2).seal(&d, data).unwrap().shards()
+        );
+    }
+    let shards: Vec<Vec<Vec<u8>>> = outs.iter().map(|s| s.shards()[1..].to_vec()).collect();
+    let open_jobs: Vec<OpenJob<'_, Vec<u8>>> = outs
+        .iter()
+        .zip(&shards)
+        .map(|(s, sh)| OpenJob {
+            id: s.id(),
+            shards: sh,
+        })
+        .collect();
+    let mut openers = vec![Opener::new().unwrap(), Opener::new().unwrap()];
+    let mut plains = vec![Vec::new(); inputs.len()];
+    for r in open_batch(&mut openers, &d, &open_jobs, &mut plains) {
+        assert_eq!(r.unwrap().reconstructed, vec![0]);
+    }
+    assert_eq!(plains, inputs);
+}
