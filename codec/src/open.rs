@@ -7,7 +7,7 @@ use crate::erasure::{Coder, ErasureParams};
 use crate::error::{CodecError, Result};
 use crate::keys::{ChunkId, ChunkKey, DomainKey};
 use crate::seal::MAX_CHUNK_LEN;
-use crate::shard::{self, ShardHeader, TAG_LEN};
+use crate::shard::{self, ShardHeader, VerifiedShard, TAG_LEN};
 
 /// A shard that could not be used, by its position in the caller's slice.
 /// Gateways report these to the repair queue.
@@ -53,20 +53,11 @@ fn candidates<'a, S: AsRef<[u8]>>(
     let mut good = Vec::new();
     let mut rejected = Vec::new();
     for (position, s) in shards.iter().enumerate() {
-        match shard::verify(s.as_ref()) {
-            Ok(v) if v.header.chunk_id == *id && v.header.plaintext_len <= MAX_CHUNK_LEN as u64 => {
-                good.push(Candidate {
-                    position,
-                    header: v.header,
-                    body: v.body,
-                })
-            }
-            Ok(v) => rejected.push(RejectedShard {
+        match check_shard(id, s.as_ref(), Check::Checksum) {
+            Ok(v) => good.push(Candidate {
                 position,
-                error: CodecError::CorruptShard {
-                    index: v.header.index as usize,
-                    reason: "belongs to another chunk",
-                },
+                header: v.header,
+                body: v.body,
             }),
             Err(error) => rejected.push(RejectedShard { position, error }),
         }
@@ -129,6 +120,25 @@ enum Check {
     Aead,
 }
 
+/// Parse (and, with `Check::Checksum`, hash) one shard and check that it
+/// belongs to chunk `id` and declares a chunk size a reader may allocate.
+fn check_shard<'a>(id: &ChunkId, bytes: &'a [u8], check: Check) -> Result<VerifiedShard<'a>> {
+    let v = match check {
+        Check::Checksum => shard::verify(bytes)?,
+        Check::Aead => shard::parse(bytes)?,
+    };
+    if v.header.chunk_id != *id {
+        return Err(CodecError::CorruptShard {
+            index: v.header.index as usize,
+            reason: "belongs to another chunk",
+        });
+    }
+    if v.header.plaintext_len > MAX_CHUNK_LEN as u64 {
+        return Err(CodecError::BadHeader("plaintext length over the limit"));
+    }
+    Ok(v)
+}
+
 /// Check shards until k valid ones of chunk `id` are found, data shards
 /// first (they make reconstruction unnecessary). Shards beyond the first k
 /// valid ones are not examined. A shard that fails its check, belongs to
@@ -160,36 +170,15 @@ fn select<'a, S: AsRef<[u8]>>(
                 continue; // a duplicate of an index we already hold
             }
         }
-        let checked = match check {
-            Check::Checksum => shard::verify(shards[position].as_ref()),
-            Check::Aead => shard::parse(shards[position].as_ref()),
-        };
-        let v = match checked {
+        let v = match check_shard(id, shards[position].as_ref(), check) {
             Ok(v) => v,
             Err(error) => {
                 report.rejected.push(RejectedShard { position, error });
                 continue;
             }
         };
-        if v.header.chunk_id != *id {
-            report.rejected.push(RejectedShard {
-                position,
-                error: CodecError::CorruptShard {
-                    index,
-                    reason: "belongs to another chunk",
-                },
-            });
-            continue;
-        }
         match &reference {
             None => {
-                if v.header.plaintext_len > MAX_CHUNK_LEN as u64 {
-                    report.rejected.push(RejectedShard {
-                        position,
-                        error: CodecError::BadHeader("plaintext length over the limit"),
-                    });
-                    continue;
-                }
                 bodies = vec![None; v.header.params.total()];
                 reference = Some(v.header.clone());
             }

@@ -72,7 +72,7 @@ impl ShardKey {
     }
 
     pub fn chunk_hex(&self) -> String {
-        self.chunk.iter().map(|b| format!("{b:02x}")).collect()
+        codec::ChunkId(self.chunk).to_hex()
     }
 
     fn file_name(&self) -> String {
