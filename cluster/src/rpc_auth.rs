@@ -75,9 +75,9 @@ impl SignedHeaders {
     pub fn to_pairs(&self) -> [(&'static str, String); 4] {
         [
             (HEADER_TIME, self.time_ms.to_string()),
-            (HEADER_NONCE, hex(&self.nonce)),
-            (HEADER_CONTENT_HASH, hex(&self.content_hash)),
-            (HEADER_AUTHORIZATION, format!("{SCHEME}{}", hex(&self.tag))),
+            (HEADER_NONCE, hex::encode(self.nonce)),
+            (HEADER_CONTENT_HASH, hex::encode(self.content_hash)),
+            (HEADER_AUTHORIZATION, format!("{SCHEME}{}", hex::encode(self.tag))),
         ]
     }
 }
@@ -243,23 +243,8 @@ impl BodyCheck {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
-    if b.len() != 2 * N {
-        return None;
-    }
     let mut out = [0u8; N];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let v = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        out[i] = (v(pair[0])? << 4) | v(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }

@@ -7,10 +7,14 @@
 //!   can be added without breaking readers on either side).
 //! * [`placement`]: which nodes hold a chunk's shards and a bucket's
 //!   metadata replicas (weighted rendezvous hashing, spread over sites).
+//! * [`db`]: a node's RocksDB tables behind a small typed API.
+//! * [`shard_key`]: the address of one shard (chunk id, index).
 
 pub mod db;
 pub mod model;
 pub mod placement;
 pub mod record;
+pub mod shard_key;
 
 pub use record::{Record, RecordError};
+pub use shard_key::{InvalidShardKey, ShardKey, MAX_SHARDS};

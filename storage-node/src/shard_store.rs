@@ -13,7 +13,7 @@
 
 use crate::file_io::IoBackend;
 use codec::shard::StreamVerifier;
-use codec::MAX_SHARDS;
+pub use metadata::ShardKey;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,8 +26,8 @@ pub enum StoreError {
     InsufficientStorage { needed: u64, available: u64 },
     #[error("shard not found")]
     NotFound,
-    #[error("invalid shard key: {0}")]
-    InvalidKey(&'static str),
+    #[error(transparent)]
+    InvalidKey(#[from] metadata::InvalidShardKey),
     #[error("shard rejected: {0}")]
     Corrupt(String),
     #[error("range {offset}+{len} outside a shard of {shard_len} bytes")]
@@ -38,64 +38,6 @@ pub enum StoreError {
     },
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
-}
-
-/// One shard's address: chunk id and shard index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardKey {
-    pub chunk: [u8; 32],
-    pub index: u8,
-}
-
-impl ShardKey {
-    pub fn new(chunk: [u8; 32], index: usize) -> Result<Self, StoreError> {
-        if index >= MAX_SHARDS {
-            return Err(StoreError::InvalidKey("shard index out of range"));
-        }
-        Ok(Self {
-            chunk,
-            index: index as u8,
-        })
-    }
-
-    /// Parse a chunk id given as exactly 64 lowercase hex digits.
-    pub fn from_hex(chunk_hex: &str, index: usize) -> Result<Self, StoreError> {
-        let b = chunk_hex.as_bytes();
-        if b.len() != 64 {
-            return Err(StoreError::InvalidKey("chunk id must be 64 hex digits"));
-        }
-        let mut chunk = [0u8; 32];
-        for (i, pair) in b.chunks_exact(2).enumerate() {
-            chunk[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
-        }
-        Self::new(chunk, index)
-    }
-
-    pub fn chunk_hex(&self) -> String {
-        codec::ChunkId(self.chunk).to_hex()
-    }
-
-    fn file_name(&self) -> String {
-        format!("{}.{}", self.chunk_hex(), self.index)
-    }
-
-    fn from_file_name(name: &str) -> Option<Self> {
-        let (hex, index_text) = name.split_once('.')?;
-        let index: usize = index_text.parse().ok()?;
-        // Reject "07" style names so every shard has exactly one name.
-        if index.to_string() != index_text {
-            return None;
-        }
-        Self::from_hex(hex, index).ok()
-    }
-}
-
-fn hex_val(c: u8) -> Result<u8, StoreError> {
-    match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        _ => Err(StoreError::InvalidKey("chunk id must be lowercase hex")),
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,7 +133,7 @@ impl ShardStore {
     }
 
     fn path(&self, key: &ShardKey) -> PathBuf {
-        self.dir(key).join(key.file_name())
+        self.dir(key).join(key.to_name())
     }
 
     pub fn usage(&self) -> Result<Usage, StoreError> {
@@ -217,7 +159,7 @@ impl ShardStore {
             bytes: len,
         };
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self.tmp.join(format!("{}.{}.tmp", key.file_name(), seq));
+        let tmp_path = self.tmp.join(format!("{}.{}.tmp", key.to_name(), seq));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -344,7 +286,7 @@ impl ShardStore {
                         Ok(files) => files
                             .into_iter()
                             .filter_map(|f| {
-                                f.file_name()?.to_str().and_then(ShardKey::from_file_name)
+                                ShardKey::from_name(f.file_name()?.to_str()?).ok()
                             })
                             .map(Ok)
                             .collect(),
@@ -377,7 +319,7 @@ fn check_identity(key: &ShardKey, h: &codec::shard::ShardHeader) -> Result<(), S
 fn fs_space(path: &Path) -> Result<(u64, u64), StoreError> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| StoreError::InvalidKey("path contains NUL"))?;
+        .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {

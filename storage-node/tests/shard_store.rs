@@ -130,16 +130,16 @@ fn keys_cannot_escape_the_store() {
         &format!("{}\0", "0".repeat(63)),
     ];
     for b in bad {
-        assert!(
-            matches!(ShardKey::from_hex(b, 0), Err(StoreError::InvalidKey(_))),
-            "{b:?}"
-        );
+        assert!(ShardKey::from_hex(b, 0).is_err(), "{b:?}");
+        assert!(ShardKey::from_name(&format!("{b}.0")).is_err(), "{b:?}");
     }
-    assert!(matches!(
-        ShardKey::from_hex(&"0".repeat(64), 64),
-        Err(StoreError::InvalidKey(_))
-    ));
-    assert!(ShardKey::from_hex(&"0a".repeat(32), 63).is_ok());
+    assert!(ShardKey::from_hex(&"0".repeat(64), 64).is_err());
+    for name in ["0a", "+1", "01", "1 ", "", "99999999999999999999"] {
+        let n = format!("{}.{name}", "0a".repeat(32));
+        assert!(ShardKey::from_name(&n).is_err(), "{n:?}");
+    }
+    let k = ShardKey::from_hex(&"0a".repeat(32), 63).unwrap();
+    assert_eq!(ShardKey::from_name(&k.to_name()), Ok(k));
 }
 
 #[test]
