@@ -1,5 +1,10 @@
-//! The object layer every front end uses. Its first piece is the
-//! authentication of node RPC, shared by the client (here) and the node's
-//! server (`storage-node`), which depends on this crate.
+//! The object layer every front end uses. Its first pieces are the node
+//! RPC: its authentication ([`rpc_auth`]), its protocol ([`node_api`], shared
+//! with the server in `storage-node`, which depends on this crate) and a
+//! typed client ([`node_client`]).
 
+pub mod node_api;
+pub mod node_client;
 pub mod rpc_auth;
+
+pub use node_client::{ClientOptions, NodeClient, NodeError};

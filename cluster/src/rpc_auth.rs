@@ -77,7 +77,10 @@ impl SignedHeaders {
             (HEADER_TIME, self.time_ms.to_string()),
             (HEADER_NONCE, hex::encode(self.nonce)),
             (HEADER_CONTENT_HASH, hex::encode(self.content_hash)),
-            (HEADER_AUTHORIZATION, format!("{SCHEME}{}", hex::encode(self.tag))),
+            (
+                HEADER_AUTHORIZATION,
+                format!("{SCHEME}{}", hex::encode(self.tag)),
+            ),
         ]
     }
 }

@@ -42,7 +42,9 @@ impl ErasureSpec {
     }
 
     fn validate(&self) -> Result<(), RecordError> {
-        if self.data == 0 || self.data as usize + self.parity as usize > crate::shard_key::MAX_SHARDS {
+        if self.data == 0
+            || self.data as usize + self.parity as usize > crate::shard_key::MAX_SHARDS
+        {
             return Err(RecordError::Invalid("erasure shape out of range"));
         }
         Ok(())
@@ -273,6 +275,42 @@ pub struct ChunkReference {
     pub referrer: Option<Referrer>,
     #[prost(uint64, tag = "5")]
     pub created_ms: u64,
+    /// Each shard's checksum (the BLAKE3 its header carries), by index, as
+    /// the writer sealed it. Shard checksums are unkeyed so nodes can verify
+    /// without keys; these let a node doing a keyless rebuild also refuse a
+    /// self-consistent shard a dishonest peer forged. Empty when unknown.
+    #[prost(bytes = "vec", repeated, tag = "6")]
+    pub shard_hashes: Vec<Vec<u8>>,
+}
+
+impl ChunkReference {
+    /// The record's key in the chunk reference table: the chunk id first,
+    /// so one chunk's references are one contiguous range, then the
+    /// referrer, length-prefixed so no two referrers share a key.
+    pub fn table_key(chunk_id: &[u8], referrer: &Referrer) -> Vec<u8> {
+        let mut k = Vec::with_capacity(
+            chunk_id.len()
+                + 10
+                + referrer.bucket_id.len()
+                + referrer.version.len()
+                + referrer.key.len(),
+        );
+        k.extend_from_slice(chunk_id);
+        for part in [&referrer.bucket_id, &referrer.version] {
+            k.push(part.len().min(255) as u8);
+            k.extend_from_slice(part);
+        }
+        k.extend_from_slice(&referrer.part_number.to_be_bytes());
+        k.extend_from_slice(referrer.key.as_bytes());
+        k
+    }
+
+    /// This record's key; `None` if it has no referrer.
+    pub fn key(&self) -> Option<Vec<u8>> {
+        self.referrer
+            .as_ref()
+            .map(|r| Self::table_key(&self.chunk_id, r))
+    }
 }
 
 impl Record for ChunkReference {
@@ -280,13 +318,32 @@ impl Record for ChunkReference {
         if self.chunk_id.len() != CHUNK_ID_LEN {
             return Err(RecordError::Invalid("chunk id length"));
         }
-        if self.referrer.is_none() {
+        let Some(referrer) = &self.referrer else {
             return Err(RecordError::Invalid("reference without referrer"));
+        };
+        referrer.validate()?;
+        let erasure = self
+            .erasure
+            .as_ref()
+            .ok_or(RecordError::Invalid("chunk without erasure shape"))?;
+        erasure.validate()?;
+        if !self.shard_hashes.is_empty()
+            && (self.shard_hashes.len() != erasure.total()
+                || self.shard_hashes.iter().any(|h| h.len() != 32))
+        {
+            return Err(RecordError::Invalid("shard hashes do not match the shape"));
         }
-        match &self.erasure {
-            Some(e) => e.validate(),
-            None => Err(RecordError::Invalid("chunk without erasure shape")),
+        Ok(())
+    }
+}
+
+impl Referrer {
+    fn validate(&self) -> Result<(), RecordError> {
+        // Ids are fixed-size; bounding them keeps table keys unambiguous.
+        if self.bucket_id.len() > 255 || self.version.len() > 255 {
+            return Err(RecordError::Invalid("referrer id too long"));
         }
+        Ok(())
     }
 }
 

@@ -86,11 +86,18 @@ fn every_record_round_trips() {
             part_number: 0,
         }),
         created_ms: 11,
+        shard_hashes: (0..6).map(|i| vec![i; 32]).collect(),
     };
     assert_eq!(
         ChunkReference::decode_record(&r.encode_record()).unwrap(),
         r
     );
+    let mut wrong = r.clone();
+    wrong.shard_hashes.pop();
+    assert!(ChunkReference::decode_record(&wrong.encode_record()).is_err());
+    let mut unknown = r.clone();
+    unknown.shard_hashes.clear();
+    assert!(ChunkReference::decode_record(&unknown.encode_record()).is_ok());
 
     let m = ClusterMap {
         epoch: 42,
@@ -105,6 +112,34 @@ fn every_record_round_trips() {
     let back = ClusterMap::decode_record(&m.encode_record()).unwrap();
     assert_eq!(back, m);
     assert_eq!(back.nodes[0].state(), NodeState::Draining);
+}
+
+#[test]
+fn chunk_reference_keys_group_by_chunk_and_never_collide() {
+    let referrer = |bucket: &[u8], version: &[u8], part: u32, key: &str| Referrer {
+        bucket_id: bucket.to_vec(),
+        key: key.into(),
+        version: version.to_vec(),
+        part_number: part,
+    };
+    let a = [1u8; CHUNK_ID_LEN];
+    let b = [2u8; CHUNK_ID_LEN];
+    let refs = [
+        referrer(&[1], &[2, 3], 0, "k"),
+        referrer(&[1, 2], &[3], 0, "k"),
+        referrer(&[1], &[2], 0, "3k"),
+        referrer(&[1], &[2, 3], 1, "k"),
+        referrer(&[1], &[2, 3], 0, "k2"),
+    ];
+    let mut keys: Vec<Vec<u8>> = refs
+        .iter()
+        .map(|r| ChunkReference::table_key(&a, r))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), refs.len());
+    let bk = ChunkReference::table_key(&b, &refs[0]);
+    assert!(keys.iter().all(|k| k.starts_with(&a) && *k < bk));
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub struct Usage {
     pub fs_total: u64,
     /// What a new write may still take.
     pub available: u64,
+    /// Shards held.
+    pub shards: u64,
 }
 
 pub struct ShardStore {
@@ -83,6 +85,7 @@ pub struct ShardStore {
     quota: Option<u64>,
     reserve: u64,
     used: Arc<AtomicU64>,
+    count: AtomicU64,
     tmp_seq: AtomicU64,
 }
 
@@ -111,14 +114,17 @@ impl ShardStore {
             quota: cfg.quota,
             reserve: cfg.reserve_bytes,
             used: Arc::new(AtomicU64::new(0)),
+            count: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
         };
-        let mut used = 0;
+        let (mut used, mut count) = (0, 0);
         for key in store.iter()? {
             used += fs::metadata(store.path(&key?))?.len();
+            count += 1;
         }
         store.used.store(used, Ordering::SeqCst);
-        tracing::info!(root = %store.root.display(), io = io.name(), used, "shard store open");
+        store.count.store(count, Ordering::SeqCst);
+        tracing::info!(root = %store.root.display(), io = io.name(), used, shards = count, "shard store open");
         Ok(store)
     }
 
@@ -147,6 +153,7 @@ impl ShardStore {
             fs_free,
             fs_total,
             available: by_disk.min(by_quota),
+            shards: self.count.load(Ordering::SeqCst),
         })
     }
 
@@ -219,30 +226,26 @@ impl ShardStore {
         }
     }
 
-    /// Read `len` bytes at `offset` (the whole shard with `None`).
-    pub fn read(&self, key: &ShardKey, range: Option<(u64, u64)>) -> Result<Vec<u8>, StoreError> {
+    /// Open a stored shard for reading (in pieces, for streaming).
+    pub fn open_shard(&self, key: &ShardKey) -> Result<ShardReader, StoreError> {
         let file = match File::open(self.path(key)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        let shard_len = file.metadata()?.len();
-        let (offset, len) = range.unwrap_or((0, shard_len));
-        if offset.checked_add(len).is_none_or(|end| end > shard_len) {
-            return Err(StoreError::InvalidRange {
-                offset,
-                len,
-                shard_len,
-            });
-        }
-        let mut buf = vec![0u8; len as usize];
-        let n = self.io.read_at(&file, &mut buf, offset)?;
-        if n != buf.len() {
-            return Err(StoreError::Io(io::Error::from(
-                io::ErrorKind::UnexpectedEof,
-            )));
-        }
-        Ok(buf)
+        let len = file.metadata()?.len();
+        Ok(ShardReader {
+            file,
+            len,
+            io: self.io,
+        })
+    }
+
+    /// Read `len` bytes at `offset` (the whole shard with `None`).
+    pub fn read(&self, key: &ShardKey, range: Option<(u64, u64)>) -> Result<Vec<u8>, StoreError> {
+        let reader = self.open_shard(key)?;
+        let (offset, len) = reader.check_range(range)?;
+        reader.read(offset, len)
     }
 
     /// Re-read a shard and check it (what the scrubber does).
@@ -267,6 +270,7 @@ impl ShardStore {
         }
         sync_dir(&self.dir(key))?;
         self.used.fetch_sub(len, Ordering::SeqCst);
+        self.count.fetch_sub(1, Ordering::SeqCst);
         Ok(true)
     }
 
@@ -285,9 +289,7 @@ impl ShardStore {
                         Err(e) => vec![Err(e)],
                         Ok(files) => files
                             .into_iter()
-                            .filter_map(|f| {
-                                ShardKey::from_name(f.file_name()?.to_str()?).ok()
-                            })
+                            .filter_map(|f| ShardKey::from_name(f.file_name()?.to_str()?).ok())
                             .map(Ok)
                             .collect(),
                     })
@@ -331,6 +333,52 @@ fn fs_space(path: &Path) -> Result<(u64, u64), StoreError> {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// An open stored shard. The file stays readable even if the shard is
+/// deleted meanwhile (unlinked files live on while open).
+pub struct ShardReader {
+    file: File,
+    len: u64,
+    io: IoBackend,
+}
+
+impl ShardReader {
+    /// Length of the shard, header included.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `(offset, len)` of `range` (the whole shard for `None`), if it lies
+    /// inside the shard.
+    pub fn check_range(&self, range: Option<(u64, u64)>) -> Result<(u64, u64), StoreError> {
+        let (offset, len) = range.unwrap_or((0, self.len));
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(StoreError::InvalidRange {
+                offset,
+                len,
+                shard_len: self.len,
+            });
+        }
+        Ok((offset, len))
+    }
+
+    /// Exactly `len` bytes at `offset`, which must be inside the shard.
+    pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        self.check_range(Some((offset, len)))?;
+        let mut buf = vec![0u8; len as usize];
+        let n = self.io.read_at(&self.file, &mut buf, offset)?;
+        if n != buf.len() {
+            return Err(StoreError::Io(io::Error::from(
+                io::ErrorKind::UnexpectedEof,
+            )));
+        }
+        Ok(buf)
+    }
 }
 
 /// Space reserved by a write in flight; released unless the write commits.
@@ -412,6 +460,7 @@ impl ShardWriter<'_> {
             // replacing an identical shard (content-addressed) adds none.
             if !replaced {
                 r.keep();
+                self.store.count.fetch_add(1, Ordering::SeqCst);
             }
         }
         Ok(())

@@ -68,6 +68,7 @@ fn put_read_range_delete() {
         ));
         let used = store.usage().unwrap().used;
         assert_eq!(used, len * 6);
+        assert_eq!(store.usage().unwrap().shards, 6);
         assert!(store.delete(&k0).unwrap());
         assert!(!store.delete(&k0).unwrap());
         assert!(matches!(store.read(&k0, None), Err(StoreError::NotFound)));
@@ -75,6 +76,7 @@ fn put_read_range_delete() {
         // Idempotent re-put of an identical shard does not double count.
         store.put(key(&c, 1), &c.shard(1)).unwrap();
         assert_eq!(store.usage().unwrap().used, len * 5);
+        assert_eq!(store.usage().unwrap().shards, 5);
     }
 }
 
@@ -188,6 +190,7 @@ fn reopen_cleans_temp_files_and_recounts() {
         );
         assert!(!store.contains(&key(&c, 3)));
         assert_eq!(store.usage().unwrap().used, 3 * c.shard(0).len() as u64);
+        assert_eq!(store.usage().unwrap().shards, 3);
         let listed: BTreeSet<ShardKey> = store.iter().unwrap().map(|k| k.unwrap()).collect();
         assert_eq!(listed, (0..3).map(|i| key(&c, i)).collect());
     }

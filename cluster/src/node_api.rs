@@ -1,0 +1,429 @@
+//! The node RPC protocol: paths, message bodies and status codes, shared
+//! by the client (`NodeClient`, in this crate) and the server (the
+//! `storage-node` crate).
+//!
+//! Every call is HTTP (1.1 or 2) authenticated by [`crate::rpc_auth`].
+//! Shard bodies travel raw; every other body is a record in the versioned
+//! encoding of [`metadata::record`], so the protocol evolves by the same
+//! rules as the data on disk.
+//!
+//! | call | method and path | request body | response body |
+//! |---|---|---|---|
+//! | put shard | `PUT /v1/shards/<chunk hex>.<index>` | the shard | - |
+//! | get shard | `GET /v1/shards/<name>[?offset=N&len=M]` | - | the bytes |
+//! | delete shard | `DELETE /v1/shards/<name>` | - | - (404 if absent) |
+//! | which held | `POST /v1/shards:have` | [`ShardList`] | [`ShardLengths`] |
+//! | delete shards | `POST /v1/shards:delete` | [`ShardList`] | [`Deleted`] |
+//! | record get | `GET /v1/meta/<table>/<key hex>` | - | the record (404 if absent) |
+//! | record put | `PUT /v1/meta/<table>/<key hex>` | the record | - |
+//! | record delete | `DELETE /v1/meta/<table>/<key hex>` | - | - |
+//! | batch | `POST /v1/meta:batch` | [`MetaBatch`] | - |
+//! | range scan | `POST /v1/meta:scan` | [`ScanRequest`] | [`ScanPage`] |
+//! | compare-and-set | `POST /v1/meta:cas` | [`CasRequest`] | [`CasResult`] |
+//! | add refs | `POST /v1/refs:add` | [`RefList`] | - |
+//! | remove refs | `POST /v1/refs:remove` | [`RefList`] (referrers only matter) | - |
+//! | list refs | `POST /v1/refs:list` | [`RefQuery`] | [`RefPage`] |
+//! | status | `GET /v1/status` | - | [`NodeStatus`] |
+//! | cluster map | `GET` / `PUT /v1/map` | - / `ClusterMap` | `ClusterMap` / [`MapAccepted`] |
+//!
+//! `/health` and `/metrics` are plain, unauthenticated GETs for probes and
+//! Prometheus; they reveal counts, never data or names.
+
+use metadata::db::Table;
+use metadata::model::ChunkReference;
+use metadata::{InvalidShardKey, Record, RecordError, ShardKey};
+
+pub const SHARDS: &str = "/v1/shards/";
+pub const SHARDS_HAVE: &str = "/v1/shards:have";
+pub const SHARDS_DELETE: &str = "/v1/shards:delete";
+pub const META: &str = "/v1/meta/";
+pub const META_BATCH: &str = "/v1/meta:batch";
+pub const META_SCAN: &str = "/v1/meta:scan";
+pub const META_CAS: &str = "/v1/meta:cas";
+pub const REFS_ADD: &str = "/v1/refs:add";
+pub const REFS_REMOVE: &str = "/v1/refs:remove";
+pub const REFS_LIST: &str = "/v1/refs:list";
+pub const STATUS: &str = "/v1/status";
+pub const MAP: &str = "/v1/map";
+pub const HEALTH: &str = "/health";
+pub const METRICS: &str = "/metrics";
+
+/// Largest shard a node accepts: a 64 MiB chunk with k = 1 plus its
+/// header, tag and padding, rounded up.
+pub const MAX_SHARD_BYTES: u64 = (64 << 20) + (1 << 16);
+/// Largest non-shard request body (batches of records, key lists).
+pub const MAX_MESSAGE_BYTES: u64 = 16 << 20;
+/// Most items in one batch, key list or scan page.
+pub const MAX_ITEMS: usize = 10_000;
+
+/// The tables a gateway may read and write through the record calls.
+/// Chunk references have their own calls; the system table (node
+/// identity, cluster map) is the node's own.
+pub fn table_name(t: Table) -> Option<&'static str> {
+    match t {
+        Table::Buckets | Table::Versions | Table::Uploads | Table::Parts => Some(t.name()),
+        Table::ChunkRefs | Table::System => None,
+    }
+}
+
+pub fn table_from_name(name: &str) -> Option<Table> {
+    Table::ALL
+        .into_iter()
+        .find(|t| table_name(*t) == Some(name))
+}
+
+fn table_from_wire(n: u32) -> Result<Table, RecordError> {
+    let t = match n {
+        1 => Table::Buckets,
+        2 => Table::Versions,
+        3 => Table::Uploads,
+        4 => Table::Parts,
+        _ => return Err(RecordError::Invalid("unknown or private table")),
+    };
+    Ok(t)
+}
+
+pub fn table_to_wire(t: Table) -> u32 {
+    match t {
+        Table::Buckets => 1,
+        Table::Versions => 2,
+        Table::Uploads => 3,
+        Table::Parts => 4,
+        // Never accepted by a node; encoded so a mistake is refused there.
+        Table::ChunkRefs | Table::System => 0,
+    }
+}
+
+pub fn shard_path(key: &ShardKey) -> String {
+    format!("{SHARDS}{}", key.to_name())
+}
+
+pub fn meta_path(table: Table, key: &[u8]) -> String {
+    format!("{META}{}/{}", table.name(), hex::encode(key))
+}
+
+/// Shard keys on the wire: 32 bytes of chunk id, one of index.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShardList {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub keys: Vec<Vec<u8>>,
+}
+
+impl ShardList {
+    pub fn new(keys: &[ShardKey]) -> Self {
+        Self {
+            keys: keys
+                .iter()
+                .map(|k| {
+                    let mut v = k.chunk.to_vec();
+                    v.push(k.index);
+                    v
+                })
+                .collect(),
+        }
+    }
+
+    pub fn shard_keys(&self) -> Result<Vec<ShardKey>, InvalidShardKey> {
+        self.keys
+            .iter()
+            .map(|b| {
+                let (chunk, index) = b
+                    .split_first_chunk::<32>()
+                    .filter(|(_, rest)| rest.len() == 1)
+                    .ok_or(InvalidShardKey("shard key must be 33 bytes"))?;
+                ShardKey::new(*chunk, index[0] as usize)
+            })
+            .collect()
+    }
+}
+
+impl Record for ShardList {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.keys.len() > MAX_ITEMS {
+            return Err(RecordError::Invalid("too many shard keys"));
+        }
+        self.shard_keys()
+            .map(|_| ())
+            .map_err(|e| RecordError::Invalid(e.0))
+    }
+}
+
+/// For each key asked about, in order: its stored length, 0 if not held.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShardLengths {
+    #[prost(uint64, repeated, tag = "1")]
+    pub lens: Vec<u64>,
+}
+impl Record for ShardLengths {}
+
+/// For each key, in order: whether it was there to delete.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Deleted {
+    #[prost(bool, repeated, tag = "1")]
+    pub deleted: Vec<bool>,
+}
+impl Record for Deleted {}
+
+/// One write of a batch: `value` set puts, absent deletes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetaOp {
+    #[prost(uint32, tag = "1")]
+    pub table: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl MetaOp {
+    pub fn put(table: Table, key: &[u8], value: Vec<u8>) -> Self {
+        Self {
+            table: table_to_wire(table),
+            key: key.to_vec(),
+            value: Some(value),
+        }
+    }
+
+    pub fn delete(table: Table, key: &[u8]) -> Self {
+        Self {
+            table: table_to_wire(table),
+            key: key.to_vec(),
+            value: None,
+        }
+    }
+
+    pub fn table(&self) -> Result<Table, RecordError> {
+        table_from_wire(self.table)
+    }
+}
+
+/// Writes applied all or none.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetaBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub ops: Vec<MetaOp>,
+}
+
+impl Record for MetaBatch {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.ops.len() > MAX_ITEMS {
+            return Err(RecordError::Invalid("batch too large"));
+        }
+        for op in &self.ops {
+            op.table()?;
+            if op.key.is_empty() {
+                return Err(RecordError::Invalid("empty key"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys in `[start, end)` in order (`end` absent: to the table's end).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScanRequest {
+    #[prost(uint32, tag = "1")]
+    pub table: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub start: Vec<u8>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub end: Option<Vec<u8>>,
+    #[prost(uint32, tag = "4")]
+    pub limit: u32,
+}
+
+impl ScanRequest {
+    pub fn table(&self) -> Result<Table, RecordError> {
+        table_from_wire(self.table)
+    }
+}
+
+impl Record for ScanRequest {
+    fn validate(&self) -> Result<(), RecordError> {
+        self.table()?;
+        if self.limit == 0 || self.limit as usize > MAX_ITEMS {
+            return Err(RecordError::Invalid("scan limit out of range"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// One page; pass `next` as the following request's `start`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ScanPage {
+    #[prost(message, repeated, tag = "1")]
+    pub items: Vec<KeyValue>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub next: Option<Vec<u8>>,
+}
+impl Record for ScanPage {}
+
+/// Set `key` to `new` (absent: delete) only if it currently is `expected`
+/// (absent: the key does not exist).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CasRequest {
+    #[prost(uint32, tag = "1")]
+    pub table: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub expected: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub new: Option<Vec<u8>>,
+}
+
+impl CasRequest {
+    pub fn table(&self) -> Result<Table, RecordError> {
+        table_from_wire(self.table)
+    }
+}
+
+impl Record for CasRequest {
+    fn validate(&self) -> Result<(), RecordError> {
+        self.table()?;
+        if self.key.is_empty() {
+            return Err(RecordError::Invalid("empty key"));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the swap happened, and the value now stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CasResult {
+    #[prost(bool, tag = "1")]
+    pub swapped: bool,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub current: Option<Vec<u8>>,
+}
+impl Record for CasResult {}
+
+/// Chunk references to add, or (by chunk id and referrer) to remove.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefList {
+    #[prost(message, repeated, tag = "1")]
+    pub refs: Vec<ChunkReference>,
+}
+
+impl Record for RefList {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.refs.len() > MAX_ITEMS {
+            return Err(RecordError::Invalid("too many references"));
+        }
+        self.refs.iter().try_for_each(Record::validate)
+    }
+}
+
+/// References in key order: one chunk's (`chunk_id` set) or all, starting
+/// after `start_after` (a reference's table key).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefQuery {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub chunk_id: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub start_after: Option<Vec<u8>>,
+    #[prost(uint32, tag = "3")]
+    pub limit: u32,
+}
+
+impl Record for RefQuery {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self
+            .chunk_id
+            .as_ref()
+            .is_some_and(|c| c.len() != metadata::model::CHUNK_ID_LEN)
+        {
+            return Err(RecordError::Invalid("chunk id length"));
+        }
+        if self.limit == 0 || self.limit as usize > MAX_ITEMS {
+            return Err(RecordError::Invalid("limit out of range"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefPage {
+    #[prost(message, repeated, tag = "1")]
+    pub refs: Vec<ChunkReference>,
+    /// Table key of the last reference returned, when more follow.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub next_after: Option<Vec<u8>>,
+}
+impl Record for RefPage {}
+
+/// What a node reports about itself.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeStatus {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    #[prost(string, tag = "2")]
+    pub site: String,
+    /// gridstore version the node runs.
+    #[prost(string, tag = "3")]
+    pub version: String,
+    /// Quota if configured, else the filesystem's size.
+    #[prost(uint64, tag = "4")]
+    pub capacity_bytes: u64,
+    #[prost(uint64, tag = "5")]
+    pub used_bytes: u64,
+    #[prost(uint64, tag = "6")]
+    pub fs_free_bytes: u64,
+    /// What a new shard write may still take.
+    #[prost(uint64, tag = "7")]
+    pub available_bytes: u64,
+    #[prost(uint64, tag = "8")]
+    pub shard_count: u64,
+    /// Epoch of the cluster map the node holds (0: none yet).
+    #[prost(uint64, tag = "9")]
+    pub map_epoch: u64,
+    /// "io_uring" or "threads".
+    #[prost(string, tag = "10")]
+    pub io_backend: String,
+    #[prost(uint64, tag = "11")]
+    pub uptime_ms: u64,
+}
+impl Record for NodeStatus {}
+
+/// Answer to a map push: whether it replaced the node's map (only a newer
+/// epoch does), and the epoch the node now holds.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MapAccepted {
+    #[prost(bool, tag = "1")]
+    pub accepted: bool,
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+}
+impl Record for MapAccepted {}
+
+/// Parse `offset=N&len=M` (both or neither) of a shard GET.
+pub fn parse_range_query(query: Option<&str>) -> Result<Option<(u64, u64)>, &'static str> {
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let (mut offset, mut len) = (None, None);
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').ok_or("malformed query")?;
+        let v: u64 = v.parse().map_err(|_| "range values must be integers")?;
+        let slot = match k {
+            "offset" => &mut offset,
+            "len" => &mut len,
+            _ => return Err("unknown query parameter"),
+        };
+        if slot.replace(v).is_some() {
+            return Err("repeated query parameter");
+        }
+    }
+    match (offset, len) {
+        (Some(o), Some(l)) => Ok(Some((o, l))),
+        _ => Err("offset and len go together"),
+    }
+}

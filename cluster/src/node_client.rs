@@ -1,0 +1,402 @@
+//! A typed client for one storage node's RPC (see [`crate::node_api`]).
+//!
+//! One `NodeClient` per node; it is cheap to clone and keeps a pool of
+//! connections (HTTP/1.1, or HTTP/2 with prior knowledge when asked).
+
+use crate::node_api::{self as api, MetaOp};
+use crate::rpc_auth::{self, RpcKey};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use metadata::db::Table;
+use metadata::model::{ChunkReference, ClusterMap};
+use metadata::{Record, ShardKey};
+use std::time::Duration;
+
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+/// The request body type the client sends.
+pub type RequestBody = BoxBody<Bytes, BodyError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable { node: String, reason: String },
+    #[error("node {node} timed out after {after:?}")]
+    Timeout { node: String, after: Duration },
+    #[error("node refused our credentials: {0}")]
+    Unauthorized(String),
+    #[error("not found")]
+    NotFound,
+    #[error("node has insufficient storage: {0}")]
+    InsufficientStorage(String),
+    #[error("node rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("node failed ({status}): {message}")]
+    Server { status: u16, message: String },
+    #[error("malformed response from node: {0}")]
+    BadResponse(String),
+}
+
+impl NodeError {
+    /// Whether another attempt (or another node) might succeed: the node
+    /// could not be reached or failed, rather than refusing the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NodeError::Unreachable { .. } | NodeError::Timeout { .. } | NodeError::Server { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Speak HTTP/2 (prior knowledge, no TLS) instead of HTTP/1.1.
+    pub http2: bool,
+    /// Limit on one call, body included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            http2: false,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct NodeClient {
+    http: Client<HttpConnector, RequestBody>,
+    /// `host:port`
+    addr: String,
+    key: RpcKey,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeClient")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Response bodies larger than this are refused (a shard plus slack).
+const MAX_RESPONSE_BYTES: usize = api::MAX_SHARD_BYTES as usize;
+
+pub fn full_body(b: impl Into<Bytes>) -> RequestBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+impl NodeClient {
+    pub fn new(addr: impl Into<String>, key: RpcKey, opts: ClientOptions) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(opts.connect_timeout));
+        let http = Client::builder(TokioExecutor::new())
+            .http2_only(opts.http2)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Self {
+            http,
+            addr: addr.into(),
+            key,
+            timeout: opts.timeout,
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// A signed request for `path_and_query` whose body hashes to
+    /// `content_hash`. Public so tests and tools can send what the typed
+    /// calls would not (tampered, streamed or replayed requests).
+    pub fn signed_request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_hash: [u8; 32],
+        content_len: u64,
+        body: RequestBody,
+    ) -> Result<Request<RequestBody>, NodeError> {
+        let signed = rpc_auth::sign(&self.key, method.as_str(), path_and_query, content_hash);
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path_and_query))
+            .header(http::header::CONTENT_LENGTH, content_len);
+        for (name, value) in signed.to_pairs() {
+            b = b.header(name, value);
+        }
+        b.body(body)
+            .map_err(|e| NodeError::BadResponse(format!("cannot build request: {e}")))
+    }
+
+    /// Send a request as is; the caller reads the response.
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, NodeError> {
+        let fut = self.http.request(req);
+        match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Err(self.timed_out()),
+            Ok(Err(e)) => Err(NodeError::Unreachable {
+                node: self.addr.clone(),
+                reason: error_chain(&e),
+            }),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    fn timed_out(&self) -> NodeError {
+        NodeError::Timeout {
+            node: self.addr.clone(),
+            after: self.timeout,
+        }
+    }
+
+    /// Sign, send, check the status and collect the response body.
+    async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<Bytes, NodeError> {
+        let hash = *blake3::hash(&body).as_bytes();
+        let len = body.len() as u64;
+        let req = self.signed_request(method, path_and_query, hash, len, full_body(body))?;
+        let work = async {
+            let resp = self.send(req).await?;
+            read_response(resp).await
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| self.timed_out())?
+    }
+
+    async fn call_record<Resp: Record>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Resp, NodeError> {
+        let bytes = self.call(method, path, body).await?;
+        Resp::decode_record(&bytes).map_err(|e| NodeError::BadResponse(e.to_string()))
+    }
+
+    // --- shards ---------------------------------------------------------
+
+    /// Store a shard. The node verifies it before it acknowledges.
+    pub async fn put_shard(&self, key: &ShardKey, shard: Bytes) -> Result<(), NodeError> {
+        self.call(Method::PUT, &api::shard_path(key), shard)
+            .await
+            .map(drop)
+    }
+
+    /// A whole shard (`None`) or `len` bytes at `offset`.
+    pub async fn get_shard(
+        &self,
+        key: &ShardKey,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, NodeError> {
+        let mut path = api::shard_path(key);
+        if let Some((offset, len)) = range {
+            path.push_str(&format!("?offset={offset}&len={len}"));
+        }
+        self.call(Method::GET, &path, Bytes::new()).await
+    }
+
+    /// `true` if the shard was there.
+    pub async fn delete_shard(&self, key: &ShardKey) -> Result<bool, NodeError> {
+        match self
+            .call(Method::DELETE, &api::shard_path(key), Bytes::new())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(NodeError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// For each key, the stored shard's length, or 0 if the node lacks it.
+    pub async fn has_shards(&self, keys: &[ShardKey]) -> Result<Vec<u64>, NodeError> {
+        let body = api::ShardList::new(keys).encode_record();
+        let r: api::ShardLengths = self
+            .call_record(Method::POST, api::SHARDS_HAVE, body.into())
+            .await?;
+        expect_len(r.lens, keys.len())
+    }
+
+    pub async fn delete_shards(&self, keys: &[ShardKey]) -> Result<Vec<bool>, NodeError> {
+        let body = api::ShardList::new(keys).encode_record();
+        let r: api::Deleted = self
+            .call_record(Method::POST, api::SHARDS_DELETE, body.into())
+            .await?;
+        expect_len(r.deleted, keys.len())
+    }
+
+    // --- metadata records -----------------------------------------------
+
+    pub async fn meta_get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, NodeError> {
+        match self
+            .call(Method::GET, &api::meta_path(table, key), Bytes::new())
+            .await
+        {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(NodeError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn meta_put(&self, table: Table, key: &[u8], value: Vec<u8>) -> Result<(), NodeError> {
+        self.call(Method::PUT, &api::meta_path(table, key), value.into())
+            .await
+            .map(drop)
+    }
+
+    pub async fn meta_delete(&self, table: Table, key: &[u8]) -> Result<(), NodeError> {
+        self.call(Method::DELETE, &api::meta_path(table, key), Bytes::new())
+            .await
+            .map(drop)
+    }
+
+    /// Apply every op or none.
+    pub async fn meta_batch(&self, ops: Vec<MetaOp>) -> Result<(), NodeError> {
+        let body = api::MetaBatch { ops }.encode_record();
+        self.call(Method::POST, api::META_BATCH, body.into())
+            .await
+            .map(drop)
+    }
+
+    pub async fn meta_scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<api::ScanPage, NodeError> {
+        let req = api::ScanRequest {
+            table: api::table_to_wire(table),
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            limit,
+        };
+        self.call_record(Method::POST, api::META_SCAN, req.encode_record().into())
+            .await
+    }
+
+    pub async fn meta_cas(
+        &self,
+        table: Table,
+        key: &[u8],
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<api::CasResult, NodeError> {
+        let req = api::CasRequest {
+            table: api::table_to_wire(table),
+            key: key.to_vec(),
+            expected,
+            new,
+        };
+        self.call_record(Method::POST, api::META_CAS, req.encode_record().into())
+            .await
+    }
+
+    // --- chunk references -------------------------------------------------
+
+    pub async fn refs_add(&self, refs: Vec<ChunkReference>) -> Result<(), NodeError> {
+        let body = api::RefList { refs }.encode_record();
+        self.call(Method::POST, api::REFS_ADD, body.into())
+            .await
+            .map(drop)
+    }
+
+    /// Remove references (matched by chunk id and referrer); removing one
+    /// that is not there is not an error.
+    pub async fn refs_remove(&self, refs: Vec<ChunkReference>) -> Result<(), NodeError> {
+        let body = api::RefList { refs }.encode_record();
+        self.call(Method::POST, api::REFS_REMOVE, body.into())
+            .await
+            .map(drop)
+    }
+
+    pub async fn refs_list(&self, query: api::RefQuery) -> Result<api::RefPage, NodeError> {
+        self.call_record(Method::POST, api::REFS_LIST, query.encode_record().into())
+            .await
+    }
+
+    // --- node -----------------------------------------------------------
+
+    pub async fn status(&self) -> Result<api::NodeStatus, NodeError> {
+        self.call_record(Method::GET, api::STATUS, Bytes::new())
+            .await
+    }
+
+    pub async fn get_map(&self) -> Result<Option<ClusterMap>, NodeError> {
+        match self.call_record(Method::GET, api::MAP, Bytes::new()).await {
+            Ok(m) => Ok(Some(m)),
+            Err(NodeError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Offer a map; the node keeps it only if its epoch is newer.
+    pub async fn put_map(&self, map: &ClusterMap) -> Result<api::MapAccepted, NodeError> {
+        self.call_record(Method::PUT, api::MAP, map.encode_record().into())
+            .await
+    }
+}
+
+fn expect_len<T>(v: Vec<T>, n: usize) -> Result<Vec<T>, NodeError> {
+    if v.len() == n {
+        Ok(v)
+    } else {
+        Err(NodeError::BadResponse(format!(
+            "{} answers for {n} keys",
+            v.len()
+        )))
+    }
+}
+
+/// Collect a response body, or turn an error status into a [`NodeError`].
+pub async fn read_response(resp: Response<Incoming>) -> Result<Bytes, NodeError> {
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| NodeError::BadResponse(format!("reading body: {e}")))?
+        .to_bytes();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+    Err(match status {
+        StatusCode::UNAUTHORIZED => NodeError::Unauthorized(message),
+        StatusCode::NOT_FOUND => NodeError::NotFound,
+        StatusCode::INSUFFICIENT_STORAGE => NodeError::InsufficientStorage(message),
+        s if s.is_client_error() => NodeError::Rejected {
+            status: s.as_u16(),
+            message,
+        },
+        s => NodeError::Server {
+            status: s.as_u16(),
+            message,
+        },
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
