@@ -17,6 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a storage node: hold shards and metadata records, serve them
+    /// over authenticated RPC. Stops cleanly on SIGTERM or SIGINT.
+    Node {
+        /// The node's config file (TOML; see the storage-node crate docs).
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+    },
     /// Measure this machine: how fast it can seal and open data.
     #[command(subcommand)]
     Bench(Bench),
@@ -39,9 +46,51 @@ enum Bench {
     },
 }
 
+/// Logs go to stderr (stdout carries what scripts read); `RUST_LOG`
+/// filters them, `info` by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run_node(config: &std::path::Path) -> ExitCode {
+    init_logging();
+    let cfg = match storage_node::NodeConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gridstore node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gridstore node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(storage_node::daemon::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node failed");
+            eprintln!("gridstore node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Node { config } => return run_node(&config),
         Command::Bench(Bench::Codec { json, quick }) => {
             let timing = if quick {
                 bench::Timing::quick()

@@ -253,7 +253,12 @@ impl NodeClient {
         }
     }
 
-    pub async fn meta_put(&self, table: Table, key: &[u8], value: Vec<u8>) -> Result<(), NodeError> {
+    pub async fn meta_put(
+        &self,
+        table: Table,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), NodeError> {
         self.call(Method::PUT, &api::meta_path(table, key), value.into())
             .await
             .map(drop)

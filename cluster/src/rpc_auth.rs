@@ -119,7 +119,18 @@ pub fn sign(
     path_and_query: &str,
     content_hash: [u8; 32],
 ) -> SignedHeaders {
-    let time_ms = now_ms();
+    sign_at(key, method, path_and_query, content_hash, now_ms())
+}
+
+/// [`sign`] with a given clock reading (for tests of the skew window and
+/// for callers that correct a known clock offset).
+pub fn sign_at(
+    key: &RpcKey,
+    method: &str,
+    path_and_query: &str,
+    content_hash: [u8; 32],
+    time_ms: u64,
+) -> SignedHeaders {
     let nonce: [u8; 16] = rand::random();
     SignedHeaders {
         time_ms,

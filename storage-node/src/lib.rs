@@ -1,8 +1,20 @@
-//! The node daemon: the shard store on disk (this crate's first piece), and
-//! later the node RPC server, the repair daemon and the job runner host.
+//! The node daemon: a shard store on disk ([`shard_store`]), metadata
+//! tables in RocksDB (`metadata::db`), and the authenticated node RPC over
+//! both ([`rpc_server`], protocol in `cluster::node_api`), run by
+//! `gridstore node --config node.toml` ([`daemon`]). The repair daemon and
+//! the job runner host come later.
 
+pub mod config;
+pub mod daemon;
 pub mod file_io;
+pub mod metrics;
+pub mod node;
+pub mod rpc_server;
 pub mod shard_store;
 
+pub use config::NodeConfig;
 pub use file_io::IoBackend;
-pub use shard_store::{ShardKey, ShardStore, ShardWriter, StoreConfig, StoreError, Usage};
+pub use node::{Node, NodeError};
+pub use shard_store::{
+    ShardKey, ShardReader, ShardStore, ShardWriter, StoreConfig, StoreError, Usage,
+};

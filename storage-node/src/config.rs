@@ -1,0 +1,164 @@
+//! `node.toml`: what one storage node needs to run.
+//!
+//! ```toml
+//! node_id = "farm-a-1"            # stable; refused if the data dir belongs to another id
+//! site = "farm-a"                 # failure domain
+//! listen = "0.0.0.0:7070"
+//! data_dir = "/var/lib/gridstore/node"
+//! cluster_secret_file = "/etc/gridstore/cluster.secret"   # or cluster_secret, or
+//!                                 # the GRIDSTORE_CLUSTER_SECRET environment variable
+//! quota_bytes = 500_000_000_000   # optional; default: the disk decides
+//! reserve_bytes = 268_435_456     # free space always left on the filesystem
+//! io = "auto"                     # "auto", "io_uring" or "threads"
+//! shutdown_grace_secs = 30
+//! ```
+
+use crate::file_io::IoBackend;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const SECRET_ENV: &str = "GRIDSTORE_CLUSTER_SECRET";
+/// A shorter secret is refused: it would make the MAC guessable.
+pub const MIN_SECRET_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoChoice {
+    #[default]
+    Auto,
+    IoUring,
+    Threads,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: String,
+    #[serde(default = "default_site")]
+    pub site: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub cluster_secret: Option<String>,
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    #[serde(default = "default_reserve")]
+    pub reserve_bytes: u64,
+    #[serde(default)]
+    pub io: IoChoice,
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("node_id", &self.node_id)
+            .field("site", &self.site)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("quota_bytes", &self.quota_bytes)
+            .field("reserve_bytes", &self.reserve_bytes)
+            .field("io", &self.io)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_site() -> String {
+    "default".into()
+}
+fn default_reserve() -> u64 {
+    256 << 20
+}
+fn default_grace() -> u64 {
+    30
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 64
+            && self
+                .node_id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+        if !id_ok {
+            return Err(ConfigError::Invalid(
+                "node_id: 1-64 characters of A-Z a-z 0-9 - _ .".into(),
+            ));
+        }
+        if self.site.is_empty() {
+            return Err(ConfigError::Invalid("site must not be empty".into()));
+        }
+        if self.cluster_secret.is_some() && self.cluster_secret_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "give cluster_secret or cluster_secret_file, not both".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cluster secret: from the config, its file, or the environment.
+    pub fn secret(&self) -> Result<Vec<u8>, ConfigError> {
+        let secret = if let Some(s) = &self.cluster_secret {
+            s.clone()
+        } else if let Some(p) = &self.cluster_secret_file {
+            std::fs::read_to_string(p)
+                .map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?
+                .trim_end()
+                .to_owned()
+        } else {
+            std::env::var(SECRET_ENV).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "no cluster secret: set cluster_secret, cluster_secret_file or {SECRET_ENV}"
+                ))
+            })?
+        };
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "cluster secret shorter than {MIN_SECRET_LEN} bytes"
+            )));
+        }
+        Ok(secret.into_bytes())
+    }
+
+    pub fn io_backend(&self) -> Option<IoBackend> {
+        match self.io {
+            IoChoice::Auto => None,
+            IoChoice::IoUring => Some(IoBackend::Uring),
+            IoChoice::Threads => Some(IoBackend::Threads),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `gridstore node`: open the node, serve RPC until SIGTERM or SIGINT,
+//! then finish the requests in flight.
+
+use crate::config::NodeConfig;
+use crate::node::{Node, NodeError};
+use crate::rpc_server;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Run a node until a signal stops it. Prints one line to stdout,
+/// `gridstore node <id> listening on <addr>`, once it accepts requests
+/// (scripts and tests wait for it; with port 0 it tells the port).
+pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    let node = Arc::new(tokio::task::block_in_place(|| Node::open(&cfg))?);
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| NodeError::Refused(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Refused(format!("listener has no address: {e}")))?;
+    tracing::info!(
+        node = %node.id,
+        site = %node.site,
+        %addr,
+        io = node.store.io_backend().name(),
+        "node serving"
+    );
+    println!("gridstore node {} listening on {addr}", node.id);
+    rpc_server::serve(
+        listener,
+        node,
+        shutdown_signal(),
+        Duration::from_secs(cfg.shutdown_grace_secs),
+    )
+    .await;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            // Without signal handling the node would die mid-write on
+            // SIGTERM; keep running but say so loudly.
+            tracing::error!(error = %e, "cannot install signal handlers");
+            std::future::pending::<()>().await
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The node's Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub op: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<OpLabels, Histogram>,
+    pub auth_failures: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub shards: Gauge,
+    pub used_bytes: Gauge,
+    pub free_bytes: Gauge,
+    pub available_bytes: Gauge,
+    pub map_epoch: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gridstore_node");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~100 s
+            Histogram::new(exponential_buckets(1e-4, 4.0, 11))
+        });
+        let m = Self {
+            requests,
+            duration,
+            auth_failures: Counter::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            shards: Gauge::default(),
+            used_bytes: Gauge::default(),
+            free_bytes: Gauge::default(),
+            available_bytes: Gauge::default(),
+            map_epoch: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "RPC requests by operation and HTTP status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "RPC request handling time by operation",
+            m.duration.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for missing, bad or replayed authentication",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Shard and record bytes received",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Shard and record bytes sent",
+            m.bytes_sent.clone(),
+        );
+        registry.register("shards", "Shards held", m.shards.clone());
+        registry.register("used_bytes", "Bytes of shards held", m.used_bytes.clone());
+        registry.register(
+            "fs_free_bytes",
+            "Free bytes on the data filesystem",
+            m.free_bytes.clone(),
+        );
+        registry.register(
+            "available_bytes",
+            "Bytes a new shard write may still take (quota and reserve applied)",
+            m.available_bytes.clone(),
+        );
+        registry.register(
+            "cluster_map_epoch",
+            "Epoch of the cluster map held",
+            m.map_epoch.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

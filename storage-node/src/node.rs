@@ -1,0 +1,127 @@
+//! One storage node's state: its shard store, its metadata tables, the
+//! verifier of RPC signatures and its metrics.
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::metrics::Metrics;
+use crate::shard_store::{ShardStore, StoreConfig, StoreError};
+use crate::IoBackend;
+use cluster::rpc_auth::{RpcKey, Verifier, DEFAULT_WINDOW};
+use metadata::db::{Db, DbError, Table};
+use metadata::model::ClusterMap;
+use metadata::Record;
+use std::time::Instant;
+
+/// System-table keys.
+const NODE_ID_KEY: &[u8] = b"node_id";
+pub(crate) const MAP_KEY: &[u8] = b"cluster_map";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("shard store: {0}")]
+    Store(#[from] StoreError),
+    #[error("metadata store: {0}")]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub struct Node {
+    pub id: String,
+    pub site: String,
+    pub store: ShardStore,
+    pub db: Db,
+    pub verifier: Verifier,
+    pub metrics: Metrics,
+    started: Instant,
+}
+
+impl Node {
+    /// Open the node's stores under `cfg.data_dir` (creating them on first
+    /// start) and claim the directory for `cfg.node_id`.
+    pub fn open(cfg: &NodeConfig) -> Result<Node, NodeError> {
+        let secret = cfg.secret()?;
+        let io = match cfg.io_backend() {
+            Some(IoBackend::Uring) if IoBackend::detect() != IoBackend::Uring => {
+                return Err(NodeError::Refused(
+                    "io = \"io_uring\" but the kernel refuses io_uring".into(),
+                ))
+            }
+            choice => choice,
+        };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(StoreError::Io)?;
+        let store = ShardStore::open(StoreConfig {
+            root: cfg.data_dir.clone(),
+            quota: cfg.quota_bytes,
+            reserve_bytes: cfg.reserve_bytes,
+            io,
+        })?;
+        let db = Db::open(&cfg.data_dir.join("meta"))?;
+        // A data directory belongs to one node id for life: starting another
+        // id on it would make the grid believe two nodes hold these shards.
+        let claimed = db.compare_and_set(
+            Table::System,
+            NODE_ID_KEY,
+            None,
+            Some(cfg.node_id.as_bytes()),
+        )?;
+        if !claimed {
+            let owner = db.get_raw(Table::System, NODE_ID_KEY)?.unwrap_or_default();
+            if owner != cfg.node_id.as_bytes() {
+                return Err(NodeError::Refused(format!(
+                    "{} belongs to node {:?}, not {:?}",
+                    cfg.data_dir.display(),
+                    String::from_utf8_lossy(&owner),
+                    cfg.node_id
+                )));
+            }
+        }
+        Ok(Node {
+            id: cfg.node_id.clone(),
+            site: cfg.site.clone(),
+            store,
+            db,
+            verifier: Verifier::new(RpcKey::from_secret(&secret), DEFAULT_WINDOW),
+            metrics: Metrics::new(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn cluster_map(&self) -> Result<Option<ClusterMap>, DbError> {
+        self.db.get(Table::System, MAP_KEY)
+    }
+
+    /// Keep `map` if it is newer than the one held; returns whether it was
+    /// kept and the epoch now held.
+    pub fn offer_map(&self, map: &ClusterMap) -> Result<(bool, u64), DbError> {
+        let new = map.encode_record();
+        loop {
+            let current = self.db.get_raw(Table::System, MAP_KEY)?;
+            let epoch = match &current {
+                None => 0,
+                Some(b) => {
+                    ClusterMap::decode_record(b)
+                        .map_err(|source| DbError::Record {
+                            table: Table::System.name(),
+                            source,
+                        })?
+                        .epoch
+                }
+            };
+            if map.epoch <= epoch {
+                return Ok((false, epoch));
+            }
+            if self
+                .db
+                .compare_and_set(Table::System, MAP_KEY, current.as_deref(), Some(&new))?
+            {
+                return Ok((true, map.epoch));
+            }
+        }
+    }
+}

@@ -1,0 +1,791 @@
+//! The node RPC server: HTTP/1.1 and HTTP/2 (prior knowledge) on one port,
+//! every call authenticated (see `cluster::rpc_auth`), the protocol in
+//! `cluster::node_api`.
+//!
+//! Blocking work (file and RocksDB I/O, both of which fsync) runs on
+//! tokio's blocking pool so the reactor keeps serving other requests.
+
+use crate::node::Node;
+use crate::shard_store::{ShardReader, StoreError};
+use bytes::Bytes;
+use cluster::node_api::{self as api};
+use cluster::rpc_auth::{AuthError, BodyCheck};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use metadata::db::{Batch, DbError, Table};
+use metadata::model::{Bucket, ChunkReference, ClusterMap, MultipartUpload, ObjectVersion, Part};
+use metadata::{Record, RecordError, ShardKey};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub type ResponseBody = BoxBody<Bytes, BodyError>;
+
+/// Shards are read and sent in pieces of this size.
+const READ_PIECE: u64 = 1 << 20;
+
+/// A failed call: its status and a one-line reason for the caller.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::NotFound => StatusCode::NOT_FOUND,
+            StoreError::InvalidKey(_) | StoreError::Corrupt(_) => StatusCode::BAD_REQUEST,
+            StoreError::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
+            StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<RecordError> for Failure {
+    fn from(e: RecordError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, e.to_string())
+    }
+}
+
+impl From<metadata::InvalidShardKey> for Failure {
+    fn from(e: metadata::InvalidShardKey) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+type Reply = Result<Response<ResponseBody>, Failure>;
+
+fn full(b: impl Into<Bytes>) -> ResponseBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let body = body.into();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r
+}
+
+fn ok_record(r: &impl Record) -> Reply {
+    Ok(reply(StatusCode::OK, r.encode_record()))
+}
+
+fn no_content() -> Reply {
+    Ok(reply(StatusCode::NO_CONTENT, Bytes::new()))
+}
+
+/// Run blocking work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("worker failed: {e}"),
+        )
+    })?
+}
+
+/// Which call a request is, for routing, metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Health,
+    Metrics,
+    PutShard,
+    GetShard,
+    DeleteShard,
+    HaveShards,
+    DeleteShards,
+    MetaGet,
+    MetaPut,
+    MetaDelete,
+    MetaBatch,
+    MetaScan,
+    MetaCas,
+    RefsAdd,
+    RefsRemove,
+    RefsList,
+    Status,
+    GetMap,
+    PutMap,
+    Unknown,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Health => "health",
+            Op::Metrics => "metrics",
+            Op::PutShard => "put_shard",
+            Op::GetShard => "get_shard",
+            Op::DeleteShard => "delete_shard",
+            Op::HaveShards => "have_shards",
+            Op::DeleteShards => "delete_shards",
+            Op::MetaGet => "meta_get",
+            Op::MetaPut => "meta_put",
+            Op::MetaDelete => "meta_delete",
+            Op::MetaBatch => "meta_batch",
+            Op::MetaScan => "meta_scan",
+            Op::MetaCas => "meta_cas",
+            Op::RefsAdd => "refs_add",
+            Op::RefsRemove => "refs_remove",
+            Op::RefsList => "refs_list",
+            Op::Status => "status",
+            Op::GetMap => "get_map",
+            Op::PutMap => "put_map",
+            Op::Unknown => "unknown",
+        }
+    }
+
+    fn route(method: &Method, path: &str) -> Op {
+        let m = method.clone();
+        if path.starts_with(api::SHARDS) {
+            return match m {
+                Method::PUT => Op::PutShard,
+                Method::GET => Op::GetShard,
+                Method::DELETE => Op::DeleteShard,
+                _ => Op::Unknown,
+            };
+        }
+        if path.starts_with(api::META) {
+            return match m {
+                Method::PUT => Op::MetaPut,
+                Method::GET => Op::MetaGet,
+                Method::DELETE => Op::MetaDelete,
+                _ => Op::Unknown,
+            };
+        }
+        match (m, path) {
+            (Method::GET, api::HEALTH) => Op::Health,
+            (Method::GET, api::METRICS) => Op::Metrics,
+            (Method::POST, api::SHARDS_HAVE) => Op::HaveShards,
+            (Method::POST, api::SHARDS_DELETE) => Op::DeleteShards,
+            (Method::POST, api::META_BATCH) => Op::MetaBatch,
+            (Method::POST, api::META_SCAN) => Op::MetaScan,
+            (Method::POST, api::META_CAS) => Op::MetaCas,
+            (Method::POST, api::REFS_ADD) => Op::RefsAdd,
+            (Method::POST, api::REFS_REMOVE) => Op::RefsRemove,
+            (Method::POST, api::REFS_LIST) => Op::RefsList,
+            (Method::GET, api::STATUS) => Op::Status,
+            (Method::GET, api::MAP) => Op::GetMap,
+            (Method::PUT, api::MAP) => Op::PutMap,
+            _ => Op::Unknown,
+        }
+    }
+}
+
+/// Handle one request: authenticate, route, answer. Never panics on input.
+pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let op = Op::route(req.method(), req.uri().path());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = dispatch(&node, op, req).await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(f) => {
+            if f.status == StatusCode::UNAUTHORIZED {
+                node.metrics.auth_failures.inc();
+                tracing::warn!(%method, %path, reason = %f.message, "refused request");
+            } else if f.status.is_server_error() {
+                tracing::error!(%method, %path, status = f.status.as_u16(), reason = %f.message, "request failed");
+            } else {
+                tracing::debug!(%method, %path, status = f.status.as_u16(), reason = %f.message, "request rejected");
+            }
+            reply(f.status, f.message)
+        }
+    };
+    node.metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            op: op.name(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    node.metrics
+        .duration
+        .get_or_create(&crate::metrics::OpLabels { op: op.name() })
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
+    match op {
+        Op::Health => return Ok(reply(StatusCode::OK, "ok\n")),
+        Op::Metrics => return metrics(node).await,
+        Op::Unknown => {
+            // Answer unknown paths only to authenticated callers, so probing
+            // learns nothing; everyone else gets the same 401.
+            authenticate(node, &req)?;
+            return Err(Failure::new(StatusCode::NOT_FOUND, "no such call"));
+        }
+        _ => {}
+    }
+    let content_hash = authenticate(node, &req)?;
+    match op {
+        Op::PutShard => put_shard(node, req, content_hash).await,
+        Op::GetShard => get_shard(node, &req).await,
+        Op::DeleteShard => {
+            let key = shard_key(&req)?;
+            let n = node.clone();
+            if blocking(move || Ok(n.store.delete(&key)?)).await? {
+                no_content()
+            } else {
+                Err(Failure::new(StatusCode::NOT_FOUND, "shard not held"))
+            }
+        }
+        Op::HaveShards => {
+            let keys = read_record::<api::ShardList>(node, req, content_hash)
+                .await?
+                .shard_keys()?;
+            let n = node.clone();
+            let lens = blocking(move || {
+                keys.iter()
+                    .map(|k| match n.store.shard_len(k) {
+                        Ok(l) => Ok(l),
+                        Err(StoreError::NotFound) => Ok(0),
+                        Err(e) => Err(Failure::from(e)),
+                    })
+                    .collect::<Result<Vec<u64>, Failure>>()
+            })
+            .await?;
+            ok_record(&api::ShardLengths { lens })
+        }
+        Op::DeleteShards => {
+            let keys = read_record::<api::ShardList>(node, req, content_hash)
+                .await?
+                .shard_keys()?;
+            let n = node.clone();
+            let deleted = blocking(move || {
+                keys.iter()
+                    .map(|k| n.store.delete(k).map_err(Failure::from))
+                    .collect::<Result<Vec<bool>, Failure>>()
+            })
+            .await?;
+            ok_record(&api::Deleted { deleted })
+        }
+        Op::MetaGet => {
+            let (table, key) = meta_target(&req)?;
+            let n = node.clone();
+            match blocking(move || Ok(n.db.get_raw(table, &key)?)).await? {
+                Some(v) => {
+                    node.metrics.bytes_sent.inc_by(v.len() as u64);
+                    Ok(reply(StatusCode::OK, v))
+                }
+                None => Err(Failure::new(StatusCode::NOT_FOUND, "no such record")),
+            }
+        }
+        Op::MetaPut => {
+            let (table, key) = meta_target(&req)?;
+            let value = read_body(node, req, content_hash).await?;
+            check_value(table, &value)?;
+            let n = node.clone();
+            blocking(move || Ok(n.db.put_raw(table, &key, &value)?)).await?;
+            no_content()
+        }
+        Op::MetaDelete => {
+            let (table, key) = meta_target(&req)?;
+            let n = node.clone();
+            blocking(move || Ok(n.db.delete(table, &key)?)).await?;
+            no_content()
+        }
+        Op::MetaBatch => {
+            let batch = read_record::<api::MetaBatch>(node, req, content_hash).await?;
+            let mut b = Batch::new();
+            for op in batch.ops {
+                let table = op.table()?;
+                match op.value {
+                    Some(v) => {
+                        check_value(table, &v)?;
+                        b.put_raw(table, &op.key, v);
+                    }
+                    None => {
+                        b.delete(table, &op.key);
+                    }
+                }
+            }
+            let n = node.clone();
+            blocking(move || Ok(n.db.write(b)?)).await?;
+            no_content()
+        }
+        Op::MetaScan => {
+            let q = read_record::<api::ScanRequest>(node, req, content_hash).await?;
+            let table = q.table()?;
+            let n = node.clone();
+            let page = blocking(move || {
+                Ok(n.db.scan(table, &q.start, q.end.as_deref(), q.limit as usize)?)
+            })
+            .await?;
+            ok_record(&api::ScanPage {
+                items: page
+                    .items
+                    .into_iter()
+                    .map(|(key, value)| api::KeyValue { key, value })
+                    .collect(),
+                next: page.next,
+            })
+        }
+        Op::MetaCas => {
+            let q = read_record::<api::CasRequest>(node, req, content_hash).await?;
+            let table = q.table()?;
+            if let Some(v) = &q.new {
+                check_value(table, v)?;
+            }
+            let n = node.clone();
+            let result = blocking(move || {
+                let swapped =
+                    n.db.compare_and_set(table, &q.key, q.expected.as_deref(), q.new.as_deref())?;
+                let current = n.db.get_raw(table, &q.key)?;
+                Ok(api::CasResult { swapped, current })
+            })
+            .await?;
+            ok_record(&result)
+        }
+        Op::RefsAdd => {
+            let list = read_record::<api::RefList>(node, req, content_hash).await?;
+            let mut b = Batch::new();
+            for r in &list.refs {
+                // validate() (run by decode) guarantees a referrer.
+                let key = r
+                    .key()
+                    .ok_or_else(|| Failure::bad_request("reference without referrer"))?;
+                b.put(Table::ChunkRefs, &key, r);
+            }
+            let n = node.clone();
+            blocking(move || Ok(n.db.write(b)?)).await?;
+            no_content()
+        }
+        Op::RefsRemove => {
+            let list = read_record::<api::RefList>(node, req, content_hash).await?;
+            let mut b = Batch::new();
+            for r in &list.refs {
+                let key = r
+                    .key()
+                    .ok_or_else(|| Failure::bad_request("reference without referrer"))?;
+                b.delete(Table::ChunkRefs, &key);
+            }
+            let n = node.clone();
+            blocking(move || Ok(n.db.write(b)?)).await?;
+            no_content()
+        }
+        Op::RefsList => {
+            let q = read_record::<api::RefQuery>(node, req, content_hash).await?;
+            let n = node.clone();
+            let page = blocking(move || {
+                let prefix = q.chunk_id.clone().unwrap_or_default();
+                Ok(n.db.scan_prefix(
+                    Table::ChunkRefs,
+                    &prefix,
+                    q.start_after.as_deref(),
+                    q.limit as usize,
+                )?)
+            })
+            .await?;
+            let mut refs = Vec::with_capacity(page.items.len());
+            for (_, v) in &page.items {
+                refs.push(
+                    ChunkReference::decode_record(v).map_err(|e| {
+                        Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?,
+                );
+            }
+            let next_after = page.next.and(page.items.last().map(|(k, _)| k.clone()));
+            ok_record(&api::RefPage { refs, next_after })
+        }
+        Op::Status => {
+            let n = node.clone();
+            let status = blocking(move || {
+                let usage = n.store.usage()?;
+                let map_epoch = n.cluster_map()?.map_or(0, |m| m.epoch);
+                Ok(api::NodeStatus {
+                    node_id: n.id.clone(),
+                    site: n.site.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    capacity_bytes: usage.quota.unwrap_or(usage.fs_total),
+                    used_bytes: usage.used,
+                    fs_free_bytes: usage.fs_free,
+                    available_bytes: usage.available,
+                    shard_count: usage.shards,
+                    map_epoch,
+                    io_backend: n.store.io_backend().name().into(),
+                    uptime_ms: n.uptime_ms(),
+                })
+            })
+            .await?;
+            ok_record(&status)
+        }
+        Op::GetMap => {
+            let n = node.clone();
+            match blocking(move || Ok(n.cluster_map()?)).await? {
+                Some(m) => ok_record(&m),
+                None => Err(Failure::new(StatusCode::NOT_FOUND, "no cluster map yet")),
+            }
+        }
+        Op::PutMap => {
+            let map = read_record::<ClusterMap>(node, req, content_hash).await?;
+            let n = node.clone();
+            let (accepted, epoch) = blocking(move || Ok(n.offer_map(&map)?)).await?;
+            if accepted {
+                tracing::info!(epoch, "cluster map updated");
+            }
+            ok_record(&api::MapAccepted { accepted, epoch })
+        }
+        Op::Health | Op::Metrics | Op::Unknown => {
+            Err(Failure::new(StatusCode::NOT_FOUND, "no such call"))
+        }
+    }
+}
+
+fn authenticate<B>(node: &Node, req: &Request<B>) -> Result<[u8; 32], Failure> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path(), |p| p.as_str());
+    let headers = req.headers();
+    Ok(node.verifier.verify(req.method().as_str(), pq, |name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    })?)
+}
+
+fn shard_key<B>(req: &Request<B>) -> Result<ShardKey, Failure> {
+    let name = req
+        .uri()
+        .path()
+        .strip_prefix(api::SHARDS)
+        .unwrap_or_default();
+    Ok(ShardKey::from_name(name)?)
+}
+
+fn meta_target<B>(req: &Request<B>) -> Result<(Table, Vec<u8>), Failure> {
+    let rest = req.uri().path().strip_prefix(api::META).unwrap_or_default();
+    let (table, key_hex) = rest
+        .split_once('/')
+        .ok_or_else(|| Failure::bad_request("expected /v1/meta/<table>/<key hex>"))?;
+    let table = api::table_from_name(table)
+        .ok_or_else(|| Failure::bad_request("unknown or private table"))?;
+    let key = hex::decode(key_hex).map_err(|_| Failure::bad_request("key must be hex"))?;
+    if key.is_empty() {
+        return Err(Failure::bad_request("empty key"));
+    }
+    Ok((table, key))
+}
+
+/// Refuse a record the table's readers could not decode: a node stores
+/// only what it could hand back intact.
+fn check_value(table: Table, value: &[u8]) -> Result<(), Failure> {
+    match table {
+        Table::Buckets => Bucket::decode_record(value).map(drop),
+        Table::Versions => ObjectVersion::decode_record(value).map(drop),
+        Table::Uploads => MultipartUpload::decode_record(value).map(drop),
+        Table::Parts => Part::decode_record(value).map(drop),
+        Table::ChunkRefs | Table::System => Err(RecordError::Invalid("private table")),
+    }
+    .map_err(Failure::from)
+}
+
+fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, Failure> {
+    match req.headers().get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| Failure::bad_request("malformed content-length")),
+    }
+}
+
+/// Collect a small body and check it against its signed hash.
+async fn read_body(
+    node: &Node,
+    req: Request<Incoming>,
+    content_hash: [u8; 32],
+) -> Result<Bytes, Failure> {
+    if content_length(&req)?.is_some_and(|n| n > api::MAX_MESSAGE_BYTES) {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    let body = Limited::new(req.into_body(), api::MAX_MESSAGE_BYTES as usize)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            } else {
+                Failure::bad_request(format!("reading body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let mut check = BodyCheck::new(content_hash);
+    check.update(&body);
+    check.finish()?;
+    node.metrics.bytes_received.inc_by(body.len() as u64);
+    Ok(body)
+}
+
+async fn read_record<R: Record>(
+    node: &Node,
+    req: Request<Incoming>,
+    content_hash: [u8; 32],
+) -> Result<R, Failure> {
+    let body = read_body(node, req, content_hash).await?;
+    Ok(R::decode_record(&body)?)
+}
+
+/// What the body pump hands the blocking writer.
+enum Piece {
+    Data(Bytes),
+    /// The body ended normally.
+    End,
+}
+
+async fn put_shard(node: &Arc<Node>, req: Request<Incoming>, content_hash: [u8; 32]) -> Reply {
+    let key = shard_key(&req)?;
+    let len = content_length(&req)?.ok_or_else(|| {
+        Failure::new(
+            StatusCode::LENGTH_REQUIRED,
+            "a shard put needs content-length",
+        )
+    })?;
+    if len > api::MAX_SHARD_BYTES {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("shard of {len} bytes exceeds {}", api::MAX_SHARD_BYTES),
+        ));
+    }
+    // The blocking writer verifies and writes while the body streams in;
+    // it commits only after the whole body matched its signed hash and
+    // the shard verified, so a cut or tampered stream leaves nothing.
+    let (tx, mut rx) = mpsc::channel::<Piece>(8);
+    let n = node.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<(), Failure> {
+        let mut w = n.store.writer(key, len)?;
+        let mut check = BodyCheck::new(content_hash);
+        loop {
+            match rx.blocking_recv() {
+                Some(Piece::Data(b)) => {
+                    check.update(&b);
+                    w.write(&b)?;
+                }
+                Some(Piece::End) => break,
+                None => return Err(Failure::bad_request("request body cut short")),
+            }
+        }
+        check.finish()?;
+        w.commit()?;
+        Ok(())
+    });
+    let mut body = req.into_body();
+    let mut received = 0u64;
+    let pumped: Result<(), Failure> = loop {
+        match body.frame().await {
+            None => {
+                // A closed writer has failed; its own error explains why.
+                let _ = tx.send(Piece::End).await;
+                break Ok(());
+            }
+            Some(Err(e)) => break Err(Failure::bad_request(format!("reading body: {e}"))),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    if tx.send(Piece::Data(data)).await.is_err() {
+                        break Ok(());
+                    }
+                }
+            }
+        }
+    };
+    drop(tx);
+    let written = writer.await.map_err(|e| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writer failed: {e}"),
+        )
+    })?;
+    node.metrics.bytes_received.inc_by(received);
+    // The writer's verdict explains a failure best (507, bad shard); a
+    // transport error matters only if the writer did not already fail.
+    written?;
+    pumped?;
+    Ok(reply(StatusCode::CREATED, Bytes::new()))
+}
+
+async fn get_shard(node: &Arc<Node>, req: &Request<Incoming>) -> Reply {
+    let key = shard_key(req)?;
+    let range = api::parse_range_query(req.uri().query()).map_err(Failure::bad_request)?;
+    let n = node.clone();
+    let (reader, offset, len, first) = blocking(move || {
+        let reader = n.store.open_shard(&key)?;
+        let (offset, len) = reader.check_range(range)?;
+        let first = reader.read(offset, len.min(READ_PIECE))?;
+        Ok((reader, offset, len, first))
+    })
+    .await?;
+    node.metrics.bytes_sent.inc_by(len);
+    let body = if len <= READ_PIECE {
+        full(first)
+    } else {
+        stream_rest(reader, offset, len, first)
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    Ok(resp)
+}
+
+/// A body fed piece by piece by a blocking reader, at most two pieces
+/// ahead of the network.
+fn stream_rest(reader: ShardReader, offset: u64, len: u64, first: Vec<u8>) -> ResponseBody {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BodyError>>(2);
+    tokio::task::spawn_blocking(move || {
+        if tx.blocking_send(Ok(first.into())).is_err() {
+            return;
+        }
+        let mut at = offset + READ_PIECE;
+        let end = offset + len;
+        while at < end {
+            let n = (end - at).min(READ_PIECE);
+            let piece = reader.read(at, n).map(Bytes::from).map_err(BodyError::from);
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+            at += n;
+        }
+    });
+    ChannelBody { rx }.boxed()
+}
+
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+async fn metrics(node: &Arc<Node>) -> Reply {
+    let n = node.clone();
+    blocking(move || {
+        let usage = n.store.usage()?;
+        let m = &n.metrics;
+        m.shards.set(usage.shards as i64);
+        m.used_bytes.set(usage.used as i64);
+        m.free_bytes.set(usage.fs_free as i64);
+        m.available_bytes
+            .set(usage.available.min(i64::MAX as u64) as i64);
+        m.map_epoch
+            .set(n.cluster_map()?.map_or(0, |c| c.epoch) as i64);
+        Ok(())
+    })
+    .await?;
+    let mut r = reply(StatusCode::OK, node.metrics.render());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    Ok(r)
+}
+
+/// Serve `listener` until `shutdown` resolves, then stop accepting and let
+/// requests in flight finish (at most `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let n = node.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let n = n.clone();
+                    async move { Ok::<_, Infallible>(handle(n, req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "grace period over; closing connections with requests in flight")
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! Node RPC against a real `gridstore node` process on 127.0.0.1 with real
+//! RocksDB and shard files in a temp dir: every call, HTTP/1.1 and HTTP/2,
+//! authentication, malformed requests, and capacity.
+
+mod support;
+
+use bytes::Bytes;
+use cluster::node_api::{self as api, MetaOp, RefQuery};
+use cluster::rpc_auth::RpcKey;
+use cluster::{ClientOptions, NodeClient, NodeError};
+use http::Method;
+use metadata::db::Table;
+use metadata::model::{
+    Bucket, ChunkReference, ClusterMap, ErasureSpec, Node, NodeState, ObjectVersion, Referrer,
+    BUCKET_ID_LEN, VERSION_ID_LEN,
+};
+use metadata::{Record, ShardKey};
+use support::*;
+
+fn bucket(name: &str) -> Bucket {
+    Bucket {
+        name: name.into(),
+        id: vec![name.len() as u8; BUCKET_ID_LEN],
+        owner: "GKtest".into(),
+        created_ms: 1,
+        versioning: 0,
+        erasure: Some(ErasureSpec::new(4, 2)),
+    }
+}
+
+fn version(key: &str, v: u8) -> ObjectVersion {
+    ObjectVersion {
+        bucket: "b".into(),
+        key: key.into(),
+        version_id: vec![v; VERSION_ID_LEN],
+        inline_data: b"hello".to_vec(),
+        size: 5,
+        ..Default::default()
+    }
+}
+
+fn reference(chunk: [u8; 32], key: &str) -> ChunkReference {
+    ChunkReference {
+        chunk_id: chunk.to_vec(),
+        erasure: Some(ErasureSpec::new(2, 1)),
+        shard_len: 100,
+        referrer: Some(Referrer {
+            bucket_id: vec![1; BUCKET_ID_LEN],
+            key: key.into(),
+            version: vec![2; VERSION_ID_LEN],
+            part_number: 0,
+        }),
+        created_ms: 5,
+        shard_hashes: vec![],
+    }
+}
+
+fn map(epoch: u64) -> ClusterMap {
+    ClusterMap {
+        epoch,
+        nodes: vec![Node {
+            id: "n1".into(),
+            addr: "127.0.0.1:1".into(),
+            site: "farm-a".into(),
+            capacity_bytes: 1 << 30,
+            state: NodeState::Up as i32,
+        }],
+    }
+}
+
+async fn shard_calls(c: &NodeClient, seed: u64) {
+    let chunk = sealed(300_000, 4, 2, seed);
+    let keys: Vec<ShardKey> = (0..6).map(|i| shard_key(&chunk, i)).collect();
+    for (i, k) in keys.iter().enumerate() {
+        c.put_shard(k, chunk.shard(i).into()).await.unwrap();
+    }
+    // Idempotent: the same shard again is fine.
+    c.put_shard(&keys[0], chunk.shard(0).into()).await.unwrap();
+
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(c.get_shard(k, None).await.unwrap(), chunk.shard(i));
+    }
+    let whole = chunk.shard(3);
+    let part = c.get_shard(&keys[3], Some((100, 5000))).await.unwrap();
+    assert_eq!(&part[..], &whole[100..5100]);
+    let tail = c
+        .get_shard(&keys[3], Some((whole.len() as u64 - 7, 7)))
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], &whole[whole.len() - 7..]);
+    let past_end = c
+        .get_shard(&keys[3], Some((whole.len() as u64 - 7, 8)))
+        .await;
+    assert!(
+        matches!(past_end, Err(NodeError::Rejected { status: 416, .. })),
+        "{past_end:?}"
+    );
+
+    let absent = ShardKey::new([0xee; 32], 1).unwrap();
+    let mut asked = keys.clone();
+    asked.push(absent);
+    let lens = c.has_shards(&asked).await.unwrap();
+    assert_eq!(lens.len(), 7);
+    for (i, l) in lens.iter().take(6).enumerate() {
+        assert_eq!(*l, chunk.shard(i).len() as u64);
+    }
+    assert_eq!(lens[6], 0);
+    assert!(matches!(
+        c.get_shard(&absent, None).await,
+        Err(NodeError::NotFound)
+    ));
+
+    assert!(c.delete_shard(&keys[0]).await.unwrap());
+    assert!(!c.delete_shard(&keys[0]).await.unwrap());
+    assert_eq!(
+        c.delete_shards(&[keys[0], keys[1], keys[2]]).await.unwrap(),
+        vec![false, true, true]
+    );
+    assert_eq!(
+        c.has_shards(&keys).await.unwrap()[..4],
+        [0, 0, 0, chunk.shard(3).len() as u64]
+    );
+}
+
+async fn record_calls(c: &NodeClient, run: &str) {
+    let b = bucket("photos");
+    assert_eq!(
+        c.meta_get(Table::Buckets, format!("{run}photos").as_bytes())
+            .await
+            .unwrap(),
+        None
+    );
+    c.meta_put(
+        Table::Buckets,
+        format!("{run}photos").as_bytes(),
+        b.encode_record(),
+    )
+    .await
+    .unwrap();
+    let got = c
+        .meta_get(Table::Buckets, format!("{run}photos").as_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Bucket::decode_record(&got).unwrap(), b);
+    c.meta_delete(Table::Buckets, format!("{run}photos").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.meta_get(Table::Buckets, format!("{run}photos").as_bytes())
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A batch is all or nothing: one bad record refuses the whole batch.
+    let good: Vec<MetaOp> = (0..25u8)
+        .map(|i| {
+            let key = format!("{run}obj-{i:02}");
+            MetaOp::put(
+                Table::Versions,
+                key.as_bytes(),
+                version(&key, i).encode_record(),
+            )
+        })
+        .collect();
+    let mut bad = good.clone();
+    bad.push(MetaOp::put(
+        Table::Versions,
+        b"zzz",
+        b"\x01garbage".to_vec(),
+    ));
+    assert!(matches!(
+        c.meta_batch(bad).await,
+        Err(NodeError::Rejected { status: 400, .. })
+    ));
+    assert_eq!(
+        c.meta_get(Table::Versions, format!("{run}obj-00").as_bytes())
+            .await
+            .unwrap(),
+        None
+    );
+    c.meta_batch(good).await.unwrap();
+    c.meta_batch(vec![MetaOp::delete(
+        Table::Versions,
+        format!("{run}obj-24").as_bytes(),
+    )])
+    .await
+    .unwrap();
+
+    // Paginated range scan, in key order, over [obj-05, obj-20).
+    let mut seen = Vec::new();
+    let mut start = format!("{run}obj-05").into_bytes();
+    let end = format!("{run}obj-20").into_bytes();
+    loop {
+        let page = c
+            .meta_scan(Table::Versions, &start, Some(&end), 4)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 4);
+        for kv in &page.items {
+            let v = ObjectVersion::decode_record(&kv.value).unwrap();
+            assert_eq!(v.key.as_bytes(), &kv.key[..]);
+            seen.push(v.key);
+        }
+        match page.next {
+            Some(n) => start = n,
+            None => break,
+        }
+    }
+    let want: Vec<String> = (5..20).map(|i| format!("{run}obj-{i:02}")).collect();
+    assert_eq!(seen, want);
+    let rest = c
+        .meta_scan(
+            Table::Versions,
+            format!("{run}obj-2").as_bytes(),
+            Some(format!("{run}obj-3").as_bytes()),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 4, "obj-20..obj-23; obj-24 was deleted");
+
+    // Compare-and-set: create if absent, swap on match, refuse on mismatch.
+    let v1 = version("cas", 1).encode_record();
+    let v2 = version("cas", 2).encode_record();
+    let r = c
+        .meta_cas(
+            Table::Versions,
+            format!("{run}cas").as_bytes(),
+            None,
+            Some(v1.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(r.swapped);
+    assert_eq!(r.current.as_deref(), Some(&v1[..]));
+    let r = c
+        .meta_cas(
+            Table::Versions,
+            format!("{run}cas").as_bytes(),
+            None,
+            Some(v2.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(!r.swapped, "the key exists");
+    assert_eq!(r.current.as_deref(), Some(&v1[..]));
+    let r = c
+        .meta_cas(
+            Table::Versions,
+            format!("{run}cas").as_bytes(),
+            Some(v1.clone()),
+            Some(v2.clone()),
+        )
+        .await
+        .unwrap();
+    assert!(r.swapped);
+    let r = c
+        .meta_cas(
+            Table::Versions,
+            format!("{run}cas").as_bytes(),
+            Some(v2),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r.swapped);
+    assert_eq!(r.current, None);
+}
+
+async fn ref_calls(c: &NodeClient, run: u8) {
+    let a = [0xa0 + run; 32];
+    let b = [0xb0 + run; 32];
+    let refs_a: Vec<ChunkReference> = (0..7).map(|i| reference(a, &format!("k{i}"))).collect();
+    c.refs_add(refs_a.clone()).await.unwrap();
+    c.refs_add(vec![reference(b, "other")]).await.unwrap();
+    // Adding the same reference again is idempotent.
+    c.refs_add(vec![refs_a[0].clone()]).await.unwrap();
+
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c
+            .refs_list(RefQuery {
+                chunk_id: Some(a.to_vec()),
+                start_after: after,
+                limit: 3,
+            })
+            .await
+            .unwrap();
+        listed.extend(page.refs);
+        match page.next_after {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 7);
+    assert!(listed.iter().all(|r| r.chunk_id == a));
+
+    let all = c
+        .refs_list(RefQuery {
+            chunk_id: None,
+            start_after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.next_after, None);
+    let ours = |r: &&ChunkReference| r.chunk_id == a || r.chunk_id == b;
+    assert_eq!(all.refs.iter().filter(ours).count(), 8);
+
+    c.refs_remove(refs_a[..6].to_vec()).await.unwrap();
+    c.refs_remove(refs_a[..1].to_vec()).await.unwrap();
+    let left = c
+        .refs_list(RefQuery {
+            chunk_id: Some(a.to_vec()),
+            start_after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.refs, refs_a[6..].to_vec());
+}
+
+async fn node_calls(c: &NodeClient) {
+    let s = c.status().await.unwrap();
+    assert_eq!(s.node_id, "n1");
+    assert_eq!(s.site, "farm-a");
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    assert!(s.capacity_bytes > 0 && s.fs_free_bytes > 0);
+    assert!(["io_uring", "threads"].contains(&s.io_backend.as_str()));
+
+    let before = c.get_map().await.unwrap().map_or(0, |m| m.epoch);
+    let m = map(before + 2);
+    let r = c.put_map(&m).await.unwrap();
+    assert!(r.accepted);
+    assert_eq!(r.epoch, before + 2);
+    let r = c.put_map(&map(before + 1)).await.unwrap();
+    assert!(!r.accepted, "an older map never replaces a newer one");
+    assert_eq!(r.epoch, before + 2);
+    assert_eq!(c.get_map().await.unwrap(), Some(m));
+    assert_eq!(c.status().await.unwrap().map_epoch, before + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_round_trips_over_http1_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), "");
+    for (run, c) in [(1, node.client()), (2, node.client_h2())] {
+        shard_calls(&c, run.into()).await;
+        record_calls(&c, &format!("run{run}-")).await;
+        ref_calls(&c, run).await;
+        node_calls(&c).await;
+    }
+    let s = node.client().status().await.unwrap();
+    assert_eq!(s.shard_count, 2 * 3, "three of six shards left per chunk");
+
+    // Probes and Prometheus need no credentials.
+    let plain = hyper_get(&node.addr, "/health").await;
+    assert_eq!(plain.0, 200);
+    let (status, text) = hyper_get(&node.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for want in [
+        "gridstore_node_requests_total{op=\"put_shard\",status=\"201\"}",
+        "gridstore_node_shards 6",
+        "gridstore_node_received_bytes_total",
+        "gridstore_node_available_bytes",
+        "gridstore_node_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+}
+
+/// An unauthenticated GET with a plain client.
+async fn hyper_get(addr: &str, path: &str) -> (u16, String) {
+    let c = NodeClient::new(
+        addr,
+        RpcKey::from_secret(b"unused"),
+        ClientOptions::default(),
+    );
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .body(body(Bytes::new()))
+        .unwrap();
+    let resp = c.send(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), "");
+    let c = node.client();
+    let chunk = sealed(50_000, 2, 1, 9);
+    let k0 = shard_key(&chunk, 0);
+    let k1 = shard_key(&chunk, 1);
+    let path0 = api::shard_path(&k0);
+    let shard0 = Bytes::from(chunk.shard(0));
+
+    // No credentials at all.
+    let req = http::Request::put(format!("http://{}{path0}", node.addr))
+        .body(body(shard0.clone()))
+        .unwrap();
+    assert_eq!(status_of(&c, req).await, 401);
+    // Another cluster's secret.
+    let stranger = NodeClient::new(
+        &node.addr,
+        RpcKey::from_secret(b"some-other-cluster-secret"),
+        ClientOptions::default(),
+    );
+    assert!(matches!(
+        stranger.put_shard(&k0, shard0.clone()).await,
+        Err(NodeError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        stranger
+            .meta_put(Table::Buckets, b"x", bucket("x").encode_record())
+            .await,
+        Err(NodeError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        stranger.status().await,
+        Err(NodeError::Unauthorized(_))
+    ));
+    // Signed for one shard, sent to another path.
+    let req = signed(
+        &key(),
+        &node.addr,
+        Method::PUT,
+        &path0,
+        shard0.clone(),
+        None,
+    )
+    .uri(format!("http://{}{}", node.addr, api::shard_path(&k1)))
+    .body(body(chunk.shard(1)))
+    .unwrap();
+    assert_eq!(status_of(&c, req).await, 401);
+    // Signed body swapped for another of the same length: the signature
+    // checks out, the body does not, and nothing is stored.
+    let mut forged = chunk.shard(0);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let req = signed(
+        &key(),
+        &node.addr,
+        Method::PUT,
+        &path0,
+        shard0.clone(),
+        None,
+    )
+    .body(body(forged))
+    .unwrap();
+    assert_eq!(status_of(&c, req).await, 401);
+    // Method changed.
+    let req = signed(&key(), &node.addr, Method::GET, &path0, Bytes::new(), None)
+        .method(Method::DELETE)
+        .body(body(Bytes::new()))
+        .unwrap();
+    assert_eq!(status_of(&c, req).await, 401);
+    // Signed too long ago (outside the 30 s window).
+    let old = cluster::rpc_auth::now_ms() - 120_000;
+    let req = signed(
+        &key(),
+        &node.addr,
+        Method::PUT,
+        &path0,
+        shard0.clone(),
+        Some(old),
+    )
+    .body(body(shard0.clone()))
+    .unwrap();
+    assert_eq!(status_of(&c, req).await, 401);
+    assert_eq!(c.has_shards(&[k0, k1]).await.unwrap(), vec![0, 0]);
+
+    // A captured request replayed, even at once, is refused.
+    let record = bucket("replayed").encode_record();
+    let path = api::meta_path(Table::Buckets, b"replayed");
+    let first = signed(
+        &key(),
+        &node.addr,
+        Method::PUT,
+        &path,
+        record.clone().into(),
+        None,
+    );
+    let headers = first.headers_ref().unwrap().clone();
+    assert_eq!(
+        status_of(&c, first.body(body(record.clone())).unwrap()).await,
+        204
+    );
+    c.meta_delete(Table::Buckets, b"replayed").await.unwrap();
+    let mut again = http::Request::put(format!("http://{}{path}", node.addr));
+    for (n, v) in &headers {
+        again = again.header(n, v);
+    }
+    assert_eq!(status_of(&c, again.body(body(record)).unwrap()).await, 401);
+    assert_eq!(c.meta_get(Table::Buckets, b"replayed").await.unwrap(), None);
+
+    // The refusals are counted, and the log says why.
+    let (_, text) = hyper_get(&node.addr, "/metrics").await;
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gridstore_node_auth_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(refused >= 9, "{refused}");
+    assert!(node.log().contains("replay"), "{}", node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_ids_paths_and_bodies_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), "");
+    let c = node.client();
+    let chunk = sealed(20_000, 2, 1, 4);
+    let shard = Bytes::from(chunk.shard(0));
+    let hex = chunk.id().to_hex();
+
+    let bad_paths = [
+        "/v1/shards/../../../etc/passwd".to_owned(),
+        "/v1/shards/..%2f..%2fetc%2fpasswd.0".to_owned(),
+        format!("/v1/shards/{hex}"),
+        format!("/v1/shards/{hex}.64"),
+        format!("/v1/shards/{hex}.01"),
+        format!("/v1/shards/{hex}.-1"),
+        format!("/v1/shards/{}.0", hex.to_uppercase()),
+        format!("/v1/shards/{hex}00.0"),
+        format!("/v1/shards/{}.0", &hex[2..]),
+        format!("/v1/shards/{}.0", "a".repeat(4096)),
+        format!("/v1/shards/{hex}.0/../x"),
+    ];
+    for p in &bad_paths {
+        let req = signed(&key(), &node.addr, Method::PUT, p, shard.clone(), None)
+            .body(body(shard.clone()))
+            .unwrap();
+        let s = status_of(&c, req).await;
+        assert_eq!(s, 400, "PUT {p}");
+        let req = signed(&key(), &node.addr, Method::GET, p, Bytes::new(), None)
+            .body(body(Bytes::new()))
+            .unwrap();
+        assert_eq!(status_of(&c, req).await, 400, "GET {p}");
+    }
+    for p in [
+        "/v1/meta/system/6e6f64655f6964",
+        "/v1/meta/chunk_refs/00",
+        "/v1/meta/nope/00",
+        "/v1/meta/buckets/zz",
+        "/v1/meta/buckets/",
+        "/v1/meta/buckets",
+    ] {
+        let req = signed(&key(), &node.addr, Method::GET, p, Bytes::new(), None)
+            .body(body(Bytes::new()))
+            .unwrap();
+        assert_eq!(status_of(&c, req).await, 400, "GET {p}");
+    }
+    let req = signed(
+        &key(),
+        &node.addr,
+        Method::GET,
+        "/v1/nope",
+        Bytes::new(),
+        None,
+    )
+    .body(body(Bytes::new()))
+    .unwrap();
+    assert_eq!(status_of(&c, req).await, 404);
+
+    // Bodies: a shard filed under another index, garbage, a truncated
+    // shard, a record that does not decode, a too-large body.
+    let k0 = shard_key(&chunk, 0);
+    let k1 = shard_key(&chunk, 1);
+    let wrong = c.put_shard(&k1, shard.clone()).await;
+    assert!(
+        matches!(wrong, Err(NodeError::Rejected { status: 400, .. })),
+        "{wrong:?}"
+    );
+    let garbage = c.put_shard(&k0, Bytes::from(vec![0x5a; 5000])).await;
+    assert!(
+        matches!(garbage, Err(NodeError::Rejected { status: 400, .. })),
+        "{garbage:?}"
+    );
+    let cut = c.put_shard(&k0, shard.slice(..shard.len() - 1)).await;
+    assert!(
+        matches!(cut, Err(NodeError::Rejected { status: 400, .. })),
+        "{cut:?}"
+    );
+    let mut flipped = chunk.shard(0);
+    flipped[200] ^= 0x10;
+    let bitrot = c.put_shard(&k0, flipped.into()).await;
+    assert!(
+        matches!(bitrot, Err(NodeError::Rejected { status: 400, .. })),
+        "{bitrot:?}"
+    );
+    assert_eq!(c.has_shards(&[k0, k1]).await.unwrap(), vec![0, 0]);
+    let rec = c
+        .meta_put(Table::Versions, b"k", b"\x01\xff\xff\xff".to_vec())
+        .await;
+    assert!(
+        matches!(rec, Err(NodeError::Rejected { status: 400, .. })),
+        "{rec:?}"
+    );
+    let future_version = c.meta_put(Table::Versions, b"k", b"\x09abc".to_vec()).await;
+    assert!(matches!(
+        future_version,
+        Err(NodeError::Rejected { status: 400, .. })
+    ));
+
+    // A declared length over the limit is refused before any body byte is
+    // read (the body here never comes).
+    let path = api::shard_path(&k0);
+    let (_tx, never) = channel_body();
+    let mut req = signed(&key(), &node.addr, Method::PUT, &path, Bytes::new(), None)
+        .body(never)
+        .unwrap();
+    req.headers_mut().insert(
+        http::header::CONTENT_LENGTH,
+        (api::MAX_SHARD_BYTES + 1).into(),
+    );
+    assert_eq!(status_of(&c, req).await, 413);
+    let big = Bytes::from(vec![0u8; api::MAX_MESSAGE_BYTES as usize + 1]);
+    let req = signed(
+        &key(),
+        &node.addr,
+        Method::POST,
+        api::META_BATCH,
+        big.clone(),
+        None,
+    )
+    .body(body(big))
+    .unwrap();
+    assert_eq!(status_of(&c, req).await, 413);
+
+    // Still healthy and consistent after all that.
+    c.put_shard(&k0, shard).await.unwrap();
+    assert_eq!(c.status().await.unwrap().shard_count, 1);
+    let entries: Vec<_> = std::fs::read_dir(dir.path().join("data/tmp"))
+        .unwrap()
+        .collect();
+    assert!(entries.is_empty(), "temp files left: {entries:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_quota_writes_get_507_and_reads_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), "quota_bytes = 3_500_000\nreserve_bytes = 0");
+    let c = node.client();
+    let mut stored = Vec::new();
+    let mut refused = None;
+    for seed in 0..10 {
+        let chunk = sealed(1 << 20, 1, 0, 100 + seed);
+        let k = shard_key(&chunk, 0);
+        match c.put_shard(&k, chunk.shard(0).into()).await {
+            Ok(()) => stored.push((k, chunk.shard(0))),
+            Err(NodeError::InsufficientStorage(msg)) => {
+                refused = Some((k, chunk.shard(0), msg));
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(stored.len(), 3, "3 x 1 MiB fit in 3.5 MB, the 4th does not");
+    let (k, shard, msg) = refused.expect("quota never reached");
+    assert!(msg.contains("insufficient storage"), "{msg}");
+    assert_eq!(c.has_shards(&[k]).await.unwrap(), vec![0]);
+    for (k, s) in &stored {
+        assert_eq!(c.get_shard(k, None).await.unwrap(), *s);
+    }
+    let status = c.status().await.unwrap();
+    assert!(status.available_bytes < shard.len() as u64);
+    assert_eq!(status.capacity_bytes, 3_500_000);
+    // Records still go through (they live in RocksDB, not the quota).
+    c.meta_put(Table::Buckets, b"b", bucket("b").encode_record())
+        .await
+        .unwrap();
+    // Freeing space lets writes in again.
+    assert!(c.delete_shard(&stored[0].0).await.unwrap());
+    c.put_shard(&k, shard.into()).await.unwrap();
+}

@@ -1,0 +1,222 @@
+//! Real `gridstore node` processes on 127.0.0.1 for the integration tests.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use cluster::node_client::{full_body, BodyError, RequestBody};
+use cluster::rpc_auth::{self, RpcKey};
+use cluster::{ClientOptions, NodeClient};
+use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
+use http::{Method, Request};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use metadata::ShardKey;
+use rand::{RngCore, SeedableRng};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+
+pub fn key() -> RpcKey {
+    RpcKey::from_secret(SECRET.as_bytes())
+}
+
+pub struct NodeProc {
+    child: Option<Child>,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl NodeProc {
+    /// Start a node on a fresh port with its data in `dir/data`; `extra`
+    /// is appended to the config (quota and the like).
+    pub fn start(dir: &Path, extra: &str) -> NodeProc {
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "node_id = \"n1\"\nsite = \"farm-a\"\nlisten = \"127.0.0.1:0\"\n\
+                 data_dir = {:?}\ncluster_secret = {SECRET:?}\nshutdown_grace_secs = 20\n{extra}\n",
+                dir.join("data")
+            ),
+        )
+        .unwrap();
+        Self::spawn(dir, config)
+    }
+
+    fn spawn(dir: &Path, config: PathBuf) -> NodeProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gridstore"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(addr) = line.trim().strip_prefix("gridstore node n1 listening on ") else {
+            let _ = child.kill();
+            panic!(
+                "node did not start: {line:?}\n{}",
+                std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+            );
+        };
+        NodeProc {
+            addr: addr.to_owned(),
+            child: Some(child),
+            dir: dir.to_owned(),
+            config,
+        }
+    }
+
+    pub fn client(&self) -> NodeClient {
+        NodeClient::new(&self.addr, key(), ClientOptions::default())
+    }
+
+    pub fn client_h2(&self) -> NodeClient {
+        let opts = ClientOptions {
+            http2: true,
+            ..ClientOptions::default()
+        };
+        NodeClient::new(&self.addr, key(), opts)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Wait for the process to exit (at most `limit`).
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(Instant::now() < deadline, "node did not exit in {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait(Duration::from_secs(10));
+    }
+
+    /// Start again on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the node first");
+        let again = Self::spawn(&self.dir, self.config.clone());
+        *self = again;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    r.fill_bytes(&mut v);
+    v
+}
+
+/// A real sealed chunk of `len` random bytes.
+pub fn sealed(len: usize, k: usize, m: usize, seed: u64) -> SealedChunk {
+    let mut sealer = Sealer::new(SealConfig::new(ErasureParams::new(k, m).unwrap())).unwrap();
+    sealer
+        .seal(&DomainKey::new([7; 32]), &random_bytes(len, seed))
+        .unwrap()
+}
+
+pub fn shard_key(c: &SealedChunk, i: usize) -> ShardKey {
+    ShardKey::new(c.id().0, i).unwrap()
+}
+
+/// A request signed now (or at `time_ms`) with `key`, for tests that send
+/// what the typed client never would.
+pub fn signed(
+    key: &RpcKey,
+    addr: &str,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    time_ms: Option<u64>,
+) -> http::request::Builder {
+    let hash = *blake3::hash(&body).as_bytes();
+    let s = rpc_auth::sign_at(
+        key,
+        method.as_str(),
+        path,
+        hash,
+        time_ms.unwrap_or_else(rpc_auth::now_ms),
+    );
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header(http::header::CONTENT_LENGTH, body.len());
+    for (n, v) in s.to_pairs() {
+        b = b.header(n, v);
+    }
+    b
+}
+
+pub fn body(b: impl Into<Bytes>) -> RequestBody {
+    full_body(b)
+}
+
+/// A request body fed by hand, to cut a stream or pause it mid-way.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+pub fn channel_body() -> (mpsc::Sender<Result<Bytes, BodyError>>, RequestBody) {
+    let (tx, rx) = mpsc::channel(4);
+    (tx, ChannelBody { rx }.boxed())
+}
+
+/// Status code of a raw request's response.
+pub async fn status_of(client: &NodeClient, req: Request<RequestBody>) -> u16 {
+    client.send(req).await.unwrap().status().as_u16()
+}
