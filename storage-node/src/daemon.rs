@@ -13,6 +13,9 @@ use tokio::net::TcpListener;
 /// `gridstore node <id> listening on <addr>`, once it accepts requests
 /// (scripts and tests wait for it; with port 0 it tells the port).
 pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    // Install the handlers before anyone can learn we are up: a SIGTERM
+    // that arrives first must stop us cleanly, not by the default action.
+    let shutdown = shutdown_signal()?;
     let node = Arc::new(tokio::task::block_in_place(|| Node::open(&cfg))?);
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -31,7 +34,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     rpc_server::serve(
         listener,
         node,
-        shutdown_signal(),
+        shutdown,
         Duration::from_secs(cfg.shutdown_grace_secs),
     )
     .await;
@@ -39,22 +42,16 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
+    let handler =
+        |kind| signal(kind).map_err(|e| NodeError::Refused(format!("cannot handle signals: {e}")));
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        (Err(e), _) | (_, Err(e)) => {
-            // Without signal handling the node would die mid-write on
-            // SIGTERM; keep running but say so loudly.
-            tracing::error!(error = %e, "cannot install signal handlers");
-            std::future::pending::<()>().await
-        }
-    }
+    })
 }

@@ -631,8 +631,12 @@ async fn put_shard(node: &Arc<Node>, req: Request<Incoming>, content_hash: [u8; 
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     received += data.len() as u64;
-                    if tx.send(Piece::Data(data)).await.is_err() {
-                        break Ok(());
+                    // Once the writer has failed (507, bad shard), keep
+                    // reading and dropping the body (at most the declared,
+                    // bounded length): an HTTP/1.1 client still sending
+                    // would otherwise see a reset instead of our answer.
+                    if !tx.is_closed() {
+                        let _ = tx.send(Piece::Data(data)).await;
                     }
                 }
             }
