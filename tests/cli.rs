@@ -66,3 +66,37 @@ fn bench_codec_json_has_the_headline_figures() {
         }
     }
 }
+
+#[test]
+fn bench_node_json_reports_every_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gridstore()
+        .args(["bench", "node", "--json", "--quick", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["shard_bytes"].as_u64().unwrap() >> 20, 1, "1 MiB shards");
+    for pair in [
+        "put",
+        "get",
+        "get_cached",
+        "durable_create",
+        "put_parallel",
+        "get_parallel",
+    ] {
+        for field in ["raw_gbps", "rpc_gbps", "ratio"] {
+            let g = v[pair][field]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{pair}.{field} missing"));
+            assert!(g > 0.0 && g.is_finite(), "{pair}.{field} = {g}");
+        }
+    }
+    // The bench cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

@@ -440,11 +440,13 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
     .body(body(chunk.shard(1)))
     .unwrap();
     assert_eq!(status_of(&c, req).await, 401);
-    // Signed body swapped for another of the same length: the signature
-    // checks out, the body does not, and nothing is stored.
-    let mut forged = chunk.shard(0);
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
+    // The body swapped after signing: a damaged copy fails the shard's own
+    // checksum (400); a valid shard of the same chunk and index (sealed
+    // with another erasure shape) carries another checksum than the one
+    // signed (401). Neither is stored.
+    let mut damaged = chunk.shard(0);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
     let req = signed(
         &key(),
         &node.addr,
@@ -453,7 +455,21 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
         shard0.clone(),
         None,
     )
-    .body(body(forged))
+    .body(body(damaged))
+    .unwrap();
+    assert_eq!(status_of(&c, req).await, 400);
+    let twin = sealed(50_000, 2, 2, 9);
+    assert_eq!(twin.id(), chunk.id());
+    assert_ne!(twin.shard(0), chunk.shard(0));
+    let req = signed(
+        &key(),
+        &node.addr,
+        Method::PUT,
+        &path0,
+        shard0.clone(),
+        None,
+    )
+    .body(body(twin.shard(0)))
     .unwrap();
     assert_eq!(status_of(&c, req).await, 401);
     // Method changed.
@@ -508,7 +524,7 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
         .find_map(|l| l.strip_prefix("gridstore_node_auth_failures_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    assert!(refused >= 9, "{refused}");
+    assert!(refused >= 8, "{refused}");
     assert!(node.log().contains("replay"), "{}", node.log());
 }
 

@@ -6,6 +6,7 @@
 //! shared machine say little.
 
 pub mod codec_speed;
+pub mod node_speed;
 mod timing;
 
 pub use timing::{median, median_ratio, Case, Timing};

@@ -168,6 +168,16 @@ impl NodeClient {
         body: Bytes,
     ) -> Result<Bytes, NodeError> {
         let hash = *blake3::hash(&body).as_bytes();
+        self.call_hashed(method, path_and_query, body, hash).await
+    }
+
+    async fn call_hashed(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Bytes,
+        hash: [u8; 32],
+    ) -> Result<Bytes, NodeError> {
         let len = body.len() as u64;
         let req = self.signed_request(method, path_and_query, hash, len, full_body(body))?;
         let work = async {
@@ -193,7 +203,8 @@ impl NodeClient {
 
     /// Store a shard. The node verifies it before it acknowledges.
     pub async fn put_shard(&self, key: &ShardKey, shard: Bytes) -> Result<(), NodeError> {
-        self.call(Method::PUT, &api::shard_path(key), shard)
+        let hash = api::shard_content_hash(&shard);
+        self.call_hashed(Method::PUT, &api::shard_path(key), shard, hash)
             .await
             .map(drop)
     }

@@ -61,6 +61,7 @@ impl From<StoreError> for Failure {
             StoreError::NotFound => StatusCode::NOT_FOUND,
             StoreError::InvalidKey(_) | StoreError::Corrupt(_) => StatusCode::BAD_REQUEST,
             StoreError::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            StoreError::NotVouched => StatusCode::UNAUTHORIZED,
             StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
@@ -597,24 +598,21 @@ async fn put_shard(node: &Arc<Node>, req: Request<Incoming>, content_hash: [u8; 
         ));
     }
     // The blocking writer verifies and writes while the body streams in;
-    // it commits only after the whole body matched its signed hash and
-    // the shard verified, so a cut or tampered stream leaves nothing.
+    // it commits only after the shard verified and its checksum is the one
+    // the request signed (see `node_api`), so a cut or tampered stream
+    // leaves nothing.
     let (tx, mut rx) = mpsc::channel::<Piece>(8);
     let n = node.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), Failure> {
         let mut w = n.store.writer(key, len)?;
-        let mut check = BodyCheck::new(content_hash);
+        w.expect_checksum(content_hash);
         loop {
             match rx.blocking_recv() {
-                Some(Piece::Data(b)) => {
-                    check.update(&b);
-                    w.write(&b)?;
-                }
+                Some(Piece::Data(b)) => w.write(&b)?,
                 Some(Piece::End) => break,
                 None => return Err(Failure::bad_request("request body cut short")),
             }
         }
-        check.finish()?;
         w.commit()?;
         Ok(())
     });

@@ -36,6 +36,8 @@ pub enum StoreError {
         len: u64,
         shard_len: u64,
     },
+    #[error("shard checksum differs from the one the writer vouched for")]
+    NotVouched,
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
 }
@@ -138,6 +140,12 @@ impl ShardStore {
             .join(format!("{:02x}", key.chunk[1]))
     }
 
+    /// Where a shard's file is (whether or not it exists). For tools and
+    /// tests that look under the store; everything else goes through it.
+    pub fn shard_path(&self, key: &ShardKey) -> PathBuf {
+        self.path(key)
+    }
+
     fn path(&self, key: &ShardKey) -> PathBuf {
         self.dir(key).join(key.to_name())
     }
@@ -180,6 +188,7 @@ impl ShardStore {
             written: 0,
             verifier: StreamVerifier::new(),
             reservation: Some(reservation),
+            vouched: None,
         })
     }
 
@@ -410,9 +419,18 @@ pub struct ShardWriter<'a> {
     written: u64,
     verifier: StreamVerifier,
     reservation: Option<Reservation>,
+    vouched: Option<[u8; 32]>,
 }
 
 impl ShardWriter<'_> {
+    /// Commit only if the shard's own checksum is `checksum`. The node RPC
+    /// signs a shard's checksum instead of hashing its body a second time:
+    /// the checksum covers every byte of the shard but itself, so a shard
+    /// that verifies and carries the signed checksum is the signed shard.
+    pub fn expect_checksum(&mut self, checksum: [u8; 32]) {
+        self.vouched = Some(checksum);
+    }
+
     /// Append bytes; fails early on a bad header or too many bytes.
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         if self.written + data.len() as u64 > self.declared {
@@ -439,6 +457,9 @@ impl ShardWriter<'_> {
             .finish()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         check_identity(&self.key, &header)?;
+        if self.vouched.is_some_and(|c| c != header.checksum) {
+            return Err(StoreError::NotVouched);
+        }
         self.store.io.sync_all(&self.file)?;
         let dir = self.store.dir(&self.key);
         if !dir.is_dir() {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use cluster::node_api as api;
 use cluster::node_client::{full_body, BodyError, RequestBody};
 use cluster::rpc_auth::{self, RpcKey};
 use cluster::{ClientOptions, NodeClient};
@@ -172,7 +173,12 @@ pub fn signed(
     body: Bytes,
     time_ms: Option<u64>,
 ) -> http::request::Builder {
-    let hash = *blake3::hash(&body).as_bytes();
+    // Shard puts sign the shard's checksum, everything else the body hash.
+    let hash = if method == Method::PUT && path.starts_with(api::SHARDS) {
+        api::shard_content_hash(&body)
+    } else {
+        *blake3::hash(&body).as_bytes()
+    };
     let s = rpc_auth::sign_at(
         key,
         method.as_str(),
