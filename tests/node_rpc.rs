@@ -224,47 +224,26 @@ async fn record_calls(c: &NodeClient, run: &str) {
     // Compare-and-set: create if absent, swap on match, refuse on mismatch.
     let v1 = version("cas", 1).encode_record();
     let v2 = version("cas", 2).encode_record();
-    let r = c
-        .meta_cas(
+    let key = format!("{run}cas");
+    let cas = |expected: Option<&Vec<u8>>, new: Option<&Vec<u8>>| {
+        c.meta_cas(
             Table::Versions,
-            format!("{run}cas").as_bytes(),
-            None,
-            Some(v1.clone()),
+            key.as_bytes(),
+            expected.cloned(),
+            new.cloned(),
         )
-        .await
-        .unwrap();
+    };
+    let r = cas(None, Some(&v1)).await.unwrap();
     assert!(r.swapped);
-    assert_eq!(r.current.as_deref(), Some(&v1[..]));
-    let r = c
-        .meta_cas(
-            Table::Versions,
-            format!("{run}cas").as_bytes(),
-            None,
-            Some(v2.clone()),
-        )
-        .await
-        .unwrap();
+    assert_eq!(r.current.as_ref(), Some(&v1));
+    let r = cas(None, Some(&v2)).await.unwrap();
     assert!(!r.swapped, "the key exists");
-    assert_eq!(r.current.as_deref(), Some(&v1[..]));
-    let r = c
-        .meta_cas(
-            Table::Versions,
-            format!("{run}cas").as_bytes(),
-            Some(v1.clone()),
-            Some(v2.clone()),
-        )
-        .await
-        .unwrap();
+    assert_eq!(r.current.as_ref(), Some(&v1));
+    let r = cas(Some(&v2), None).await.unwrap();
+    assert!(!r.swapped, "expected value differs");
+    let r = cas(Some(&v1), Some(&v2)).await.unwrap();
     assert!(r.swapped);
-    let r = c
-        .meta_cas(
-            Table::Versions,
-            format!("{run}cas").as_bytes(),
-            Some(v2),
-            None,
-        )
-        .await
-        .unwrap();
+    let r = cas(Some(&v2), None).await.unwrap();
     assert!(r.swapped);
     assert_eq!(r.current, None);
 }

@@ -368,6 +368,32 @@ impl NodeClient {
     }
 }
 
+/// A body fed through a channel: for streaming a body produced elsewhere
+/// (a blocking reader, a test pausing mid-stream).
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>,
+}
+
+impl ChannelBody {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>) -> Self {
+        Self { rx }
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
 fn expect_len<T>(v: Vec<T>, n: usize) -> Result<Vec<T>, NodeError> {
     if v.len() == n {
         Ok(v)

@@ -9,9 +9,9 @@ use crate::node::Node;
 use crate::shard_store::{ShardReader, StoreError};
 use bytes::Bytes;
 use cluster::node_api::{self as api};
+use cluster::node_client::ChannelBody;
 use cluster::rpc_auth::{AuthError, BodyCheck};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -21,9 +21,7 @@ use metadata::model::{Bucket, ChunkReference, ClusterMap, MultipartUpload, Objec
 use metadata::{Record, RecordError, ShardKey};
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -383,28 +381,19 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
             .await?;
             ok_record(&result)
         }
-        Op::RefsAdd => {
+        Op::RefsAdd | Op::RefsRemove => {
             let list = read_record::<api::RefList>(node, req, content_hash).await?;
             let mut b = Batch::new();
             for r in &list.refs {
-                // validate() (run by decode) guarantees a referrer.
+                // Decoding validated every reference, so each has a key.
                 let key = r
                     .key()
                     .ok_or_else(|| Failure::bad_request("reference without referrer"))?;
-                b.put(Table::ChunkRefs, &key, r);
-            }
-            let n = node.clone();
-            blocking(move || Ok(n.db.write(b)?)).await?;
-            no_content()
-        }
-        Op::RefsRemove => {
-            let list = read_record::<api::RefList>(node, req, content_hash).await?;
-            let mut b = Batch::new();
-            for r in &list.refs {
-                let key = r
-                    .key()
-                    .ok_or_else(|| Failure::bad_request("reference without referrer"))?;
-                b.delete(Table::ChunkRefs, &key);
+                if op == Op::RefsAdd {
+                    b.put(Table::ChunkRefs, &key, r);
+                } else {
+                    b.delete(Table::ChunkRefs, &key);
+                }
             }
             let n = node.clone();
             blocking(move || Ok(n.db.write(b)?)).await?;
@@ -698,23 +687,7 @@ fn stream_rest(reader: ShardReader, offset: u64, len: u64, first: Vec<u8>) -> Re
             at += n;
         }
     });
-    ChannelBody { rx }.boxed()
-}
-
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, BodyError>>,
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
-    }
+    ChannelBody::new(rx).boxed()
 }
 
 async fn metrics(node: &Arc<Node>) -> Reply {

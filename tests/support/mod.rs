@@ -3,20 +3,17 @@
 
 use bytes::Bytes;
 use cluster::node_api as api;
-use cluster::node_client::{full_body, BodyError, RequestBody};
+use cluster::node_client::{full_body, BodyError, ChannelBody, RequestBody};
 use cluster::rpc_auth::{self, RpcKey};
 use cluster::{ClientOptions, NodeClient};
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
 use http::{Method, Request};
-use http_body::Frame;
 use http_body_util::BodyExt;
 use metadata::ShardKey;
 use rand::{RngCore, SeedableRng};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -201,25 +198,9 @@ pub fn body(b: impl Into<Bytes>) -> RequestBody {
 }
 
 /// A request body fed by hand, to cut a stream or pause it mid-way.
-pub struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, BodyError>>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
-    }
-}
-
 pub fn channel_body() -> (mpsc::Sender<Result<Bytes, BodyError>>, RequestBody) {
     let (tx, rx) = mpsc::channel(4);
-    (tx, ChannelBody { rx }.boxed())
+    (tx, ChannelBody::new(rx).boxed())
 }
 
 /// Status code of a raw request's response.
