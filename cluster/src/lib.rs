@@ -3,8 +3,11 @@
 //! with the server in `storage-node`, which depends on this crate) and a
 //! typed client ([`node_client`]).
 
+pub mod erasure_default;
+pub mod naming;
 pub mod node_api;
 pub mod node_client;
 pub mod rpc_auth;
+pub mod version_id;
 
 pub use node_client::{ClientOptions, NodeClient, NodeError};
