@@ -35,8 +35,16 @@ async fn half_sent_put(
     let pending = tokio::spawn(async move { read_response(c.send(req).await?).await });
     let half = shard.len() / 2;
     tx.send(Ok(shard.slice(..half))).await.unwrap();
-    // Let the node take in the first half before anything else happens.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Go on only once the node is writing it: its temp file exists.
+    let tmp = node.dir.join("data/tmp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the put never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     (tx, shard.slice(half..), pending)
 }
 
@@ -134,10 +142,13 @@ async fn sigterm_finishes_writes_in_flight_then_exits() {
     let (tx, rest, pending) = half_sent_put(&node, &chunk, 2).await;
 
     node.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The node no longer accepts connections...
-    let late = node.client().status().await;
-    assert!(late.is_err(), "{late:?}");
+    // The node soon stops accepting connections...
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.client().status().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(node.log().contains("SIGTERM received"), "{}", node.log());
     // ...but the write already under way completes and is acknowledged.
     tx.send(Ok(rest)).await.unwrap();
     drop(tx);
