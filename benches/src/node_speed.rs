@@ -21,10 +21,10 @@ use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use storage_node::config::IoChoice;
-use storage_node::{rpc_server, Node, NodeConfig};
+use storage_node::daemon::LocalNode;
+use storage_node::NodeConfig;
 
 const SHARD_PLAINTEXT: usize = 1 << 20;
 /// Distinct shards cycled through (64 MiB in memory).
@@ -111,22 +111,12 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         io: IoChoice::Auto,
         shutdown_grace_secs: 5,
     };
-    let node = Arc::new(Node::open(&cfg).map_err(setup("node"))?);
-    let node_files = node.clone();
-    let io_backend = node.store.io_backend().name().to_owned();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(cfg.listen))
-        .map_err(setup("listen"))?;
-    let addr = listener.local_addr().map_err(setup("address"))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(rpc_server::serve(
-        listener,
-        node.clone(),
-        async {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let local = runtime
+        .block_on(LocalNode::start(&cfg))
+        .map_err(setup("node"))?;
+    let node_files = local.node.clone();
+    let io_backend = node_files.store.io_backend().name().to_owned();
+    let addr = local.addr;
     let client = {
         let _guard = runtime.enter();
         NodeClient::new(
@@ -324,8 +314,7 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         put_parallel: pair(7, 8),
         get_parallel: pair(9, 10),
     };
-    let _ = stop.send(());
-    let _ = runtime.block_on(server);
+    runtime.block_on(local.stop());
     Ok(report)
 }
 

@@ -55,3 +55,57 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError>
         }
     })
 }
+
+/// A node serving on 127.0.0.1 inside this process: for in-process test
+/// clusters and benchmarks (real RocksDB, real files, real RPC on
+/// loopback; only the process is shared).
+pub struct LocalNode {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalNode {
+    /// Open and serve `cfg` (its `listen` address; port 0 picks one).
+    pub async fn start(cfg: &NodeConfig) -> Result<LocalNode, NodeError> {
+        let node = Arc::new(tokio::task::block_in_place(|| Node::open(cfg))?);
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| NodeError::Refused(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Refused(format!("listener has no address: {e}")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rpc_server::serve(
+            listener,
+            node.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(cfg.shutdown_grace_secs),
+        ));
+        Ok(LocalNode {
+            addr,
+            node,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stop as on SIGTERM: refuse new connections, finish requests.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Vanish at once: the port closes and open connections drop mid-
+    /// request (writes already handed to the disk still complete, as the
+    /// kernel would finish them for a killed process).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}

@@ -716,7 +716,10 @@ async fn metrics(node: &Arc<Node>) -> Reply {
 }
 
 /// Serve `listener` until `shutdown` resolves, then stop accepting and let
-/// requests in flight finish (at most `grace`).
+/// requests in flight finish (at most `grace`). Connections live in a
+/// `JoinSet` owned by this future: dropping it (aborting its task) closes
+/// the port and every connection at once, which is how an in-process test
+/// cluster "kills" a node.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
@@ -725,9 +728,11 @@ pub async fn serve(
 ) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
@@ -746,7 +751,7 @@ pub async fn serve(
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -758,7 +763,10 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = async {
+            graceful.shutdown().await;
+            while conns.join_next().await.is_some() {}
+        } => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(?grace, "grace period over; closing connections with requests in flight")
         }
