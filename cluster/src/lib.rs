@@ -3,6 +3,7 @@
 //! with the server in `storage-node`, which depends on this crate) and a
 //! typed client ([`node_client`]).
 
+pub mod chunk_io;
 pub mod erasure_default;
 pub mod naming;
 pub mod node_api;

@@ -56,6 +56,14 @@ impl SealedChunk {
         self.headers.len()
     }
 
+    /// `(k, m)`: data and parity shards (from the shard headers, bytes 9
+    /// and 10 of the format).
+    pub fn shape(&self) -> (usize, usize) {
+        self.headers
+            .first()
+            .map_or((0, 0), |h| (h[9] as usize, h[10] as usize))
+    }
+
     pub fn header(&self, index: usize) -> &[u8] {
         &self.headers[index]
     }

@@ -1,5 +1,8 @@
-//! Real `gridstore node` processes on 127.0.0.1 for the integration tests.
+//! Real `gridstore node` processes on 127.0.0.1 for the integration tests,
+//! and in-process grids of nodes ([`grid`]).
 #![allow(dead_code)]
+
+pub mod grid;
 
 use bytes::Bytes;
 use cluster::node_api as api;

@@ -1,0 +1,513 @@
+//! Moving one sealed chunk's shards to and from the grid.
+//!
+//! Writes: shard `i` goes to the `i`-th node of the chunk's placement
+//! (rendezvous order over the cluster map). A node that does not take its
+//! shard (down, full, failing) hands it to the next node in the same order
+//! that holds none of this chunk yet, and when the grid has fewer live
+//! nodes than shards, to the live node holding the fewest. The write is
+//! acknowledged only when every shard is stored and no node holds more
+//! than `m` of them, so the chunk survives losing any one node at the
+//! moment of the ack; otherwise it fails with [`ChunkError::Quorum`] and
+//! says what was stored.
+//!
+//! Reads: data shards from their placement nodes first, parity when one is
+//! missing or rejected, then a search of the other nodes for shards that
+//! were handed off. Every missing or rejected shard is reported, for the
+//! repair queue.
+
+use crate::node_client::{ClientOptions, NodeClient, NodeError};
+use crate::rpc_auth::RpcKey;
+use bytes::Bytes;
+use codec::{ChunkId, DomainKey, Opener, SealedChunk};
+use metadata::model::{ClusterMap, Node};
+use metadata::placement::{self, PlacementError};
+use metadata::ShardKey;
+use std::collections::{BTreeMap, HashMap};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error(
+        "write quorum not reached for chunk {chunk}: {stored} of {shards} shards stored ({detail})"
+    )]
+    Quorum {
+        chunk: ChunkId,
+        stored: usize,
+        shards: usize,
+        detail: String,
+    },
+    #[error("node {node} refused shard {index}: {source}")]
+    Refused {
+        node: String,
+        index: usize,
+        source: NodeError,
+    },
+    #[error("chunk {chunk} unreadable: {valid} usable shards of {needed} needed ({detail})")]
+    Unreadable {
+        chunk: ChunkId,
+        valid: usize,
+        needed: usize,
+        detail: String,
+    },
+    #[error("chunk {chunk}: {source}")]
+    Codec {
+        chunk: ChunkId,
+        source: codec::CodecError,
+    },
+}
+
+/// The grid as one gateway sees it: the cluster map and a client per node.
+pub struct Grid {
+    map: ClusterMap,
+    clients: HashMap<String, NodeClient>,
+}
+
+impl Grid {
+    pub fn new(map: ClusterMap, key: RpcKey, opts: ClientOptions) -> Self {
+        let clients = map
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    NodeClient::new(n.addr.clone(), key.clone(), opts.clone()),
+                )
+            })
+            .collect();
+        Self { map, clients }
+    }
+
+    pub fn map(&self) -> &ClusterMap {
+        &self.map
+    }
+
+    pub fn client(&self, node_id: &str) -> Option<&NodeClient> {
+        self.clients.get(node_id)
+    }
+
+    /// Every placeable node, in this chunk's rendezvous order: the first
+    /// `k + m` are its placement, the rest its hand-off order.
+    fn chunk_order(&self, id: &ChunkId) -> Result<Vec<&Node>, PlacementError> {
+        let all = self.map.nodes.iter().filter(|n| n.placeable()).count();
+        placement::chunk_nodes(&self.map, &id.0, all)
+    }
+}
+
+/// Where each shard of a written chunk went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkWriteReport {
+    /// Node id per shard index.
+    pub holders: Vec<String>,
+    /// Shards stored somewhere other than their placement node.
+    pub handed_off: Vec<usize>,
+}
+
+/// A node failure worth trying elsewhere, as opposed to a refusal that
+/// would repeat anywhere (the shard or our credentials are bad).
+fn try_elsewhere(e: &NodeError) -> bool {
+    e.is_transient() || matches!(e, NodeError::InsufficientStorage(_))
+}
+
+/// Store every shard of `chunk` (see the module docs for the rule).
+pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteReport, ChunkError> {
+    let id = chunk.id();
+    let n = chunk.shard_count();
+    let order: Vec<String> = grid
+        .chunk_order(&id)?
+        .into_iter()
+        .map(|node| node.id.clone())
+        .collect();
+    if order.is_empty() {
+        return Err(PlacementError::NotEnoughNodes {
+            needed: 1,
+            available: 0,
+        }
+        .into());
+    }
+    let (_, m) = chunk.shape();
+    let shards: Vec<Bytes> = (0..n).map(|i| Bytes::from(chunk.shard(i))).collect();
+
+    let mut holders: Vec<Option<String>> = vec![None; n];
+    // Nodes tried (and failed) for each shard, and nodes known down.
+    let mut failed_for: Vec<Vec<String>> = vec![Vec::new(); n];
+    let mut dead: Vec<String> = Vec::new();
+    let mut last_error: BTreeMap<usize, String> = BTreeMap::new();
+    let mut tasks = JoinSet::new();
+    let spawn = |tasks: &mut JoinSet<_>, index: usize, node: String| {
+        let client = grid.client(&node).cloned();
+        let key = ShardKey::new(id.0, index);
+        let shard = shards[index].clone();
+        tasks.spawn(async move {
+            let result = match (client, key) {
+                (Some(c), Ok(k)) => c.put_shard(&k, shard).await,
+                (None, _) => Err(NodeError::Unreachable {
+                    node: node.clone(),
+                    reason: "not in the cluster map".into(),
+                }),
+                (_, Err(e)) => Err(NodeError::Rejected {
+                    status: 400,
+                    message: e.to_string(),
+                }),
+            };
+            (index, node, result)
+        });
+    };
+    let mut planned: Vec<Option<String>> = vec![None; n];
+    for (i, slot) in planned.iter_mut().enumerate() {
+        // With fewer nodes than shards the placement wraps round.
+        let node = order[i % order.len()].clone();
+        *slot = Some(node.clone());
+        spawn(&mut tasks, i, node);
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((index, node, result)) = joined else {
+            continue;
+        };
+        match result {
+            Ok(()) => holders[index] = Some(node),
+            Err(e) if try_elsewhere(&e) => {
+                tracing::debug!(%node, index, error = %e, "shard write failed; handing off");
+                last_error.insert(index, e.to_string());
+                if !dead.contains(&node) {
+                    dead.push(node.clone());
+                }
+                failed_for[index].push(node);
+                // Next node in order not dead and not already holding (or
+                // about to hold) a shard of this chunk; failing that, the
+                // live node with the fewest.
+                let busy = |cand: &String| {
+                    planned
+                        .iter()
+                        .chain(holders.iter())
+                        .flatten()
+                        .any(|h| h == cand)
+                };
+                let fresh = order.iter().find(|c| !dead.contains(c) && !busy(c));
+                let fallback = fresh.cloned().or_else(|| {
+                    order
+                        .iter()
+                        .filter(|c| !dead.contains(c) && !failed_for[index].contains(c))
+                        .min_by_key(|c| {
+                            holders
+                                .iter()
+                                .flatten()
+                                .chain(planned.iter().flatten())
+                                .filter(|h| h == c)
+                                .count()
+                        })
+                        .cloned()
+                });
+                match fallback {
+                    Some(next) => {
+                        planned[index] = Some(next.clone());
+                        spawn(&mut tasks, index, next);
+                    }
+                    None => planned[index] = None,
+                }
+            }
+            Err(e) => {
+                tasks.abort_all();
+                return Err(ChunkError::Refused {
+                    node,
+                    index,
+                    source: e,
+                });
+            }
+        }
+    }
+    let stored = holders.iter().filter(|h| h.is_some()).count();
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for h in holders.iter().flatten() {
+        *per_node.entry(h).or_default() += 1;
+    }
+    let most = per_node.values().copied().max().unwrap_or(0);
+    if stored < n || (m > 0 && most > m) {
+        let detail = if stored < n {
+            let missing: Vec<String> = (0..n)
+                .filter(|i| holders[*i].is_none())
+                .map(|i| {
+                    format!(
+                        "shard {i}: {}",
+                        last_error.get(&i).map_or("not attempted", |s| s)
+                    )
+                })
+                .collect();
+            missing.join("; ")
+        } else {
+            format!("one node would hold {most} shards, more than m = {m}")
+        };
+        return Err(ChunkError::Quorum {
+            chunk: id,
+            stored,
+            shards: n,
+            detail,
+        });
+    }
+    let holders: Vec<String> = holders.into_iter().flatten().collect();
+    let handed_off = (0..n)
+        .filter(|i| holders[*i] != order[*i % order.len()])
+        .collect();
+    Ok(ChunkWriteReport {
+        holders,
+        handed_off,
+    })
+}
+
+/// What a read noticed, for the repair queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkReadReport {
+    /// Shard indexes that no node asked had.
+    pub missing: Vec<usize>,
+    /// (shard index, node) pairs whose shard was rejected as corrupt.
+    pub corrupt: Vec<(usize, String)>,
+    /// Shards read from a node other than their placement node.
+    pub found_elsewhere: Vec<(usize, String)>,
+}
+
+/// Read and open chunk `id` (`k` data + `m` parity shards) of `domain`.
+pub async fn get_chunk(
+    grid: &Grid,
+    domain: &DomainKey,
+    id: &ChunkId,
+    k: usize,
+    m: usize,
+) -> Result<(Vec<u8>, ChunkReadReport), ChunkError> {
+    let n = k + m;
+    let order: Vec<String> = grid
+        .chunk_order(id)?
+        .into_iter()
+        .map(|node| node.id.clone())
+        .collect();
+    let mut report = ChunkReadReport::default();
+    // index -> (node, bytes)
+    let mut have: BTreeMap<usize, (String, Bytes)> = BTreeMap::new();
+    let mut tried: Vec<Vec<String>> = vec![Vec::new(); n];
+    let primary = |i: usize| order.get(i % order.len().max(1)).cloned();
+
+    // Data shards first, then parity as needed, then a search.
+    let mut wanted: Vec<usize> = (0..k).collect();
+    let mut next_parity = k;
+    loop {
+        let fetched = fetch(grid, id, &wanted, &primary, &mut tried).await;
+        for (index, node, result) in fetched {
+            if let Some(bytes) = result {
+                have.insert(index, (node, bytes));
+            }
+        }
+        let usable = have.len();
+        if usable >= k {
+            match open(domain, id, &have).await {
+                Ok((plain, rejected)) => {
+                    report.corrupt.extend(rejected);
+                    report.missing = (0..n).filter(|i| !have.contains_key(i)).collect();
+                    report.missing.retain(|i| {
+                        // Only shards we looked for and did not find count.
+                        !tried[*i].is_empty()
+                    });
+                    report.found_elsewhere = have
+                        .iter()
+                        .filter(|(i, (node, _))| Some(node) != primary(**i).as_ref())
+                        .map(|(i, (node, _))| (*i, node.clone()))
+                        .collect();
+                    return Ok((plain, report));
+                }
+                Err(OpenFailure::Rejected(bad)) => {
+                    for (index, node) in bad {
+                        have.remove(&index);
+                        report.corrupt.push((index, node));
+                    }
+                }
+                Err(OpenFailure::Fatal(source)) => {
+                    return Err(ChunkError::Codec { chunk: *id, source });
+                }
+            }
+        }
+        // Need more: the next untried parity shards from their placement
+        // nodes, or, once those are exhausted, any missing shard from any
+        // node not yet asked for it.
+        let short = k.saturating_sub(have.len());
+        wanted.clear();
+        while wanted.len() < short && next_parity < n {
+            wanted.push(next_parity);
+            next_parity += 1;
+        }
+        if wanted.is_empty() {
+            let found = search(grid, id, n, &order, &have, &mut tried).await;
+            if found.is_empty() {
+                report.missing = (0..n).filter(|i| !have.contains_key(i)).collect();
+                return Err(ChunkError::Unreadable {
+                    chunk: *id,
+                    valid: have.len(),
+                    needed: k,
+                    detail: format!("missing {:?}, corrupt {:?}", report.missing, report.corrupt),
+                });
+            }
+            for (index, node, bytes) in found {
+                have.insert(index, (node, bytes));
+            }
+        }
+    }
+}
+
+type Fetched = Vec<(usize, String, Option<Bytes>)>;
+
+/// Get shards `wanted` from their placement nodes, in parallel.
+async fn fetch(
+    grid: &Grid,
+    id: &ChunkId,
+    wanted: &[usize],
+    primary: &impl Fn(usize) -> Option<String>,
+    tried: &mut [Vec<String>],
+) -> Fetched {
+    let mut tasks = JoinSet::new();
+    for &index in wanted {
+        let Some(node) = primary(index) else { continue };
+        tried[index].push(node.clone());
+        let client = grid.client(&node).cloned();
+        let key = ShardKey::new(id.0, index);
+        tasks.spawn(async move {
+            let bytes = match (client, key) {
+                (Some(c), Ok(k)) => match c.get_shard(&k, None).await {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        if !matches!(e, NodeError::NotFound) {
+                            tracing::debug!(%node, index, error = %e, "shard read failed");
+                        }
+                        None
+                    }
+                },
+                _ => None,
+            };
+            (index, node, bytes)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Ask every live node not yet asked which of the missing shards it holds
+/// (one batched call each), and fetch what turns up.
+async fn search(
+    grid: &Grid,
+    id: &ChunkId,
+    n: usize,
+    order: &[String],
+    have: &BTreeMap<usize, (String, Bytes)>,
+    tried: &mut [Vec<String>],
+) -> Vec<(usize, String, Bytes)> {
+    let missing: Vec<usize> = (0..n).filter(|i| !have.contains_key(i)).collect();
+    let mut tasks = JoinSet::new();
+    for node in order {
+        let ask: Vec<usize> = missing
+            .iter()
+            .copied()
+            .filter(|i| !tried[*i].contains(node))
+            .collect();
+        if ask.is_empty() {
+            continue;
+        }
+        for &i in &ask {
+            tried[i].push(node.clone());
+        }
+        let Some(client) = grid.client(node).cloned() else {
+            continue;
+        };
+        let node = node.clone();
+        let keys: Vec<ShardKey> = ask
+            .iter()
+            .filter_map(|i| ShardKey::new(id.0, *i).ok())
+            .collect();
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            let Ok(lens) = client.has_shards(&keys).await else {
+                return got;
+            };
+            for (key, len) in keys.iter().zip(lens) {
+                if len == 0 {
+                    continue;
+                }
+                if let Ok(b) = client.get_shard(key, None).await {
+                    got.push((key.index as usize, node.clone(), b));
+                }
+            }
+            got
+        });
+    }
+    let mut found: Vec<(usize, String, Bytes)> = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        for (i, node, b) in r.unwrap_or_default() {
+            if !found.iter().any(|(j, _, _)| *j == i) {
+                found.push((i, node, b));
+            }
+        }
+    }
+    found
+}
+
+enum OpenFailure {
+    /// These (index, node) shards were bad; try again without them.
+    Rejected(Vec<(usize, String)>),
+    Fatal(codec::CodecError),
+}
+
+/// Open on the blocking pool (decryption and decoding are CPU work).
+async fn open(
+    domain: &DomainKey,
+    id: &ChunkId,
+    have: &BTreeMap<usize, (String, Bytes)>,
+) -> Result<(Vec<u8>, Vec<(usize, String)>), OpenFailure> {
+    let positions: Vec<(usize, String)> = have.iter().map(|(i, (n, _))| (*i, n.clone())).collect();
+    let shards: Vec<Bytes> = have.values().map(|(_, b)| b.clone()).collect();
+    let domain = domain.clone();
+    let id = *id;
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut opener = Opener::new()?;
+        opener.open(&domain, &id, &shards)
+    })
+    .await;
+    let result = match joined {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(OpenFailure::Fatal(codec::CodecError::BadHeader(
+                if e.is_panic() {
+                    "decoder panicked"
+                } else {
+                    "decoder cancelled"
+                },
+            )))
+        }
+    };
+    match result {
+        Ok((plain, report)) => {
+            let bad = report
+                .rejected
+                .iter()
+                .filter_map(|r| positions.get(r.position).cloned())
+                .collect();
+            Ok((plain, bad))
+        }
+        Err(codec::CodecError::TooFewShards { .. })
+        | Err(codec::CodecError::AuthenticationFailed) => {
+            // Every shard we hold is suspect only if the opener could not
+            // name culprits; hashing each one tells.
+            let bad: Vec<(usize, String)> = have
+                .iter()
+                .filter(|(_, (_, b))| codec::shard::verify(b).is_err())
+                .map(|(i, (n, _))| (*i, n.clone()))
+                .collect();
+            if bad.is_empty() {
+                Err(OpenFailure::Fatal(codec::CodecError::AuthenticationFailed))
+            } else {
+                Err(OpenFailure::Rejected(bad))
+            }
+        }
+        Err(e) => Err(OpenFailure::Fatal(e)),
+    }
+}

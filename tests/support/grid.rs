@@ -1,0 +1,87 @@
+//! An in-process grid: several `LocalNode`s on 127.0.0.1 with real RocksDB
+//! and shard files in a temp dir, and the cluster map that names them.
+#![allow(dead_code)]
+
+use cluster::chunk_io::Grid;
+use cluster::ClientOptions;
+use metadata::model::{ClusterMap, Node, NodeState};
+use std::time::Duration;
+use storage_node::config::IoChoice;
+use storage_node::daemon::LocalNode;
+use storage_node::NodeConfig;
+
+pub struct TestGrid {
+    pub dir: tempfile::TempDir,
+    /// `None` once killed.
+    pub nodes: Vec<Option<LocalNode>>,
+    pub map: ClusterMap,
+}
+
+impl TestGrid {
+    /// `per_site` nodes on each of `sites` sites.
+    pub async fn start(sites: usize, per_site: usize) -> TestGrid {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        let mut entries = Vec::new();
+        for s in 0..sites {
+            for j in 0..per_site {
+                let id = format!("s{s}n{j}");
+                let cfg = NodeConfig {
+                    node_id: id.clone(),
+                    site: format!("site-{s}"),
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    data_dir: dir.path().join(&id),
+                    cluster_secret: Some(super::SECRET.into()),
+                    cluster_secret_file: None,
+                    quota_bytes: None,
+                    reserve_bytes: 0,
+                    io: IoChoice::Auto,
+                    shutdown_grace_secs: 5,
+                };
+                let node = LocalNode::start(&cfg).await.unwrap();
+                entries.push(Node {
+                    id,
+                    addr: node.addr.to_string(),
+                    site: cfg.site.clone(),
+                    capacity_bytes: 1 << 40,
+                    state: NodeState::Up as i32,
+                });
+                nodes.push(Some(node));
+            }
+        }
+        TestGrid {
+            dir,
+            nodes,
+            map: ClusterMap {
+                epoch: 1,
+                nodes: entries,
+            },
+        }
+    }
+
+    /// A gateway's view: the map (every node still listed as up, as it
+    /// would be before failure detection notices) and clients.
+    pub fn grid(&self) -> Grid {
+        let opts = ClientOptions {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
+        };
+        Grid::new(self.map.clone(), super::key(), opts)
+    }
+
+    pub fn index_of(&self, node_id: &str) -> usize {
+        self.map.nodes.iter().position(|n| n.id == node_id).unwrap()
+    }
+
+    pub fn node(&self, node_id: &str) -> &LocalNode {
+        self.nodes[self.index_of(node_id)].as_ref().unwrap()
+    }
+
+    pub async fn kill(&mut self, node_id: &str) {
+        let i = self.index_of(node_id);
+        if let Some(n) = self.nodes[i].take() {
+            n.kill().await;
+        }
+    }
+}
