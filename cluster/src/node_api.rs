@@ -30,7 +30,7 @@
 //! header: BLAKE3 over every other byte of the shard) as its content hash
 //! instead of a hash of the body: the node verifies that checksum anyway,
 //! so one pass over the bytes authenticates and verifies them, and the
-//! sender, who sealed the shard, hashes nothing. See [`shard_content_hash`].
+//! sender, who sealed the shard, hashes nothing. See [`content_hash`].
 //!
 //! `/health` and `/metrics` are plain, unauthenticated GETs for probes and
 //! Prometheus; they reveal counts, never data or names.
@@ -100,14 +100,17 @@ pub fn table_to_wire(t: Table) -> u32 {
     }
 }
 
-/// The content hash a shard put signs: the shard's checksum, or for bytes
-/// that are not a shard, their BLAKE3 (the node refuses them either way,
-/// with the precise reason).
-pub fn shard_content_hash(shard: &[u8]) -> [u8; 32] {
-    match codec::shard::ShardHeader::parse(shard) {
-        Ok(h) => h.checksum,
-        Err(_) => *blake3::hash(shard).as_bytes(),
+/// The content hash a request signs: for a shard put the shard's own
+/// checksum (or, for bytes that are not a shard, their BLAKE3: the node
+/// refuses them either way, with the precise reason); for every other
+/// call the BLAKE3 of the body.
+pub fn content_hash(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
+    if method == "PUT" && path.starts_with(SHARDS) {
+        if let Ok(h) = codec::shard::ShardHeader::parse(body) {
+            return h.checksum;
+        }
     }
+    *blake3::hash(body).as_bytes()
 }
 
 pub fn shard_path(key: &ShardKey) -> String {

@@ -142,15 +142,22 @@ impl NodeClient {
 
     /// Send a request as is; the caller reads the response.
     pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, NodeError> {
-        let fut = self.http.request(req);
-        match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(self.timed_out()),
-            Ok(Err(e)) => Err(NodeError::Unreachable {
+        tokio::time::timeout(self.timeout, self.send_untimed(req))
+            .await
+            .map_err(|_| self.timed_out())?
+    }
+
+    async fn send_untimed(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, NodeError> {
+        self.http
+            .request(req)
+            .await
+            .map_err(|e| NodeError::Unreachable {
                 node: self.addr.clone(),
                 reason: error_chain(&e),
-            }),
-            Ok(Ok(r)) => Ok(r),
-        }
+            })
     }
 
     fn timed_out(&self) -> NodeError {
@@ -160,28 +167,19 @@ impl NodeClient {
         }
     }
 
-    /// Sign, send, check the status and collect the response body.
+    /// Sign, send, check the status and collect the response body, all
+    /// within the call's timeout.
     async fn call(
         &self,
         method: Method,
         path_and_query: &str,
         body: Bytes,
     ) -> Result<Bytes, NodeError> {
-        let hash = *blake3::hash(&body).as_bytes();
-        self.call_hashed(method, path_and_query, body, hash).await
-    }
-
-    async fn call_hashed(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Bytes,
-        hash: [u8; 32],
-    ) -> Result<Bytes, NodeError> {
+        let hash = api::content_hash(method.as_str(), path_and_query, &body);
         let len = body.len() as u64;
         let req = self.signed_request(method, path_and_query, hash, len, full_body(body))?;
         let work = async {
-            let resp = self.send(req).await?;
+            let resp = self.send_untimed(req).await?;
             read_response(resp).await
         };
         tokio::time::timeout(self.timeout, work)
@@ -203,8 +201,7 @@ impl NodeClient {
 
     /// Store a shard. The node verifies it before it acknowledges.
     pub async fn put_shard(&self, key: &ShardKey, shard: Bytes) -> Result<(), NodeError> {
-        let hash = api::shard_content_hash(&shard);
-        self.call_hashed(Method::PUT, &api::shard_path(key), shard, hash)
+        self.call(Method::PUT, &api::shard_path(key), shard)
             .await
             .map(drop)
     }

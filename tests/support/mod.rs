@@ -173,12 +173,7 @@ pub fn signed(
     body: Bytes,
     time_ms: Option<u64>,
 ) -> http::request::Builder {
-    // Shard puts sign the shard's checksum, everything else the body hash.
-    let hash = if method == Method::PUT && path.starts_with(api::SHARDS) {
-        api::shard_content_hash(&body)
-    } else {
-        *blake3::hash(&body).as_bytes()
-    };
+    let hash = api::content_hash(method.as_str(), path, &body);
     let s = rpc_auth::sign_at(
         key,
         method.as_str(),
