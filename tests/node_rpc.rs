@@ -25,6 +25,7 @@ fn bucket(name: &str) -> Bucket {
         created_ms: 1,
         versioning: 0,
         erasure: Some(ErasureSpec::new(4, 2)),
+        ..Default::default()
     }
 }
 

@@ -110,6 +110,9 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         reserve_bytes: 0,
         io: IoChoice::Auto,
         shutdown_grace_secs: 5,
+        gc_grace_secs: 86_400,
+        // A benchmark measures the RPC path alone.
+        gc_interval_secs: 0,
     };
     let local = runtime
         .block_on(LocalNode::start(&cfg))

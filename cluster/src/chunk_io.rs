@@ -18,7 +18,7 @@
 use crate::node_client::{ClientOptions, NodeClient, NodeError};
 use crate::rpc_auth::RpcKey;
 use bytes::Bytes;
-use codec::{ChunkId, DomainKey, Opener, SealedChunk};
+use codec::{ChunkId, ChunkKey, DomainKey, Opener, SealedChunk};
 use metadata::model::{ClusterMap, Node};
 use metadata::placement::{self, PlacementError};
 use metadata::ShardKey;
@@ -59,9 +59,11 @@ pub enum ChunkError {
 }
 
 /// The grid as one gateway sees it: the cluster map and a client per node.
+#[derive(Clone)]
 pub struct Grid {
     map: ClusterMap,
     clients: HashMap<String, NodeClient>,
+    local_site: Option<String>,
 }
 
 impl Grid {
@@ -76,7 +78,52 @@ impl Grid {
                 )
             })
             .collect();
-        Self { map, clients }
+        Self {
+            map,
+            clients,
+            local_site: None,
+        }
+    }
+
+    /// The site this gateway runs on: reads prefer shards held there.
+    pub fn with_local_site(mut self, site: Option<String>) -> Self {
+        self.local_site = site;
+        self
+    }
+
+    fn is_local(&self, node_id: &str) -> bool {
+        self.local_site.as_ref().is_some_and(|site| {
+            self.map
+                .nodes
+                .iter()
+                .any(|n| n.id == node_id && &n.site == site)
+        })
+    }
+
+    /// The nodes that should hold chunk `id`'s `shards` shards (wrapping
+    /// round when the grid has fewer placeable nodes), without repeats:
+    /// where its chunk references go.
+    pub fn placement(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
+        let order = self.chunk_order(id)?;
+        let mut out: Vec<String> = Vec::new();
+        for node in order.iter().take(shards) {
+            out.push(node.id.clone());
+        }
+        Ok(out)
+    }
+
+    /// The placement node of each shard index (with wrap-round).
+    pub fn shard_homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
+        let order = self.chunk_order(id)?;
+        if order.is_empty() {
+            return Err(PlacementError::NotEnoughNodes {
+                needed: 1,
+                available: 0,
+            });
+        }
+        Ok((0..shards)
+            .map(|i| order[i % order.len()].id.clone())
+            .collect())
     }
 
     pub fn map(&self) -> &ClusterMap {
@@ -266,10 +313,30 @@ pub struct ChunkReadReport {
     pub found_elsewhere: Vec<(usize, String)>,
 }
 
+/// The key that opens a chunk.
+#[derive(Clone, Debug)]
+pub enum ChunkSecret {
+    /// Convergent encryption in a key domain (the id is checked too).
+    Domain(DomainKey),
+    /// An explicit key (customer keys).
+    Key(ChunkKey),
+}
+
 /// Read and open chunk `id` (`k` data + `m` parity shards) of `domain`.
 pub async fn get_chunk(
     grid: &Grid,
     domain: &DomainKey,
+    id: &ChunkId,
+    k: usize,
+    m: usize,
+) -> Result<(Vec<u8>, ChunkReadReport), ChunkError> {
+    get_chunk_with(grid, &ChunkSecret::Domain(domain.clone()), id, k, m).await
+}
+
+/// Read and open chunk `id` with `secret`.
+pub async fn get_chunk_with(
+    grid: &Grid,
+    secret: &ChunkSecret,
     id: &ChunkId,
     k: usize,
     m: usize,
@@ -286,9 +353,12 @@ pub async fn get_chunk(
     let mut tried: Vec<Vec<String>> = vec![Vec::new(); n];
     let primary = |i: usize| order.get(i % order.len().max(1)).cloned();
 
-    // Data shards first, then parity as needed, then a search.
+    // Data shards first (no decoding), then parity as needed, nearest
+    // site first, then a search.
     let mut wanted: Vec<usize> = (0..k).collect();
-    let mut next_parity = k;
+    let mut parity: Vec<usize> = (k..n).collect();
+    parity.sort_by_key(|i| primary(*i).is_none_or(|node| !grid.is_local(&node)));
+    let mut parity = parity.into_iter();
     loop {
         let fetched = fetch(grid, id, &wanted, &primary, &mut tried).await;
         for (index, node, result) in fetched {
@@ -298,7 +368,7 @@ pub async fn get_chunk(
         }
         let usable = have.len();
         if usable >= k {
-            match open(domain, id, &have).await {
+            match open(secret, id, &have).await {
                 Ok((plain, rejected)) => {
                     report.corrupt.extend(rejected);
                     report.missing = (0..n).filter(|i| !have.contains_key(i)).collect();
@@ -329,9 +399,9 @@ pub async fn get_chunk(
         // node not yet asked for it.
         let short = k.saturating_sub(have.len());
         wanted.clear();
-        while wanted.len() < short && next_parity < n {
-            wanted.push(next_parity);
-            next_parity += 1;
+        while wanted.len() < short {
+            let Some(p) = parity.next() else { break };
+            wanted.push(p);
         }
         if wanted.is_empty() {
             let found = search(grid, id, n, &order, &have, &mut tried).await;
@@ -459,17 +529,24 @@ enum OpenFailure {
 
 /// Open on the blocking pool (decryption and decoding are CPU work).
 async fn open(
-    domain: &DomainKey,
+    secret: &ChunkSecret,
     id: &ChunkId,
     have: &BTreeMap<usize, (String, Bytes)>,
 ) -> Result<(Vec<u8>, Vec<(usize, String)>), OpenFailure> {
     let positions: Vec<(usize, String)> = have.iter().map(|(i, (n, _))| (*i, n.clone())).collect();
     let shards: Vec<Bytes> = have.values().map(|(_, b)| b.clone()).collect();
-    let domain = domain.clone();
+    let secret = secret.clone();
     let id = *id;
     let joined = tokio::task::spawn_blocking(move || {
         let mut opener = Opener::new()?;
-        opener.open(&domain, &id, &shards)
+        match &secret {
+            ChunkSecret::Domain(domain) => opener.open(domain, &id, &shards),
+            ChunkSecret::Key(key) => {
+                let mut out = Vec::new();
+                let report = opener.open_with_key(&id, key, &shards, &mut out)?;
+                Ok((out, report))
+            }
+        }
     })
     .await;
     let result = match joined {

@@ -26,7 +26,9 @@ impl VersionId {
         self.hlc() >> 16
     }
 
-    fn hlc(&self) -> u64 {
+    /// The clock reading (milliseconds << 16 | counter): also used as the
+    /// revision of mutable records.
+    pub fn hlc(&self) -> u64 {
         let mut b = [0u8; 8];
         b.copy_from_slice(&self.0[..8]);
         u64::from_be_bytes(b)

@@ -152,10 +152,13 @@ fn map(nodes: &[(&str, NodeState)]) -> ClusterMap {
     }
 }
 
+/// (site, state) per node, and the (k, m) expected.
+type ErasureCase = (&'static [(&'static str, NodeState)], (u32, u32));
+
 #[test]
 fn default_erasure_follows_cluster_size_and_sites() {
     use NodeState::*;
-    let cases: [(&[(&str, NodeState)], (u32, u32)); 7] = [
+    let cases: [ErasureCase; 7] = [
         (&[("a", Up)], (1, 0)),
         (&[("a", Up), ("b", Up)], (1, 1)),
         (&[("a", Up), ("b", Up), ("c", Up)], (2, 1)),

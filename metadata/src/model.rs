@@ -68,6 +68,18 @@ pub struct Bucket {
     /// None: follow the cluster default.
     #[prost(message, optional, tag = "6")]
     pub erasure: Option<ErasureSpec>,
+    /// Replicas keep the record with the highest revision (a hybrid
+    /// logical clock reading), so a replica that missed a change cannot
+    /// bring back an old state in a quorum read.
+    #[prost(uint64, tag = "7")]
+    pub revision: u64,
+    /// A deleted bucket's tombstone: replicas must remember the delete for
+    /// the same reason.
+    #[prost(bool, tag = "8")]
+    pub deleted: bool,
+    /// Anonymous reads allowed (set explicitly by the owner).
+    #[prost(bool, tag = "9")]
+    pub public: bool,
 }
 
 impl Record for Bucket {
@@ -172,12 +184,33 @@ pub struct ObjectVersion {
     /// Checksums the client asked for, by algorithm ("CRC32C" → base64).
     #[prost(btree_map = "string, string", tag = "14")]
     pub checksums: BTreeMap<String, String>,
+    /// 0 for a live version; a purged version's tombstone carries the
+    /// clock reading of the purge, so replicas that missed it lose to it.
+    #[prost(uint64, tag = "15")]
+    pub revision: u64,
+    /// This version was deleted: the record is a tombstone (no content).
+    #[prost(bool, tag = "16")]
+    pub purged: bool,
+    /// Sizes of the parts of a multipart object, in order (empty for a
+    /// single-part object): reads by part number need the boundaries.
+    #[prost(uint64, repeated, tag = "17")]
+    pub part_sizes: Vec<u64>,
+    /// Set when the chunks are sealed with a customer key (SSE-C): the
+    /// base64 MD5 of that key, to refuse a read with a different one.
+    #[prost(string, tag = "18")]
+    pub sse_customer_key_md5: String,
+    /// Object tags (S3 tagging).
+    #[prost(btree_map = "string, string", tag = "19")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Record for ObjectVersion {
     fn validate(&self) -> Result<(), RecordError> {
         if self.version_id.len() != VERSION_ID_LEN {
             return Err(RecordError::Invalid("version id length"));
+        }
+        if self.purged && (!self.chunks.is_empty() || !self.inline_data.is_empty()) {
+            return Err(RecordError::Invalid("tombstone with content"));
         }
         if self.delete_marker && (self.size != 0 || !self.chunks.is_empty()) {
             return Err(RecordError::Invalid("delete marker with content"));
@@ -207,6 +240,21 @@ pub struct MultipartUpload {
     pub user_metadata: BTreeMap<String, String>,
     #[prost(string, tag = "8")]
     pub storage_class: String,
+    /// As `Bucket::revision`.
+    #[prost(uint64, tag = "9")]
+    pub revision: u64,
+    /// Completed or aborted: a tombstone.
+    #[prost(bool, tag = "10")]
+    pub closed: bool,
+    /// As `ObjectVersion::sse_customer_key_md5`, for every part.
+    #[prost(string, tag = "11")]
+    pub sse_customer_key_md5: String,
+    /// The checksum algorithm the client chose at initiation ("" if none).
+    #[prost(string, tag = "12")]
+    pub checksum_algorithm: String,
+    /// Erasure shape the parts are sealed with.
+    #[prost(message, optional, tag = "13")]
+    pub erasure: Option<ErasureSpec>,
 }
 
 impl Record for MultipartUpload {
@@ -235,6 +283,9 @@ pub struct Part {
     pub last_modified_ms: u64,
     #[prost(btree_map = "string, string", tag = "7")]
     pub checksums: BTreeMap<String, String>,
+    /// As `Bucket::revision` (a part number uploaded again replaces it).
+    #[prost(uint64, tag = "8")]
+    pub revision: u64,
 }
 
 impl Record for Part {

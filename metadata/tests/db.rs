@@ -12,6 +12,7 @@ fn bucket(name: &str) -> Bucket {
         created_ms: 1,
         versioning: VersioningState::Enabled as i32,
         erasure: None,
+        ..Default::default()
     }
 }
 

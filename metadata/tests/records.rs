@@ -31,6 +31,11 @@ fn version() -> ObjectVersion {
         created_ms: 1_795_000_000_000,
         storage_class: "STANDARD".into(),
         checksums: BTreeMap::from([("CRC32C".into(), "yZRlqg==".into())]),
+        revision: 0,
+        purged: false,
+        part_sizes: vec![1 << 20, 2 << 20],
+        sse_customer_key_md5: "bWQ1".into(),
+        tags: BTreeMap::from([("project".into(), "grid".into())]),
     }
 }
 
@@ -46,6 +51,9 @@ fn every_record_round_trips() {
         created_ms: 5,
         versioning: VersioningState::Suspended as i32,
         erasure: Some(ErasureSpec::new(8, 4)),
+        revision: 77,
+        deleted: true,
+        public: true,
     };
     assert_eq!(Bucket::decode_record(&b.encode_record()).unwrap(), b);
 
@@ -58,6 +66,11 @@ fn every_record_round_trips() {
         content_type: "text/plain".into(),
         user_metadata: BTreeMap::new(),
         storage_class: "REDUCED_REDUNDANCY".into(),
+        revision: 12,
+        closed: true,
+        sse_customer_key_md5: String::new(),
+        checksum_algorithm: "SHA256".into(),
+        erasure: Some(ErasureSpec::new(4, 1)),
     };
     assert_eq!(
         MultipartUpload::decode_record(&u.encode_record()).unwrap(),
@@ -72,6 +85,7 @@ fn every_record_round_trips() {
         chunks: vec![chunk(0, 1 << 20)],
         last_modified_ms: 10,
         checksums: BTreeMap::new(),
+        revision: 3,
     };
     assert_eq!(Part::decode_record(&p.encode_record()).unwrap(), p);
 

@@ -11,6 +11,8 @@
 //! reserve_bytes = 268_435_456     # free space always left on the filesystem
 //! io = "auto"                     # "auto", "io_uring" or "threads"
 //! shutdown_grace_secs = 30
+//! gc_grace_secs = 86400           # how long shards without a chunk reference are kept
+//! gc_interval_secs = 3600         # time between garbage collection passes; 0: none
 //! ```
 
 use crate::file_io::IoBackend;
@@ -64,6 +66,16 @@ pub struct NodeConfig {
     pub io: IoChoice,
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// Shards of a chunk this node holds no reference for are deleted once
+    /// they have been unreferenced this long. It must outlast any write,
+    /// repair or read in flight: a shard may arrive before its reference
+    /// does, and a reader may still fetch a chunk just dereferenced.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_secs: u64,
+    /// Time between garbage collection passes (the first one interval after
+    /// start); 0 runs none.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -76,6 +88,9 @@ impl std::fmt::Debug for NodeConfig {
             .field("quota_bytes", &self.quota_bytes)
             .field("reserve_bytes", &self.reserve_bytes)
             .field("io", &self.io)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("gc_grace_secs", &self.gc_grace_secs)
+            .field("gc_interval_secs", &self.gc_interval_secs)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +103,12 @@ fn default_reserve() -> u64 {
 }
 fn default_grace() -> u64 {
     30
+}
+fn default_gc_grace() -> u64 {
+    86_400
+}
+fn default_gc_interval() -> u64 {
+    3_600
 }
 
 impl NodeConfig {

@@ -1,13 +1,16 @@
-//! `gridstore node`: open the node, serve RPC until SIGTERM or SIGINT,
-//! then finish the requests in flight.
+//! `gridstore node`: open the node, serve RPC and collect garbage until
+//! SIGTERM or SIGINT, then finish the requests in flight.
 
 use crate::config::NodeConfig;
+use crate::gc::GcReport;
 use crate::node::{Node, NodeError};
 use crate::rpc_server;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 /// Run a node until a signal stops it. Prints one line to stdout,
 /// `gridstore node <id> listening on <addr>`, once it accepts requests
@@ -31,6 +34,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         "node serving"
     );
     println!("gridstore node {} listening on {addr}", node.id);
+    let gc = GcTask::start(&node, &cfg);
     rpc_server::serve(
         listener,
         node,
@@ -38,8 +42,105 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         Duration::from_secs(cfg.shutdown_grace_secs),
     )
     .await;
+    if let Some(gc) = gc {
+        gc.stop().await;
+    }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// The background garbage collector: a pass every `gc_interval_secs`, the
+/// first one interval after start, never two at once.
+struct GcTask {
+    /// Ends a pass in progress early.
+    stop: Arc<AtomicBool>,
+    /// Ends the wait for the next pass.
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GcTask {
+    /// `None` when the config turns collection off.
+    fn start(node: &Arc<Node>, cfg: &NodeConfig) -> Option<GcTask> {
+        if cfg.gc_interval_secs == 0 {
+            return None;
+        }
+        let interval = Duration::from_secs(cfg.gc_interval_secs);
+        let grace_ms = cfg.gc_grace_secs.saturating_mul(1000);
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(gc_loop(
+            node.clone(),
+            interval,
+            grace_ms,
+            stop.clone(),
+            wake.clone(),
+        ));
+        Some(GcTask { stop, wake, task })
+    }
+
+    /// Stop, waiting for a pass in progress to notice (between chunks).
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // A stored permit: the loop sees it even if it is mid-pass now.
+        self.wake.notify_one();
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Dropped without `stop` (a killed or forgotten `LocalNode`): stop without
+/// waiting; a pass in progress ends at its next chunk.
+impl Drop for GcTask {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
+async fn gc_loop(
+    node: Arc<Node>,
+    interval: Duration,
+    grace_ms: u64,
+    stop: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = wake.notified() => return,
+        }
+        let n = node.clone();
+        let s = stop.clone();
+        // Wall-clock time: the marks it is compared with outlive restarts.
+        let now_ms = cluster::rpc_auth::now_ms();
+        let pass = tokio::task::spawn_blocking(move || n.gc_pass_until(now_ms, grace_ms, &s));
+        match pass.await {
+            Ok(Ok(r)) => log_report(&r),
+            Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection pass failed"),
+            Err(e) => tracing::warn!(error = %e, "garbage collection pass did not finish"),
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+fn log_report(r: &GcReport) {
+    if r.deleted_shards > 0 {
+        tracing::info!(
+            chunks = r.chunks_seen,
+            unreferenced = r.unreferenced,
+            deleted_shards = r.deleted_shards,
+            freed_bytes = r.freed_bytes,
+            "garbage collected unreferenced shards"
+        );
+    } else {
+        tracing::debug!(
+            chunks = r.chunks_seen,
+            unreferenced = r.unreferenced,
+            "garbage collection pass: nothing to delete"
+        );
+    }
 }
 
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
@@ -58,12 +159,15 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError>
 
 /// A node serving on 127.0.0.1 inside this process: for in-process test
 /// clusters and benchmarks (real RocksDB, real files, real RPC on
-/// loopback; only the process is shared).
+/// loopback; only the process is shared). Garbage collection runs as in
+/// the daemon unless `gc_interval_secs = 0`; tests that want passes at
+/// chosen times call [`LocalNode::gc_pass`].
 pub struct LocalNode {
     pub addr: SocketAddr,
     pub node: Arc<Node>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    gc: Option<GcTask>,
 }
 
 impl LocalNode {
@@ -85,12 +189,25 @@ impl LocalNode {
             },
             Duration::from_secs(cfg.shutdown_grace_secs),
         ));
+        let gc = GcTask::start(&node, cfg);
         Ok(LocalNode {
             addr,
             node,
             stop: Some(stop),
             task,
+            gc,
         })
+    }
+
+    /// One garbage collection pass as if the time were `now_ms` (see
+    /// [`Node::gc_pass`]), on the blocking pool.
+    pub async fn gc_pass(&self, now_ms: u64, grace_ms: u64) -> Result<GcReport, NodeError> {
+        let n = self.node.clone();
+        match tokio::task::spawn_blocking(move || n.gc_pass(now_ms, grace_ms)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(NodeError::Refused(format!("gc pass did not finish: {e}"))),
+        }
     }
 
     /// Stop as on SIGTERM: refuse new connections, finish requests.
@@ -99,13 +216,17 @@ impl LocalNode {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
+        if let Some(gc) = self.gc.take() {
+            gc.stop().await;
+        }
     }
 
     /// Vanish at once: the port closes and open connections drop mid-
     /// request (writes already handed to the disk still complete, as the
     /// kernel would finish them for a killed process).
-    pub async fn kill(self) {
+    pub async fn kill(mut self) {
+        drop(self.gc.take());
         self.task.abort();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
     }
 }

@@ -1,12 +1,14 @@
 //! The node daemon: a shard store on disk ([`shard_store`]), metadata
 //! tables in RocksDB (`metadata::db`), and the authenticated node RPC over
 //! both ([`rpc_server`], protocol in `cluster::node_api`), run by
-//! `gridstore node --config node.toml` ([`daemon`]). The repair daemon and
-//! the job runner host come later.
+//! `gridstore node --config node.toml` ([`daemon`]), which also collects
+//! unreferenced shards ([`gc`]). The repair daemon and the job runner host
+//! come later.
 
 pub mod config;
 pub mod daemon;
 pub mod file_io;
+pub mod gc;
 pub mod metrics;
 pub mod node;
 pub mod rpc_server;
@@ -14,6 +16,7 @@ pub mod shard_store;
 
 pub use config::NodeConfig;
 pub use file_io::IoBackend;
+pub use gc::GcReport;
 pub use node::{Node, NodeError};
 pub use shard_store::{
     ShardKey, ShardReader, ShardStore, ShardWriter, StoreConfig, StoreError, Usage,

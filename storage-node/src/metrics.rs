@@ -30,6 +30,8 @@ pub struct Metrics {
     pub free_bytes: Gauge,
     pub available_bytes: Gauge,
     pub map_epoch: Gauge,
+    pub gc_deleted_shards: Counter,
+    pub gc_freed_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,8 @@ impl Metrics {
             free_bytes: Gauge::default(),
             available_bytes: Gauge::default(),
             map_epoch: Gauge::default(),
+            gc_deleted_shards: Counter::default(),
+            gc_freed_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,6 +104,16 @@ impl Metrics {
             "cluster_map_epoch",
             "Epoch of the cluster map held",
             m.map_epoch.clone(),
+        );
+        registry.register(
+            "gc_deleted_shards",
+            "Shards deleted by garbage collection (unreferenced past the grace period)",
+            m.gc_deleted_shards.clone(),
+        );
+        registry.register(
+            "gc_freed_bytes",
+            "Bytes of shards deleted by garbage collection",
+            m.gc_freed_bytes.clone(),
         );
         Self { registry, ..m }
     }

@@ -9,6 +9,7 @@ use cluster::rpc_auth::{RpcKey, Verifier, DEFAULT_WINDOW};
 use metadata::db::{Db, DbError, Table};
 use metadata::model::ClusterMap;
 use metadata::Record;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 /// System-table keys.
@@ -35,6 +36,11 @@ pub struct Node {
     pub verifier: Verifier,
     pub metrics: Metrics,
     started: Instant,
+    /// Held by garbage collection from its last look at a chunk's
+    /// references to the deletion of its shards, and by every reference
+    /// write: a chunk referenced by a call that has returned is not
+    /// collected while that reference stands (see [`crate::gc`]).
+    gc_lock: Mutex<()>,
 }
 
 impl Node {
@@ -85,7 +91,15 @@ impl Node {
             verifier: Verifier::new(RpcKey::from_secret(&secret), DEFAULT_WINDOW),
             metrics: Metrics::new(),
             started: Instant::now(),
+            gc_lock: Mutex::new(()),
         })
+    }
+
+    /// The lock ordering reference writes against garbage collection.
+    /// Nothing the lock protects can be left half-done by a panic (it
+    /// guards no data), so a poisoned lock is simply taken.
+    pub(crate) fn gc_guard(&self) -> MutexGuard<'_, ()> {
+        self.gc_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn uptime_ms(&self) -> u64 {

@@ -396,7 +396,16 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
                 }
             }
             let n = node.clone();
-            blocking(move || Ok(n.db.write(b)?)).await?;
+            if op == Op::RefsAdd {
+                let mut chunks: Vec<Vec<u8>> = list.refs.into_iter().map(|r| r.chunk_id).collect();
+                chunks.sort_unstable();
+                chunks.dedup();
+                // Ordered against garbage collection: once we answer, the
+                // caller may rely on the chunk's shards staying (dedup).
+                blocking(move || Ok(n.add_references(b, &chunks)?)).await?;
+            } else {
+                blocking(move || Ok(n.db.write(b)?)).await?;
+            }
             no_content()
         }
         Op::RefsList => {

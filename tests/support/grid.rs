@@ -37,6 +37,9 @@ impl TestGrid {
                     reserve_bytes: 0,
                     io: IoChoice::Auto,
                     shutdown_grace_secs: 5,
+                    // Tests drive collection themselves (LocalNode::gc_pass).
+                    gc_grace_secs: 86_400,
+                    gc_interval_secs: 0,
                 };
                 let node = LocalNode::start(&cfg).await.unwrap();
                 entries.push(Node {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod grid;
+pub mod objects;
 
 use bytes::Bytes;
 use cluster::node_api as api;

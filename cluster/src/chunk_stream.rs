@@ -1,0 +1,626 @@
+//! Objects as streams of chunks: the write pipeline (body → content-defined
+//! chunks → dedup check → seal → shards on the grid → chunk references)
+//! and the read stream (manifest → chunks covering a range → bytes).
+//!
+//! Memory: a write holds the chunker's buffer (three maximum-size chunks)
+//! plus `chunks_in_flight` chunks being sealed or sent; a read holds two
+//! chunks. Neither depends on the object's size.
+
+use crate::checksum::{ChecksumAlgorithm, DigestResult, Digests};
+use crate::chunk_io::{self, ChunkSecret};
+use crate::error::{Error, Result};
+use crate::secrets::Sealing;
+use crate::store::{ObjectStore, RepairHint};
+use bytes::Bytes;
+use codec::{ChunkId, Chunker, ErasureParams, SealConfig, SealedChunk, Sealer};
+use futures_util::{Stream, StreamExt};
+use metadata::model::{ChunkRef, ChunkReference, ErasureSpec, ObjectVersion, Referrer};
+use metadata::ShardKey;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::pin::Pin;
+use tokio::task::JoinSet;
+
+/// An object's bytes as they arrive from the grid.
+pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// What to write and under which name.
+#[derive(Clone)]
+pub(crate) struct WriteCtx {
+    pub store: ObjectStore,
+    pub sealing: Sealing,
+    pub erasure: ErasureSpec,
+    pub referrer: Referrer,
+    pub algorithms: Vec<ChecksumAlgorithm>,
+    /// Objects up to this size are returned sealed, for the manifest.
+    pub inline_threshold: usize,
+}
+
+/// What a write produced.
+pub(crate) struct Written {
+    pub size: u64,
+    pub chunks: Vec<ChunkRef>,
+    pub inline: Vec<u8>,
+    pub digests: DigestResult,
+}
+
+thread_local! {
+    // Sealers keep compressor and coder state; one per blocking thread
+    // per shape, so the hot path allocates nothing once warm.
+    static SEALERS: RefCell<Vec<((usize, usize), Sealer)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn seal_on_this_thread(
+    sealing: &Sealing,
+    erasure: ErasureSpec,
+    id: ChunkId,
+    plain: &[u8],
+) -> Result<SealedChunk> {
+    let shape = (erasure.data as usize, erasure.parity as usize);
+    SEALERS.with(|cell| {
+        let mut sealers = cell.borrow_mut();
+        let pos = match sealers.iter().position(|(s, _)| *s == shape) {
+            Some(p) => p,
+            None => {
+                let params = ErasureParams::new(shape.0, shape.1)
+                    .map_err(|e| Error::Internal(format!("erasure shape: {e}")))?;
+                let sealer = Sealer::new(SealConfig::new(params))
+                    .map_err(|e| Error::Internal(format!("sealer: {e}")))?;
+                sealers.push((shape, sealer));
+                sealers.len() - 1
+            }
+        };
+        let sealer = &mut sealers[pos].1;
+        let mut out = SealedChunk::default();
+        let r = match sealing {
+            Sealing::Domain(domain) => sealer.seal_chunk(domain, id, plain, &mut out),
+            Sealing::Customer(_, customer) => {
+                sealer.seal_with_key(id, &customer.chunk_key(&id), [0; 12], plain, &mut out)
+            }
+        };
+        r.map_err(|e| Error::Internal(format!("seal: {e}")))?;
+        Ok(out)
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("worker thread: {e}")))
+}
+
+/// Read `body` to its end, storing it as chunks (or returning it sealed
+/// for inline storage when small).
+pub(crate) async fn write_stream<S, E>(ctx: WriteCtx, mut body: S) -> Result<Written>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    let cfg = ctx.store.config();
+    let max_size = cfg.max_object_size;
+    let in_flight = cfg.chunks_in_flight.max(1);
+    let mut chunker = Chunker::new(cfg.chunker.with_seed(ctx.sealing.domain().cdc_seed()))
+        .map_err(|e| Error::Internal(format!("chunker: {e}")))?;
+
+    // Digests run on their own thread, fed in order, beside the chunking.
+    let (dtx, mut drx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let algorithms = ctx.algorithms.clone();
+    let digester = tokio::task::spawn_blocking(move || {
+        let mut d = Digests::new(&algorithms);
+        while let Some(b) = drx.blocking_recv() {
+            d.update(&b);
+        }
+        d.finish()
+    });
+
+    let mut pending: VecDeque<tokio::task::JoinHandle<Result<ChunkRef>>> = VecDeque::new();
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut size: u64 = 0;
+    let mut emitted = false;
+
+    let outcome: Result<()> = async {
+        loop {
+            let piece = match body.next().await {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return Err(Error::Body(e.to_string())),
+                None => break,
+            };
+            size += piece.len() as u64;
+            if size > max_size {
+                return Err(Error::EntityTooLarge {
+                    size,
+                    max: max_size,
+                });
+            }
+            chunker.push(&piece);
+            if dtx.send(piece).await.is_err() {
+                return Err(Error::Internal("digest thread stopped".into()));
+            }
+            while let Some(c) = chunker.next_chunk() {
+                emitted = true;
+                let plain = Bytes::copy_from_slice(c.data);
+                let offset = c.offset;
+                while pending.len() >= in_flight {
+                    if let Some(h) = pending.pop_front() {
+                        chunks.push(join(h).await?);
+                    }
+                }
+                pending.push_back(tokio::spawn(store_chunk(ctx.clone(), offset, plain)));
+            }
+        }
+        chunker.finish();
+        Ok(())
+    }
+    .await;
+    drop(dtx);
+    if let Err(e) = outcome {
+        abandon(&ctx, pending, &chunks).await;
+        return Err(e);
+    }
+
+    let mut inline = Vec::new();
+    if !emitted && size > 0 && size as usize <= ctx.inline_threshold {
+        if let Some(c) = chunker.next_chunk() {
+            let plain = c.data.to_vec();
+            let sealing = ctx.sealing.clone();
+            let sealed = blocking(move || {
+                let id = chunk_id_for(&sealing, &plain);
+                seal_on_this_thread(&sealing, ErasureSpec::new(1, 0), id, &plain)
+            })
+            .await??;
+            inline = sealed.shard(0);
+        }
+    } else {
+        while let Some(c) = chunker.next_chunk() {
+            let plain = Bytes::copy_from_slice(c.data);
+            let offset = c.offset;
+            while pending.len() >= in_flight {
+                if let Some(h) = pending.pop_front() {
+                    match join(h).await {
+                        Ok(r) => chunks.push(r),
+                        Err(e) => {
+                            abandon(&ctx, pending, &chunks).await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            pending.push_back(tokio::spawn(store_chunk(ctx.clone(), offset, plain)));
+        }
+    }
+    while let Some(h) = pending.pop_front() {
+        match join(h).await {
+            Ok(r) => chunks.push(r),
+            Err(e) => {
+                abandon(&ctx, pending, &chunks).await;
+                return Err(e);
+            }
+        }
+    }
+    let digests = digester
+        .await
+        .map_err(|e| Error::Internal(format!("digest thread: {e}")))?;
+    Ok(Written {
+        size,
+        chunks,
+        inline,
+        digests,
+    })
+}
+
+async fn join(h: tokio::task::JoinHandle<Result<ChunkRef>>) -> Result<ChunkRef> {
+    h.await
+        .map_err(|e| Error::Internal(format!("chunk task: {e}")))?
+}
+
+/// A failed write: stop the chunks still in flight and drop the references
+/// of those stored, so their shards can be collected. References a stopped
+/// task had already added are found by the orphan sweep (see `gc`).
+async fn abandon(
+    ctx: &WriteCtx,
+    pending: VecDeque<tokio::task::JoinHandle<Result<ChunkRef>>>,
+    done: &[ChunkRef],
+) {
+    for h in pending {
+        h.abort();
+    }
+    remove_refs(&ctx.store, &ctx.referrer, done).await;
+}
+
+fn chunk_id_for(sealing: &Sealing, plain: &[u8]) -> ChunkId {
+    if sealing.dedup() {
+        sealing.domain().chunk_id(plain)
+    } else {
+        // Random ids: a customer-keyed chunk never matches another one, so
+        // equal content stays invisible across keys.
+        ChunkId(rand::random())
+    }
+}
+
+fn reference(ctx: &WriteCtx, id: &ChunkId) -> ChunkReference {
+    ChunkReference {
+        chunk_id: id.0.to_vec(),
+        erasure: Some(ctx.erasure),
+        shard_len: 0,
+        referrer: Some(ctx.referrer.clone()),
+        created_ms: crate::rpc_auth::now_ms(),
+        shard_hashes: Vec::new(),
+    }
+}
+
+/// Store one chunk (or find it already stored) and reference it.
+async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRef> {
+    let grid = ctx.store.grid();
+    let n = ctx.erasure.total();
+    let len = plain.len() as u64;
+    let sealing = ctx.sealing.clone();
+    let (id, plain) = blocking(move || (chunk_id_for(&sealing, &plain), plain)).await?;
+    let homes = grid
+        .shard_homes(&id, n)
+        .map_err(chunk_io::ChunkError::from)?;
+    let chunk_ref = |shard_len: u32| ChunkRef {
+        id: id.0.to_vec(),
+        offset,
+        len,
+        erasure: Some(ctx.erasure),
+        shard_len,
+    };
+
+    if ctx.sealing.dedup() {
+        // Reference first, then look: once a node has the reference it
+        // never collects the chunk, so shards found now stay.
+        if let Some(shard_len) = already_stored(&ctx, &id, &homes).await {
+            return Ok(chunk_ref(shard_len));
+        }
+    }
+
+    let sealing = ctx.sealing.clone();
+    let erasure = ctx.erasure;
+    let sealed = blocking(move || seal_on_this_thread(&sealing, erasure, id, &plain)).await??;
+    let shard_len = (sealed.header(0).len() + sealed.body(0).len()) as u32;
+    let mut full = reference(&ctx, &id);
+    full.shard_len = shard_len;
+    full.shard_hashes = (0..n)
+        .map(|i| {
+            let h = sealed.header(i);
+            h[h.len() - 32..].to_vec()
+        })
+        .collect();
+
+    // A holder that dies between taking its shard and taking the reference
+    // leaves the chunk a shard short: store the chunk again (the dead node
+    // is then handed over) rather than acknowledge it under-replicated.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let report = chunk_io::put_chunk(grid, &sealed).await?;
+        match reference_holders(&ctx, &full, &report.holders, &homes).await {
+            Ok(()) => break,
+            Err(detail) if attempt < 3 => {
+                tracing::warn!(chunk = %id, %detail, "storing the chunk again");
+            }
+            Err(detail) => {
+                return Err(Error::Chunk(chunk_io::ChunkError::Quorum {
+                    chunk: id,
+                    stored: n,
+                    shards: n,
+                    detail,
+                }))
+            }
+        }
+    }
+    drop(sealed);
+    Ok(chunk_ref(shard_len))
+}
+
+/// Give every holder (and every home, for repair to know) the chunk's
+/// reference. Every holder must take it: a shard without a reference is
+/// collected.
+async fn reference_holders(
+    ctx: &WriteCtx,
+    full: &ChunkReference,
+    holders: &[String],
+    homes: &[String],
+) -> std::result::Result<(), String> {
+    let grid = ctx.store.grid();
+    let holders: BTreeSet<String> = holders.iter().cloned().collect();
+    let mut targets = holders.clone();
+    targets.extend(homes.iter().cloned());
+    let mut tasks = JoinSet::new();
+    for node in targets {
+        let client = grid.client(&node).cloned();
+        let r = full.clone();
+        tasks.spawn(async move {
+            let result = match client {
+                Some(c) => c.refs_add(vec![r]).await.map_err(|e| e.to_string()),
+                None => Err("not in the cluster map".to_string()),
+            };
+            (node, result)
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((node, result)) = joined else { continue };
+        if let Err(e) = result {
+            if holders.contains(&node) {
+                failed.push(format!(
+                    "holder {node} did not take the chunk reference: {e}"
+                ));
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// Add this write's reference on every home of chunk `id` and ask each
+/// whether it holds its shards; `Some(shard length)` if all are there.
+async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Option<u32> {
+    let grid = ctx.store.grid();
+    let mut by_node: BTreeMap<&str, Vec<ShardKey>> = BTreeMap::new();
+    for (i, node) in homes.iter().enumerate() {
+        by_node
+            .entry(node.as_str())
+            .or_default()
+            .push(ShardKey::new(id.0, i).ok()?);
+    }
+    let mut tasks = JoinSet::new();
+    for (node, keys) in by_node {
+        let client = grid.client(node).cloned()?;
+        let r = reference(ctx, id);
+        tasks.spawn(async move {
+            client.refs_add(vec![r]).await.ok()?;
+            client.has_shards(&keys).await.ok()
+        });
+    }
+    let mut shard_len = None;
+    let mut complete = true;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.ok().flatten() {
+            Some(lens) if lens.iter().all(|l| *l > 0) => {
+                shard_len = lens.first().map(|l| *l as u32);
+            }
+            _ => complete = false,
+        }
+    }
+    if complete {
+        shard_len
+    } else {
+        None
+    }
+}
+
+/// Remove `referrer`'s references to `chunks` from their homes (best
+/// effort: what fails here the orphan sweep removes later).
+pub(crate) async fn remove_refs(store: &ObjectStore, referrer: &Referrer, chunks: &[ChunkRef]) {
+    let grid = store.grid();
+    let mut by_node: BTreeMap<String, Vec<ChunkReference>> = BTreeMap::new();
+    for c in chunks {
+        let Some(id) = chunk_id_of(c) else { continue };
+        let n = c.erasure.map_or(1, |e| e.total());
+        let Ok(nodes) = grid.placement(&id, n) else {
+            continue;
+        };
+        for node in nodes {
+            by_node.entry(node).or_default().push(ChunkReference {
+                chunk_id: c.id.clone(),
+                erasure: c.erasure,
+                referrer: Some(referrer.clone()),
+                ..Default::default()
+            });
+        }
+    }
+    send_refs(store, by_node, false).await;
+}
+
+/// Add references for `referrer` to `chunks` on their homes. Unlike the
+/// write path this may only fail softly per node; it returns the nodes
+/// that failed.
+pub(crate) async fn add_refs(
+    store: &ObjectStore,
+    referrer: &Referrer,
+    chunks: &[ChunkRef],
+) -> Result<()> {
+    let grid = store.grid();
+    let now = crate::rpc_auth::now_ms();
+    let mut by_node: BTreeMap<String, Vec<ChunkReference>> = BTreeMap::new();
+    let mut homes_of: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
+    for c in chunks {
+        let Some(id) = chunk_id_of(c) else {
+            return Err(Error::Corrupt("chunk id length".into()));
+        };
+        let n = c.erasure.map_or(1, |e| e.total());
+        let nodes = grid.placement(&id, n).map_err(chunk_io::ChunkError::from)?;
+        for node in &nodes {
+            by_node
+                .entry(node.clone())
+                .or_default()
+                .push(ChunkReference {
+                    chunk_id: c.id.clone(),
+                    erasure: c.erasure,
+                    shard_len: c.shard_len,
+                    referrer: Some(referrer.clone()),
+                    created_ms: now,
+                    shard_hashes: Vec::new(),
+                });
+        }
+        homes_of.insert(c.id.clone(), nodes);
+    }
+    let failed = send_refs(store, by_node, true).await;
+    // Each chunk needs its reference on enough homes to outlive the
+    // collection of the old referrer: at least its data shards' count.
+    for c in chunks {
+        let homes = &homes_of[&c.id];
+        let ok = homes.iter().filter(|h| !failed.contains(*h)).count();
+        let need = c.erasure.map_or(1, |e| e.data as usize).min(homes.len());
+        if ok < need {
+            return Err(Error::Chunk(chunk_io::ChunkError::Quorum {
+                chunk: chunk_id_of(c).unwrap_or(ChunkId([0; 32])),
+                stored: ok,
+                shards: homes.len(),
+                detail: "too few nodes took the chunk reference".into(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn chunk_id_of(c: &ChunkRef) -> Option<ChunkId> {
+    Some(ChunkId(c.id.as_slice().try_into().ok()?))
+}
+
+/// Send reference batches (add or remove) to their nodes in parallel;
+/// returns the nodes that failed.
+async fn send_refs(
+    store: &ObjectStore,
+    by_node: BTreeMap<String, Vec<ChunkReference>>,
+    add: bool,
+) -> BTreeSet<String> {
+    let grid = store.grid();
+    let mut tasks = JoinSet::new();
+    for (node, refs) in by_node {
+        let client = grid.client(&node).cloned();
+        tasks.spawn(async move {
+            let Some(c) = client else {
+                return (node, false);
+            };
+            for batch in refs.chunks(crate::node_api::MAX_ITEMS) {
+                let r = if add {
+                    c.refs_add(batch.to_vec()).await
+                } else {
+                    c.refs_remove(batch.to_vec()).await
+                };
+                if let Err(e) = r {
+                    tracing::debug!(%node, error = %e, add, "chunk reference update failed");
+                    return (node, false);
+                }
+            }
+            (node, true)
+        });
+    }
+    let mut failed = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((node, false)) = joined {
+            failed.insert(node);
+        }
+    }
+    failed
+}
+
+/// How to open an object's chunks.
+#[derive(Clone)]
+pub(crate) enum ReadKey {
+    Domain(codec::DomainKey),
+    Customer(crate::secrets::CustomerKey),
+}
+
+/// Open an inline object.
+pub(crate) async fn open_inline(key: &ReadKey, sealed: Vec<u8>) -> Result<Vec<u8>> {
+    let key = key.clone();
+    blocking(move || {
+        let header = codec::shard::ShardHeader::parse(&sealed)
+            .map_err(|e| Error::Corrupt(format!("inline object: {e}")))?;
+        let id = header.chunk_id;
+        let mut opener =
+            codec::Opener::new().map_err(|e| Error::Internal(format!("opener: {e}")))?;
+        let shards = [sealed.as_slice()];
+        let r = match &key {
+            ReadKey::Domain(d) => opener.open(d, &id, &shards).map(|(p, _)| p),
+            ReadKey::Customer(c) => {
+                let mut out = Vec::new();
+                opener
+                    .open_with_key(&id, &c.chunk_key(&id), &shards, &mut out)
+                    .map(|_| out)
+            }
+        };
+        r.map_err(|e| Error::Corrupt(format!("inline object: {e}")))
+    })
+    .await?
+}
+
+/// The bytes `[start, end)` of the object `v` as a stream. Only the chunks
+/// covering the range are fetched, two at a time ahead of the reader.
+pub(crate) fn read_stream(
+    store: ObjectStore,
+    v: &ObjectVersion,
+    key: ReadKey,
+    start: u64,
+    end: u64,
+) -> ObjectBody {
+    if start >= end {
+        return Box::pin(futures_util::stream::empty());
+    }
+    if v.chunks.is_empty() {
+        let sealed = v.inline_data.clone();
+        return Box::pin(futures_util::stream::once(async move {
+            let plain = open_inline(&key, sealed).await?;
+            let (s, e) = (start as usize, (end as usize).min(plain.len()));
+            Ok(Bytes::from(plain).slice(s.min(e)..e))
+        }));
+    }
+    // Chunks are contiguous and ordered: find the first covering `start`.
+    let first = v.chunks.partition_point(|c| c.offset + c.len <= start);
+    let wanted: Vec<ChunkRef> = v.chunks[first..]
+        .iter()
+        .take_while(|c| c.offset < end)
+        .cloned()
+        .collect();
+    let fetches = futures_util::stream::iter(wanted).map(move |c| {
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            let plain = fetch_chunk(&store, &key, &c).await?;
+            let s = start.saturating_sub(c.offset) as usize;
+            let e = ((end - c.offset).min(c.len)) as usize;
+            Ok(Bytes::from(plain).slice(s..e))
+        }
+    });
+    Box::pin(fetches.buffered(2))
+}
+
+/// One chunk's plaintext, checked against the manifest's length.
+pub(crate) async fn fetch_chunk(
+    store: &ObjectStore,
+    key: &ReadKey,
+    c: &ChunkRef,
+) -> Result<Vec<u8>> {
+    let id = chunk_id_of(c).ok_or_else(|| Error::Corrupt("chunk id length".into()))?;
+    let erasure = c
+        .erasure
+        .ok_or_else(|| Error::Corrupt("chunk without erasure shape".into()))?;
+    let secret = match key {
+        ReadKey::Domain(d) => ChunkSecret::Domain(d.clone()),
+        ReadKey::Customer(k) => ChunkSecret::Key(k.chunk_key(&id)),
+    };
+    let (k, m) = (erasure.data as usize, erasure.parity as usize);
+    let result = chunk_io::get_chunk_with(store.grid(), &secret, &id, k, m).await;
+    match &result {
+        Ok((_, report)) if !report.missing.is_empty() || !report.corrupt.is_empty() => {
+            store.report_repair(RepairHint {
+                chunk: id,
+                erasure,
+                missing: report.missing.clone(),
+                corrupt: report.corrupt.clone(),
+            });
+        }
+        Err(chunk_io::ChunkError::Unreadable { .. }) => store.report_repair(RepairHint {
+            chunk: id,
+            erasure,
+            missing: (0..k + m).collect(),
+            corrupt: Vec::new(),
+        }),
+        _ => {}
+    }
+    let (plain, _) = result?;
+    if plain.len() as u64 != c.len {
+        return Err(Error::Corrupt(format!(
+            "chunk {id} opened to {} bytes, the manifest says {}",
+            plain.len(),
+            c.len
+        )));
+    }
+    Ok(plain)
+}
