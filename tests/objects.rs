@@ -893,3 +893,86 @@ async fn conditional_reads_and_copies() {
     .await;
     assert_eq!(got_sha.as_slice(), sha.as_slice());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_classes_choose_the_erasure_shape_and_stale_uploads_go() {
+    let tg = TestGrid::start(3, 2).await;
+    let s = store_on(&tg, StoreConfig::default());
+    s.create_bucket("classes", OWNER, None).await.unwrap();
+    let data = Data::bytes(3 << 20, 61);
+    let before = support::objects::stored_bytes(&tg).await;
+    s.put_object(
+        "classes",
+        "rr",
+        stream_of(data.clone(), 1 << 20),
+        PutOptions {
+            storage_class: Some("REDUCED_REDUNDANCY".into()),
+            ..PutOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let rr = support::objects::stored_bytes(&tg).await - before;
+    // 4+1 stores 1.25x the data (plus headers and padding), 4+2 1.5x.
+    let ratio = rr as f64 / data.len() as f64;
+    assert!(
+        (1.2..1.3).contains(&ratio),
+        "REDUCED_REDUNDANCY stored {ratio:.3}x"
+    );
+    let head = s
+        .head_object("classes", "rr", &GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(head.storage_class, "REDUCED_REDUNDANCY");
+    assert_eq!(
+        get_bytes(&s, "classes", "rr", GetOptions::default()).await,
+        data
+    );
+    assert!(matches!(
+        s.put_object(
+            "classes",
+            "bad",
+            stream_of(vec![1], 1),
+            PutOptions {
+                storage_class: Some("NO_SUCH_CLASS".into()),
+                ..PutOptions::default()
+            },
+        )
+        .await,
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // An upload left unfinished is aborted once older than the age given.
+    let up = s
+        .create_multipart_upload("classes", "abandoned", OWNER, MultipartOptions::default())
+        .await
+        .unwrap();
+    s.upload_part(
+        "classes",
+        "abandoned",
+        &up.upload_id,
+        1,
+        Data::new(2 << 20, 62).stream(),
+        PartOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.abort_stale_uploads(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        s.abort_stale_uploads(std::time::Duration::from_millis(10))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        s.list_parts("classes", "abandoned", &up.upload_id, None, 10)
+            .await,
+        Err(Error::NoSuchUpload(_))
+    ));
+}

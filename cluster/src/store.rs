@@ -137,6 +137,10 @@ pub(crate) fn decode<R: Record>(what: &str, bytes: &[u8]) -> Result<R> {
 
 impl ObjectStore {
     pub fn new(grid: Grid, master: MasterKey, cfg: StoreConfig) -> Self {
+        let grid = match &cfg.local_site {
+            Some(site) => grid.with_local_site(Some(site.clone())),
+            None => grid,
+        };
         Self {
             inner: Arc::new(Inner {
                 grid,
@@ -418,8 +422,7 @@ impl ObjectStore {
         self.update_bucket(name, |b| b.public = public).await
     }
 
-    /// The chunk secret for a bucket's data (for tools such as the job
-    /// runner that read chunks directly).
+    /// Queue a repair hint (or log it when no queue is attached).
     pub(crate) fn report_repair(&self, hint: RepairHint) {
         if let Some(tx) = &self.inner.repair {
             if tx.try_send(hint).is_err() {

@@ -29,6 +29,7 @@ pub fn key() -> RpcKey {
 
 pub struct NodeProc {
     child: Option<Child>,
+    pub id: String,
     pub addr: String,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -38,20 +39,26 @@ impl NodeProc {
     /// Start a node on a fresh port with its data in `dir/data`; `extra`
     /// is appended to the config (quota and the like).
     pub fn start(dir: &Path, extra: &str) -> NodeProc {
+        Self::start_as(dir, "n1", "farm-a", extra)
+    }
+
+    /// A node with a given id and site.
+    pub fn start_as(dir: &Path, id: &str, site: &str, extra: &str) -> NodeProc {
+        std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("node.toml");
         std::fs::write(
             &config,
             format!(
-                "node_id = \"n1\"\nsite = \"farm-a\"\nlisten = \"127.0.0.1:0\"\n\
+                "node_id = {id:?}\nsite = {site:?}\nlisten = \"127.0.0.1:0\"\n\
                  data_dir = {:?}\ncluster_secret = {SECRET:?}\nshutdown_grace_secs = 20\n{extra}\n",
                 dir.join("data")
             ),
         )
         .unwrap();
-        Self::spawn(dir, config)
+        Self::spawn(dir, config, id)
     }
 
-    fn spawn(dir: &Path, config: PathBuf) -> NodeProc {
+    fn spawn(dir: &Path, config: PathBuf, id: &str) -> NodeProc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -69,7 +76,8 @@ impl NodeProc {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let Some(addr) = line.trim().strip_prefix("gridstore node n1 listening on ") else {
+        let announce = format!("gridstore node {id} listening on ");
+        let Some(addr) = line.trim().strip_prefix(announce.as_str()) else {
             let _ = child.kill();
             panic!(
                 "node did not start: {line:?}\n{}",
@@ -77,6 +85,7 @@ impl NodeProc {
             );
         };
         NodeProc {
+            id: id.to_owned(),
             addr: addr.to_owned(),
             child: Some(child),
             dir: dir.to_owned(),
@@ -127,7 +136,7 @@ impl NodeProc {
     /// Start again on the same data directory (a new port).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the node first");
-        let again = Self::spawn(&self.dir, self.config.clone());
+        let again = Self::spawn(&self.dir, self.config.clone(), &self.id.clone());
         *self = again;
     }
 
