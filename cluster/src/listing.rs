@@ -55,7 +55,7 @@ pub struct ListVersionsPage {
 }
 
 /// The common prefix `key` rolls up into, if any.
-fn common_prefix(prefix: &str, delimiter: Option<&str>, key: &str) -> Option<String> {
+pub(crate) fn common_prefix(prefix: &str, delimiter: Option<&str>, key: &str) -> Option<String> {
     let d = delimiter.filter(|d| !d.is_empty())?;
     let rest = key.get(prefix.len()..)?;
     let i = rest.find(d)?;

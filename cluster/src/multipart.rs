@@ -585,11 +585,7 @@ impl ObjectStore {
                 page.is_truncated = true;
                 break;
             }
-            let cp = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-                let rest = u.key.get(prefix.len()..)?;
-                rest.find(d)
-                    .map(|i| format!("{prefix}{}", &rest[..i + d.len()]))
-            });
+            let cp = crate::listing::common_prefix(prefix, delimiter, &u.key);
             match cp {
                 Some(cp) => {
                     page.next_key_marker = Some(cp.clone());

@@ -54,20 +54,23 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// Every version of `key` that is not purged, newest first. Objects
-    /// have few versions; the scan pages anyway.
-    pub(crate) async fn versions_of(&self, b: &BucketCtx, key: &str) -> Result<Vec<ObjectVersion>> {
-        let start = layout::object_prefix(b.id(), key);
-        let end = layout::after_object(b.id(), key);
-        let mut scan = MergedScan::new(
+    /// The versions of one object, newest first, from a read quorum.
+    fn key_scan<'a>(&'a self, b: &BucketCtx, key: &str, page: u32) -> MergedScan<'a> {
+        MergedScan::new(
             self.grid(),
             &b.replicas,
             Table::Versions,
-            start,
-            Some(end),
+            layout::object_prefix(b.id(), key),
+            Some(layout::after_object(b.id(), key)),
             version_revision,
         )
-        .with_page(64);
+        .with_page(page)
+    }
+
+    /// Every version of `key` that is not purged, newest first. Objects
+    /// have few versions; the scan pages anyway.
+    pub(crate) async fn versions_of(&self, b: &BucketCtx, key: &str) -> Result<Vec<ObjectVersion>> {
+        let mut scan = self.key_scan(b, key, 64);
         let mut out = Vec::new();
         while let Some((_, value)) = scan.next().await? {
             let v: ObjectVersion = decode("version", &value)?;
@@ -91,17 +94,7 @@ impl ObjectStore {
         b: &BucketCtx,
         key: &str,
     ) -> Result<Option<ObjectVersion>> {
-        let start = layout::object_prefix(b.id(), key);
-        let end = layout::after_object(b.id(), key);
-        let mut scan = MergedScan::new(
-            self.grid(),
-            &b.replicas,
-            Table::Versions,
-            start,
-            Some(end),
-            version_revision,
-        )
-        .with_page(8);
+        let mut scan = self.key_scan(b, key, 8);
         while let Some((_, value)) = scan.next().await? {
             let v: ObjectVersion = decode("version", &value)?;
             if !v.purged {
