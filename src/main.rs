@@ -1,6 +1,10 @@
 //! The `gridstore` binary: command-line parsing only; every subcommand is a
 //! call into a library crate.
 
+mod admin;
+mod cluster_file;
+mod embedded;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -24,6 +28,33 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: std::path::PathBuf,
     },
+    /// The whole store in one process: an S3 gateway and storage nodes on
+    /// sub-folders of DIR spread over sites. Credentials are printed at
+    /// start and kept in DIR (or taken from GRIDSTORE_ACCESS_KEY and
+    /// GRIDSTORE_SECRET_KEY).
+    Server {
+        /// Where the data and the server's secrets live.
+        dir: std::path::PathBuf,
+        /// S3 listener.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// Storage nodes.
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Sites the nodes are spread over (failure domains).
+        #[arg(long, default_value_t = 3)]
+        sites: usize,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+    },
+    /// Run an S3 gateway in front of storage nodes named by a cluster map.
+    Gateway {
+        /// The gateway's config file (TOML; see config/gateway.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+    },
+    /// Manage users, access keys and buckets.
+    Admin(admin::AdminArgs),
     /// Measure this machine: how fast it can seal and open data.
     #[command(subcommand)]
     Bench(Bench),
@@ -59,6 +90,10 @@ enum Bench {
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
+    /// Load any S3 endpoint (gridstore, MinIO, AWS) like MinIO's warp:
+    /// put, get, a get/put/stat/delete mix or list, for a fixed time;
+    /// ops/s, MiB/s and latency percentiles.
+    S3(bench::s3_load::S3Args),
 }
 
 /// Logs go to stderr (stdout carries what scripts read); `RUST_LOG`
@@ -115,10 +150,73 @@ fn print_json(report: &impl serde::Serialize) -> ExitCode {
     }
 }
 
+fn runtime(what: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("gridstore {what}: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn run_server(args: embedded::ServerArgs) -> ExitCode {
+    init_logging();
+    let Some(rt) = runtime("server") else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(embedded::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridstore server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_gateway(config: &std::path::Path) -> ExitCode {
+    init_logging();
+    let Some(rt) = runtime("gateway") else {
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(admin::run_gateway(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridstore gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Node { config } => return run_node(&config),
+        Command::Server {
+            dir,
+            listen,
+            nodes,
+            sites,
+            region,
+        } => {
+            return run_server(embedded::ServerArgs {
+                dir,
+                listen,
+                nodes,
+                sites,
+                region,
+            })
+        }
+        Command::Gateway { config } => return run_gateway(&config),
+        Command::Admin(args) => {
+            let Some(rt) = runtime("admin") else {
+                return ExitCode::FAILURE;
+            };
+            return rt.block_on(admin::run(args));
+        }
         Command::Bench(Bench::Node { json, quick, dir }) => {
             let report =
                 match bench::node_speed::run(bench::node_speed::timing(quick), dir.as_deref()) {
@@ -132,6 +230,19 @@ fn main() -> ExitCode {
                 return print_json(&report);
             }
             print!("{}", bench::node_speed::table(&report));
+        }
+        Command::Bench(Bench::S3(args)) => {
+            let report = match bench::s3_load::run(&args) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("gridstore bench s3: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if args.json {
+                return print_json(&report);
+            }
+            print!("{}", bench::s3_load::table(&report));
         }
         Command::Bench(Bench::Codec { json, quick }) => {
             let timing = if quick {

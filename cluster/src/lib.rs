@@ -23,6 +23,7 @@ pub mod replicas;
 pub mod rpc_auth;
 pub mod secrets;
 mod store;
+pub mod users;
 pub mod version_id;
 mod versions;
 
@@ -37,7 +38,7 @@ pub use multipart::{
 pub use node_client::{ClientOptions, NodeClient, NodeError};
 pub use objects::{
     ByteRange, Conditions, CopyOptions, GetOptions, GetResult, ObjectBody, ObjectInfo, PutOptions,
-    PutResult,
+    PutResult, Trailer,
 };
 pub use secrets::{CustomerKey, MasterKey};
 pub use store::{BucketInfo, ObjectStore, RepairHint, StoreConfig};

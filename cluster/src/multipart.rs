@@ -87,6 +87,10 @@ pub struct PartOptions {
     pub content_md5: Option<[u8; 16]>,
     pub expected_checksums: BTreeMap<String, String>,
     pub customer_key: Option<CustomerKey>,
+    /// Extra checksums to compute (trailer algorithms).
+    pub checksums: Vec<ChecksumAlgorithm>,
+    /// As `PutOptions::trailer`.
+    pub trailer: Option<crate::objects::Trailer>,
 }
 
 fn upload_revision(b: &[u8]) -> Option<u64> {
@@ -259,6 +263,7 @@ impl ObjectStore {
             ChecksumAlgorithm::from_name(&u.checksum_algorithm)
                 .into_iter()
                 .collect();
+        algorithms.extend(opts.checksums.iter().copied());
         for name in opts.expected_checksums.keys() {
             algorithms.push(ChecksumAlgorithm::from_name(name).ok_or_else(|| {
                 Error::InvalidArgument(format!("unknown checksum algorithm {name}"))
@@ -277,11 +282,11 @@ impl ObjectStore {
             inline_threshold: 0,
         };
         let written = chunk_stream::write_stream(ctx, body).await?;
-        if let Err(e) = verify_digests(
-            &written.digests,
-            opts.content_md5.as_ref(),
-            &opts.expected_checksums,
-        ) {
+        let mut expected = opts.expected_checksums.clone();
+        if let Some(t) = &opts.trailer {
+            expected.extend((t.0)());
+        }
+        if let Err(e) = verify_digests(&written.digests, opts.content_md5.as_ref(), &expected) {
             chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
             return Err(e);
         }

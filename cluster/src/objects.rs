@@ -84,6 +84,20 @@ pub struct PutOptions {
     pub expected_checksums: BTreeMap<String, String>,
     pub customer_key: Option<CustomerKey>,
     pub tags: BTreeMap<String, String>,
+    /// Checksums that arrive after the body (HTTP trailers of aws-chunked
+    /// uploads): read once the body has ended, checked before the write
+    /// is committed. Their algorithms belong in `checksums`.
+    pub trailer: Option<Trailer>,
+}
+
+/// A source of checksums known only after the body (name → base64).
+#[derive(Clone)]
+pub struct Trailer(pub std::sync::Arc<dyn Fn() -> BTreeMap<String, String> + Send + Sync>);
+
+impl std::fmt::Debug for Trailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Trailer(..)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,11 +254,11 @@ impl ObjectStore {
             inline_threshold: self.inner.cfg.inline_threshold,
         };
         let written = chunk_stream::write_stream(ctx, body).await?;
-        if let Err(e) = verify_digests(
-            &written.digests,
-            opts.content_md5.as_ref(),
-            &opts.expected_checksums,
-        ) {
+        let mut expected = opts.expected_checksums.clone();
+        if let Some(t) = &opts.trailer {
+            expected.extend((t.0)());
+        }
+        if let Err(e) = verify_digests(&written.digests, opts.content_md5.as_ref(), &expected) {
             chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
             return Err(e);
         }
@@ -450,6 +464,7 @@ impl ObjectStore {
             expected_checksums: BTreeMap::new(),
             customer_key: opts.customer_key.clone(),
             tags,
+            trailer: None,
         };
         self.put_object(dst_bucket, dst_key, body, put).await
     }

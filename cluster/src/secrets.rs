@@ -66,6 +66,15 @@ impl MasterKey {
         hex::encode(rand::random::<[u8; 32]>())
     }
 
+    /// A 32-byte key for `context` and `material`, derived from the master
+    /// key (for gateway-held secrets other than bucket data).
+    pub fn derive(&self, context: &str, material: &[u8]) -> [u8; 32] {
+        let mut m = Vec::with_capacity(32 + material.len());
+        m.extend_from_slice(&self.0);
+        m.extend_from_slice(material);
+        blake3::derive_key(context, &m)
+    }
+
     /// The key domain of one bucket: chunk ids, chunk keys and chunking
     /// all differ between buckets, so nodes cannot correlate their data.
     pub fn bucket_domain(&self, bucket_id: &[u8]) -> DomainKey {

@@ -1,3 +1,16 @@
-//! S3 (s3s on hyper) and WebDAV (dav-server) front ends over `cluster`.
+//! Front ends over `cluster`: S3 on the `s3s` crate (which owns the
+//! protocol: routing, SigV4 and presigned URLs, aws-chunked bodies, XML,
+//! error codes) and, later, WebDAV.
 //!
-//! Empty until the S3 gateway issue.
+//! [`S3Gateway`] maps S3 operations to [`cluster::ObjectStore`] calls;
+//! [`auth`] checks signatures against the access keys stored in the
+//! cluster and decides what anonymous requests may do; [`server`] runs it
+//! all on hyper with a bound on concurrent requests.
+
+pub mod auth;
+mod convert;
+pub mod errors;
+pub mod s3;
+pub mod server;
+
+pub use s3::S3Gateway;

@@ -23,16 +23,19 @@ pub enum Table {
     ChunkRefs,
     /// Cluster map, node identity, and other single records.
     System,
+    /// Gateway users and their access keys (secrets sealed by gateways).
+    Users,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Buckets,
         Table::Versions,
         Table::Uploads,
         Table::Parts,
         Table::ChunkRefs,
         Table::System,
+        Table::Users,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -43,6 +46,7 @@ impl Table {
             Table::Parts => "parts",
             Table::ChunkRefs => "chunk_refs",
             Table::System => "system",
+            Table::Users => "users",
         }
     }
 }

@@ -398,6 +398,38 @@ impl Referrer {
     }
 }
 
+/// A gateway user's access key. The secret is sealed by gateways with a
+/// key derived from the master key: nodes never see it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct User {
+    #[prost(string, tag = "1")]
+    pub access_key: String,
+    /// AEAD-sealed secret key (nonce ‖ ciphertext ‖ tag).
+    #[prost(bytes = "vec", tag = "2")]
+    pub sealed_secret: Vec<u8>,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(uint64, tag = "4")]
+    pub created_ms: u64,
+    /// As `Bucket::revision`.
+    #[prost(uint64, tag = "5")]
+    pub revision: u64,
+    #[prost(bool, tag = "6")]
+    pub deleted: bool,
+    /// May manage users and every bucket.
+    #[prost(bool, tag = "7")]
+    pub admin: bool,
+}
+
+impl Record for User {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.access_key.is_empty() {
+            return Err(RecordError::Invalid("user without an access key"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum NodeState {

@@ -1,0 +1,197 @@
+//! Conversions between s3s's types and the object layer's.
+
+use cluster::{ByteRange, ChecksumAlgorithm, Conditions, CustomerKey, ObjectInfo};
+use s3s::dto::{ETag, ETagCondition, Range, Timestamp};
+use s3s::{S3Error, S3ErrorCode, S3Result};
+use std::collections::BTreeMap;
+
+/// Standard headers S3 stores with an object, kept in its metadata map
+/// under names no `x-amz-meta-*` header can produce.
+pub const HDR_PREFIX: &str = "\u{1}h:";
+
+pub fn timestamp(ms: u64) -> Timestamp {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    Timestamp::from(t)
+}
+
+pub fn millis(t: &Timestamp) -> u64 {
+    let t: time::OffsetDateTime = t.clone().into();
+    (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64
+}
+
+pub fn etag(hex: &str) -> ETag {
+    ETag::Strong(hex.to_string())
+}
+
+fn condition(c: &ETagCondition) -> String {
+    match c {
+        ETagCondition::Any => "*".to_string(),
+        ETagCondition::ETag(e) => e.value().to_string(),
+    }
+}
+
+pub fn conditions(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> Conditions {
+    Conditions {
+        if_match: if_match.map(condition),
+        if_none_match: if_none_match.map(condition),
+        if_modified_since_ms: if_modified_since.map(millis),
+        if_unmodified_since_ms: if_unmodified_since.map(millis),
+    }
+}
+
+pub fn range(r: &Range) -> ByteRange {
+    match *r {
+        Range::Int {
+            first,
+            last: Some(last),
+        } => ByteRange::FromTo(first, last),
+        Range::Int { first, last: None } => ByteRange::From(first),
+        Range::Suffix { length } => ByteRange::Last(length),
+    }
+}
+
+pub fn customer_key(
+    algorithm: Option<&str>,
+    key: Option<&str>,
+    md5: Option<&str>,
+) -> S3Result<Option<CustomerKey>> {
+    match (algorithm, key) {
+        (None, None) => Ok(None),
+        (Some("AES256"), Some(k)) => CustomerKey::from_headers(k, md5)
+            .map(Some)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string())),
+        _ => Err(S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            "SSE-C needs the AES256 algorithm and a key",
+        )),
+    }
+}
+
+/// The checksums a request carries in headers (name → base64).
+pub fn sent_checksums(
+    crc32: Option<&String>,
+    crc32c: Option<&String>,
+    crc64nvme: Option<&String>,
+    sha1: Option<&String>,
+    sha256: Option<&String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (alg, v) in [
+        (ChecksumAlgorithm::Crc32, crc32),
+        (ChecksumAlgorithm::Crc32c, crc32c),
+        (ChecksumAlgorithm::Crc64Nvme, crc64nvme),
+        (ChecksumAlgorithm::Sha1, sha1),
+        (ChecksumAlgorithm::Sha256, sha256),
+    ] {
+        if let Some(v) = v {
+            out.insert(alg.name().to_string(), v.clone());
+        }
+    }
+    out
+}
+
+/// Algorithms named by `x-amz-checksum-algorithm`, `x-amz-sdk-checksum-
+/// algorithm` or announced in `x-amz-trailer`.
+pub fn requested_algorithms(
+    headers: &http::HeaderMap,
+    explicit: Option<&str>,
+) -> Vec<ChecksumAlgorithm> {
+    let mut out: Vec<ChecksumAlgorithm> = explicit
+        .and_then(ChecksumAlgorithm::from_name)
+        .into_iter()
+        .collect();
+    for name in ["x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm"] {
+        if let Some(a) = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ChecksumAlgorithm::from_name)
+        {
+            out.push(a);
+        }
+    }
+    if let Some(t) = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()) {
+        for part in t.split(',') {
+            if let Some(a) = part
+                .trim()
+                .strip_prefix("x-amz-checksum-")
+                .and_then(ChecksumAlgorithm::from_name)
+            {
+                out.push(a);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Decode Content-MD5 (base64 of 16 bytes).
+pub fn content_md5(v: Option<&String>) -> S3Result<Option<[u8; 16]>> {
+    let Some(v) = v else { return Ok(None) };
+    cluster::checksum::unb64(v)
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            S3Error::with_message(
+                S3ErrorCode::InvalidDigest,
+                "Content-MD5 is not a base64 MD5",
+            )
+        })
+}
+
+/// The stored checksums as the five optional output fields.
+pub struct ChecksumFields {
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub crc64nvme: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+}
+
+pub fn checksum_fields(map: &BTreeMap<String, String>) -> ChecksumFields {
+    let get = |a: ChecksumAlgorithm| map.get(a.name()).cloned();
+    ChecksumFields {
+        crc32: get(ChecksumAlgorithm::Crc32),
+        crc32c: get(ChecksumAlgorithm::Crc32c),
+        crc64nvme: get(ChecksumAlgorithm::Crc64Nvme),
+        sha1: get(ChecksumAlgorithm::Sha1),
+        sha256: get(ChecksumAlgorithm::Sha256),
+    }
+}
+
+/// Split stored metadata into user metadata and the standard headers.
+pub fn split_metadata(
+    info: &ObjectInfo,
+) -> (
+    std::collections::HashMap<String, String>,
+    BTreeMap<String, String>,
+) {
+    let mut user = std::collections::HashMap::new();
+    let mut std_headers = BTreeMap::new();
+    for (k, v) in &info.user_metadata {
+        match k.strip_prefix(HDR_PREFIX) {
+            Some(h) => {
+                std_headers.insert(h.to_string(), v.clone());
+            }
+            None => {
+                user.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (user, std_headers)
+}
+
+/// URL-encode a key for `encoding-type=url` listings.
+pub fn encode_key(key: &str, url: bool) -> String {
+    if url {
+        urlencoding::encode(key).into_owned()
+    } else {
+        key.to_string()
+    }
+}

@@ -1,0 +1,83 @@
+//! The object layer's errors as S3 answers them: AWS's code and status.
+
+use cluster::naming::NameError;
+use cluster::Error;
+use http::{HeaderMap, HeaderValue};
+use s3s::{S3Error, S3ErrorCode};
+
+fn with_headers(mut e: S3Error, pairs: &[(&'static str, &str)]) -> S3Error {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(*k, v);
+        }
+    }
+    e.set_headers(h);
+    e
+}
+
+pub fn to_s3(e: Error) -> S3Error {
+    let msg = e.to_string();
+    let code = match &e {
+        Error::InvalidName(NameError::Bucket(_)) => S3ErrorCode::InvalidBucketName,
+        Error::InvalidName(NameError::Key(reason)) if reason.contains("longer") => {
+            S3ErrorCode::KeyTooLongError
+        }
+        Error::InvalidName(NameError::Key(_)) => S3ErrorCode::InvalidArgument,
+        Error::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+        Error::BucketAlreadyExists(_) => S3ErrorCode::BucketAlreadyExists,
+        Error::BucketAlreadyOwnedByYou(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+        Error::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
+        Error::NoSuchKey {
+            delete_marker: Some(v),
+            ..
+        } => {
+            let err = S3Error::with_message(S3ErrorCode::NoSuchKey, msg);
+            return with_headers(
+                err,
+                &[("x-amz-delete-marker", "true"), ("x-amz-version-id", v)],
+            );
+        }
+        Error::NoSuchKey { .. } => S3ErrorCode::NoSuchKey,
+        Error::NoSuchVersion { .. } => S3ErrorCode::NoSuchVersion,
+        Error::DeleteMarker { version, .. } => {
+            let err = S3Error::with_message(S3ErrorCode::MethodNotAllowed, msg.clone());
+            return with_headers(
+                err,
+                &[
+                    ("x-amz-delete-marker", "true"),
+                    ("x-amz-version-id", version.as_str()),
+                ],
+            );
+        }
+        Error::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+        Error::InvalidRange { .. } => S3ErrorCode::InvalidRange,
+        Error::PreconditionFailed => S3ErrorCode::PreconditionFailed,
+        Error::NotModified { etag, .. } => {
+            let err = S3Error::new(S3ErrorCode::NotModified);
+            let quoted = format!("\"{etag}\"");
+            return with_headers(err, &[("etag", quoted.as_str())]);
+        }
+        Error::InvalidPart { .. } => S3ErrorCode::InvalidPart,
+        Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+        Error::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+        Error::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
+        Error::BadDigest { .. } => S3ErrorCode::BadDigest,
+        Error::InvalidArgument(m) if m.contains("storage class") => {
+            S3ErrorCode::InvalidStorageClass
+        }
+        Error::InvalidArgument(_) | Error::Key(_) => S3ErrorCode::InvalidArgument,
+        Error::CustomerKeyRequired => S3ErrorCode::InvalidRequest,
+        Error::CustomerKeyMismatch => S3ErrorCode::AccessDenied,
+        Error::Body(_) => S3ErrorCode::IncompleteBody,
+        Error::Chunk(_) | Error::Metadata(_) => {
+            tracing::warn!(error = %e, "grid unavailable");
+            S3ErrorCode::ServiceUnavailable
+        }
+        Error::Corrupt(_) | Error::Internal(_) => {
+            tracing::error!(error = %e, "internal error");
+            S3ErrorCode::InternalError
+        }
+    };
+    S3Error::with_message(code, msg)
+}

@@ -1,0 +1,284 @@
+//! `gridstore admin …` (users, keys, buckets, node status) and `gridstore
+//! gateway`: both connect to a grid named by a cluster map, either a
+//! `gridstore server` DIR or a gateway config file.
+
+use crate::cluster_file::{FileError, GatewayFile, MapFile};
+use crate::embedded::{ServerState, MAP_FILE, STATE_FILE};
+use clap::{Args, Subcommand};
+use cluster::chunk_io::Grid;
+use cluster::rpc_auth::RpcKey;
+use cluster::secrets::MasterKey;
+use cluster::{ClientOptions, ErasureSpec, ObjectStore, StoreConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The DIR of a running `gridstore server`.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    dir: Option<PathBuf>,
+    /// A gateway config file (cluster map, secrets).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Access keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Buckets.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+    /// Every node's state: capacity, use, shard count.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an access key; its secret is printed once.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// May manage every bucket.
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+    Delete {
+        access_key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    List,
+    Create {
+        name: String,
+        /// The owning access key.
+        #[arg(long)]
+        owner: String,
+        /// Erasure shape "k+m" instead of the cluster default.
+        #[arg(long)]
+        erasure: Option<String>,
+    },
+    /// Delete an empty bucket.
+    Delete {
+        name: String,
+    },
+    /// Allow (or stop) anonymous reads.
+    Public {
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{0}")]
+    Store(#[from] cluster::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+struct Connection {
+    store: ObjectStore,
+}
+
+fn connect_parts(
+    map: MapFile,
+    secret: &[u8],
+    master: MasterKey,
+    site: Option<String>,
+) -> Connection {
+    let grid = Grid::new(
+        map.to_map(),
+        RpcKey::from_secret(secret),
+        ClientOptions::default(),
+    );
+    let cfg = StoreConfig {
+        local_site: site,
+        ..StoreConfig::default()
+    };
+    Connection {
+        store: ObjectStore::new(grid, master, cfg),
+    }
+}
+
+fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
+    match (&args.dir, &args.config) {
+        (Some(dir), _) => {
+            if !dir.join(STATE_FILE).exists() {
+                return Err(AdminError::Usage(format!(
+                    "{} is not a gridstore server directory",
+                    dir.display()
+                )));
+            }
+            let state =
+                ServerState::load_or_create(dir).map_err(|e| AdminError::Usage(e.to_string()))?;
+            let map = MapFile::load(&dir.join(MAP_FILE))?;
+            let master = MasterKey::from_text(&state.master_key)
+                .map_err(|e| AdminError::Usage(e.to_string()))?;
+            Ok(connect_parts(
+                map,
+                state.cluster_secret.as_bytes(),
+                master,
+                None,
+            ))
+        }
+        (None, Some(config)) => {
+            let g = GatewayFile::load(config)?;
+            let map = MapFile::load(&g.cluster_map)?;
+            Ok(connect_parts(
+                map,
+                &g.cluster_secret()?,
+                g.master_key()?,
+                g.site.clone(),
+            ))
+        }
+        (None, None) => Err(AdminError::Usage(
+            "say which grid: --dir DIR (a gridstore server) or --config gw.toml".into(),
+        )),
+    }
+}
+
+fn parse_erasure(s: &str) -> Result<ErasureSpec, AdminError> {
+    let bad = || AdminError::Usage(format!("erasure must look like 4+2, not {s:?}"));
+    let (k, m) = s.split_once('+').ok_or_else(bad)?;
+    Ok(ErasureSpec::new(
+        k.trim().parse().map_err(|_| bad())?,
+        m.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+async fn admin(args: AdminArgs) -> Result<(), AdminError> {
+    let c = connect(&args)?;
+    let s = &c.store;
+    match args.command {
+        AdminCommand::Key(KeyCommand::Create { name, admin }) => {
+            let (ak, sk) = s.create_user(&name, admin, None, None).await?;
+            println!("access key: {ak}");
+            println!("secret key: {sk}");
+        }
+        AdminCommand::Key(KeyCommand::List) => {
+            for u in s.list_users().await? {
+                println!(
+                    "{}\t{}\t{}",
+                    u.access_key,
+                    if u.admin { "admin" } else { "user" },
+                    u.name
+                );
+            }
+        }
+        AdminCommand::Key(KeyCommand::Delete { access_key }) => {
+            if !s.delete_user(&access_key).await? {
+                return Err(AdminError::Usage(format!("no access key {access_key}")));
+            }
+        }
+        AdminCommand::Bucket(BucketCommand::List) => {
+            for b in s.list_buckets().await? {
+                println!(
+                    "{}\towner {}\t{}+{}\t{:?}{}",
+                    b.name,
+                    b.owner,
+                    b.erasure.data,
+                    b.erasure.parity,
+                    b.versioning,
+                    if b.public { "\tpublic" } else { "" }
+                );
+            }
+        }
+        AdminCommand::Bucket(BucketCommand::Create {
+            name,
+            owner,
+            erasure,
+        }) => {
+            let e = erasure.as_deref().map(parse_erasure).transpose()?;
+            s.create_bucket(&name, &owner, e).await?;
+        }
+        AdminCommand::Bucket(BucketCommand::Delete { name }) => s.delete_bucket(&name).await?,
+        AdminCommand::Bucket(BucketCommand::Public { name, state }) => {
+            s.set_public(&name, state == "on").await?
+        }
+        AdminCommand::Status => {
+            for n in &s.grid().map().nodes {
+                let Some(client) = s.grid().client(&n.id) else {
+                    continue;
+                };
+                match client.status().await {
+                    Ok(st) => println!(
+                        "{}\t{}\t{}\tup\t{} shards\t{} MiB used\t{} MiB available",
+                        n.id,
+                        n.site,
+                        n.addr,
+                        st.shard_count,
+                        st.used_bytes >> 20,
+                        st.available_bytes >> 20
+                    ),
+                    Err(e) => println!("{}\t{}\t{}\tDOWN ({e})", n.id, n.site, n.addr),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: AdminArgs) -> ExitCode {
+    match admin(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridstore admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `gridstore gateway --config gw.toml`: S3 in front of the nodes in the
+/// config's cluster map. Users come from the cluster (create them with
+/// `gridstore admin --config gw.toml key create --admin`).
+pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
+    let g = GatewayFile::load(config)?;
+    let map = MapFile::load(&g.cluster_map)?;
+    let c = connect_parts(map, &g.cluster_secret()?, g.master_key()?, g.site.clone());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| AdminError::Usage(format!("signal handler: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(g.listen)
+        .await
+        .map_err(|source| AdminError::Listen {
+            addr: g.listen,
+            source,
+        })?;
+    let cfg = gateway::server::GatewayConfig {
+        region: g.region.clone(),
+        max_requests: g.max_requests,
+        domain: None,
+    };
+    let service = gateway::server::service(c.store, &cfg);
+    let addr = listener.local_addr().map_err(|source| AdminError::Listen {
+        addr: g.listen,
+        source,
+    })?;
+    println!(
+        "gridstore gateway ready: S3 on http://{addr} (region {})",
+        g.region
+    );
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    gateway::server::serve(listener, service, shutdown).await;
+    Ok(())
+}

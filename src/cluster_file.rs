@@ -1,0 +1,191 @@
+//! Files the binary reads and writes: the cluster map as TOML (what a
+//! gateway or admin command connects to) and the gateway's config.
+
+use cluster::secrets::MasterKey;
+use metadata::model::{ClusterMap, Node, NodeState};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn read(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Write `text` to `path` readable by its owner only (it may hold
+/// secrets), atomically.
+pub fn write_private(path: &Path, text: &str) -> Result<(), FileError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapNode {
+    pub id: String,
+    pub addr: String,
+    pub site: String,
+    #[serde(default = "default_capacity")]
+    pub capacity_bytes: u64,
+}
+
+fn default_capacity() -> u64 {
+    1 << 40
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapFile {
+    pub epoch: u64,
+    pub nodes: Vec<MapNode>,
+}
+
+impl MapFile {
+    pub fn load(path: &Path) -> Result<MapFile, FileError> {
+        toml::from_str(&read(path)?).map_err(|e| FileError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), FileError> {
+        let text = toml::to_string(self).map_err(|e| FileError::Invalid(e.to_string()))?;
+        write_private(path, &text)
+    }
+
+    pub fn to_map(&self) -> ClusterMap {
+        ClusterMap {
+            epoch: self.epoch,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| Node {
+                    id: n.id.clone(),
+                    addr: n.addr.clone(),
+                    site: n.site.clone(),
+                    capacity_bytes: n.capacity_bytes,
+                    state: NodeState::Up as i32,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `gridstore gateway --config gw.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// S3 listener.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The cluster map (TOML, as `gridstore server` writes it).
+    pub cluster_map: PathBuf,
+    /// Node RPC secret; or `cluster_secret_file`; or env
+    /// `GRIDSTORE_CLUSTER_SECRET`.
+    pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Master key (64 hex digits or a passphrase of 32+ characters); or
+    /// `master_key_file`; or env `GRIDSTORE_MASTER_KEY`.
+    pub master_key: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    /// The gateway's site (reads prefer shards held there).
+    pub site: Option<String>,
+    #[serde(default = "default_max_requests")]
+    pub max_requests: usize,
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_max_requests() -> usize {
+    256
+}
+
+impl GatewayFile {
+    pub fn load(path: &Path) -> Result<GatewayFile, FileError> {
+        let mut g: GatewayFile = toml::from_str(&read(path)?).map_err(|e| FileError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        // Relative paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            Some(&mut g.cluster_map),
+            g.cluster_secret_file.as_mut(),
+            g.master_key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(g)
+    }
+
+    pub fn cluster_secret(&self) -> Result<Vec<u8>, FileError> {
+        let s = match (&self.cluster_secret, &self.cluster_secret_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(f)) => read(f)?.trim().to_string(),
+            (None, None) => std::env::var("GRIDSTORE_CLUSTER_SECRET").map_err(|_| {
+                FileError::Invalid(
+                    "no cluster secret: set cluster_secret, cluster_secret_file or GRIDSTORE_CLUSTER_SECRET".into(),
+                )
+            })?,
+        };
+        if s.len() < 16 {
+            return Err(FileError::Invalid(
+                "the cluster secret must be at least 16 bytes".into(),
+            ));
+        }
+        Ok(s.into_bytes())
+    }
+
+    pub fn master_key(&self) -> Result<MasterKey, FileError> {
+        let text = match (&self.master_key, &self.master_key_file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(f)) => read(f)?,
+            (None, None) => {
+                return MasterKey::from_env().map_err(|e| FileError::Invalid(e.to_string()))
+            }
+        };
+        MasterKey::from_text(&text).map_err(|e| FileError::Invalid(e.to_string()))
+    }
+}

@@ -1,0 +1,256 @@
+//! `gridstore server DIR`: the gateway and a small grid of storage nodes in
+//! one process, each node on its own sub-folder of DIR and the nodes spread
+//! over sites, so erasure coding, encryption and repair are real from the
+//! first minute. Secrets and the root credentials are generated on first
+//! start and kept in `DIR/server.toml`; restarting on DIR keeps everything.
+
+use crate::cluster_file::{write_private, FileError, MapFile, MapNode};
+use cluster::chunk_io::Grid;
+use cluster::rpc_auth::RpcKey;
+use cluster::secrets::MasterKey;
+use cluster::{ClientOptions, ObjectStore, StoreConfig};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use storage_node::config::IoChoice;
+use storage_node::daemon::LocalNode;
+use storage_node::NodeConfig;
+
+#[derive(Debug, Clone)]
+pub struct ServerArgs {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub nodes: usize,
+    pub sites: usize,
+    pub region: String,
+}
+
+/// What `DIR/server.toml` keeps between starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerState {
+    pub cluster_secret: String,
+    pub master_key: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("storage node {id}: {message}")]
+    Node { id: String, message: String },
+    #[error("{0}")]
+    Store(#[from] cluster::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub const STATE_FILE: &str = "server.toml";
+pub const MAP_FILE: &str = "cluster-map.toml";
+
+impl ServerState {
+    /// Load `DIR/server.toml`, or create it with fresh secrets.
+    pub fn load_or_create(dir: &Path) -> Result<ServerState, ServerError> {
+        let path = dir.join(STATE_FILE);
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|source| FileError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            return toml::from_str(&text).map_err(|e| {
+                ServerError::File(FileError::Parse {
+                    path,
+                    message: e.to_string(),
+                })
+            });
+        }
+        let state = ServerState {
+            cluster_secret: cluster::users::new_secret_key() + &cluster::users::new_secret_key(),
+            master_key: MasterKey::generate_text(),
+            access_key: cluster::users::new_access_key(),
+            secret_key: cluster::users::new_secret_key(),
+        };
+        let text = toml::to_string(&state).map_err(|e| ServerError::Invalid(e.to_string()))?;
+        write_private(&path, &text)?;
+        Ok(state)
+    }
+}
+
+/// The root credentials: `GRIDSTORE_ACCESS_KEY`/`GRIDSTORE_SECRET_KEY`
+/// when both are set (as MinIO's root user variables), else DIR's.
+fn root_credentials(state: &ServerState) -> (String, String) {
+    match (
+        std::env::var("GRIDSTORE_ACCESS_KEY"),
+        std::env::var("GRIDSTORE_SECRET_KEY"),
+    ) {
+        (Ok(a), Ok(s)) if !a.is_empty() && !s.is_empty() => (a, s),
+        _ => (state.access_key.clone(), state.secret_key.clone()),
+    }
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
+    if args.nodes == 0 || args.sites == 0 || args.sites > args.nodes {
+        return Err(ServerError::Invalid(
+            "need at least one node per site".into(),
+        ));
+    }
+    std::fs::create_dir_all(&args.dir).map_err(|source| FileError::Io {
+        path: args.dir.clone(),
+        source,
+    })?;
+    let state = ServerState::load_or_create(&args.dir)?;
+    // Signals first, so a stop during start-up is not lost.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ServerError::Invalid(format!("signal handler: {e}")))?;
+
+    let mut nodes = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..args.nodes {
+        let site = format!("site-{}", i % args.sites);
+        let id = format!("node-{i}");
+        let cfg = NodeConfig {
+            node_id: id.clone(),
+            site: site.clone(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: args.dir.join(&site).join(&id),
+            cluster_secret: Some(state.cluster_secret.clone()),
+            cluster_secret_file: None,
+            quota_bytes: None,
+            reserve_bytes: 256 << 20,
+            io: IoChoice::Auto,
+            shutdown_grace_secs: 10,
+            gc_grace_secs: 86_400,
+            gc_interval_secs: 3_600,
+        };
+        let node = LocalNode::start(&cfg)
+            .await
+            .map_err(|e| ServerError::Node {
+                id: id.clone(),
+                message: e.to_string(),
+            })?;
+        entries.push(MapNode {
+            id,
+            addr: node.addr.to_string(),
+            site,
+            capacity_bytes: 1 << 40,
+        });
+        nodes.push(node);
+    }
+    // Ports change between starts; the epoch only grows.
+    let map_file = MapFile {
+        epoch: cluster::rpc_auth::now_ms(),
+        nodes: entries,
+    };
+    map_file.save(&args.dir.join(MAP_FILE))?;
+    let map = map_file.to_map();
+    let key = RpcKey::from_secret(state.cluster_secret.as_bytes());
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    for n in &map.nodes {
+        let c = cluster::NodeClient::new(n.addr.clone(), key.clone(), opts.clone());
+        if let Err(e) = c.put_map(&map).await {
+            tracing::warn!(node = %n.id, error = %e, "could not hand the cluster map to a node");
+        }
+    }
+    let grid = Grid::new(map, key, opts);
+    let master =
+        MasterKey::from_text(&state.master_key).map_err(|e| ServerError::Invalid(e.to_string()))?;
+    let store = ObjectStore::new(grid, master, StoreConfig::default());
+    let (access_key, secret_key) = root_credentials(&state);
+    store
+        .ensure_user("root", true, &access_key, &secret_key)
+        .await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let cfg = gateway::server::GatewayConfig {
+        region: args.region.clone(),
+        ..Default::default()
+    };
+    let service = gateway::server::service(store.clone(), &cfg);
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), map_file.clone()));
+
+    println!(
+        "gridstore server ready: S3 on http://{addr} (region {})",
+        args.region
+    );
+    println!("access key: {access_key}");
+    println!("secret key: {secret_key}");
+    println!(
+        "try: AWS_ACCESS_KEY_ID={access_key} AWS_SECRET_ACCESS_KEY={secret_key} \
+         aws --endpoint-url http://{addr} s3 ls"
+    );
+    println!(
+        "data: {} ({} nodes on {} sites)",
+        args.dir.display(),
+        args.nodes,
+        args.sites
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping");
+    };
+    gateway::server::serve(listener, service, shutdown).await;
+    housekeeping.abort();
+    for n in nodes {
+        n.stop().await;
+    }
+    Ok(())
+}
+
+/// Hourly: drop chunk references a crashed write left behind, and abort
+/// multipart uploads abandoned for a week.
+async fn housekeeping(store: ObjectStore, map: MapFile) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for n in &map.nodes {
+            match store
+                .sweep_orphan_refs(&n.id, Duration::from_secs(86_400))
+                .await
+            {
+                Ok(r) if r.removed > 0 => {
+                    tracing::info!(node = %n.id, removed = r.removed, "orphan references removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(node = %n.id, error = %e, "orphan sweep failed"),
+            }
+        }
+        match store
+            .abort_stale_uploads(Duration::from_secs(7 * 86_400))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(aborted = n, "stale multipart uploads aborted"),
+            Err(e) => tracing::warn!(error = %e, "stale upload sweep failed"),
+        }
+    }
+}
