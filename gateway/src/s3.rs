@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+const MAX_PUT_BYTES: i64 = 5 << 30;
+
 /// The S3 front end of one gateway.
 pub struct S3Gateway {
     store: ObjectStore,
@@ -350,6 +352,10 @@ impl S3 for S3Gateway {
             req.input.checksum_algorithm.as_ref().map(|a| a.as_str()),
         );
         let i = req.input;
+        // S3's limit for one PUT; larger objects go by multipart.
+        if i.content_length.is_some_and(|l| l > MAX_PUT_BYTES) {
+            return Err(s3_error!(EntityTooLarge, "a single PUT is at most 5 GiB"));
+        }
         let expected = convert::sent_checksums(
             i.checksum_crc32.as_ref(),
             i.checksum_crc32c.as_ref(),

@@ -311,7 +311,12 @@ async fn status_error(what: &str, response: Response<Incoming>) -> OpError {
         quote.truncate(end);
         quote.push('…');
     }
-    if quote.is_empty() {
+    if quote.is_empty() && status == StatusCode::FORBIDDEN {
+        // HEAD answers carry no error document to say why.
+        OpError(format!(
+            "{what}: HTTP {status} (are the access key and secret key right?)"
+        ))
+    } else if quote.is_empty() {
         OpError(format!("{what}: HTTP {status}"))
     } else {
         OpError(format!("{what}: HTTP {status}: {quote}"))

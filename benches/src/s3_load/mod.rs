@@ -122,11 +122,11 @@ fn parse_concurrency(text: &str) -> Result<usize, String> {
 pub enum S3BenchError {
     #[error("{0}")]
     Options(String),
-    #[error("no {what}: pass --{flag} or set {env}")]
+    #[error("no {what}: pass --{flag} or set {} or {}", .vars[0], .vars[1])]
     MissingCredential {
         what: &'static str,
         flag: &'static str,
-        env: &'static str,
+        vars: [&'static str; 2],
     },
     #[error("endpoint {endpoint:?}: {reason}")]
     Endpoint { endpoint: String, reason: String },
@@ -178,6 +178,9 @@ pub struct S3Report {
     pub by_op: Vec<OpStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// With `--keep`: where the run's objects are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
     /// What went wrong around the measurement (preparing, cleaning up).
     pub warnings: Vec<String>,
 }
@@ -215,6 +218,9 @@ fn validate(args: &S3Args) -> Result<(), S3BenchError> {
     if args.duration.is_zero() {
         return fail("--duration must be above zero".into());
     }
+    if Instant::now().checked_add(args.duration).is_none() {
+        return fail(format!("--duration {:?} is too long", args.duration));
+    }
     if args.timeout.is_zero() {
         return fail("--timeout must be above zero".into());
     }
@@ -234,6 +240,7 @@ fn validate(args: &S3Args) -> Result<(), S3BenchError> {
     Ok(())
 }
 
+/// The flag, else the first of `vars` that is set.
 fn credential(
     given: &Option<String>,
     what: &'static str,
@@ -245,15 +252,7 @@ fn credential(
     }
     vars.iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .ok_or(S3BenchError::MissingCredential {
-            what,
-            flag,
-            env: if flag == "access-key" {
-                "GRIDSTORE_ACCESS_KEY or AWS_ACCESS_KEY_ID"
-            } else {
-                "GRIDSTORE_SECRET_KEY or AWS_SECRET_ACCESS_KEY"
-            },
-        })
+        .ok_or(S3BenchError::MissingCredential { what, flag, vars })
 }
 
 /// Everything the workers share.
@@ -331,7 +330,9 @@ async fn run_async(
     }
 
     let start = Instant::now();
-    let deadline = start + args.duration;
+    let deadline = start.checked_add(args.duration).ok_or_else(|| {
+        S3BenchError::Options(format!("--duration {:?} is too long", args.duration))
+    })?;
     let workers: Vec<_> = (0..args.concurrency as u64)
         .map(|id| tokio::spawn(worker(Arc::clone(&ctx), id, deadline)))
         .collect();
@@ -342,16 +343,16 @@ async fn run_async(
     }
     let elapsed = start.elapsed();
 
-    if args.keep {
-        warnings.push(format!(
-            "kept the objects under s3://{}/{}",
-            args.bucket, ctx.prefix
-        ));
-    } else if let Err(e) = cleanup(&ctx).await {
-        warnings.push(format!(
-            "clean-up of s3://{}/{}: {e}",
-            args.bucket, ctx.prefix
-        ));
+    let kept = args
+        .keep
+        .then(|| format!("s3://{}/{}", args.bucket, ctx.prefix));
+    if !args.keep {
+        if let Err(e) = cleanup(&ctx).await {
+            warnings.push(format!(
+                "clean-up of s3://{}/{}: {e}",
+                args.bucket, ctx.prefix
+            ));
+        }
     }
 
     let total = ctx.recorder.total(elapsed);
@@ -384,6 +385,7 @@ async fn run_async(
             .map(|(op, stats)| OpStats { op, stats })
             .collect(),
         first_error: ctx.recorder.first_error(),
+        kept,
         warnings,
     })
 }
@@ -417,7 +419,7 @@ async fn prepare(
                 // Distinct from the workers' seeds (those count from 0).
                 let mut rng = worker_rng(ctx.run_id, u64::MAX - id);
                 let block = random_block(&mut rng, ctx.size);
-                let mut failed = Vec::new();
+                let mut first_error = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= wanted {
@@ -427,25 +429,27 @@ async fn prepare(
                     let body = ObjectBody::new(block.clone(), ctx.run_id, i as u64, ctx.size);
                     match ctx.timed(ctx.s3.put(&key, body)).await {
                         Ok(_) => ctx.pool.insert(key),
-                        Err(e) => failed.push(e.0),
+                        Err(e) => {
+                            first_error.get_or_insert(e.0);
+                        }
                     }
                 }
-                failed
+                first_error
             })
         })
         .collect();
-    let mut failures = Vec::new();
+    let mut first_error = None;
     for uploader in uploaders {
-        match uploader.await {
-            Ok(failed) => failures.extend(failed),
-            Err(e) => failures.push(format!("an uploader stopped: {e}")),
+        let error = match uploader.await {
+            Ok(error) => error,
+            Err(e) => Some(format!("an uploader stopped: {e}")),
+        };
+        if first_error.is_none() {
+            first_error = error;
         }
     }
     let uploaded = ctx.pool.len();
-    let failed = failures
-        .into_iter()
-        .next()
-        .map(|first| (wanted - uploaded, first));
+    let failed = first_error.map(|first| (wanted - uploaded, first));
     (uploaded, failed)
 }
 
@@ -738,6 +742,9 @@ pub fn table(report: &S3Report) -> String {
     }
     if let Some(error) = &report.first_error {
         let _ = writeln!(out, "\nfirst error: {error}");
+    }
+    if let Some(kept) = &report.kept {
+        let _ = writeln!(out, "objects kept under {kept}");
     }
     for warning in &report.warnings {
         let _ = writeln!(out, "warning: {warning}");
