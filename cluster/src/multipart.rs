@@ -177,6 +177,7 @@ impl ObjectStore {
                 .map(|a| a.name().to_string())
                 .unwrap_or_default(),
             erasure: Some(erasure),
+            ..Default::default()
         };
         let op = MetaOp::put(
             Table::Uploads,
@@ -187,7 +188,8 @@ impl ObjectStore {
         Ok(info_of(&u))
     }
 
-    async fn open_upload(
+    /// The upload record, closed or not.
+    async fn upload_record(
         &self,
         b: &BucketCtx,
         key: &str,
@@ -198,12 +200,21 @@ impl ObjectStore {
         let table_key = layout::upload_key(b.id(), key, &id);
         let answers = replicas::read(self.grid(), &b.replicas, Table::Uploads, &table_key).await?;
         let (winner, _) = replicas::pick_latest(answers, upload_revision);
-        let u: MultipartUpload = match winner {
-            Some(bytes) => decode("upload", &bytes)?,
-            None => return Err(no_upload()),
-        };
+        match winner {
+            Some(bytes) => Ok((decode("upload", &bytes)?, id)),
+            None => Err(no_upload()),
+        }
+    }
+
+    async fn open_upload(
+        &self,
+        b: &BucketCtx,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(MultipartUpload, Vec<u8>)> {
+        let (u, id) = self.upload_record(b, key, upload_id).await?;
         if u.closed {
-            return Err(no_upload());
+            return Err(Error::NoSuchUpload(upload_id.to_string()));
         }
         Ok((u, id))
     }
@@ -334,7 +345,23 @@ impl ObjectStore {
         parts: &[CompletedPart],
     ) -> Result<PutResult> {
         let b = self.bucket(bucket).await?;
-        let (u, id) = self.open_upload(&b, key, upload_id).await?;
+        let (u, id) = self.upload_record(&b, key, upload_id).await?;
+        if u.closed {
+            // Completing again (a client retry) gets the first answer.
+            if u.completed_etag.is_empty() {
+                return Err(Error::NoSuchUpload(upload_id.to_string()));
+            }
+            let vid = VersionId::from_slice(&u.completed_version);
+            return Ok(PutResult {
+                version_id: vid
+                    .filter(|_| b.versioning() == VersioningState::Enabled)
+                    .map(|v| v.to_text()),
+                etag: u.completed_etag.clone(),
+                size: u.completed_size,
+                checksums: BTreeMap::new(),
+                last_modified_ms: vid.map_or(0, |v| v.time_ms()),
+            });
+        }
         if parts.is_empty() {
             return Err(Error::InvalidArgument(
                 "a multipart upload needs at least one part".into(),
@@ -442,7 +469,11 @@ impl ObjectStore {
             tags,
         };
         self.commit_version(&b, &v, &referrer).await?;
-        self.close_upload(&b, &u, &id, &stored).await?;
+        let mut done = u.clone();
+        done.completed_etag = etag.clone();
+        done.completed_version = vid.0.to_vec();
+        done.completed_size = size;
+        self.close_upload(&b, &done, &id, &stored).await?;
         Ok(PutResult {
             version_id: (!null).then(|| vid.to_text()),
             etag,

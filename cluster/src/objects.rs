@@ -88,6 +88,9 @@ pub struct PutOptions {
     /// uploads): read once the body has ended, checked before the write
     /// is committed. Their algorithms belong in `checksums`.
     pub trailer: Option<Trailer>,
+    /// Conditional write (If-Match / If-None-Match against the current
+    /// object), checked before the data is read and again at commit.
+    pub write_conditions: Conditions,
 }
 
 /// A source of checksums known only after the body (name → base64).
@@ -231,11 +234,16 @@ impl ObjectStore {
         naming::check_object_key(key)?;
         let b = self.bucket(bucket).await?;
         let erasure = self.erasure_for(&b.record, opts.storage_class.as_deref())?;
-        let vid = self.inner.hlc.next();
+        self.check_write_conditions(&b, key, &opts.write_conditions)
+            .await?;
+        // Chunks are referenced under the id the write starts with; the
+        // version takes a fresh id when it commits, so of two overlapping
+        // writes the one that finishes last is the object (as S3).
+        let write_id = self.inner.hlc.next();
         let referrer = Referrer {
             bucket_id: b.id().to_vec(),
             key: key.to_string(),
-            version: vid.0.to_vec(),
+            version: write_id.0.to_vec(),
             part_number: 0,
         };
         let mut algorithms = opts.checksums.clone();
@@ -261,6 +269,24 @@ impl ObjectStore {
         if let Err(e) = verify_digests(&written.digests, opts.content_md5.as_ref(), &expected) {
             chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
             return Err(e);
+        }
+        if let Err(e) = self
+            .check_write_conditions(&b, key, &opts.write_conditions)
+            .await
+        {
+            chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
+            return Err(e);
+        }
+        let vid = self.inner.hlc.next();
+        let version_referrer = Referrer {
+            version: vid.0.to_vec(),
+            ..referrer.clone()
+        };
+        if !written.chunks.is_empty() {
+            if let Err(e) = chunk_stream::add_refs(self, &version_referrer, &written.chunks).await {
+                chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
+                return Err(e);
+            }
         }
         let null = b.versioning() != VersioningState::Enabled;
         let v = ObjectVersion {
@@ -288,7 +314,10 @@ impl ObjectStore {
                 .unwrap_or_default(),
             tags: opts.tags,
         };
-        self.commit_version(&b, &v, &referrer).await?;
+        let committed = self.commit_version(&b, &v, &version_referrer).await;
+        // The write-time references are no longer needed either way.
+        chunk_stream::remove_refs(self, &referrer, &v.chunks).await;
+        committed?;
         Ok(PutResult {
             version_id: (!null).then(|| vid.to_text()),
             etag: v.etag,
@@ -296,6 +325,43 @@ impl ObjectStore {
             checksums: v.checksums,
             last_modified_ms: v.created_ms,
         })
+    }
+
+    /// S3 conditional writes against the current object: If-None-Match
+    /// ("*" or an ETag) fails with 412 when it matches; If-Match fails with
+    /// 404 when there is no object and 412 when the ETag differs.
+    pub(crate) async fn check_write_conditions(
+        &self,
+        b: &BucketCtx,
+        key: &str,
+        c: &Conditions,
+    ) -> Result<()> {
+        if c.if_match.is_none() && c.if_none_match.is_none() {
+            return Ok(());
+        }
+        let current = self
+            .latest_version(b, key)
+            .await?
+            .filter(|v| !v.delete_marker);
+        if let Some(m) = &c.if_match {
+            match &current {
+                None => {
+                    return Err(Error::NoSuchKey {
+                        bucket: b.name().to_string(),
+                        key: key.to_string(),
+                        delete_marker: None,
+                    })
+                }
+                Some(v) if !etag_matches(m, &v.etag) => return Err(Error::PreconditionFailed),
+                Some(_) => {}
+            }
+        }
+        if let (Some(m), Some(v)) = (&c.if_none_match, &current) {
+            if etag_matches(m, &v.etag) {
+                return Err(Error::PreconditionFailed);
+            }
+        }
+        Ok(())
     }
 
     /// Write a new version's manifest; on failure drop its chunk
@@ -465,6 +531,7 @@ impl ObjectStore {
             customer_key: opts.customer_key.clone(),
             tags,
             trailer: None,
+            write_conditions: Conditions::default(),
         };
         self.put_object(dst_bucket, dst_key, body, put).await
     }
@@ -476,13 +543,13 @@ fn part_range(v: &ObjectVersion, p: u32) -> Result<(u64, u64)> {
         return if p == 1 {
             Ok((0, v.size))
         } else {
-            Err(Error::InvalidRange { size: v.size })
+            Err(Error::InvalidPart { part: p })
         };
     }
     let i = (p as usize)
         .checked_sub(1)
         .filter(|i| *i < v.part_sizes.len())
-        .ok_or(Error::InvalidRange { size: v.size })?;
+        .ok_or(Error::InvalidPart { part: p })?;
     let start: u64 = v.part_sizes[..i].iter().sum();
     Ok((start, start + v.part_sizes[i]))
 }

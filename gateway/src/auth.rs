@@ -101,6 +101,8 @@ impl S3Access for PublicReadAccess {
         }
         match self.store.head_bucket(&bucket).await {
             Ok(b) if b.public => Ok(()),
+            // A missing bucket is no secret (its name is free for anyone).
+            Err(cluster::Error::NoSuchBucket(_)) => Err(s3_error!(NoSuchBucket)),
             _ => Err(s3_error!(AccessDenied)),
         }
     }

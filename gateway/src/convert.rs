@@ -190,7 +190,8 @@ pub fn split_metadata(
 /// URL-encode a key for `encoding-type=url` listings.
 pub fn encode_key(key: &str, url: bool) -> String {
     if url {
-        urlencoding::encode(key).into_owned()
+        // As AWS: everything but unreserved characters and '/'.
+        urlencoding::encode(key).replace("%2F", "/")
     } else {
         key.to_string()
     }

@@ -60,21 +60,51 @@ impl S3Gateway {
 
     /// The bucket is the caller's (or the caller is an admin); anonymous
     /// callers passed the access check only for reads of public buckets.
-    async fn authorize<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<()> {
-        let Some(creds) = &req.credentials else {
-            return Ok(());
-        };
+    async fn authorize<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+    ) -> S3Result<cluster::BucketInfo> {
         let info = self.store.head_bucket(bucket).await.map_err(to_s3)?;
+        let Some(creds) = &req.credentials else {
+            return Ok(info);
+        };
         if info.owner == creds.access_key {
-            return Ok(());
+            return Ok(info);
         }
         match self.auth.lookup(&creds.access_key).await? {
-            Some((_, true)) => Ok(()),
+            Some((_, true)) => Ok(info),
             _ => Err(s3_error!(
                 AccessDenied,
                 "the bucket belongs to another user"
             )),
         }
+    }
+
+    fn acl(owner_id: &str, public: bool) -> (Option<Owner>, Option<Vec<Grant>>) {
+        let mut grants = vec![Grant {
+            grantee: Some(Grantee {
+                display_name: Some(owner_id.to_string()),
+                email_address: None,
+                id: Some(owner_id.to_string()),
+                type_: Type::from_static(Type::CANONICAL_USER),
+                uri: None,
+            }),
+            permission: Some(Permission::from_static(Permission::FULL_CONTROL)),
+        }];
+        if public {
+            grants.push(Grant {
+                grantee: Some(Grantee {
+                    display_name: None,
+                    email_address: None,
+                    id: None,
+                    type_: Type::from_static(Type::GROUP),
+                    uri: Some("http://acs.amazonaws.com/groups/global/AllUsers".into()),
+                }),
+                permission: Some(Permission::from_static(Permission::READ)),
+            });
+        }
+        (Some(owner(owner_id)), Some(grants))
     }
 }
 
@@ -155,6 +185,28 @@ fn check_tags(tags: &BTreeMap<String, String>) -> S3Result<()> {
     Ok(())
 }
 
+fn strip_aws_chunked(v: Option<String>) -> Option<String> {
+    let v = v?;
+    let kept: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
+}
+
+/// Canned ACLs gridstore honours: private, or anonymous reads.
+fn is_public_acl(acl: &str) -> S3Result<bool> {
+    match acl {
+        "private" | "bucket-owner-full-control" | "bucket-owner-read" => Ok(false),
+        "public-read" => Ok(true),
+        other => Err(s3_error!(
+            NotImplemented,
+            "canned ACL {other} is not supported"
+        )),
+    }
+}
+
 fn storage_class(s: Option<StorageClass>) -> Option<String> {
     s.map(|c| c.as_str().to_string())
 }
@@ -202,19 +254,31 @@ impl S3 for S3Gateway {
         let me = Self::caller(&req)?.to_string();
         let admin = matches!(self.auth.lookup(&me).await?, Some((_, true)));
         let buckets = self.store.list_buckets().await.map_err(to_s3)?;
-        let list = buckets
+        let after = req.input.continuation_token.clone().unwrap_or_default();
+        let prefix = req.input.prefix.clone().unwrap_or_default();
+        let max = req
+            .input
+            .max_buckets
+            .map_or(usize::MAX, |m| m.clamp(1, 10_000) as usize);
+        let mut mine = buckets
             .into_iter()
-            .filter(|b| admin || b.owner == me)
+            .filter(|b| (admin || b.owner == me) && b.name.starts_with(&prefix) && b.name > after);
+        let list: Vec<Bucket> = mine
+            .by_ref()
+            .take(max)
             .map(|b| Bucket {
                 bucket_region: Some(self.region.clone()),
                 creation_date: Some(convert::timestamp(b.created_ms)),
                 name: Some(b.name),
             })
             .collect();
+        let more = mine.next().is_some();
+        let token = list.last().and_then(|b| b.name.clone()).filter(|_| more);
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(list),
             owner: Some(owner(&me)),
-            ..Default::default()
+            continuation_token: token,
+            prefix: req.input.prefix,
         }))
     }
 
@@ -238,10 +302,18 @@ impl S3 for S3Gateway {
                 ));
             }
         }
-        self.store
-            .create_bucket(&req.input.bucket, &me, None)
-            .await
-            .map_err(to_s3)?;
+        match self.store.create_bucket(&req.input.bucket, &me, None).await {
+            Ok(_) => {}
+            // us-east-1 answers a repeated create by the owner with 200.
+            Err(cluster::Error::BucketAlreadyOwnedByYou(_)) if self.region == "us-east-1" => {}
+            Err(e) => return Err(to_s3(e)),
+        }
+        if let Some(acl) = &req.input.acl {
+            self.store
+                .set_public(&req.input.bucket, is_public_acl(acl.as_str())?)
+                .await
+                .map_err(to_s3)?;
+        }
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", req.input.bucket)),
         }))
@@ -375,7 +447,7 @@ impl S3 for S3Gateway {
                 [
                     ("cache-control", i.cache_control),
                     ("content-disposition", i.content_disposition),
-                    ("content-encoding", i.content_encoding),
+                    ("content-encoding", strip_aws_chunked(i.content_encoding)),
                     ("content-language", i.content_language),
                     (
                         "expires",
@@ -390,6 +462,12 @@ impl S3 for S3Gateway {
             customer_key: customer.clone(),
             tags: parse_tagging(i.tagging.as_deref())?,
             trailer,
+            write_conditions: convert::conditions(
+                i.if_match.as_ref(),
+                i.if_none_match.as_ref(),
+                None,
+                None,
+            ),
         };
         let r = self
             .store
@@ -397,6 +475,8 @@ impl S3 for S3Gateway {
             .await
             .map_err(to_s3)?;
         let mut out = PutObjectOutput {
+            checksum_type: (!r.checksums.is_empty())
+                .then(|| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             e_tag: Some(convert::etag(&r.etag)),
             version_id: r.version_id,
             size: Some(r.size as i64),
@@ -472,6 +552,10 @@ impl S3 for S3Gateway {
                 .response_content_language
                 .or_else(|| std_headers.get("content-language").cloned()),
             e_tag: Some(convert::etag(&info.etag)),
+            expires: std_headers
+                .get("expires")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(convert::timestamp),
             last_modified: Some(convert::timestamp(info.last_modified_ms)),
             metadata: (!user.is_empty()).then_some(user),
             parts_count: (info.parts > 0 && i.part_number.is_some()).then_some(info.parts as i32),
@@ -538,6 +622,10 @@ impl S3 for S3Gateway {
             content_encoding: std_headers.get("content-encoding").cloned(),
             content_language: std_headers.get("content-language").cloned(),
             e_tag: Some(convert::etag(&info.etag)),
+            expires: std_headers
+                .get("expires")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(convert::timestamp),
             last_modified: Some(convert::timestamp(info.last_modified_ms)),
             metadata: (!user.is_empty()).then_some(user),
             parts_count: (info.parts > 0 && i.part_number.is_some()).then_some(info.parts as i32),
@@ -652,6 +740,18 @@ impl S3 for S3Gateway {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == "REPLACE");
+        if src_bucket == i.bucket
+            && src_key == i.key
+            && src_version.is_none()
+            && !replace
+            && i.storage_class.is_none()
+            && i.sse_customer_key.is_none()
+        {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
         let replace_tags = i
             .tagging_directive
             .as_ref()
@@ -677,7 +777,10 @@ impl S3 for S3Gateway {
                         [
                             ("cache-control", i.cache_control.clone()),
                             ("content-disposition", i.content_disposition.clone()),
-                            ("content-encoding", i.content_encoding.clone()),
+                            (
+                                "content-encoding",
+                                strip_aws_chunked(i.content_encoding.clone()),
+                            ),
                             ("content-language", i.content_language.clone()),
                             (
                                 "expires",
@@ -723,7 +826,7 @@ impl S3 for S3Gateway {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let _slot = self.slot()?;
-        self.authorize(&req, &req.input.bucket).await?;
+        let bucket_info = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let url = url_encoding(&i.encoding_type);
         let page = self
@@ -748,13 +851,13 @@ impl S3 for S3Gateway {
             .map(|m| convert::encode_key(&m, url));
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket),
-            prefix: Some(convert::encode_key(&i.prefix.unwrap_or_default(), url)),
-            marker: i.marker.map(|m| convert::encode_key(&m, url)),
+            prefix: Some(i.prefix.unwrap_or_default()),
+            marker: Some(convert::encode_key(&i.marker.unwrap_or_default(), url)),
             max_keys: Some(max_keys(i.max_keys) as i32),
             is_truncated: Some(page.is_truncated),
-            contents: Some(objects_of(&page.objects, url)),
+            contents: Some(objects_of(&page.objects, url, Some(&bucket_info.owner))),
             common_prefixes: Some(prefixes_of(&page.common_prefixes, url)),
-            delimiter: i.delimiter.map(|d| convert::encode_key(&d, url)),
+            delimiter: i.delimiter.filter(|d| !d.is_empty()),
             next_marker,
             encoding_type: i.encoding_type,
             ..Default::default()
@@ -766,7 +869,7 @@ impl S3 for S3Gateway {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let _slot = self.slot()?;
-        self.authorize(&req, &req.input.bucket).await?;
+        let bucket_info = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let url = url_encoding(&i.encoding_type);
         let after = match &i.continuation_token {
@@ -791,9 +894,10 @@ impl S3 for S3Gateway {
             .await
             .map_err(to_s3)?;
         let count = page.objects.len() + page.common_prefixes.len();
+        let fetch_owner = i.fetch_owner.unwrap_or(false);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket),
-            prefix: Some(convert::encode_key(&i.prefix.unwrap_or_default(), url)),
+            prefix: Some(i.prefix.unwrap_or_default()),
             max_keys: Some(max_keys(i.max_keys) as i32),
             key_count: Some(count as i32),
             continuation_token: i.continuation_token,
@@ -803,9 +907,13 @@ impl S3 for S3Gateway {
                 .as_ref()
                 .filter(|_| page.is_truncated)
                 .map(|k| cluster::checksum::b64(k.as_bytes())),
-            contents: Some(objects_of(&page.objects, url)),
+            contents: Some(objects_of(
+                &page.objects,
+                url,
+                fetch_owner.then_some(bucket_info.owner.as_str()),
+            )),
             common_prefixes: Some(prefixes_of(&page.common_prefixes, url)),
-            delimiter: i.delimiter.map(|d| convert::encode_key(&d, url)),
+            delimiter: i.delimiter.filter(|d| !d.is_empty()),
             encoding_type: i.encoding_type,
             start_after: i.start_after.map(|s| convert::encode_key(&s, url)),
             ..Default::default()
@@ -861,7 +969,7 @@ impl S3 for S3Gateway {
         Ok(S3Response::new(ListObjectVersionsOutput {
             common_prefixes: Some(prefixes_of(&page.common_prefixes, url)),
             delete_markers: Some(markers),
-            delimiter: i.delimiter,
+            delimiter: i.delimiter.filter(|d| !d.is_empty()),
             encoding_type: i.encoding_type,
             is_truncated: Some(page.is_truncated),
             key_marker: i.key_marker,
@@ -900,7 +1008,7 @@ impl S3 for S3Gateway {
                 [
                     ("cache-control", i.cache_control),
                     ("content-disposition", i.content_disposition),
-                    ("content-encoding", i.content_encoding),
+                    ("content-encoding", strip_aws_chunked(i.content_encoding)),
                     ("content-language", i.content_language),
                     (
                         "expires",
@@ -991,16 +1099,19 @@ impl S3 for S3Gateway {
         let i = req.input;
         let range = match &i.copy_source_range {
             Some(r) => {
-                let r = r.strip_prefix("bytes=").unwrap_or(r);
-                let (a, b) = r
-                    .split_once('-')
-                    .ok_or_else(|| s3_error!(InvalidArgument, "bad x-amz-copy-source-range"))?;
-                let a: u64 = a
-                    .parse()
-                    .map_err(|_| s3_error!(InvalidArgument, "bad range"))?;
-                let b: u64 = b
-                    .parse()
-                    .map_err(|_| s3_error!(InvalidArgument, "bad range"))?;
+                let bad = || {
+                    s3_error!(
+                        InvalidArgument,
+                        "x-amz-copy-source-range must be bytes=first-last"
+                    )
+                };
+                let r = r.strip_prefix("bytes=").ok_or_else(bad)?;
+                let (a, b) = r.split_once('-').ok_or_else(bad)?;
+                let a: u64 = a.parse().map_err(|_| bad())?;
+                let b: u64 = b.parse().map_err(|_| bad())?;
+                if b < a {
+                    return Err(bad());
+                }
                 Some(cluster::ByteRange::FromTo(a, b))
             }
             None => None,
@@ -1032,6 +1143,15 @@ impl S3 for S3Gateway {
                 cluster::Error::NotModified { .. } => s3_error!(PreconditionFailed),
                 e => to_s3(e),
             })?;
+        if let (Some(cluster::ByteRange::FromTo(_, last)), Some((_, end))) = (range, src.range) {
+            // S3 refuses a copy range that runs past the source.
+            if last + 1 > end {
+                return Err(s3_error!(
+                    InvalidRange,
+                    "the copy range runs past the source object"
+                ));
+            }
+        }
         let body = src.body.map_err(|e| e.to_string());
         let p = self
             .store
@@ -1090,6 +1210,8 @@ impl S3 for S3Gateway {
             .await
             .map_err(to_s3)?;
         let mut out = CompleteMultipartUploadOutput {
+            checksum_type: (!r.checksums.is_empty())
+                .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),
             bucket: Some(i.bucket.clone()),
             key: Some(i.key.clone()),
             e_tag: Some(convert::etag(&r.etag)),
@@ -1222,6 +1344,77 @@ impl S3 for S3Gateway {
         }))
     }
 
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        let info = self.authorize(&req, &req.input.bucket).await?;
+        let (owner, grants) = Self::acl(&info.owner, info.public);
+        Ok(S3Response::new(GetBucketAclOutput { grants, owner }))
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        Self::caller(&req)?;
+        self.authorize(&req, &req.input.bucket).await?;
+        let public = match &req.input.acl {
+            Some(acl) => is_public_acl(acl.as_str())?,
+            None => return Err(s3_error!(NotImplemented, "only canned ACLs are supported")),
+        };
+        self.store
+            .set_public(&req.input.bucket, public)
+            .await
+            .map_err(to_s3)?;
+        Ok(S3Response::new(PutBucketAclOutput::default()))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        let info = self.authorize(&req, &req.input.bucket).await?;
+        self.store
+            .head_object(
+                &req.input.bucket,
+                &req.input.key,
+                &GetOptions {
+                    version: req.input.version_id.clone(),
+                    ..GetOptions::default()
+                },
+            )
+            .await
+            .map_err(to_s3)?;
+        let (owner, grants) = Self::acl(&info.owner, info.public);
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants,
+            owner,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        Self::caller(&req)?;
+        let info = self.authorize(&req, &req.input.bucket).await?;
+        // Objects share their bucket's access: an ACL that says the same
+        // is accepted, one that would differ is refused, never ignored.
+        let wanted = match &req.input.acl {
+            Some(acl) => is_public_acl(acl.as_str())?,
+            None => info.public,
+        };
+        if wanted != info.public {
+            return Err(s3_error!(
+                NotImplemented,
+                "per-object ACLs are not supported; set the bucket's ACL"
+            ));
+        }
+        Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+
     async fn get_object_tagging(
         &self,
         req: S3Request<GetObjectTaggingInput>,
@@ -1299,13 +1492,14 @@ impl S3 for S3Gateway {
     }
 }
 
-fn objects_of(objects: &[cluster::ObjectInfo], url: bool) -> Vec<Object> {
+fn objects_of(objects: &[cluster::ObjectInfo], url: bool, owner_id: Option<&str>) -> Vec<Object> {
     objects
         .iter()
         .map(|o| Object {
             e_tag: Some(convert::etag(&o.etag)),
             key: Some(convert::encode_key(&o.key, url)),
             last_modified: Some(convert::timestamp(o.last_modified_ms)),
+            owner: owner_id.map(owner),
             size: Some(o.size as i64),
             storage_class: Some(ObjectStorageClass::from(o.storage_class.clone())),
             ..Default::default()

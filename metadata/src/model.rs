@@ -255,6 +255,14 @@ pub struct MultipartUpload {
     /// Erasure shape the parts are sealed with.
     #[prost(message, optional, tag = "13")]
     pub erasure: Option<ErasureSpec>,
+    /// Set when completed: the object's ETag, version id and size, so a
+    /// repeated CompleteMultipartUpload gets the same answer.
+    #[prost(string, tag = "14")]
+    pub completed_etag: String,
+    #[prost(bytes = "vec", tag = "15")]
+    pub completed_version: Vec<u8>,
+    #[prost(uint64, tag = "16")]
+    pub completed_size: u64,
 }
 
 impl Record for MultipartUpload {

@@ -71,6 +71,9 @@ fn every_record_round_trips() {
         sse_customer_key_md5: String::new(),
         checksum_algorithm: "SHA256".into(),
         erasure: Some(ErasureSpec::new(4, 1)),
+        completed_etag: "abc-2".into(),
+        completed_version: vec![1; VERSION_ID_LEN],
+        completed_size: 99,
     };
     assert_eq!(
         MultipartUpload::decode_record(&u.encode_record()).unwrap(),

@@ -382,7 +382,30 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
             ok_record(&result)
         }
         Op::RefsAdd | Op::RefsRemove => {
-            let list = read_record::<api::RefList>(node, req, content_hash).await?;
+            let mut list = read_record::<api::RefList>(node, req, content_hash).await?;
+            if op == Op::RefsAdd {
+                // A reference added without the shard hashes (a dedup hit or
+                // a new referrer of stored chunks) inherits them from one
+                // that has them, so keyless rebuilds keep their forgery
+                // check whoever referenced the chunk first.
+                let n = node.clone();
+                list = blocking(move || {
+                    for r in list.refs.iter_mut().filter(|r| r.shard_hashes.is_empty()) {
+                        let page = n.db.scan_prefix(Table::ChunkRefs, &r.chunk_id, None, 8)?;
+                        for (_, v) in page.items {
+                            if let Ok(other) = ChunkReference::decode_record(&v) {
+                                if !other.shard_hashes.is_empty() && other.erasure == r.erasure {
+                                    r.shard_hashes = other.shard_hashes;
+                                    r.shard_len = other.shard_len;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(list)
+                })
+                .await?;
+            }
             let mut b = Batch::new();
             for r in &list.refs {
                 // Decoding validated every reference, so each has a key.
