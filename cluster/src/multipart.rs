@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::naming;
 use crate::node_api::MetaOp;
-use crate::objects::{verify_digests, PutResult};
+use crate::objects::{verify_digests, Conditions, PutResult};
 use crate::replicas::{self, MergedScan};
 use crate::secrets::CustomerKey;
 use crate::store::{decode, BucketCtx, ObjectStore};
@@ -344,6 +344,20 @@ impl ObjectStore {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> Result<PutResult> {
+        self.complete_multipart_upload_if(bucket, key, upload_id, parts, &Conditions::default())
+            .await
+    }
+
+    /// Complete an upload if the current object meets `conditions`
+    /// (If-Match / If-None-Match, as a conditional PUT).
+    pub async fn complete_multipart_upload_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+        conditions: &Conditions,
+    ) -> Result<PutResult> {
         let b = self.bucket(bucket).await?;
         let (u, id) = self.upload_record(&b, key, upload_id).await?;
         if u.closed {
@@ -358,7 +372,7 @@ impl ObjectStore {
                     .map(|v| v.to_text()),
                 etag: u.completed_etag.clone(),
                 size: u.completed_size,
-                checksums: BTreeMap::new(),
+                checksums: u.completed_checksums.clone(),
                 last_modified_ms: vid.map_or(0, |v| v.time_ms()),
             });
         }
@@ -367,15 +381,25 @@ impl ObjectStore {
                 "a multipart upload needs at least one part".into(),
             ));
         }
-        if parts
+        // A part listed twice in a row (a resent part) counts once: its
+        // last mention, as the last upload of a part number is the part.
+        let mut listed: Vec<&CompletedPart> = Vec::with_capacity(parts.len());
+        for p in parts {
+            match listed.last_mut() {
+                Some(last) if last.part_number == p.part_number => *last = p,
+                _ => listed.push(p),
+            }
+        }
+        if listed
             .windows(2)
             .any(|w| w[0].part_number >= w[1].part_number)
         {
             return Err(Error::InvalidPartOrder);
         }
+        self.check_write_conditions(&b, key, conditions).await?;
         let stored = self.parts_of(&b, &id).await?;
-        let mut chosen: Vec<&Part> = Vec::with_capacity(parts.len());
-        for want in parts {
+        let mut chosen: Vec<&Part> = Vec::with_capacity(listed.len());
+        for want in listed {
             let p = stored
                 .get(&want.part_number)
                 .filter(|p| p.etag == want.etag.trim().trim_matches('"'))
@@ -473,6 +497,7 @@ impl ObjectStore {
         done.completed_etag = etag.clone();
         done.completed_version = vid.0.to_vec();
         done.completed_size = size;
+        done.completed_checksums = checksums.clone();
         self.close_upload(&b, &done, &id, &stored).await?;
         Ok(PutResult {
             version_id: (!null).then(|| vid.to_text()),

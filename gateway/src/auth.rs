@@ -96,14 +96,16 @@ impl S3Access for PublicReadAccess {
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
             S3Path::Root => return Err(s3_error!(AccessDenied)),
         };
-        if !PUBLIC_READS.contains(&cx.s3_op().name()) {
-            return Err(s3_error!(AccessDenied));
-        }
-        match self.store.head_bucket(&bucket).await {
-            Ok(b) if b.public => Ok(()),
+        let public = match self.store.head_bucket(&bucket).await {
+            Ok(b) => b.public,
             // A missing bucket is no secret (its name is free for anyone).
-            Err(cluster::Error::NoSuchBucket(_)) => Err(s3_error!(NoSuchBucket)),
-            _ => Err(s3_error!(AccessDenied)),
+            Err(cluster::Error::NoSuchBucket(_)) => return Err(s3_error!(NoSuchBucket)),
+            Err(_) => false,
+        };
+        if public && PUBLIC_READS.contains(&cx.s3_op().name()) {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied))
         }
     }
 }

@@ -38,7 +38,10 @@ pub fn to_s3(e: Error) -> S3Error {
                 &[("x-amz-delete-marker", "true"), ("x-amz-version-id", v)],
             );
         }
-        Error::NoSuchKey { .. } => S3ErrorCode::NoSuchKey,
+        Error::NoSuchKey { .. } => {
+            let err = S3Error::with_message(S3ErrorCode::NoSuchKey, msg);
+            return with_headers(err, &[("x-amz-delete-marker", "false")]);
+        }
         Error::NoSuchVersion { .. } => S3ErrorCode::NoSuchVersion,
         Error::DeleteMarker { version, .. } => {
             let err = S3Error::with_message(S3ErrorCode::MethodNotAllowed, msg.clone());

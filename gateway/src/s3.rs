@@ -925,7 +925,7 @@ impl S3 for S3Gateway {
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         let _slot = self.slot()?;
-        self.authorize(&req, &req.input.bucket).await?;
+        let bucket_info = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let url = url_encoding(&i.encoding_type);
         let page = self
@@ -950,7 +950,7 @@ impl S3 for S3Gateway {
                     is_latest: Some(v.is_latest),
                     key: Some(convert::encode_key(&v.key, url)),
                     last_modified: Some(convert::timestamp(v.last_modified_ms)),
-                    owner: None,
+                    owner: Some(owner(&bucket_info.owner)),
                     version_id: Some(v.version_id),
                 });
             } else {
@@ -960,6 +960,7 @@ impl S3 for S3Gateway {
                     key: Some(convert::encode_key(&v.key, url)),
                     last_modified: Some(convert::timestamp(v.last_modified_ms)),
                     size: Some(v.size as i64),
+                    owner: Some(owner(&bucket_info.owner)),
                     storage_class: Some(ObjectVersionStorageClass::from(v.storage_class.clone())),
                     version_id: Some(v.version_id),
                     ..Default::default()
@@ -1204,11 +1205,30 @@ impl S3 for S3Gateway {
         if parts.is_empty() {
             return Err(s3_error!(MalformedXML, "no parts listed"));
         }
+        let conditions =
+            convert::conditions(i.if_match.as_ref(), i.if_none_match.as_ref(), None, None);
         let r = self
             .store
-            .complete_multipart_upload(&i.bucket, &i.key, &i.upload_id, &parts)
+            .complete_multipart_upload_if(&i.bucket, &i.key, &i.upload_id, &parts, &conditions)
             .await
             .map_err(to_s3)?;
+        // A whole-object checksum the client sent must match ours.
+        let sent = convert::sent_checksums(
+            i.checksum_crc32.as_ref(),
+            i.checksum_crc32c.as_ref(),
+            i.checksum_crc64nvme.as_ref(),
+            i.checksum_sha1.as_ref(),
+            i.checksum_sha256.as_ref(),
+        );
+        let bare = |v: &str| v.split('-').next().unwrap_or("").trim().to_string();
+        for (name, v) in &sent {
+            if r.checksums.get(name).map(|ours| bare(ours)) != Some(bare(v)) {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the {name} checksum sent does not match the object's"
+                ));
+            }
+        }
         let mut out = CompleteMultipartUploadOutput {
             checksum_type: (!r.checksums.is_empty())
                 .then(|| ChecksumType::from_static(ChecksumType::COMPOSITE)),

@@ -263,6 +263,8 @@ pub struct MultipartUpload {
     pub completed_version: Vec<u8>,
     #[prost(uint64, tag = "16")]
     pub completed_size: u64,
+    #[prost(btree_map = "string, string", tag = "17")]
+    pub completed_checksums: BTreeMap<String, String>,
 }
 
 impl Record for MultipartUpload {

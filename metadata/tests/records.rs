@@ -74,6 +74,7 @@ fn every_record_round_trips() {
         completed_etag: "abc-2".into(),
         completed_version: vec![1; VERSION_ID_LEN],
         completed_size: 99,
+        completed_checksums: BTreeMap::from([("SHA256".into(), "x-2".into())]),
     };
     assert_eq!(
         MultipartUpload::decode_record(&u.encode_record()).unwrap(),
