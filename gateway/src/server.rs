@@ -55,6 +55,49 @@ impl s3s::auth::S3Auth for SharedAuth {
     }
 }
 
+/// The longest a presigned URL may live (AWS: 7 days).
+const MAX_PRESIGN_SECS: i64 = 604_800;
+
+/// A presigned URL whose lifetime is out of AWS's range is refused as
+/// AWS does (403), before the signature is even looked at: negative or
+/// zero lifetimes, or longer than seven days.
+fn presign_refusal(uri: &http::Uri) -> Option<s3s::HttpResponse> {
+    let query = uri.query()?;
+    let value = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("X-Amz-Expires="))?;
+    match value.parse::<i64>() {
+        Ok(secs) if (1..=MAX_PRESIGN_SECS).contains(&secs) => None,
+        _ => {
+            let e = s3s::S3Error::with_message(
+                s3s::S3ErrorCode::AccessDenied,
+                "X-Amz-Expires must be between 1 and 604800 seconds",
+            );
+            e.to_http_response().ok()
+        }
+    }
+}
+
+/// CORS is not configurable yet: a preflight is answered as S3 answers
+/// one for a bucket without CORS rules (400 without an Origin, 403 with).
+fn preflight_refusal<B>(req: &http::Request<B>) -> Option<s3s::HttpResponse> {
+    if req.method() != http::Method::OPTIONS {
+        return None;
+    }
+    let e = if req.headers().contains_key(http::header::ORIGIN) {
+        s3s::S3Error::with_message(
+            s3s::S3ErrorCode::AccessDenied,
+            "CORSResponse: CORS is not enabled for this bucket",
+        )
+    } else {
+        s3s::S3Error::with_message(
+            s3s::S3ErrorCode::InvalidRequest,
+            "Insufficient information. Origin request header needed.",
+        )
+    };
+    e.to_http_response().ok()
+}
+
 /// Accept connections on `listener` until `shutdown` resolves, then stop
 /// accepting and let requests in flight finish.
 pub async fn serve(
@@ -80,8 +123,17 @@ pub async fn serve(
                 let svc = service.clone();
                 conns.spawn(async move {
                     let builder = Builder::new(TokioExecutor::new());
+                    let guarded = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let svc = svc.clone();
+                        async move {
+                            if let Some(refusal) = presign_refusal(req.uri()).or_else(|| preflight_refusal(&req)) {
+                                return Ok(refusal);
+                            }
+                            hyper::service::Service::call(&svc, req).await
+                        }
+                    });
                     if let Err(e) = builder
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection(TokioIo::new(stream), guarded)
                         .await
                     {
                         tracing::debug!(error = %e, "S3 connection ended with an error");
