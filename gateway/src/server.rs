@@ -98,6 +98,25 @@ fn preflight_refusal<B>(req: &http::Request<B>) -> Option<s3s::HttpResponse> {
     e.to_http_response().ok()
 }
 
+/// An empty body sent with `Expect: 100-continue` gets no interim
+/// "100 Continue" from hyper (there is nothing to read), and botocore
+/// (aws-cli v1) then misreads the next response on that connection
+/// (boto/botocore#3755): `aws s3 sync` stalls a minute per empty file.
+/// Closing such a connection after its response sidesteps that.
+fn empty_body_expecting_continue<B>(req: &http::Request<B>) -> bool {
+    let expects = req
+        .headers()
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let empty = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    expects && empty
+}
+
 /// Accept connections on `listener` until `shutdown` resolves, then stop
 /// accepting and let requests in flight finish.
 pub async fn serve(
@@ -127,9 +146,17 @@ pub async fn serve(
                         let svc = svc.clone();
                         async move {
                             if let Some(refusal) = presign_refusal(req.uri()).or_else(|| preflight_refusal(&req)) {
-                                return Ok(refusal);
+                                return Ok::<_, s3s::HttpError>(refusal);
                             }
-                            hyper::service::Service::call(&svc, req).await
+                            let close = empty_body_expecting_continue(&req);
+                            let mut resp = hyper::service::Service::call(&svc, req).await?;
+                            if close {
+                                resp.headers_mut().insert(
+                                    http::header::CONNECTION,
+                                    http::HeaderValue::from_static("close"),
+                                );
+                            }
+                            Ok(resp)
                         }
                     });
                     if let Err(e) = builder
