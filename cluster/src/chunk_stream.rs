@@ -416,9 +416,9 @@ pub(crate) async fn remove_refs(store: &ObjectStore, referrer: &Referrer, chunks
     send_refs(store, by_node, false).await;
 }
 
-/// Add references for `referrer` to `chunks` on their homes. Unlike the
-/// write path this may only fail softly per node; it returns the nodes
-/// that failed.
+/// Add references for `referrer` to `chunks` on their homes. A node may
+/// fail; the call fails only when some chunk ends up referenced on fewer
+/// homes than it has data shards.
 pub(crate) async fn add_refs(
     store: &ObjectStore,
     referrer: &Referrer,

@@ -245,6 +245,128 @@ macro_rules! fill_checksums {
     }};
 }
 
+// Every S3 input names these headers alike; the macros read them from any.
+
+/// The SSE-C customer key an input carries.
+macro_rules! customer_key {
+    ($i:expr) => {
+        convert::customer_key(
+            $i.sse_customer_algorithm.as_deref(),
+            $i.sse_customer_key.as_deref(),
+            $i.sse_customer_key_md5.as_deref(),
+        )
+    };
+}
+
+/// The SSE-C customer key of a copy source.
+macro_rules! copy_source_customer_key {
+    ($i:expr) => {
+        convert::customer_key(
+            $i.copy_source_sse_customer_algorithm.as_deref(),
+            $i.copy_source_sse_customer_key.as_deref(),
+            $i.copy_source_sse_customer_key_md5.as_deref(),
+        )
+    };
+}
+
+/// The x-amz-checksum-* values an input carries.
+macro_rules! sent_checksums {
+    ($i:expr) => {
+        convert::sent_checksums(
+            $i.checksum_crc32.as_ref(),
+            $i.checksum_crc32c.as_ref(),
+            $i.checksum_crc64nvme.as_ref(),
+            $i.checksum_sha1.as_ref(),
+            $i.checksum_sha256.as_ref(),
+        )
+    };
+}
+
+/// User metadata and the standard headers S3 keeps with an object.
+macro_rules! stored_metadata {
+    ($i:expr) => {
+        stored_metadata(
+            $i.metadata.clone(),
+            [
+                ("cache-control", $i.cache_control.clone()),
+                ("content-disposition", $i.content_disposition.clone()),
+                (
+                    "content-encoding",
+                    strip_aws_chunked($i.content_encoding.clone()),
+                ),
+                ("content-language", $i.content_language.clone()),
+                (
+                    "expires",
+                    $i.expires.as_ref().map(|t| convert::millis(t).to_string()),
+                ),
+            ],
+        )
+    };
+}
+
+/// The read options of a GetObject or HeadObject input.
+macro_rules! read_options {
+    ($i:expr, $range:expr) => {
+        GetOptions {
+            version: $i.version_id.clone(),
+            range: $range,
+            part_number: $i.part_number.map(|p| p.max(0) as u32),
+            conditions: convert::conditions(
+                $i.if_match.as_ref(),
+                $i.if_none_match.as_ref(),
+                $i.if_modified_since.as_ref(),
+                $i.if_unmodified_since.as_ref(),
+            ),
+            customer_key: customer_key!($i)?,
+        }
+    };
+}
+
+/// What GetObject and HeadObject both answer about an object.
+struct ObjectHeaders {
+    metadata: Option<Metadata>,
+    content_type: String,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<Timestamp>,
+    parts_count: Option<i32>,
+    storage_class: Option<StorageClass>,
+    version_id: Option<String>,
+    sse_customer_algorithm: Option<String>,
+}
+
+impl ObjectHeaders {
+    /// `asked_version`: the request named a version (S3 then echoes even
+    /// "null"); `asked_part`: it named a part number.
+    fn of(info: &cluster::ObjectInfo, asked_version: bool, asked_part: bool) -> Self {
+        let (user, std_headers) = convert::split_metadata(info);
+        Self {
+            metadata: (!user.is_empty()).then_some(user),
+            content_type: if info.content_type.is_empty() {
+                "binary/octet-stream".to_string()
+            } else {
+                info.content_type.clone()
+            },
+            cache_control: std_headers.get("cache-control").cloned(),
+            content_disposition: std_headers.get("content-disposition").cloned(),
+            content_encoding: std_headers.get("content-encoding").cloned(),
+            content_language: std_headers.get("content-language").cloned(),
+            expires: std_headers
+                .get("expires")
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(convert::timestamp),
+            parts_count: (info.parts > 0 && asked_part).then_some(info.parts as i32),
+            storage_class: (info.storage_class != "STANDARD")
+                .then(|| StorageClass::from(info.storage_class.clone())),
+            version_id: (info.version_id != "null" || asked_version)
+                .then(|| info.version_id.clone()),
+            sse_customer_algorithm: info.sse_customer_key_md5.as_ref().map(|_| "AES256".into()),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl S3 for S3Gateway {
     async fn list_buckets(
@@ -428,33 +550,11 @@ impl S3 for S3Gateway {
         if i.content_length.is_some_and(|l| l > MAX_PUT_BYTES) {
             return Err(s3_error!(EntityTooLarge, "a single PUT is at most 5 GiB"));
         }
-        let expected = convert::sent_checksums(
-            i.checksum_crc32.as_ref(),
-            i.checksum_crc32c.as_ref(),
-            i.checksum_crc64nvme.as_ref(),
-            i.checksum_sha1.as_ref(),
-            i.checksum_sha256.as_ref(),
-        );
-        let customer = convert::customer_key(
-            i.sse_customer_algorithm.as_deref(),
-            i.sse_customer_key.as_deref(),
-            i.sse_customer_key_md5.as_deref(),
-        )?;
+        let expected = sent_checksums!(i);
+        let customer = customer_key!(i)?;
         let opts = PutOptions {
             content_type: i.content_type.clone(),
-            user_metadata: stored_metadata(
-                i.metadata,
-                [
-                    ("cache-control", i.cache_control),
-                    ("content-disposition", i.content_disposition),
-                    ("content-encoding", strip_aws_chunked(i.content_encoding)),
-                    ("content-language", i.content_language),
-                    (
-                        "expires",
-                        i.expires.map(|t| convert::millis(&t).to_string()),
-                    ),
-                ],
-            ),
+            user_metadata: stored_metadata!(i),
             storage_class: storage_class(i.storage_class),
             checksums: algorithms,
             content_md5: convert::content_md5(i.content_md5.as_ref())?,
@@ -497,29 +597,14 @@ impl S3 for S3Gateway {
         let slot = self.slot()?;
         self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
-        let opts = GetOptions {
-            version: i.version_id.clone(),
-            range: i.range.as_ref().map(convert::range),
-            part_number: i.part_number.map(|p| p.max(0) as u32),
-            conditions: convert::conditions(
-                i.if_match.as_ref(),
-                i.if_none_match.as_ref(),
-                i.if_modified_since.as_ref(),
-                i.if_unmodified_since.as_ref(),
-            ),
-            customer_key: convert::customer_key(
-                i.sse_customer_algorithm.as_deref(),
-                i.sse_customer_key.as_deref(),
-                i.sse_customer_key_md5.as_deref(),
-            )?,
-        };
+        let opts = read_options!(i, i.range.as_ref().map(convert::range));
         let got = self
             .store
             .get_object(&i.bucket, &i.key, opts)
             .await
             .map_err(to_s3)?;
         let info = got.info;
-        let (user, std_headers) = convert::split_metadata(&info);
+        let h = ObjectHeaders::of(&info, i.version_id.is_some(), i.part_number.is_some());
         let length = got.range.map_or(info.size, |(s, e)| e - s);
         let body = BodyWithSlot {
             body: std::sync::Mutex::new(got.body),
@@ -532,39 +617,20 @@ impl S3 for S3Gateway {
             content_range: got
                 .range
                 .map(|(s, e)| format!("bytes {s}-{}/{}", e.saturating_sub(1), info.size)),
-            content_type: Some(i.response_content_type.unwrap_or_else(|| {
-                if info.content_type.is_empty() {
-                    "binary/octet-stream".to_string()
-                } else {
-                    info.content_type.clone()
-                }
-            })),
-            cache_control: i
-                .response_cache_control
-                .or_else(|| std_headers.get("cache-control").cloned()),
-            content_disposition: i
-                .response_content_disposition
-                .or_else(|| std_headers.get("content-disposition").cloned()),
-            content_encoding: i
-                .response_content_encoding
-                .or_else(|| std_headers.get("content-encoding").cloned()),
-            content_language: i
-                .response_content_language
-                .or_else(|| std_headers.get("content-language").cloned()),
+            content_type: Some(i.response_content_type.unwrap_or(h.content_type)),
+            cache_control: i.response_cache_control.or(h.cache_control),
+            content_disposition: i.response_content_disposition.or(h.content_disposition),
+            content_encoding: i.response_content_encoding.or(h.content_encoding),
+            content_language: i.response_content_language.or(h.content_language),
             e_tag: Some(convert::etag(&info.etag)),
-            expires: std_headers
-                .get("expires")
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(convert::timestamp),
+            expires: h.expires,
             last_modified: Some(convert::timestamp(info.last_modified_ms)),
-            metadata: (!user.is_empty()).then_some(user),
-            parts_count: (info.parts > 0 && i.part_number.is_some()).then_some(info.parts as i32),
-            storage_class: (info.storage_class != "STANDARD")
-                .then(|| StorageClass::from(info.storage_class.clone())),
+            metadata: h.metadata,
+            parts_count: h.parts_count,
+            storage_class: h.storage_class,
             tag_count: (!info.tags.is_empty()).then_some(info.tags.len() as i32),
-            version_id: (info.version_id != "null" || i.version_id.is_some())
-                .then(|| info.version_id.clone()),
-            sse_customer_algorithm: info.sse_customer_key_md5.as_ref().map(|_| "AES256".into()),
+            version_id: h.version_id,
+            sse_customer_algorithm: h.sse_customer_algorithm,
             sse_customer_key_md5: info.sse_customer_key_md5.clone(),
             ..Default::default()
         };
@@ -580,28 +646,13 @@ impl S3 for S3Gateway {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
-        let opts = GetOptions {
-            version: i.version_id.clone(),
-            range: None,
-            part_number: i.part_number.map(|p| p.max(0) as u32),
-            conditions: convert::conditions(
-                i.if_match.as_ref(),
-                i.if_none_match.as_ref(),
-                i.if_modified_since.as_ref(),
-                i.if_unmodified_since.as_ref(),
-            ),
-            customer_key: convert::customer_key(
-                i.sse_customer_algorithm.as_deref(),
-                i.sse_customer_key.as_deref(),
-                i.sse_customer_key_md5.as_deref(),
-            )?,
-        };
+        let opts = read_options!(i, None);
         let info = self
             .store
             .head_object(&i.bucket, &i.key, &opts)
             .await
             .map_err(to_s3)?;
-        let (user, std_headers) = convert::split_metadata(&info);
+        let h = ObjectHeaders::of(&info, i.version_id.is_some(), i.part_number.is_some());
         let size = match i.range.as_ref().map(convert::range) {
             Some(r) => {
                 let (s, e) = r.resolve(info.size).map_err(to_s3)?;
@@ -612,28 +663,19 @@ impl S3 for S3Gateway {
         let mut out = HeadObjectOutput {
             accept_ranges: Some("bytes".into()),
             content_length: Some(size as i64),
-            content_type: Some(if info.content_type.is_empty() {
-                "binary/octet-stream".to_string()
-            } else {
-                info.content_type.clone()
-            }),
-            cache_control: std_headers.get("cache-control").cloned(),
-            content_disposition: std_headers.get("content-disposition").cloned(),
-            content_encoding: std_headers.get("content-encoding").cloned(),
-            content_language: std_headers.get("content-language").cloned(),
+            content_type: Some(h.content_type),
+            cache_control: h.cache_control,
+            content_disposition: h.content_disposition,
+            content_encoding: h.content_encoding,
+            content_language: h.content_language,
             e_tag: Some(convert::etag(&info.etag)),
-            expires: std_headers
-                .get("expires")
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(convert::timestamp),
+            expires: h.expires,
             last_modified: Some(convert::timestamp(info.last_modified_ms)),
-            metadata: (!user.is_empty()).then_some(user),
-            parts_count: (info.parts > 0 && i.part_number.is_some()).then_some(info.parts as i32),
-            storage_class: (info.storage_class != "STANDARD")
-                .then(|| StorageClass::from(info.storage_class.clone())),
-            version_id: (info.version_id != "null" || i.version_id.is_some())
-                .then(|| info.version_id.clone()),
-            sse_customer_algorithm: info.sse_customer_key_md5.as_ref().map(|_| "AES256".into()),
+            metadata: h.metadata,
+            parts_count: h.parts_count,
+            storage_class: h.storage_class,
+            version_id: h.version_id,
+            sse_customer_algorithm: h.sse_customer_algorithm,
             sse_customer_key_md5: info.sse_customer_key_md5.clone(),
             ..Default::default()
         };
@@ -764,43 +806,15 @@ impl S3 for S3Gateway {
                 i.copy_source_if_modified_since.as_ref(),
                 i.copy_source_if_unmodified_since.as_ref(),
             ),
-            source_customer_key: convert::customer_key(
-                i.copy_source_sse_customer_algorithm.as_deref(),
-                i.copy_source_sse_customer_key.as_deref(),
-                i.copy_source_sse_customer_key_md5.as_deref(),
-            )?,
-            replace_metadata: replace.then(|| {
-                (
-                    i.content_type.clone(),
-                    stored_metadata(
-                        i.metadata.clone(),
-                        [
-                            ("cache-control", i.cache_control.clone()),
-                            ("content-disposition", i.content_disposition.clone()),
-                            (
-                                "content-encoding",
-                                strip_aws_chunked(i.content_encoding.clone()),
-                            ),
-                            ("content-language", i.content_language.clone()),
-                            (
-                                "expires",
-                                i.expires.as_ref().map(|t| convert::millis(t).to_string()),
-                            ),
-                        ],
-                    ),
-                )
-            }),
+            source_customer_key: copy_source_customer_key!(i)?,
+            replace_metadata: replace.then(|| (i.content_type.clone(), stored_metadata!(i))),
             replace_tags: if replace_tags {
                 Some(parse_tagging(i.tagging.as_deref())?)
             } else {
                 None
             },
             storage_class: storage_class(i.storage_class.clone()),
-            customer_key: convert::customer_key(
-                i.sse_customer_algorithm.as_deref(),
-                i.sse_customer_key.as_deref(),
-                i.sse_customer_key_md5.as_deref(),
-            )?,
+            customer_key: customer_key!(i)?,
         };
         let r = self
             .store
@@ -997,26 +1011,10 @@ impl S3 for S3Gateway {
             .checksum_algorithm
             .as_ref()
             .and_then(|a| ChecksumAlgorithm::from_name(a.as_str()));
-        let customer = convert::customer_key(
-            i.sse_customer_algorithm.as_deref(),
-            i.sse_customer_key.as_deref(),
-            i.sse_customer_key_md5.as_deref(),
-        )?;
+        let customer = customer_key!(i)?;
         let opts = MultipartOptions {
             content_type: i.content_type.clone(),
-            user_metadata: stored_metadata(
-                i.metadata,
-                [
-                    ("cache-control", i.cache_control),
-                    ("content-disposition", i.content_disposition),
-                    ("content-encoding", strip_aws_chunked(i.content_encoding)),
-                    ("content-language", i.content_language),
-                    (
-                        "expires",
-                        i.expires.map(|t| convert::millis(&t).to_string()),
-                    ),
-                ],
-            ),
+            user_metadata: stored_metadata!(i),
             storage_class: storage_class(i.storage_class),
             checksum_algorithm: algorithm,
             customer_key: customer.clone(),
@@ -1053,18 +1051,8 @@ impl S3 for S3Gateway {
         let i = req.input;
         let opts = PartOptions {
             content_md5: convert::content_md5(i.content_md5.as_ref())?,
-            expected_checksums: convert::sent_checksums(
-                i.checksum_crc32.as_ref(),
-                i.checksum_crc32c.as_ref(),
-                i.checksum_crc64nvme.as_ref(),
-                i.checksum_sha1.as_ref(),
-                i.checksum_sha256.as_ref(),
-            ),
-            customer_key: convert::customer_key(
-                i.sse_customer_algorithm.as_deref(),
-                i.sse_customer_key.as_deref(),
-                i.sse_customer_key_md5.as_deref(),
-            )?,
+            expected_checksums: sent_checksums!(i),
+            customer_key: customer_key!(i)?,
             checksums: algorithms,
             trailer,
         };
@@ -1132,11 +1120,7 @@ impl S3 for S3Gateway {
                         i.copy_source_if_modified_since.as_ref(),
                         i.copy_source_if_unmodified_since.as_ref(),
                     ),
-                    customer_key: convert::customer_key(
-                        i.copy_source_sse_customer_algorithm.as_deref(),
-                        i.copy_source_sse_customer_key.as_deref(),
-                        i.copy_source_sse_customer_key_md5.as_deref(),
-                    )?,
+                    customer_key: copy_source_customer_key!(i)?,
                 },
             )
             .await
@@ -1163,11 +1147,7 @@ impl S3 for S3Gateway {
                 i.part_number.max(0) as u32,
                 body,
                 PartOptions {
-                    customer_key: convert::customer_key(
-                        i.sse_customer_algorithm.as_deref(),
-                        i.sse_customer_key.as_deref(),
-                        i.sse_customer_key_md5.as_deref(),
-                    )?,
+                    customer_key: customer_key!(i)?,
                     ..PartOptions::default()
                 },
             )
@@ -1213,13 +1193,7 @@ impl S3 for S3Gateway {
             .await
             .map_err(to_s3)?;
         // A whole-object checksum the client sent must match ours.
-        let sent = convert::sent_checksums(
-            i.checksum_crc32.as_ref(),
-            i.checksum_crc32c.as_ref(),
-            i.checksum_crc64nvme.as_ref(),
-            i.checksum_sha1.as_ref(),
-            i.checksum_sha256.as_ref(),
-        );
+        let sent = sent_checksums!(i);
         let bare = |v: &str| v.split('-').next().unwrap_or("").trim().to_string();
         for (name, v) in &sent {
             if r.checksums.get(name).map(|ours| bare(ours)) != Some(bare(v)) {
