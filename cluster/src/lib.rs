@@ -14,6 +14,7 @@ pub mod error;
 pub mod gc;
 pub mod layout;
 mod listing;
+pub mod locks;
 mod multipart;
 pub mod naming;
 pub mod node_api;

@@ -67,9 +67,12 @@ pub const MAX_ITEMS: usize = 10_000;
 /// identity, cluster map) is the node's own.
 pub fn table_name(t: Table) -> Option<&'static str> {
     match t {
-        Table::Buckets | Table::Versions | Table::Uploads | Table::Parts | Table::Users => {
-            Some(t.name())
-        }
+        Table::Buckets
+        | Table::Versions
+        | Table::Uploads
+        | Table::Parts
+        | Table::Users
+        | Table::Locks => Some(t.name()),
         Table::ChunkRefs | Table::System => None,
     }
 }
@@ -87,6 +90,7 @@ fn table_from_wire(n: u32) -> Result<Table, RecordError> {
         3 => Table::Uploads,
         4 => Table::Parts,
         5 => Table::Users,
+        6 => Table::Locks,
         _ => return Err(RecordError::Invalid("unknown or private table")),
     };
     Ok(t)
@@ -99,6 +103,7 @@ pub fn table_to_wire(t: Table) -> u32 {
         Table::Uploads => 3,
         Table::Parts => 4,
         Table::Users => 5,
+        Table::Locks => 6,
         // Never accepted by a node; encoded so a mistake is refused there.
         Table::ChunkRefs | Table::System => 0,
     }

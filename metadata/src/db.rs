@@ -25,10 +25,13 @@ pub enum Table {
     System,
     /// Gateway users and their access keys (secrets sealed by gateways).
     Users,
+    /// WebDAV locks, shared by every gateway (a lock taken through one
+    /// gateway must stop a write through another).
+    Locks,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Buckets,
         Table::Versions,
         Table::Uploads,
@@ -36,6 +39,7 @@ impl Table {
         Table::ChunkRefs,
         Table::System,
         Table::Users,
+        Table::Locks,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -47,6 +51,7 @@ impl Table {
             Table::ChunkRefs => "chunk_refs",
             Table::System => "system",
             Table::Users => "users",
+            Table::Locks => "locks",
         }
     }
 }

@@ -440,6 +440,50 @@ impl Record for User {
     }
 }
 
+/// A WebDAV lock (RFC 4918), kept on the root replicas so that every
+/// gateway honours it. Keyed by `path ‖ 0 ‖ token`; an unlock is a
+/// tombstone (as users and buckets) so a lagging replica cannot bring the
+/// lock back through read repair.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Lock {
+    /// The locked resource: `/bucket/key/...` without a trailing slash.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(string, tag = "2")]
+    pub token: String,
+    /// The access key that took it.
+    #[prost(string, tag = "3")]
+    pub principal: String,
+    /// The client's `<D:owner>` element, serialised XML (may be empty).
+    #[prost(bytes = "vec", tag = "4")]
+    pub owner_xml: Vec<u8>,
+    /// When it lapses (ms since the epoch).
+    #[prost(uint64, tag = "5")]
+    pub expires_ms: u64,
+    /// The timeout the client was granted, in seconds.
+    #[prost(uint64, tag = "6")]
+    pub timeout_secs: u64,
+    #[prost(bool, tag = "7")]
+    pub shared: bool,
+    /// Depth infinity (covers everything below `path`).
+    #[prost(bool, tag = "8")]
+    pub deep: bool,
+    /// As `Bucket::revision`.
+    #[prost(uint64, tag = "9")]
+    pub revision: u64,
+    #[prost(bool, tag = "10")]
+    pub deleted: bool,
+}
+
+impl Record for Lock {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.token.is_empty() {
+            return Err(RecordError::Invalid("lock without a token"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum NodeState {

@@ -542,6 +542,7 @@ fn check_value(table: Table, value: &[u8]) -> Result<(), Failure> {
         Table::Uploads => MultipartUpload::decode_record(value).map(drop),
         Table::Parts => Part::decode_record(value).map(drop),
         Table::Users => metadata::model::User::decode_record(value).map(drop),
+        Table::Locks => metadata::model::Lock::decode_record(value).map(drop),
         Table::ChunkRefs | Table::System => Err(RecordError::Invalid("private table")),
     }
     .map_err(Failure::from)

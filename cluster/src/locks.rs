@@ -1,0 +1,129 @@
+//! Lock records (WebDAV locks) on the root replicas, so that a lock taken
+//! through one gateway holds against writes through every other.
+//!
+//! This module only stores and lists records; what conflicts with what is
+//! the front end's rule. Taking a lock safely across gateways is
+//! "write, then list": a gateway writes its record with a quorum, lists
+//! the locks with a quorum, and keeps its lock only if no conflicting
+//! live lock is listed. Of two racing gateways the one whose write
+//! finished last always sees the other (its read quorum meets the other's
+//! write quorum), so at most one wins; both may lose, and then both
+//! withdraw and their clients retry.
+
+use crate::error::Result;
+use crate::node_api::MetaOp;
+use crate::replicas::{self, MergedScan};
+use crate::store::{decode, ObjectStore};
+use metadata::db::Table;
+pub use metadata::model::Lock;
+use metadata::Record;
+
+/// Tombstones of locks that lapsed this long ago are deleted outright: by
+/// then a stale replica bringing the live record back would bring back a
+/// lock that has already expired.
+const TOMBSTONE_KEEP_MS: u64 = 3_600_000;
+
+fn lock_revision(b: &[u8]) -> Option<u64> {
+    Lock::decode_record(b).ok().map(|l| l.revision)
+}
+
+/// `path ‖ 0 ‖ token`: the locks on one path sort together, and a prefix
+/// scan of a path finds the locks on it and below it.
+fn lock_key(path: &str, token: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(path.len() + 1 + token.len());
+    k.extend_from_slice(path.as_bytes());
+    k.push(0);
+    k.extend_from_slice(token.as_bytes());
+    k
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl ObjectStore {
+    /// Store `lock` (new or refreshed) with a write quorum. Its revision is
+    /// set here, so a later write always outranks an earlier one.
+    pub async fn put_lock(&self, lock: &Lock) -> Result<()> {
+        let mut l = lock.clone();
+        l.revision = self.revision();
+        l.deleted = false;
+        self.write_lock(&l).await
+    }
+
+    /// Withdraw `lock` (unlock, or a lost race): a tombstone.
+    pub async fn remove_lock(&self, lock: &Lock) -> Result<()> {
+        let mut l = lock.clone();
+        l.revision = self.revision();
+        l.deleted = true;
+        self.write_lock(&l).await
+    }
+
+    async fn write_lock(&self, l: &Lock) -> Result<()> {
+        let set = self.root_replicas()?;
+        let op = MetaOp::put(
+            Table::Locks,
+            &lock_key(&l.path, &l.token),
+            l.encode_record(),
+        );
+        replicas::write(self.grid(), &set, vec![op]).await?;
+        Ok(())
+    }
+
+    /// The live (not withdrawn, not lapsed at `now_ms`) locks whose path
+    /// starts with `prefix`, read from a quorum. Old tombstones met on the
+    /// way are deleted.
+    pub async fn list_locks(&self, prefix: &str, now_ms: u64) -> Result<Vec<Lock>> {
+        let set = self.root_replicas()?;
+        let start = prefix.as_bytes().to_vec();
+        let end = prefix_end(&start);
+        let mut scan = MergedScan::new(self.grid(), &set, Table::Locks, start, end, lock_revision)
+            .with_page(1000);
+        let mut live = Vec::new();
+        let mut purge = Vec::new();
+        while let Some((key, value)) = scan.next().await? {
+            let l: Lock = decode("lock", &value)?;
+            if l.expires_ms.saturating_add(TOMBSTONE_KEEP_MS) < now_ms {
+                purge.push(MetaOp::delete(Table::Locks, &key));
+            } else if !l.deleted && l.expires_ms > now_ms {
+                live.push(l);
+            }
+        }
+        scan.repair_stale();
+        if !purge.is_empty() {
+            // Housekeeping only: a failure leaves them for the next listing.
+            let grid = self.grid().clone();
+            tokio::spawn(async move {
+                if let Err(e) = replicas::write(&grid, &set, purge).await {
+                    tracing::debug!(error = %e, "old lock records not purged");
+                }
+            });
+        }
+        Ok(live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_group_by_path_and_prefix_ends_are_tight() {
+        let a = lock_key("/b/x", "t1");
+        let b = lock_key("/b/x/y", "t0");
+        assert!(a < b, "a path's own locks sort before its children's");
+        let end = prefix_end(b"/b/x").unwrap();
+        assert!(a < end && b < end);
+        assert!(lock_key("/b/y", "t") >= end);
+        assert_eq!(prefix_end(&[0x61, 0xff]).unwrap(), vec![0x62]);
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}
