@@ -259,6 +259,9 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
             addr: g.listen,
             source,
         })?;
+    let webdav = gateway::webdav::server::start(g.webdav_listen, c.store.clone())
+        .await
+        .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
         region: g.region.clone(),
         max_requests: g.max_requests,
@@ -273,6 +276,7 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         "gridstore gateway ready: S3 on http://{addr} (region {})",
         g.region
     );
+    println!("WebDAV on http://{}/", webdav.addr);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -280,5 +284,6 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         }
     };
     gateway::server::serve(listener, service, shutdown).await;
+    webdav.stop().await;
     Ok(())
 }

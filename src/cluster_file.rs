@@ -109,6 +109,9 @@ pub struct GatewayFile {
     pub listen: std::net::SocketAddr,
     #[serde(default = "default_region")]
     pub region: String,
+    /// WebDAV listener.
+    #[serde(default = "default_webdav_listen")]
+    pub webdav_listen: std::net::SocketAddr,
     /// The cluster map (TOML, as `gridstore server` writes it).
     pub cluster_map: PathBuf,
     /// Node RPC secret; or `cluster_secret_file`; or env
@@ -127,6 +130,10 @@ pub struct GatewayFile {
 
 fn default_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+
+fn default_webdav_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9001))
 }
 
 fn default_region() -> String {

@@ -21,6 +21,7 @@ use storage_node::NodeConfig;
 pub struct ServerArgs {
     pub dir: PathBuf,
     pub listen: SocketAddr,
+    pub webdav_listen: SocketAddr,
     pub nodes: usize,
     pub sites: usize,
     pub region: String,
@@ -189,11 +190,18 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ..Default::default()
     };
     let service = gateway::server::service(store.clone(), &cfg);
+    let webdav = gateway::webdav::server::start(args.webdav_listen, store.clone())
+        .await
+        .map_err(|e| ServerError::Invalid(e.to_string()))?;
     let housekeeping = tokio::spawn(housekeeping(store.clone(), map_file.clone()));
 
     println!(
         "gridstore server ready: S3 on http://{addr} (region {})",
         args.region
+    );
+    println!(
+        "WebDAV on http://{}/ (HTTP Basic with the same credentials)",
+        webdav.addr
     );
     println!("access key: {access_key}");
     println!("secret key: {secret_key}");
@@ -218,6 +226,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         tracing::info!("stopping");
     };
     gateway::server::serve(listener, service, shutdown).await;
+    webdav.stop().await;
     housekeeping.abort();
     for n in nodes {
         n.stop().await;

@@ -38,6 +38,9 @@ enum Command {
         /// S3 listener.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: std::net::SocketAddr,
+        /// WebDAV listener (HTTP Basic: access key and secret key).
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        webdav_listen: std::net::SocketAddr,
         /// Storage nodes.
         #[arg(long, default_value_t = 6)]
         nodes: usize,
@@ -198,6 +201,7 @@ fn main() -> ExitCode {
         Command::Server {
             dir,
             listen,
+            webdav_listen,
             nodes,
             sites,
             region,
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
             return run_server(embedded::ServerArgs {
                 dir,
                 listen,
+                webdav_listen,
                 nodes,
                 sites,
                 region,

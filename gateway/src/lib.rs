@@ -1,6 +1,6 @@
 //! Front ends over `cluster`: S3 on the `s3s` crate (which owns the
 //! protocol: routing, SigV4 and presigned URLs, aws-chunked bodies, XML,
-//! error codes) and, later, WebDAV.
+//! error codes) and WebDAV on the `dav-server` crate ([`webdav`]).
 //!
 //! [`S3Gateway`] maps S3 operations to [`cluster::ObjectStore`] calls;
 //! [`auth`] checks signatures against the access keys stored in the
@@ -12,5 +12,6 @@ mod convert;
 pub mod errors;
 pub mod s3;
 pub mod server;
+pub mod webdav;
 
 pub use s3::S3Gateway;

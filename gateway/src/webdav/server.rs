@@ -1,0 +1,250 @@
+//! The WebDAV listener: HTTP/1.1 on hyper, every request authenticated
+//! with HTTP Basic (access key id as the user name, secret key as the
+//! password: what rclone, cadaver, davfs2, Windows and macOS can send),
+//! then handed to dav-server with the caller attached.
+
+use super::fs::{Caller, GridFs};
+use super::lock::GridLs;
+use crate::auth::StoreAuth;
+use base64::Engine;
+use cluster::ObjectStore;
+use dav_server::body::Body;
+use dav_server::DavHandler;
+use http::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+const REALM: &str = "Basic realm=\"gridstore\", charset=\"UTF-8\"";
+
+/// Requests handled at once; beyond it clients get 503 and retry.
+const MAX_REQUESTS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebDavError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The dav-server handler over `store`: its filesystem and lock system.
+pub fn handler(store: ObjectStore) -> DavHandler<Caller> {
+    DavHandler::builder()
+        .filesystem(Box::new(GridFs::new(store.clone())))
+        .locksystem(Box::new(GridLs::new(store)))
+        .build_handler()
+}
+
+/// Equal in time independent of where the inputs differ (or of their
+/// lengths: both sides are hashed first).
+fn same_secret(given: &str, stored: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(stored.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// The `(user, password)` of a Basic Authorization header.
+fn basic_credentials<B>(req: &Request<B>) -> Option<(String, String)> {
+    let value = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, b64) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, pass) = text.split_once(':')?;
+    Some((user.to_string(), pass.to_string()))
+}
+
+enum Verdict {
+    Caller(Caller),
+    Refused,
+    Unavailable,
+}
+
+async fn authenticate<B>(auth: &StoreAuth, req: &Request<B>) -> Verdict {
+    let Some((user, pass)) = basic_credentials(req) else {
+        return Verdict::Refused;
+    };
+    match auth.lookup(&user).await {
+        Ok(Some((secret, admin))) if same_secret(&pass, &secret) => Verdict::Caller(Caller {
+            access_key: user,
+            admin,
+        }),
+        Ok(Some(_)) => Verdict::Refused,
+        Ok(None) => {
+            // Same work as for a known key, so timing does not tell
+            // which access keys exist.
+            let _ = same_secret(&pass, "");
+            Verdict::Refused
+        }
+        Err(_) => Verdict::Unavailable,
+    }
+}
+
+fn status(code: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = code;
+    r
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    dav: DavHandler<Caller>,
+    auth: Arc<StoreAuth>,
+    limit: Arc<Semaphore>,
+) -> Response<Body> {
+    let Ok(_permit) = limit.try_acquire() else {
+        return status(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
+    };
+    match authenticate(&auth, &req).await {
+        Verdict::Caller(c) => {
+            let principal = c.access_key.clone();
+            dav.handle_guarded(req, principal, c).await
+        }
+        Verdict::Refused => {
+            let mut r = status(StatusCode::UNAUTHORIZED, "authentication required\n");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(REALM),
+            );
+            r
+        }
+        Verdict::Unavailable => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "access keys unreadable, retry later\n",
+        ),
+    }
+}
+
+/// Accept connections on `listener` until `shutdown` resolves, then stop
+/// accepting and give requests in flight a grace period.
+pub async fn serve(
+    listener: TcpListener,
+    store: ObjectStore,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let dav = handler(store.clone());
+    let auth = Arc::new(StoreAuth::new(store));
+    let limit = Arc::new(Semaphore::new(MAX_REQUESTS));
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WebDAV accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(handle(req, dav, auth, limit).await)
+                        }
+                    });
+                    if let Err(e) = Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "WebDAV connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let grace = tokio::time::sleep(std::time::Duration::from_secs(10));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = &mut grace => { conns.abort_all(); break; }
+            next = conns.join_next() => if next.is_none() { break },
+        }
+    }
+}
+
+/// A WebDAV listener running beside the S3 one.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting and wait for requests in flight (bounded by
+    /// [`serve`]'s grace period).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Bind `addr` and serve WebDAV on it in the background.
+pub async fn start(addr: std::net::SocketAddr, store: ObjectStore) -> Result<Running, WebDavError> {
+    let listener = bind(addr).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| WebDavError::Listen { addr, source })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, store, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running { addr, stop, task })
+}
+
+/// Bind `addr` for [`serve`].
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, WebDavError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebDavError::Listen { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header_parsing_and_secret_compare() {
+        let hdr = base64::engine::general_purpose::STANDARD.encode("AK:se:cret");
+        let req = Request::builder()
+            .header("authorization", format!("Basic {hdr}"))
+            .body(())
+            .unwrap();
+        assert_eq!(
+            basic_credentials(&req),
+            Some(("AK".to_string(), "se:cret".to_string()))
+        );
+        let bearer = Request::builder()
+            .header("authorization", "Bearer x")
+            .body(())
+            .unwrap();
+        assert_eq!(basic_credentials(&bearer), None);
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("", "abc"));
+    }
+}
