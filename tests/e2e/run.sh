@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end client tests: start `gridstore server` on a temp dir and a free
-# loopback port, run real S3 clients against it (aws-cli, boto3, rclone,
-# restic, s3cmd), print a summary, stop the server.
+# End-to-end client tests: start `gridstore server` on a temp dir and free
+# loopback ports, run real S3 clients against it (aws-cli, boto3, rclone,
+# restic, s3cmd) and WebDAV clients (rclone's webdav backend, litmus),
+# print a summary, stop the server.
 #
 #   tests/e2e/run.sh                 # all suites
 #   E2E_SUITES="boto3 rclone" tests/e2e/run.sh
@@ -12,7 +13,7 @@
 #   GRIDSTORE_E2E_VENV   venv holding awscli, boto3 and s3cmd, put first on PATH
 #                        when it exists (default /opt/gridstore-e2e-venv, as
 #                        installed by .ci/run)
-#   E2E_SUITES           space-separated subset of: awscli boto3 rclone restic s3cmd
+#   E2E_SUITES           space-separated subset of: awscli boto3 rclone restic s3cmd webdav
 #   E2E_SUITE_TIMEOUT    seconds per suite (default 900)
 #   E2E_KEEP=1           keep the temp dir (server data and logs)
 #
@@ -24,7 +25,7 @@ E2E_DIR="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$E2E_DIR/../.." && pwd)"
 BIN="${GRIDSTORE_BIN:-$ROOT/target/debug/gridstore}"
 VENV="${GRIDSTORE_E2E_VENV:-/opt/gridstore-e2e-venv}"
-SUITES="${E2E_SUITES:-awscli boto3 rclone restic s3cmd}"
+SUITES="${E2E_SUITES:-awscli boto3 rclone restic s3cmd webdav}"
 SUITE_TIMEOUT="${E2E_SUITE_TIMEOUT:-900}"
 READY_TIMEOUT=120
 
@@ -105,16 +106,18 @@ if ! "$BIN" server --help >/dev/null 2>&1; then
 fi
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+DAVPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 AK="GSE2EACCESSKEY000001"
 SK="gridstore-e2e-secret-key-0123456789abcdef"
 export AK SK
 
-echo "=== starting $BIN server $TMP/data --listen 127.0.0.1:$PORT"
+echo "=== starting $BIN server $TMP/data --listen 127.0.0.1:$PORT --webdav-listen 127.0.0.1:$DAVPORT"
 t0=$(now)
 (
     cd "$TMP"
     export GRIDSTORE_ACCESS_KEY="$AK" GRIDSTORE_SECRET_KEY="$SK"
-    exec "$BIN" server "$TMP/data" --listen "127.0.0.1:$PORT" --region us-east-1
+    exec "$BIN" server "$TMP/data" --listen "127.0.0.1:$PORT" \
+        --webdav-listen "127.0.0.1:$DAVPORT" --region us-east-1
 ) >"$LOG" 2>&1 &
 SERVER_PID=$!
 
@@ -161,8 +164,12 @@ if ! grep -qF "access key: $AK" "$LOG" || ! grep -qF "secret key: $SK" "$LOG"; t
     startup_detail+="; the log lacks 'access key: $AK' / 'secret key: ...' (GRIDSTORE_ACCESS_KEY/SECRET_KEY not used?)"
 fi
 grep -qF -- "--endpoint-url" "$LOG" || { startup_ok=FAIL; startup_detail+="; no 'aws --endpoint-url ... s3 ls' example line"; }
+grep -qF "WebDAV on http://127.0.0.1:$DAVPORT/" "$LOG" || { startup_ok=FAIL; startup_detail+="; no 'WebDAV on http://127.0.0.1:$DAVPORT/' line"; }
 row startup "$startup_ok" "$(elapsed "$t0")" "$startup_detail"
-export ENDPOINT REGION=us-east-1
+DAV_ENDPOINT="http://127.0.0.1:$DAVPORT"
+GRIDSTORE_DATA="$TMP/data"
+GRIDSTORE_BIN="$BIN"
+export ENDPOINT REGION=us-east-1 DAV_ENDPOINT GRIDSTORE_DATA GRIDSTORE_BIN
 
 # ---------------------------------------------------------------- suites
 
@@ -173,6 +180,7 @@ suite_cmd() {
         rclone) echo "rclone:bash $E2E_DIR/rclone.sh" ;;
         restic) echo "restic:bash $E2E_DIR/restic.sh" ;;
         s3cmd)  echo "s3cmd:bash $E2E_DIR/s3cmd.sh" ;;
+        webdav) echo "litmus:bash $E2E_DIR/webdav.sh" ;;
         *) return 1 ;;
     esac
 }

@@ -494,10 +494,10 @@ impl GridFs {
                             .map_err(fs_error)?;
                         Ok(())
                     }
-                    // Nothing left under it: the folder is gone already.
-                    Found::Folder(None) => Ok(()),
+                    // A folder without a marker exists only through what is
+                    // under it: once that is deleted, so is the folder.
+                    Found::Folder(None) | Found::Nothing => Ok(()),
                     Found::File(_) => Err(FsError::Forbidden),
-                    Found::Nothing => Err(FsError::NotFound),
                 }
             }
         }
