@@ -487,3 +487,47 @@ async fn locks_hold_across_two_gateways() {
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ranged_put_creates_a_file_with_zeros_before_the_range() {
+    let tg = TestGrid::start(3, 2).await;
+    let (store, dav) = setup(&tg).await;
+    assert_eq!(as_root(&dav, "MKCOL", "/bkt", &[], b"").await.status, 201);
+    let r = as_root(
+        &dav,
+        "PUT",
+        "/bkt/new.bin",
+        &[("Content-Range", "bytes 4-6/*")],
+        b"xyz",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(object(&store, "bkt", "new.bin").await, b"\0\0\0\0xyz");
+    dav.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_upload_commits_nothing() {
+    let tg = TestGrid::start(3, 2).await;
+    let (store, dav) = setup(&tg).await;
+    assert_eq!(as_root(&dav, "MKCOL", "/bkt", &[], b"").await.status, 201);
+    let mut s = tokio::net::TcpStream::connect(dav.addr).await.unwrap();
+    let head = format!(
+        "PUT /bkt/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Length: {}\r\n\r\n",
+        base64(format!("{AK}:{SK}").as_bytes()),
+        4 << 20
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&Data::bytes(1 << 20, 3)).await.unwrap();
+    drop(s);
+    // Give the server time to notice and the write time to fail.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let r = store
+        .head_object("bkt", "cut.bin", &GetOptions::default())
+        .await;
+    assert!(
+        matches!(r, Err(cluster::Error::NoSuchKey { .. })),
+        "a truncated upload was committed: {r:?}"
+    );
+    dav.stop().await;
+}

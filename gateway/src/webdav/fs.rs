@@ -409,7 +409,9 @@ impl GridFs {
             user_metadata,
             ..PutOptions::default()
         };
-        if oo.truncate || existing.is_none() && !oo.append {
+        // Only a truncating open (a plain PUT) writes front to back; any
+        // other may seek, so it is staged.
+        if oo.truncate {
             Ok(Box::new(StreamWriter::start(
                 self.store.clone(),
                 bucket,
