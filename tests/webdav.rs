@@ -531,3 +531,69 @@ async fn a_dropped_upload_commits_nothing() {
     );
     dav.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_records_are_shared_withdrawn_and_lapse() {
+    use cluster::locks::Lock;
+    let tg = TestGrid::start(3, 2).await;
+    let a = store_on(&tg, StoreConfig::default());
+    let b = store_on(&tg, StoreConfig::default());
+    let now = 1_000_000;
+    let l = Lock {
+        path: "/bkt/x".into(),
+        token: "opaquelocktoken:t1".into(),
+        principal: AK.into(),
+        expires_ms: now + 60_000,
+        timeout_secs: 60,
+        ..Lock::default()
+    };
+    a.put_lock(&l).await.unwrap();
+    let seen = b.list_locks("/bkt", now).await.unwrap();
+    assert_eq!(seen.len(), 1, "the other store sees it");
+    assert_eq!(seen[0].token, l.token);
+    assert!(b.list_locks("/other", now).await.unwrap().is_empty());
+    assert!(
+        b.list_locks("/bkt", now + 60_001).await.unwrap().is_empty(),
+        "lapsed"
+    );
+    b.remove_lock(&seen[0]).await.unwrap();
+    assert!(
+        a.list_locks("/bkt", now).await.unwrap().is_empty(),
+        "withdrawn"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_lock_requests_through_two_gateways_never_both_win() {
+    let tg = TestGrid::start(3, 2).await;
+    let (_store, one) = setup(&tg).await;
+    let two = start(
+        "127.0.0.1:0".parse().unwrap(),
+        store_on(&tg, StoreConfig::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(as_root(&one, "MKCOL", "/bkt", &[], b"").await.status, 201);
+    let lock = br#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#;
+    let mut won = 0;
+    for i in 0..8 {
+        let path = format!("/bkt/race-{i}.txt");
+        let (r1, r2) = tokio::join!(
+            as_root(&one, "LOCK", &path, &[], lock),
+            as_root(&two, "LOCK", &path, &[], lock)
+        );
+        let wins = [r1.status, r2.status].iter().filter(|s| **s < 300).count();
+        assert!(
+            wins <= 1,
+            "both gateways granted an exclusive lock on {path}"
+        );
+        for r in [&r1, &r2] {
+            assert!(r.status < 300 || r.status == 423, "status {}", r.status);
+        }
+        won += wins;
+    }
+    // Losing both sides of a race is allowed, but not every time.
+    assert!(won > 0, "no race was won at all");
+    one.stop().await;
+    two.stop().await;
+}
