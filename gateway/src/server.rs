@@ -98,23 +98,41 @@ fn preflight_refusal<B>(req: &http::Request<B>) -> Option<s3s::HttpResponse> {
     e.to_http_response().ok()
 }
 
-/// An empty body sent with `Expect: 100-continue` gets no interim
-/// "100 Continue" from hyper (there is nothing to read), and botocore
-/// (aws-cli v1) then misreads the next response on that connection
-/// (boto/botocore#3755): `aws s3 sync` stalls a minute per empty file.
-/// Closing such a connection after its response sidesteps that.
-fn empty_body_expecting_continue<B>(req: &http::Request<B>) -> bool {
-    let expects = req
-        .headers()
+/// Whether the request asked for `100 Continue` before sending its body.
+fn expects_continue<B>(req: &http::Request<B>) -> bool {
+    req.headers()
         .get(http::header::EXPECT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    let empty = req
-        .headers()
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+fn declares_empty_body<B>(req: &http::Request<B>) -> bool {
+    req.headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "0");
-    expects && empty
+        .is_some_and(|v| v.trim() == "0")
+}
+
+/// A request sent with `Expect: 100-continue` must not share its
+/// connection with the next one unless its body was read, because the
+/// two sides then disagree about where that body went:
+///
+/// - An empty body gets no interim "100 Continue" from hyper (there is
+///   nothing to read), and botocore (aws-cli v1) then misreads the next
+///   response on that connection (boto/botocore#3755): `aws s3 sync`
+///   stalls a minute per empty file.
+/// - A refused request (an error answered before its body was read) is
+///   final for the client, which then never sends the body (RFC 9110
+///   §10.1.1), but hyper, to keep the connection alive, still reads up to
+///   Content-Length bytes "in case a tiny body was included": when the
+///   next request is already buffered, its first bytes are eaten as that
+///   body, and `POST` arrives as `OST` and fails its signature. Seen in
+///   CI as SignatureDoesNotMatch on a CompleteMultipartUpload that
+///   followed an UploadPart refused with NoSuchUpload.
+///
+/// Closing such a connection after its response sidesteps both.
+fn must_close(expects_continue: bool, empty_body: bool, status: http::StatusCode) -> bool {
+    expects_continue && (empty_body || !status.is_success())
 }
 
 /// Accept connections on `listener` until `shutdown` resolves, then stop
@@ -148,9 +166,10 @@ pub async fn serve(
                             if let Some(refusal) = presign_refusal(req.uri()).or_else(|| preflight_refusal(&req)) {
                                 return Ok::<_, s3s::HttpError>(refusal);
                             }
-                            let close = empty_body_expecting_continue(&req);
+                            let expects = expects_continue(&req);
+                            let empty = declares_empty_body(&req);
                             let mut resp = hyper::service::Service::call(&svc, req).await?;
-                            if close {
+                            if must_close(expects, empty, resp.status()) {
                                 resp.headers_mut().insert(
                                     http::header::CONNECTION,
                                     http::HeaderValue::from_static("close"),
@@ -178,5 +197,21 @@ pub async fn serve(
             _ = &mut grace => { conns.abort_all(); break; }
             next = conns.join_next() => if next.is_none() { break },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::must_close;
+    use http::StatusCode;
+
+    #[test]
+    fn connections_close_when_a_continue_body_may_be_unread() {
+        assert!(must_close(true, true, StatusCode::OK));
+        assert!(must_close(true, false, StatusCode::NOT_FOUND));
+        assert!(must_close(true, false, StatusCode::FORBIDDEN));
+        assert!(!must_close(true, false, StatusCode::OK));
+        assert!(!must_close(false, false, StatusCode::NOT_FOUND));
+        assert!(!must_close(false, true, StatusCode::OK));
     }
 }
