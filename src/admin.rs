@@ -34,6 +34,20 @@ enum AdminCommand {
     Bucket(BucketCommand),
     /// Every node's state: capacity, use, shard count.
     Status,
+    /// Self-healing.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand)]
+enum RepairCommand {
+    /// Per node: shards missing, being rebuilt and rebuilt, scrub figures.
+    Status {
+        /// Follow a running rebuild with a progress bar until nothing is
+        /// missing.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -230,8 +244,114 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
                 }
             }
         }
+        AdminCommand::Repair(RepairCommand::Status { watch }) => {
+            let rows = repair_rows(s).await;
+            print!("{}", repair_table(&rows));
+            if watch {
+                watch_repair(s, &rows).await;
+            }
+        }
     }
     Ok(())
+}
+
+/// One node's answer to a status call, or why there was none.
+type RepairRow = (
+    metadata::model::Node,
+    Result<cluster::node_api::NodeStatus, String>,
+);
+
+async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
+    let mut rows = Vec::new();
+    for n in &s.grid().map().nodes {
+        let st = match s.grid().client(&n.id) {
+            Some(c) => c.status().await.map_err(|e| e.to_string()),
+            None => Err("no client".into()),
+        };
+        rows.push((n.clone(), st));
+    }
+    rows
+}
+
+fn repair_table(rows: &[RepairRow]) -> String {
+    use std::fmt::Write;
+    let now = cluster::rpc_auth::now_ms();
+    let ago = |ms: u64| {
+        if ms == 0 {
+            "never".to_string()
+        } else {
+            format!("{}s ago", now.saturating_sub(ms) / 1000)
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:<10} {:>5} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+        "node",
+        "site",
+        "epoch",
+        "missing",
+        "rebuilding",
+        "rebuilt",
+        "rebuilt MiB",
+        "failed",
+        "handed back",
+        "scrubbed",
+        "corrupt",
+        "reconciled",
+        "scrubbed at"
+    );
+    for (n, st) in rows {
+        match st {
+            Ok(st) => {
+                let r = st.repair.clone().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<10} {:>5} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+                    n.id, n.site, st.map_epoch, r.missing, r.rebuilding, r.rebuilt_shards,
+                    r.rebuilt_bytes >> 20, r.failed_rebuilds, r.handed_back, r.scrubbed_shards,
+                    r.corrupt_found, ago(r.last_reconcile_ms), ago(r.last_scrub_ms)
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{:<12} {:<10} DOWN ({e})", n.id, n.site);
+            }
+        }
+    }
+    out
+}
+
+/// A progress bar over the shards missing at the start, until none are
+/// missing or being rebuilt on any node that answers.
+async fn watch_repair(s: &ObjectStore, first: &[RepairRow]) {
+    let sum = |rows: &[RepairRow]| {
+        rows.iter()
+            .filter_map(|(_, st)| st.as_ref().ok()?.repair.clone())
+            .fold((0u64, 0u64, 0u64), |(m, b, r), x| {
+                (m + x.missing, b + x.rebuilding, r + x.rebuilt_shards)
+            })
+    };
+    let (missing, _, rebuilt0) = sum(first);
+    let bar = indicatif::ProgressBar::new(missing.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} rebuilding [{bar:40}] {pos}/{len} shards, {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let rows = repair_rows(s).await;
+        let (m, b, r) = sum(&rows);
+        let done = r.saturating_sub(rebuilt0);
+        bar.set_length((done + m).max(1));
+        bar.set_position(done);
+        bar.set_message(format!("{b} in flight, {m} missing"));
+        if m == 0 && b == 0 {
+            bar.finish_with_message("full redundancy".to_string());
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 pub async fn run(args: AdminArgs) -> ExitCode {
@@ -267,7 +387,7 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         max_requests: g.max_requests,
         domain: None,
     };
-    let service = gateway::server::service(c.store, &cfg);
+    let service = gateway::server::service(c.store.with_repair_forwarding(), &cfg);
     let addr = listener.local_addr().map_err(|source| AdminError::Listen {
         addr: g.listen,
         source,

@@ -131,6 +131,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             shutdown_grace_secs: 10,
             gc_grace_secs: 86_400,
             gc_interval_secs: 3_600,
+            repair: storage_node::config::RepairConfig::default(),
         };
         let node = LocalNode::start(&cfg)
             .await
@@ -167,7 +168,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let grid = Grid::new(map, key, opts);
     let master =
         MasterKey::from_text(&state.master_key).map_err(|e| ServerError::Invalid(e.to_string()))?;
-    let store = ObjectStore::new(grid, master, StoreConfig::default());
+    let store = ObjectStore::new(grid, master, StoreConfig::default()).with_repair_forwarding();
     let (access_key, secret_key) = root_credentials(&state);
     store
         .ensure_user("root", true, &access_key, &secret_key)

@@ -40,6 +40,7 @@ fn config(dir: &std::path::Path, gc_interval_secs: u64, gc_grace_secs: u64) -> N
         shutdown_grace_secs: 5,
         gc_grace_secs,
         gc_interval_secs,
+        repair: storage_node::config::RepairConfig::manual(),
     }
 }
 

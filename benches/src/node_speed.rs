@@ -113,6 +113,7 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         gc_grace_secs: 86_400,
         // A benchmark measures the RPC path alone.
         gc_interval_secs: 0,
+        repair: storage_node::config::RepairConfig::manual(),
     };
     let local = runtime
         .block_on(LocalNode::start(&cfg))

@@ -20,6 +20,7 @@ pub mod naming;
 pub mod node_api;
 pub mod node_client;
 mod objects;
+mod repair_hints;
 pub mod replicas;
 pub mod rpc_auth;
 pub mod secrets;

@@ -25,6 +25,7 @@
 //! | list refs | `POST /v1/refs:list` | [`RefQuery`] | [`RefPage`] |
 //! | status | `GET /v1/status` | - | [`NodeStatus`] |
 //! | cluster map | `GET` / `PUT /v1/map` | - / `ClusterMap` | `ClusterMap` / [`MapAccepted`] |
+//! | repair hint | `POST /v1/repair:hint` | [`ShardList`] (shards a reader found bad or missing) | - |
 //!
 //! A shard put signs the shard's own checksum (the last 32 bytes of its
 //! header: BLAKE3 over every other byte of the shard) as its content hash
@@ -51,6 +52,7 @@ pub const REFS_REMOVE: &str = "/v1/refs:remove";
 pub const REFS_LIST: &str = "/v1/refs:list";
 pub const STATUS: &str = "/v1/status";
 pub const MAP: &str = "/v1/map";
+pub const REPAIR_HINT: &str = "/v1/repair:hint";
 pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
 
@@ -418,8 +420,43 @@ pub struct NodeStatus {
     pub io_backend: String,
     #[prost(uint64, tag = "11")]
     pub uptime_ms: u64,
+    #[prost(message, optional, tag = "12")]
+    pub repair: Option<RepairStatus>,
 }
 impl Record for NodeStatus {}
+
+/// Self-healing on one node: gauges from its last reconciliation pass and
+/// counters since it started.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RepairStatus {
+    /// Shards this node should hold and lacks.
+    #[prost(uint64, tag = "1")]
+    pub missing: u64,
+    /// Rebuilds running now.
+    #[prost(uint64, tag = "2")]
+    pub rebuilding: u64,
+    #[prost(uint64, tag = "3")]
+    pub rebuilt_shards: u64,
+    #[prost(uint64, tag = "4")]
+    pub rebuilt_bytes: u64,
+    #[prost(uint64, tag = "5")]
+    pub failed_rebuilds: u64,
+    /// Shards held for another home and given back to it.
+    #[prost(uint64, tag = "6")]
+    pub handed_back: u64,
+    #[prost(uint64, tag = "7")]
+    pub scrubbed_shards: u64,
+    #[prost(uint64, tag = "8")]
+    pub corrupt_found: u64,
+    #[prost(uint64, tag = "9")]
+    pub reconcile_passes: u64,
+    /// When the last reconciliation pass ended (ms since the epoch; 0: none).
+    #[prost(uint64, tag = "10")]
+    pub last_reconcile_ms: u64,
+    /// When the last complete scrub ended (ms since the epoch; 0: none).
+    #[prost(uint64, tag = "11")]
+    pub last_scrub_ms: u64,
+}
 
 /// Answer to a map push: whether it replaced the node's map (only a newer
 /// epoch does), and the epoch the node now holds.

@@ -240,6 +240,15 @@ impl NodeClient {
         expect_len(r.lens, keys.len())
     }
 
+    /// Tell the node these shards were found missing or bad: it
+    /// reconciles their chunks soon instead of at its next pass.
+    pub async fn repair_hint(&self, keys: &[ShardKey]) -> Result<(), NodeError> {
+        let body = api::ShardList::new(keys).encode_record();
+        self.call(Method::POST, api::REPAIR_HINT, body.into())
+            .await
+            .map(drop)
+    }
+
     pub async fn delete_shards(&self, keys: &[ShardKey]) -> Result<Vec<bool>, NodeError> {
         let body = api::ShardList::new(keys).encode_record();
         let r: api::Deleted = self

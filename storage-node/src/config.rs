@@ -13,6 +13,15 @@
 //! shutdown_grace_secs = 30
 //! gc_grace_secs = 86400           # how long shards without a chunk reference are kept
 //! gc_interval_secs = 3600         # time between garbage collection passes; 0: none
+//!
+//! [repair]                        # self-healing; every key optional
+//! reconcile_interval_secs = 300   # time between reconciliation passes; 0: none
+//! scrub_interval_secs = 604800    # time between full scrub passes; 0: none
+//! scrub_bytes_per_sec = 33554432  # scrub read budget; 0: unlimited
+//! concurrency = 4                 # rebuilds at once
+//! bytes_per_sec = 0               # rebuild fetch budget; 0: unlimited
+//! heartbeat_secs = 5              # time between heartbeats; 0: no liveness
+//! down_after_secs = 25            # unreachable this long: marked down
 //! ```
 
 use crate::file_io::IoBackend;
@@ -76,6 +85,56 @@ pub struct NodeConfig {
     /// start); 0 runs none.
     #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
+    /// Self-healing: reconciliation, scrubbing and liveness.
+    #[serde(default)]
+    pub repair: RepairConfig,
+}
+
+/// `[repair]` in `node.toml`: how often and how hard the node heals.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// Time between reconciliation passes (a hint from a reader or the
+    /// scrubber starts one at once); 0 runs none.
+    pub reconcile_interval_secs: u64,
+    /// Time between the starts of full scrub passes; 0 runs none.
+    pub scrub_interval_secs: u64,
+    /// Bytes per second the scrubber may read; 0: no limit.
+    pub scrub_bytes_per_sec: u64,
+    /// Rebuilds in flight at once.
+    pub concurrency: usize,
+    /// Shard bytes per second fetched for rebuilds; 0: no limit.
+    pub bytes_per_sec: u64,
+    /// Time between heartbeats to every peer; 0 turns liveness off.
+    pub heartbeat_secs: u64,
+    /// A peer unreachable this long is marked down in a new map epoch.
+    pub down_after_secs: u64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_interval_secs: 300,
+            scrub_interval_secs: 7 * 86_400,
+            scrub_bytes_per_sec: 32 << 20,
+            concurrency: 4,
+            bytes_per_sec: 0,
+            heartbeat_secs: 5,
+            down_after_secs: 25,
+        }
+    }
+}
+
+impl RepairConfig {
+    /// Nothing runs by itself: for tests that drive passes by hand.
+    pub fn manual() -> Self {
+        Self {
+            reconcile_interval_secs: 0,
+            scrub_interval_secs: 0,
+            heartbeat_secs: 0,
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -91,6 +150,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("gc_grace_secs", &self.gc_grace_secs)
             .field("gc_interval_secs", &self.gc_interval_secs)
+            .field("repair", &self.repair)
             .finish_non_exhaustive()
     }
 }

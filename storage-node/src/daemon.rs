@@ -2,9 +2,13 @@
 //! SIGTERM or SIGINT, then finish the requests in flight.
 
 use crate::config::NodeConfig;
+use crate::config::RepairConfig;
 use crate::gc::GcReport;
+use crate::liveness::{Liveness, LivenessConfig};
 use crate::node::{Node, NodeError};
+use crate::repair::{self, ReconcileReport, RepairLimits};
 use crate::rpc_server;
+use crate::scrub::ScrubReport;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +39,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     );
     println!("gridstore node {} listening on {addr}", node.id);
     let gc = GcTask::start(&node, &cfg);
+    let healing = Healing::start(&node, &cfg);
     rpc_server::serve(
         listener,
         node,
@@ -45,6 +50,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     if let Some(gc) = gc {
         gc.stop().await;
     }
+    healing.stop().await;
     tracing::info!("node stopped");
     Ok(())
 }
@@ -168,6 +174,7 @@ pub struct LocalNode {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     gc: Option<GcTask>,
+    healing: Option<Healing>,
 }
 
 impl LocalNode {
@@ -190,12 +197,14 @@ impl LocalNode {
             Duration::from_secs(cfg.shutdown_grace_secs),
         ));
         let gc = GcTask::start(&node, cfg);
+        let healing = Some(Healing::start(&node, cfg));
         Ok(LocalNode {
             addr,
             node,
             stop: Some(stop),
             task,
             gc,
+            healing,
         })
     }
 
@@ -219,6 +228,25 @@ impl LocalNode {
         if let Some(gc) = self.gc.take() {
             gc.stop().await;
         }
+        if let Some(h) = self.healing.take() {
+            h.stop().await;
+        }
+    }
+
+    /// One reconciliation pass now (see [`crate::repair`]).
+    pub async fn reconcile(&self) -> Result<ReconcileReport, NodeError> {
+        let limits = RepairLimits::default();
+        repair::reconcile_pass(&self.node, limits, &AtomicBool::new(false)).await
+    }
+
+    /// One scrub pass now, unthrottled (see [`crate::scrub`]).
+    pub async fn scrub(&self) -> Result<ScrubReport, NodeError> {
+        let n = self.node.clone();
+        match tokio::task::spawn_blocking(move || n.scrub_pass(0, &AtomicBool::new(false))).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(NodeError::Refused(format!("scrub did not finish: {e}"))),
+        }
     }
 
     /// Vanish at once: the port closes and open connections drop mid-
@@ -226,7 +254,197 @@ impl LocalNode {
     /// kernel would finish them for a killed process).
     pub async fn kill(mut self) {
         drop(self.gc.take());
+        drop(self.healing.take());
         self.task.abort();
         let _ = (&mut self.task).await;
+    }
+}
+
+/// Self-healing in the background: reconciliation (on its interval, or at
+/// once when a hint or a map change wakes it), scrubbing and heartbeats,
+/// each its own loop, as `[repair]` in the config sets them.
+struct Healing {
+    stop: Arc<AtomicBool>,
+    quit: Arc<Notify>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Healing {
+    fn start(node: &Arc<Node>, cfg: &NodeConfig) -> Healing {
+        let r: RepairConfig = cfg.repair;
+        let stop = Arc::new(AtomicBool::new(false));
+        let quit = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        if r.reconcile_interval_secs > 0 {
+            let limits = RepairLimits {
+                concurrency: r.concurrency,
+                bytes_per_sec: r.bytes_per_sec,
+            };
+            tasks.push(tokio::spawn(reconcile_loop(
+                node.clone(),
+                Duration::from_secs(r.reconcile_interval_secs),
+                limits,
+                stop.clone(),
+                quit.clone(),
+            )));
+        }
+        if r.scrub_interval_secs > 0 {
+            tasks.push(tokio::spawn(scrub_loop(
+                node.clone(),
+                Duration::from_secs(r.scrub_interval_secs),
+                r.scrub_bytes_per_sec,
+                stop.clone(),
+                quit.clone(),
+            )));
+        }
+        if r.heartbeat_secs > 0 {
+            let lc = LivenessConfig {
+                heartbeat: Duration::from_secs(r.heartbeat_secs),
+                down_after: Duration::from_secs(r.down_after_secs.max(r.heartbeat_secs)),
+            };
+            tasks.push(tokio::spawn(liveness_loop(
+                node.clone(),
+                lc,
+                stop.clone(),
+                quit.clone(),
+            )));
+        }
+        Healing { stop, quit, tasks }
+    }
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.quit.notify_waiters();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Healing {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn reconcile_loop(
+    node: Arc<Node>,
+    interval: Duration,
+    limits: RepairLimits,
+    stop: Arc<AtomicBool>,
+    quit: Arc<Notify>,
+) {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = node.repair.wake.notified() => {
+                // Let a burst of hints (a scrub finding many) gather.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            () = quit.notified() => return,
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match repair::reconcile_pass(&node, limits, &stop).await {
+            Ok(r) if r.missing > 0 || r.handed_back > 0 || r.refs_dropped > 0 => {
+                tracing::info!(
+                    chunks = r.chunks,
+                    missing = r.missing,
+                    rebuilt = r.rebuilt,
+                    rebuilt_bytes = r.rebuilt_bytes,
+                    failed = r.failed,
+                    handed_back = r.handed_back,
+                    refs_pushed = r.refs_pushed,
+                    refs_dropped = r.refs_dropped,
+                    "reconciliation pass"
+                );
+                if r.failed > 0 {
+                    // Peers may be back soon: do not wait a whole interval.
+                    let n = node.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        n.repair.wake.notify_one();
+                    });
+                }
+            }
+            Ok(r) => tracing::debug!(
+                chunks = r.chunks,
+                "reconciliation pass: all shards in place"
+            ),
+            Err(e) => tracing::warn!(error = %e, "reconciliation pass failed"),
+        }
+    }
+}
+
+async fn scrub_loop(
+    node: Arc<Node>,
+    interval: Duration,
+    bytes_per_sec: u64,
+    stop: Arc<AtomicBool>,
+    quit: Arc<Notify>,
+) {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // A pass is due `interval` after the last complete one; a pass cut
+        // short by a restart resumes at once (its cursor is kept).
+        let n = node.clone();
+        let last = tokio::task::spawn_blocking(move || n.scrub_last_done_ms())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten();
+        let wait = last.map_or(Duration::from_secs(60), |done| {
+            let due = done.saturating_add(interval.as_millis() as u64);
+            Duration::from_millis(due.saturating_sub(cluster::rpc_auth::now_ms()))
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = quit.notified() => return,
+        }
+        let (n, s) = (node.clone(), stop.clone());
+        match tokio::task::spawn_blocking(move || n.scrub_pass(bytes_per_sec, &s)).await {
+            Ok(Ok(r)) => tracing::info!(
+                shards = r.shards,
+                bytes = r.bytes,
+                corrupt = r.corrupt,
+                complete = r.complete,
+                "scrub pass"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "scrub pass failed"),
+            Err(e) => tracing::warn!(error = %e, "scrub pass did not finish"),
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+async fn liveness_loop(
+    node: Arc<Node>,
+    cfg: LivenessConfig,
+    stop: Arc<AtomicBool>,
+    quit: Arc<Notify>,
+) {
+    let mut live = Liveness::new(cfg);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(cfg.heartbeat) => {}
+            () = quit.notified() => return,
+        }
+        if let Err(e) = live.round(&node).await {
+            tracing::warn!(error = %e, "heartbeat round failed");
+        }
     }
 }

@@ -257,6 +257,7 @@ mod tests {
             shutdown_grace_secs: 1,
             gc_grace_secs: 86_400,
             gc_interval_secs: 0,
+            repair: crate::config::RepairConfig::manual(),
         })
         .unwrap()
     }

@@ -9,9 +9,12 @@ pub mod config;
 pub mod daemon;
 pub mod file_io;
 pub mod gc;
+pub mod liveness;
 pub mod metrics;
 pub mod node;
+pub mod repair;
 pub mod rpc_server;
+pub mod scrub;
 pub mod shard_store;
 
 pub use config::NodeConfig;

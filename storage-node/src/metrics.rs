@@ -18,8 +18,16 @@ pub struct OpLabels {
     pub op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    pub what: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Self-healing figures (see [`crate::repair::RepairState`]), copied in
+    /// at each scrape.
+    pub repair: Family<RepairLabels, Gauge>,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<OpLabels, Histogram>,
     pub auth_failures: Counter,
@@ -49,6 +57,7 @@ impl Metrics {
             Histogram::new(exponential_buckets(1e-4, 4.0, 11))
         });
         let m = Self {
+            repair: Family::default(),
             requests,
             duration,
             auth_failures: Counter::default(),
@@ -114,6 +123,11 @@ impl Metrics {
             "gc_freed_bytes",
             "Bytes of shards deleted by garbage collection",
             m.gc_freed_bytes.clone(),
+        );
+        registry.register(
+            "repair",
+            "Self-healing: shards missing, rebuilding, rebuilt (count, bytes), failed rebuilds, handed back, scrubbed (count, bytes), corrupt found",
+            m.repair.clone(),
         );
         Self { registry, ..m }
     }

@@ -34,7 +34,11 @@ pub struct Node {
     pub store: ShardStore,
     pub db: Db,
     pub verifier: Verifier,
+    /// Signs this node's own calls to its peers (repair, heartbeats).
+    pub key: RpcKey,
     pub metrics: Metrics,
+    /// Counters and work queue of self-healing ([`crate::repair`]).
+    pub repair: crate::repair::RepairState,
     started: Instant,
     /// Held by garbage collection from its last look at a chunk's
     /// references to the deletion of its shards, and by every reference
@@ -89,7 +93,9 @@ impl Node {
             store,
             db,
             verifier: Verifier::new(RpcKey::from_secret(&secret), DEFAULT_WINDOW),
+            key: RpcKey::from_secret(&secret),
             metrics: Metrics::new(),
+            repair: crate::repair::RepairState::default(),
             started: Instant::now(),
             gc_lock: Mutex::new(()),
         })
@@ -110,8 +116,9 @@ impl Node {
         self.db.get(Table::System, MAP_KEY)
     }
 
-    /// Keep `map` if it is newer than the one held; returns whether it was
-    /// kept and the epoch now held.
+    /// Keep `map` if it is newer than the one held (or, under the same
+    /// epoch, wins the tie-break); returns whether it was kept and the
+    /// epoch now held.
     pub fn offer_map(&self, map: &ClusterMap) -> Result<(bool, u64), DbError> {
         let new = map.encode_record();
         loop {
@@ -127,7 +134,15 @@ impl Node {
                         .epoch
                 }
             };
-            if map.epoch <= epoch {
+            // Two nodes may propose different maps under the same epoch
+            // (liveness after a partition heals): every node then keeps the
+            // one with the greater hash, so the grid converges on one map.
+            let wins_tie = || {
+                current
+                    .as_deref()
+                    .is_some_and(|c| blake3::hash(&new).as_bytes() > blake3::hash(c).as_bytes())
+            };
+            if map.epoch < epoch || (map.epoch == epoch && !wins_tie()) {
                 return Ok((false, epoch));
             }
             if self

@@ -148,6 +148,7 @@ enum Op {
     Status,
     GetMap,
     PutMap,
+    RepairHint,
     Unknown,
 }
 
@@ -173,6 +174,7 @@ impl Op {
             Op::Status => "status",
             Op::GetMap => "get_map",
             Op::PutMap => "put_map",
+            Op::RepairHint => "repair_hint",
             Op::Unknown => "unknown",
         }
     }
@@ -209,6 +211,7 @@ impl Op {
             (Method::GET, api::STATUS) => Op::Status,
             (Method::GET, api::MAP) => Op::GetMap,
             (Method::PUT, api::MAP) => Op::PutMap,
+            (Method::POST, api::REPAIR_HINT) => Op::RepairHint,
             _ => Op::Unknown,
         }
     }
@@ -273,6 +276,15 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
             } else {
                 Err(Failure::new(StatusCode::NOT_FOUND, "shard not held"))
             }
+        }
+        Op::RepairHint => {
+            let keys = read_record::<api::ShardList>(node, req, content_hash)
+                .await?
+                .shard_keys()?;
+            for k in &keys {
+                node.repair.hint(k.chunk);
+            }
+            Ok(reply(StatusCode::NO_CONTENT, ""))
         }
         Op::HaveShards => {
             let keys = read_record::<api::ShardList>(node, req, content_hash)
@@ -472,6 +484,7 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
                     map_epoch,
                     io_backend: n.store.io_backend().name().into(),
                     uptime_ms: n.uptime_ms(),
+                    repair: Some(n.repair.snapshot(n.scrub_last_done_ms()?.unwrap_or(0))),
                 })
             })
             .await?;
@@ -736,6 +749,23 @@ async fn metrics(node: &Arc<Node>) -> Reply {
             .set(usage.available.min(i64::MAX as u64) as i64);
         m.map_epoch
             .set(n.cluster_map()?.map_or(0, |c| c.epoch) as i64);
+        let r = &n.repair;
+        for (what, v) in [
+            ("missing", &r.missing),
+            ("rebuilding", &r.rebuilding),
+            ("rebuilt_shards", &r.rebuilt_shards),
+            ("rebuilt_bytes", &r.rebuilt_bytes),
+            ("failed_rebuilds", &r.failed_rebuilds),
+            ("handed_back", &r.handed_back),
+            ("scrubbed_shards", &r.scrubbed_shards),
+            ("scrubbed_bytes", &r.scrubbed_bytes),
+            ("corrupt_found", &r.corrupt_found),
+        ] {
+            let v = v.load(std::sync::atomic::Ordering::Relaxed);
+            m.repair
+                .get_or_create(&crate::metrics::RepairLabels { what })
+                .set(v.min(i64::MAX as u64) as i64);
+        }
         Ok(())
     })
     .await?;

@@ -7,6 +7,7 @@ use cluster::ClientOptions;
 use metadata::model::{ClusterMap, Node, NodeState};
 use std::time::Duration;
 use storage_node::config::IoChoice;
+use storage_node::config::RepairConfig;
 use storage_node::daemon::LocalNode;
 use storage_node::NodeConfig;
 
@@ -15,14 +16,48 @@ pub struct TestGrid {
     /// `None` once killed.
     pub nodes: Vec<Option<LocalNode>>,
     pub map: ClusterMap,
+    /// Each node's config, with the address it first listened on.
+    pub cfgs: Vec<NodeConfig>,
 }
 
 impl TestGrid {
-    /// `per_site` nodes on each of `sites` sites.
+    /// `per_site` nodes on each of `sites` sites, nothing in the background
+    /// but what tests start by hand.
     pub async fn start(sites: usize, per_site: usize) -> TestGrid {
+        Self::start_with(sites, per_site, RepairConfig::manual()).await
+    }
+
+    /// The same, with self-healing set by `repair`; the nodes are given the
+    /// cluster map (as `gridstore server` does), so they heal by themselves.
+    pub async fn start_healing(sites: usize, per_site: usize, repair: RepairConfig) -> TestGrid {
+        let grid = Self::start_with(sites, per_site, repair).await;
+        grid.publish_map().await;
+        grid
+    }
+
+    /// Hand the map to every live node.
+    pub async fn publish_map(&self) {
+        let g = self.grid();
+        for n in &self.map.nodes {
+            if let Some(c) = g.client(&n.id) {
+                let _ = c.put_map(&self.map).await;
+            }
+        }
+    }
+
+    /// Start a killed node again on its address and data.
+    pub async fn restart(&mut self, node_id: &str) {
+        let i = self.index_of(node_id);
+        assert!(self.nodes[i].is_none(), "{node_id} is running");
+        let node = LocalNode::start(&self.cfgs[i]).await.unwrap();
+        self.nodes[i] = Some(node);
+    }
+
+    async fn start_with(sites: usize, per_site: usize, repair: RepairConfig) -> TestGrid {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         let mut entries = Vec::new();
+        let mut cfgs = Vec::new();
         for s in 0..sites {
             for j in 0..per_site {
                 let id = format!("s{s}n{j}");
@@ -40,8 +75,12 @@ impl TestGrid {
                     // Tests drive collection themselves (LocalNode::gc_pass).
                     gc_grace_secs: 86_400,
                     gc_interval_secs: 0,
+                    repair,
                 };
+                let mut cfg = cfg;
                 let node = LocalNode::start(&cfg).await.unwrap();
+                cfg.listen = node.addr;
+                cfgs.push(cfg.clone());
                 entries.push(Node {
                     id,
                     addr: node.addr.to_string(),
@@ -59,6 +98,7 @@ impl TestGrid {
                 epoch: 1,
                 nodes: entries,
             },
+            cfgs,
         }
     }
 

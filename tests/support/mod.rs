@@ -4,6 +4,7 @@
 
 pub mod grid;
 pub mod objects;
+pub mod shards;
 
 use bytes::Bytes;
 use cluster::node_api as api;
@@ -138,6 +139,16 @@ impl NodeProc {
         assert!(self.child.is_none(), "stop the node first");
         let again = Self::spawn(&self.dir, self.config.clone(), &self.id.clone());
         *self = again;
+    }
+
+    /// Keep this node's port across restarts (a cluster map names it).
+    pub fn pin_port(&self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let pinned = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = {:?}", self.addr),
+        );
+        std::fs::write(&self.config, pinned).unwrap();
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,204 @@
+//! Liveness: heartbeats between nodes, and new cluster-map epochs that mark
+//! an unreachable node down (and a returning one up) with no coordinator.
+//!
+//! Every node asks every peer for its status each heartbeat. The answer
+//! carries the peer's map epoch, so a node that missed a map change pulls
+//! the newer map from whoever has it (maps spread by this anti-entropy,
+//! not only by the proposer's push). A change is proposed only by the
+//! node with the lowest id among those it sees alive, and only while it
+//! sees a strict majority of the map's nodes (itself included): a node cut
+//! off in a minority partition never marks the majority down. Two
+//! proposers racing (after a partition heals) may publish different maps
+//! under one epoch; [`Node::offer_map`] then keeps the one with the
+//! greater hash everywhere, so the grid converges on one map.
+//!
+//! This is deliberately not consensus: a map change only moves where
+//! shards should be rebuilt, and every write is checked against the
+//! shards actually stored, so a wrong "down" costs repair traffic, never
+//! data. The well-kept crates for agreement (openraft, chitchat) would
+//! bring a log or a UDP gossip layer that this one-record state does not
+//! need (README, "Self-healing in one screen").
+
+use crate::node::{Node, NodeError};
+use crate::repair::grid_of;
+use metadata::model::{ClusterMap, NodeState};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Heartbeat settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessConfig {
+    pub heartbeat: Duration,
+    /// Unreachable this long: marked down.
+    pub down_after: Duration,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            down_after: Duration::from_secs(25),
+        }
+    }
+}
+
+/// What this node has seen of its peers.
+pub struct Liveness {
+    cfg: LivenessConfig,
+    started: Instant,
+    /// Last successful heartbeat per peer; first failure after it.
+    last_ok: HashMap<String, Instant>,
+    /// Peers answering since (for a node coming back).
+    up_since: HashMap<String, Instant>,
+}
+
+impl Liveness {
+    pub fn new(cfg: LivenessConfig) -> Self {
+        Self {
+            cfg,
+            started: Instant::now(),
+            last_ok: HashMap::new(),
+            up_since: HashMap::new(),
+        }
+    }
+
+    /// One heartbeat round: ask every peer, adopt a newer map if one has
+    /// it, and propose a new epoch if this node is the proposer and a
+    /// node's state must change. Returns the epoch proposed, if any.
+    pub async fn round(&mut self, node: &Arc<Node>) -> Result<Option<u64>, NodeError> {
+        let n = node.clone();
+        let Some(map) = tokio::task::spawn_blocking(move || n.cluster_map())
+            .await
+            .map_err(|e| NodeError::Refused(e.to_string()))??
+        else {
+            return Ok(None);
+        };
+        let grid = grid_of(node, map.clone());
+        let now = Instant::now();
+        let mut newest: Option<(u64, String)> = None;
+        let mut probes = tokio::task::JoinSet::new();
+        for peer in map.nodes.iter().filter(|p| p.id != node.id) {
+            if peer.state == NodeState::Removed as i32 {
+                continue;
+            }
+            let Some(client) = grid.client(&peer.id).cloned() else {
+                continue;
+            };
+            let id = peer.id.clone();
+            let timeout = self.cfg.heartbeat.max(Duration::from_secs(2));
+            probes.spawn(async move {
+                let r = tokio::time::timeout(timeout, client.status()).await;
+                (id, r.ok().and_then(|r| r.ok()))
+            });
+        }
+        while let Some(done) = probes.join_next().await {
+            let Ok((id, status)) = done else { continue };
+            match status {
+                Some(s) => {
+                    self.last_ok.insert(id.clone(), now);
+                    self.up_since.entry(id.clone()).or_insert(now);
+                    if s.map_epoch > map.epoch
+                        && newest.as_ref().is_none_or(|(e, _)| s.map_epoch > *e)
+                    {
+                        newest = Some((s.map_epoch, id));
+                    }
+                }
+                None => {
+                    self.up_since.remove(&id);
+                }
+            }
+        }
+        if let Some((_, holder)) = newest {
+            if let Some(client) = grid.client(&holder) {
+                if let Ok(Some(m)) = client.get_map().await {
+                    let n = node.clone();
+                    let (kept, epoch) = tokio::task::spawn_blocking(move || n.offer_map(&m))
+                        .await
+                        .map_err(|e| NodeError::Refused(e.to_string()))??;
+                    if kept {
+                        tracing::info!(epoch, from = %holder, "newer cluster map adopted");
+                        node.repair.wake.notify_one();
+                    }
+                }
+            }
+            // Decide on the newest map next round.
+            return Ok(None);
+        }
+        self.propose(node, &map, now).await
+    }
+
+    fn alive(&self, id: &str, now: Instant) -> bool {
+        let seen = self.last_ok.get(id).copied().unwrap_or(self.started);
+        now.duration_since(seen) < self.cfg.down_after
+    }
+
+    async fn propose(
+        &mut self,
+        node: &Arc<Node>,
+        map: &ClusterMap,
+        now: Instant,
+    ) -> Result<Option<u64>, NodeError> {
+        let counted: Vec<&metadata::model::Node> = map
+            .nodes
+            .iter()
+            .filter(|p| p.state != NodeState::Removed as i32)
+            .collect();
+        let reachable: Vec<&str> = counted
+            .iter()
+            .filter(|p| p.id == node.id || self.up_since.contains_key(&p.id))
+            .map(|p| p.id.as_str())
+            .collect();
+        if reachable.len() * 2 <= counted.len() {
+            return Ok(None);
+        }
+        let proposer = reachable.iter().min().copied();
+        if proposer != Some(node.id.as_str()) {
+            return Ok(None);
+        }
+        // Not before this node has had time to hear from everyone.
+        if now.duration_since(self.started) < self.cfg.down_after {
+            return Ok(None);
+        }
+        let mut next = map.clone();
+        let mut changed = Vec::new();
+        for p in next.nodes.iter_mut().filter(|p| p.id != node.id) {
+            let up = p.state == NodeState::Up as i32;
+            let down = p.state == NodeState::Down as i32;
+            if up && !self.alive(&p.id, now) {
+                p.state = NodeState::Down as i32;
+                changed.push(format!("{} down", p.id));
+            } else if down
+                && self
+                    .up_since
+                    .get(&p.id)
+                    .is_some_and(|t| now.duration_since(*t) >= self.cfg.heartbeat * 2)
+            {
+                // Back and answering steadily: up again; reconciliation
+                // moves its shards home and collects the stale ones.
+                p.state = NodeState::Up as i32;
+                changed.push(format!("{} up", p.id));
+            }
+        }
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        next.epoch = map.epoch + 1;
+        let n = node.clone();
+        let m = next.clone();
+        tokio::task::spawn_blocking(move || n.offer_map(&m))
+            .await
+            .map_err(|e| NodeError::Refused(e.to_string()))??;
+        tracing::warn!(epoch = next.epoch, changes = %changed.join(", "), "cluster map changed");
+        let grid = grid_of(node, next.clone());
+        for p in next.nodes.iter().filter(|p| p.id != node.id) {
+            if let Some(c) = grid.client(&p.id) {
+                if let Err(e) = c.put_map(&next).await {
+                    tracing::debug!(node = %p.id, error = %e, "map push failed; it will pull");
+                }
+            }
+        }
+        node.repair.wake.notify_one();
+        Ok(Some(next.epoch))
+    }
+}

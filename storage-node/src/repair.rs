@@ -1,0 +1,796 @@
+//! Self-healing on one node: reconciliation of what the node should hold
+//! with what it has, and keyless rebuild of what is missing.
+//!
+//! A node knows which shards it should hold from the chunk references
+//! placed on it and the cluster map it holds: shard `i` of chunk `c`
+//! belongs on `shard_homes(c)[i]` (the same rendezvous rule gateways
+//! write by). A reconciliation pass walks the reference table chunk by
+//! chunk and, for each:
+//!
+//! - finds the shards this node is home for but lacks (never written, lost
+//!   with a disk, or deleted by the scrubber as corrupt) and rebuilds them
+//!   from `k` verified shards fetched from peers, without any key
+//!   ([`codec::Rebuilder`] works on ciphertext), each fetched and rebuilt
+//!   shard checked against the checksum its writer recorded in the
+//!   reference, so a dishonest peer cannot slip in a forged shard;
+//! - hands shards it holds but is not home for (hand-offs taken while a
+//!   home was down, or left by an older map) to their home, then drops its
+//!   own copy once the home holds one;
+//! - gives the chunk's references to every home when the map changed since
+//!   the last pass, or when this node is not a home itself (so a new home
+//!   learns what it should hold), and forgets them once it has no part in
+//!   the chunk any more.
+//!
+//! Rebuilds go worst chunk first (fewest healthy shards on the grid), with
+//! bounded concurrency and bandwidth, and chunks named by a read that met a
+//! bad shard, or by the scrubber, jump the queue ([`RepairState::hint`]).
+
+use crate::node::{Node, NodeError};
+use bytes::Bytes;
+use cluster::chunk_io::Grid;
+use cluster::{ClientOptions, NodeClient, NodeError as RpcError};
+use codec::{ChunkId, Rebuilder};
+use metadata::db::{Batch, Table};
+use metadata::model::{ChunkReference, ClusterMap};
+use metadata::{Record, ShardKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+/// Epoch of the map whose homes were last given every reference.
+const PROPAGATED_KEY: &[u8] = b"repair/propagated_epoch";
+/// References read from the table per page.
+const REF_PAGE: usize = 1024;
+/// References pushed to one peer per call.
+const PUSH_BATCH: usize = 512;
+
+/// How hard repair may work.
+#[derive(Debug, Clone, Copy)]
+pub struct RepairLimits {
+    /// Rebuilds in flight at once.
+    pub concurrency: usize,
+    /// Shard bytes fetched per second for rebuilds; 0: unlimited.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for RepairLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            bytes_per_sec: 0,
+        }
+    }
+}
+
+/// What self-healing has seen and done, for `gridstore admin repair
+/// status` and the metrics. Counters since start, gauges from the last
+/// pass.
+#[derive(Default)]
+pub struct RepairState {
+    /// Home shards found missing by the last pass (or waiting since).
+    pub missing: AtomicU64,
+    /// Rebuilds in progress now.
+    pub rebuilding: AtomicU64,
+    pub rebuilt_shards: AtomicU64,
+    pub rebuilt_bytes: AtomicU64,
+    pub failed_rebuilds: AtomicU64,
+    /// Shards this node held for another home and handed back.
+    pub handed_back: AtomicU64,
+    pub passes: AtomicU64,
+    pub last_pass_ms: AtomicU64,
+    /// Shards verified by the scrubber, and found corrupt by it.
+    pub scrubbed_shards: AtomicU64,
+    pub scrubbed_bytes: AtomicU64,
+    pub corrupt_found: AtomicU64,
+    /// Chunks to look at before anything else (reported by readers, or
+    /// found corrupt by the scrubber).
+    hinted: Mutex<BTreeSet<[u8; 32]>>,
+    /// Wakes the reconciliation loop early.
+    pub wake: Notify,
+}
+
+impl RepairState {
+    /// Ask for chunk `id` to be reconciled soon.
+    pub fn hint(&self, id: [u8; 32]) {
+        self.hinted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        self.wake.notify_one();
+    }
+
+    /// The figures `status` reports.
+    pub fn snapshot(&self, last_scrub_ms: u64) -> cluster::node_api::RepairStatus {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        cluster::node_api::RepairStatus {
+            missing: get(&self.missing),
+            rebuilding: get(&self.rebuilding),
+            rebuilt_shards: get(&self.rebuilt_shards),
+            rebuilt_bytes: get(&self.rebuilt_bytes),
+            failed_rebuilds: get(&self.failed_rebuilds),
+            handed_back: get(&self.handed_back),
+            scrubbed_shards: get(&self.scrubbed_shards),
+            corrupt_found: get(&self.corrupt_found),
+            reconcile_passes: get(&self.passes),
+            last_reconcile_ms: get(&self.last_pass_ms),
+            last_scrub_ms,
+        }
+    }
+
+    fn take_hints(&self) -> BTreeSet<[u8; 32]> {
+        std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// What one reconciliation pass found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Distinct chunks with a reference on this node.
+    pub chunks: u64,
+    /// Home shards missing at the start of the pass.
+    pub missing: u64,
+    pub rebuilt: u64,
+    pub rebuilt_bytes: u64,
+    /// Rebuilds that could not find `k` good shards (retried next pass).
+    pub failed: u64,
+    pub handed_back: u64,
+    /// References given to homes that might lack them.
+    pub refs_pushed: u64,
+    /// Chunks whose references this node dropped (no part in them left).
+    pub refs_dropped: u64,
+}
+
+/// A reconciliation pass in progress.
+struct Pass<'a> {
+    grid: &'a Grid,
+    /// Give every home the references (the map changed since last time).
+    push_all: bool,
+    push_failed: bool,
+    report: ReconcileReport,
+    work: Vec<Work>,
+}
+
+/// One chunk's references on this node, and the facts they agree on.
+struct ChunkRefs {
+    id: [u8; 32],
+    k: usize,
+    n: usize,
+    shard_len: u32,
+    /// Expected checksum per shard index (empty when unknown).
+    hashes: Vec<[u8; 32]>,
+    refs: Vec<ChunkReference>,
+}
+
+/// A shard this node should hold and does not.
+struct Work {
+    chunk: Arc<ChunkRefs>,
+    missing: Vec<usize>,
+    /// Shards of the chunk the grid holds, as far as its homes say.
+    healthy: usize,
+}
+
+/// Spreads rebuild traffic out so it stays under a byte rate.
+struct Throttle {
+    per_sec: u64,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Throttle {
+    fn new(per_sec: u64) -> Self {
+        Self {
+            per_sec,
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn take(&self, bytes: u64) {
+        if self.per_sec == 0 {
+            return;
+        }
+        let wait = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.per_sec as f64);
+            start.saturating_duration_since(now)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Refused(e.to_string())
+}
+
+/// Run `f` on the blocking pool (file and RocksDB I/O).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| fail(format!("repair task did not finish: {e}")))?
+}
+
+/// The grid as this node sees it: its map, and clients signed with its key.
+pub fn grid_of(node: &Node, map: ClusterMap) -> Grid {
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    Grid::new(map, node.key.clone(), opts)
+}
+
+/// One reconciliation pass over every chunk referenced on this node
+/// (hinted chunks first). Ends early, with what it did, once `stop` is set.
+pub async fn reconcile_pass(
+    node: &Arc<Node>,
+    limits: RepairLimits,
+    stop: &AtomicBool,
+) -> Result<ReconcileReport, NodeError> {
+    let n = node.clone();
+    let Some(map) = blocking(move || Ok(n.cluster_map()?)).await? else {
+        return Ok(ReconcileReport::default());
+    };
+    let epoch = map.epoch;
+    let grid = grid_of(node, map);
+    let n = node.clone();
+    let propagated = blocking(move || {
+        Ok(n.db
+            .get_raw(Table::System, PROPAGATED_KEY)?
+            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    })
+    .await?;
+    let mut pass = Pass {
+        grid: &grid,
+        // A new map may have named new homes: they learn from the old ones.
+        push_all: propagated != epoch,
+        push_failed: false,
+        report: ReconcileReport::default(),
+        work: Vec::new(),
+    };
+
+    let hinted = node.repair.take_hints();
+    for &id in &hinted {
+        if let Some(c) = load_chunk(node, id).await? {
+            pass.report.chunks += 1;
+            visit(node, &mut pass, c, true).await?;
+        }
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(pass.report);
+        }
+        let n = node.clone();
+        let start = after.clone();
+        let page = blocking(move || {
+            Ok(n.db.scan_prefix(Table::ChunkRefs, &[], start.as_deref(), REF_PAGE)?)
+        })
+        .await?;
+        let last_page = page.next.is_none();
+        let mut chunks: Vec<ChunkRefs> = Vec::new();
+        for (key, value) in &page.items {
+            let Ok(r) = ChunkReference::decode_record(value) else {
+                tracing::warn!(key = %hex::encode(key), "undecodable chunk reference skipped");
+                continue;
+            };
+            match chunks.last_mut() {
+                Some(c) if c.id[..] == r.chunk_id[..] => c.refs.push(r),
+                _ => {
+                    if let Some(c) = chunk_refs(vec![r]) {
+                        chunks.push(c);
+                    }
+                }
+            }
+        }
+        // The last chunk of a page may go on in the next: read all of its
+        // references, then resume after every key it can have (byte 32 of
+        // a reference key is the bucket id's length, 16, never 0xff).
+        if !last_page {
+            if let Some(c) = chunks.pop() {
+                let mut resume = c.id.to_vec();
+                resume.extend_from_slice(&[0xff; 8]);
+                after = Some(resume);
+                if let Some(whole) = load_chunk(node, c.id).await? {
+                    chunks.push(whole);
+                }
+            }
+        }
+        for c in chunks {
+            if hinted.contains(&c.id) {
+                continue;
+            }
+            pass.report.chunks += 1;
+            visit(node, &mut pass, c, false).await?;
+        }
+        if last_page {
+            break;
+        }
+    }
+    if pass.push_all && !pass.push_failed {
+        let n = node.clone();
+        blocking(move || {
+            Ok(n.db.put_raw(Table::System, PROPAGATED_KEY, &epoch.to_be_bytes())?)
+        })
+        .await?;
+    }
+    let mut report = pass.report;
+    let work = pass.work;
+    report.missing = work.iter().map(|w| w.missing.len() as u64).sum();
+    node.repair.missing.store(report.missing, Ordering::Relaxed);
+    rebuild_all(node, &grid, work, limits, stop, &mut report).await;
+    node.repair.passes.fetch_add(1, Ordering::Relaxed);
+    node.repair
+        .last_pass_ms
+        .store(cluster::rpc_auth::now_ms(), Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Every reference to chunk `id` on this node.
+async fn load_chunk(node: &Arc<Node>, id: [u8; 32]) -> Result<Option<ChunkRefs>, NodeError> {
+    let n = node.clone();
+    let refs = blocking(move || {
+        let mut refs = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page =
+                n.db.scan_prefix(Table::ChunkRefs, &id, after.as_deref(), REF_PAGE)?;
+            for (_, v) in &page.items {
+                if let Ok(r) = ChunkReference::decode_record(v) {
+                    refs.push(r);
+                }
+            }
+            after = page.items.last().map(|(k, _)| k.clone());
+            if page.next.is_none() {
+                return Ok(refs);
+            }
+        }
+    })
+    .await?;
+    Ok(chunk_refs(refs))
+}
+
+fn chunk_refs(refs: Vec<ChunkReference>) -> Option<ChunkRefs> {
+    let first = refs.first()?;
+    let id: [u8; 32] = first.chunk_id.as_slice().try_into().ok()?;
+    let erasure = first.erasure?;
+    let with_hashes = refs.iter().find(|r| !r.shard_hashes.is_empty());
+    let hashes = with_hashes
+        .map(|r| {
+            r.shard_hashes
+                .iter()
+                .filter_map(|h| h.as_slice().try_into().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let shard_len = with_hashes
+        .map(|r| r.shard_len)
+        .or_else(|| refs.iter().map(|r| r.shard_len).find(|l| *l > 0))
+        .unwrap_or(0);
+    Some(ChunkRefs {
+        id,
+        k: erasure.data as usize,
+        n: erasure.total(),
+        shard_len,
+        hashes,
+        refs,
+    })
+}
+
+/// Reconcile one chunk: note missing home shards in `work`, hand back
+/// foreign shards, push and drop references.
+async fn visit(
+    node: &Arc<Node>,
+    pass: &mut Pass<'_>,
+    c: ChunkRefs,
+    verify: bool,
+) -> Result<(), NodeError> {
+    let chunk = ChunkId(c.id);
+    let homes = match pass.grid.shard_homes(&chunk, c.n) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(chunk = %chunk, error = %e, "no placement for a referenced chunk");
+            return Ok(());
+        }
+    };
+    // What this node holds of the chunk, and whether each looks whole.
+    let (n, id, len, shards) = (node.clone(), c.id, c.shard_len, c.n);
+    let held: Vec<(usize, bool)> = blocking(move || {
+        let mut held = Vec::new();
+        for i in 0..shards {
+            let key = ShardKey::new(id, i).map_err(fail)?;
+            if verify {
+                // A reader named this chunk: check our shards in full, and
+                // drop a bad one so it is rebuilt below.
+                match n.store.verify(&key) {
+                    Ok(()) => held.push((i, true)),
+                    Err(crate::StoreError::NotFound) => {}
+                    Err(crate::StoreError::Corrupt(reason)) => {
+                        tracing::warn!(shard = %key, %reason, "corrupt shard deleted for rebuild");
+                        n.repair.corrupt_found.fetch_add(1, Ordering::Relaxed);
+                        n.store.delete(&key)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
+            match n.store.shard_len(&key) {
+                Ok(l) => held.push((i, len == 0 || l == u64::from(len))),
+                Err(crate::StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(held)
+    })
+    .await?;
+    let mine: Vec<usize> = (0..c.n).filter(|i| homes[*i] == node.id).collect();
+    let missing: Vec<usize> = mine
+        .iter()
+        .copied()
+        .filter(|i| !held.iter().any(|(j, whole)| j == i && *whole))
+        .collect();
+    let is_home = !mine.is_empty();
+
+    // Shards held here for another home go back to it.
+    let foreign: Vec<usize> = held
+        .iter()
+        .filter(|(i, whole)| *whole && homes[*i] != node.id)
+        .map(|(i, _)| *i)
+        .collect();
+    let mut still_foreign = false;
+    for i in foreign {
+        match hand_back(node, pass.grid, &c, i, &homes[i]).await {
+            Ok(moved) => {
+                if moved {
+                    pass.report.handed_back += 1;
+                    node.repair.handed_back.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                still_foreign = true;
+                tracing::debug!(chunk = %chunk, index = i, home = %homes[i], error = %e,
+                    "could not hand a shard back to its home; keeping it");
+            }
+        }
+    }
+
+    if pass.push_all || !is_home {
+        let targets: BTreeSet<&String> = homes.iter().filter(|h| **h != node.id).collect();
+        let mut all_ok = true;
+        for target in targets {
+            match push_refs(pass.grid, target, &c.refs).await {
+                Ok(()) => pass.report.refs_pushed += c.refs.len() as u64,
+                Err(e) => {
+                    all_ok = false;
+                    tracing::debug!(chunk = %chunk, %target, error = %e, "reference push failed");
+                }
+            }
+        }
+        if !all_ok {
+            pass.push_failed = true;
+        }
+        // No part left here: every home has the references and no shard
+        // of ours remains to hand back.
+        if !is_home && all_ok && !still_foreign {
+            let (n, refs) = (node.clone(), c.refs.clone());
+            blocking(move || {
+                let mut b = Batch::new();
+                for r in &refs {
+                    if let Some(k) = r.key() {
+                        b.delete(Table::ChunkRefs, &k);
+                    }
+                }
+                Ok(n.db.write(b)?)
+            })
+            .await?;
+            pass.report.refs_dropped += 1;
+        }
+    }
+
+    if !missing.is_empty() {
+        pass.work.push(Work {
+            chunk: Arc::new(c),
+            missing,
+            healthy: 0,
+        });
+    }
+    Ok(())
+}
+
+async fn push_refs(grid: &Grid, target: &str, refs: &[ChunkReference]) -> Result<(), RpcError> {
+    let client = grid.client(target).ok_or_else(|| RpcError::Unreachable {
+        node: target.into(),
+        reason: "not in the cluster map".into(),
+    })?;
+    for batch in refs.chunks(PUSH_BATCH) {
+        client.refs_add(batch.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// Give shard `index` to `home` unless it already has a good one, then
+/// delete the local copy. `Ok(true)` when a shard was sent.
+async fn hand_back(
+    node: &Arc<Node>,
+    grid: &Grid,
+    c: &ChunkRefs,
+    index: usize,
+    home: &str,
+) -> Result<bool, NodeError> {
+    let client = grid
+        .client(home)
+        .ok_or_else(|| fail(format!("{home} not in the cluster map")))?;
+    let key = ShardKey::new(c.id, index).map_err(fail)?;
+    let has = client.has_shards(&[key]).await.map_err(fail)?;
+    let mut sent = false;
+    if has.first().copied().unwrap_or(0) == 0 {
+        let n = node.clone();
+        let bytes = blocking(move || Ok(n.store.read(&key, None)?)).await?;
+        // A corrupt local copy is the scrubber's business: never spread it.
+        if !shard_ok(&bytes, c, index) {
+            return Err(fail("local copy fails verification"));
+        }
+        client
+            .put_shard(&key, Bytes::from(bytes))
+            .await
+            .map_err(fail)?;
+        sent = true;
+    }
+    let n = node.clone();
+    blocking(move || Ok(n.store.delete(&key)?)).await?;
+    Ok(sent)
+}
+
+/// A shard fit to rebuild from: well formed, checksum right, the index and
+/// chunk it claims, and the checksum its writer recorded (when known).
+fn shard_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
+    let Ok(v) = codec::shard::verify(bytes) else {
+        return false;
+    };
+    v.header.index as usize == index
+        && v.header.chunk_id.0 == c.id
+        && c.hashes.get(index).is_none_or(|h| *h == v.header.checksum)
+}
+
+/// Rebuild everything in `work`, worst chunks first, `limits.concurrency`
+/// at a time.
+async fn rebuild_all(
+    node: &Arc<Node>,
+    grid: &Grid,
+    mut work: Vec<Work>,
+    limits: RepairLimits,
+    stop: &AtomicBool,
+    report: &mut ReconcileReport,
+) {
+    if work.is_empty() {
+        return;
+    }
+    // How healthy each chunk is on the grid decides the order.
+    for w in &mut work {
+        w.healthy = count_healthy(grid, &w.chunk).await;
+    }
+    work.sort_by_key(|w| w.healthy);
+    let throttle = Arc::new(Throttle::new(limits.bytes_per_sec));
+    let gate = Arc::new(Semaphore::new(limits.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for w in work {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        let (n, grid, throttle) = (node.clone(), grid.clone(), throttle.clone());
+        tasks.spawn(async move {
+            n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
+            let r = rebuild(&n, &grid, &w.chunk, &w.missing, &throttle).await;
+            n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            (w.chunk.id, w.missing.len(), r)
+        });
+        while let Some(done) = tasks.try_join_next() {
+            account(node, done, report);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        account(node, done, report);
+    }
+}
+
+type RebuildDone = ([u8; 32], usize, Result<u64, NodeError>);
+
+fn account(
+    node: &Node,
+    done: Result<RebuildDone, tokio::task::JoinError>,
+    report: &mut ReconcileReport,
+) {
+    let Ok((id, shards, result)) = done else {
+        report.failed += 1;
+        return;
+    };
+    match result {
+        Ok(bytes) => {
+            report.rebuilt += shards as u64;
+            report.rebuilt_bytes += bytes;
+            node.repair
+                .rebuilt_shards
+                .fetch_add(shards as u64, Ordering::Relaxed);
+            node.repair
+                .rebuilt_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
+            let _ = node
+                .repair
+                .missing
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                    Some(m.saturating_sub(shards as u64))
+                });
+        }
+        Err(e) => {
+            report.failed += 1;
+            node.repair.failed_rebuilds.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(chunk = %hex::encode(id), error = %e, "rebuild failed; retried next pass");
+        }
+    }
+}
+
+/// Shards of the chunk its homes say they hold.
+async fn count_healthy(grid: &Grid, c: &ChunkRefs) -> usize {
+    let Ok(homes) = grid.shard_homes(&ChunkId(c.id), c.n) else {
+        return 0;
+    };
+    let mut by_node: BTreeMap<&str, Vec<ShardKey>> = BTreeMap::new();
+    for (i, h) in homes.iter().enumerate() {
+        if let Ok(k) = ShardKey::new(c.id, i) {
+            by_node.entry(h.as_str()).or_default().push(k);
+        }
+    }
+    let mut healthy = 0;
+    for (node, keys) in by_node {
+        if let Some(client) = grid.client(node) {
+            if let Ok(lens) = client.has_shards(&keys).await {
+                healthy += lens.iter().filter(|l| **l > 0).count();
+            }
+        }
+    }
+    healthy
+}
+
+/// Rebuild shards `missing` of chunk `c` here from `k` good shards found on
+/// the grid (local ones first). Returns the bytes written.
+async fn rebuild(
+    node: &Arc<Node>,
+    grid: &Grid,
+    c: &Arc<ChunkRefs>,
+    missing: &[usize],
+    throttle: &Throttle,
+) -> Result<u64, NodeError> {
+    let chunk = ChunkId(c.id);
+    let homes = grid.shard_homes(&chunk, c.n).map_err(fail)?;
+    let mut have: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    // Good shards already here (this node may be home to several).
+    let (n, cc) = (node.clone(), c.clone());
+    let local: Vec<(usize, Vec<u8>)> = blocking(move || {
+        let mut out = Vec::new();
+        for i in 0..cc.n {
+            let key = ShardKey::new(cc.id, i).map_err(fail)?;
+            if let Ok(b) = n.store.read(&key, None) {
+                if shard_ok(&b, &cc, i) {
+                    out.push((i, b));
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    have.extend(local);
+    // Then from their homes, data shards first (any k serve).
+    let mut asked: BTreeSet<(usize, String)> = BTreeSet::new();
+    for (i, home) in homes.iter().enumerate() {
+        if have.len() >= c.k {
+            break;
+        }
+        if have.contains_key(&i) || *home == node.id {
+            continue;
+        }
+        asked.insert((i, home.clone()));
+        if let Some(b) = fetch(grid, home, c, i, throttle).await {
+            have.insert(i, b);
+        }
+    }
+    // Hand-offs: any node may hold a shard whose home was down.
+    if have.len() < c.k {
+        for peer in grid.map().nodes.iter().filter(|p| p.id != node.id) {
+            if have.len() >= c.k {
+                break;
+            }
+            let Some(client) = grid.client(&peer.id) else {
+                continue;
+            };
+            let keys: Vec<ShardKey> = (0..c.n)
+                .filter(|i| !have.contains_key(i) && !asked.contains(&(*i, peer.id.clone())))
+                .filter_map(|i| ShardKey::new(c.id, i).ok())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let Ok(lens) = client.has_shards(&keys).await else {
+                continue;
+            };
+            for (key, len) in keys.iter().zip(lens) {
+                if len == 0 || have.len() >= c.k {
+                    continue;
+                }
+                let i = key.index as usize;
+                if let Some(b) = fetch(grid, &peer.id, c, i, throttle).await {
+                    have.insert(i, b);
+                }
+            }
+        }
+    }
+    if have.len() < c.k {
+        return Err(fail(format!(
+            "chunk {chunk}: {} good shards found, {} needed",
+            have.len(),
+            c.k
+        )));
+    }
+    let wanted = missing.to_vec();
+    let cc = c.clone();
+    let shards: Vec<Vec<u8>> = have.into_values().take(c.k).collect();
+    let rebuilt = blocking(move || {
+        let (out, _) = Rebuilder::new()
+            .rebuild(&ChunkId(cc.id), &shards, &wanted)
+            .map_err(fail)?;
+        Ok(out)
+    })
+    .await?;
+    let mut written = 0u64;
+    for (shard, &i) in rebuilt.into_iter().zip(missing) {
+        if !shard_ok(&shard, c, i) {
+            return Err(fail(format!(
+                "chunk {chunk}: rebuilt shard {i} does not match its recorded checksum"
+            )));
+        }
+        let key = ShardKey::new(c.id, i).map_err(fail)?;
+        let n = node.clone();
+        let len = shard.len() as u64;
+        blocking(move || {
+            // A stale or corrupt file in the way goes first.
+            n.store.delete(&key)?;
+            Ok(n.store.put(key, &shard)?)
+        })
+        .await?;
+        written += len;
+        tracing::info!(chunk = %chunk, index = i, bytes = len, "shard rebuilt");
+    }
+    Ok(written)
+}
+
+/// Shard `index` of `c` from `node_id`, if it is there and good.
+async fn fetch(
+    grid: &Grid,
+    node_id: &str,
+    c: &ChunkRefs,
+    index: usize,
+    throttle: &Throttle,
+) -> Option<Vec<u8>> {
+    let client: &NodeClient = grid.client(node_id)?;
+    let key = ShardKey::new(c.id, index).ok()?;
+    throttle.take(u64::from(c.shard_len.max(1))).await;
+    match client.get_shard(&key, None).await {
+        Ok(b) if shard_ok(&b, c, index) => Some(b.to_vec()),
+        Ok(_) => {
+            tracing::warn!(chunk = %hex::encode(c.id), index, node = node_id,
+                "peer served a bad shard; not used");
+            None
+        }
+        Err(_) => None,
+    }
+}

@@ -1,0 +1,101 @@
+//! Shard files as they lie on the nodes' disks, for tests that check where
+//! shards are (and are not) after faults and repair.
+#![allow(dead_code)]
+
+use cluster::chunk_io::Grid;
+use cluster::ClientOptions;
+use codec::ChunkId;
+use metadata::model::ClusterMap;
+use metadata::ShardKey;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every shard file under `dir` (a node's data dir, or a folder of them).
+pub fn shard_files(dir: &Path) -> BTreeMap<PathBuf, ShardKey> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                // RocksDB's own files are not shards.
+                if p.file_name().is_some_and(|n| n != "meta") {
+                    stack.push(p);
+                }
+            } else if let Some(key) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| ShardKey::from_name(n).ok())
+            {
+                out.insert(p, key);
+            }
+        }
+    }
+    out
+}
+
+/// Chunks on disk under `root`: id -> shard count (highest index seen + 1).
+pub fn chunks_on_disk(root: &Path) -> BTreeMap<[u8; 32], usize> {
+    let mut out: BTreeMap<[u8; 32], usize> = BTreeMap::new();
+    for key in shard_files(root).values() {
+        let n = out.entry(key.chunk).or_default();
+        *n = (*n).max(key.index as usize + 1);
+    }
+    out
+}
+
+/// Under `root`, where each node's files live in a folder named by its id:
+/// (shards missing from their home under `map`, shards held anywhere else).
+pub fn misplaced(
+    root: &Path,
+    map: &ClusterMap,
+    chunks: &BTreeMap<[u8; 32], usize>,
+) -> (usize, usize) {
+    let g = Grid::new(map.clone(), super::key(), ClientOptions::default());
+    let held: BTreeSet<(String, [u8; 32], u8)> = shard_files(root)
+        .iter()
+        .filter_map(|(p, k)| {
+            let node = p.strip_prefix(root).ok()?.components().next()?;
+            Some((
+                node.as_os_str().to_string_lossy().into_owned(),
+                k.chunk,
+                k.index,
+            ))
+        })
+        .collect();
+    let (mut missing, mut stale) = (0, 0);
+    for (id, n) in chunks {
+        let homes = g.shard_homes(&ChunkId(*id), *n).unwrap();
+        for (i, home) in homes.iter().enumerate() {
+            if !held.contains(&(home.clone(), *id, i as u8)) {
+                missing += 1;
+            }
+        }
+        stale += held
+            .iter()
+            .filter(|(node, c, i)| c == id && homes.get(*i as usize) != Some(node))
+            .count();
+    }
+    (missing, stale)
+}
+
+/// Poll `check` every 250 ms until it holds or `limit` passes.
+pub async fn wait_for<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
