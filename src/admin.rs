@@ -286,7 +286,7 @@ fn repair_table(rows: &[RepairRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<10} {:>5} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+        "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
         "node",
         "site",
         "epoch",
@@ -307,7 +307,7 @@ fn repair_table(rows: &[RepairRow]) -> String {
                 let r = st.repair.clone().unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<10} {:>5} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+                    "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
                     n.id, n.site, st.map_epoch, r.missing, r.rebuilding, r.rebuilt_shards,
                     r.rebuilt_bytes >> 20, r.failed_rebuilds, r.handed_back, r.scrubbed_shards,
                     r.corrupt_found, ago(r.last_reconcile_ms), ago(r.last_scrub_ms)

@@ -25,6 +25,8 @@ pub struct ServerArgs {
     pub nodes: usize,
     pub sites: usize,
     pub region: String,
+    pub reconcile_interval_secs: u64,
+    pub scrub_interval_secs: u64,
 }
 
 /// What `DIR/server.toml` keeps between starts.
@@ -131,7 +133,15 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             shutdown_grace_secs: 10,
             gc_grace_secs: 86_400,
             gc_interval_secs: 3_600,
-            repair: storage_node::config::RepairConfig::default(),
+            repair: storage_node::config::RepairConfig {
+                reconcile_interval_secs: args.reconcile_interval_secs,
+                scrub_interval_secs: args.scrub_interval_secs,
+                // The nodes live and die with this one process: heartbeats
+                // between them could only mistake a busy process for a dead
+                // node. Separate `gridstore node` processes run them.
+                heartbeat_secs: 0,
+                ..storage_node::config::RepairConfig::default()
+            },
         };
         let node = LocalNode::start(&cfg)
             .await

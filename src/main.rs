@@ -49,6 +49,14 @@ enum Command {
         sites: usize,
         #[arg(long, default_value = "us-east-1")]
         region: String,
+        /// Seconds between each node's reconciliation passes (what it
+        /// should hold against what it has); 0: none.
+        #[arg(long, default_value_t = 300)]
+        reconcile_interval_secs: u64,
+        /// Seconds between full scrubs (every shard's checksum re-read);
+        /// 0: none.
+        #[arg(long, default_value_t = 7 * 86_400)]
+        scrub_interval_secs: u64,
     },
     /// Run an S3 gateway in front of storage nodes named by a cluster map.
     Gateway {
@@ -205,11 +213,15 @@ fn main() -> ExitCode {
             nodes,
             sites,
             region,
+            reconcile_interval_secs,
+            scrub_interval_secs,
         } => {
             return run_server(embedded::ServerArgs {
                 dir,
                 listen,
                 webdav_listen,
+                reconcile_interval_secs,
+                scrub_interval_secs,
                 nodes,
                 sites,
                 region,
