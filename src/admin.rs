@@ -226,8 +226,9 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
             s.set_public(&name, state == "on").await?
         }
         AdminCommand::Status => {
-            for n in &s.grid().map().nodes {
-                let Some(client) = s.grid().client(&n.id) else {
+            let grid = s.grid();
+            for n in &grid.map().nodes {
+                let Some(client) = grid.client(&n.id) else {
                     continue;
                 };
                 match client.status().await {
@@ -263,8 +264,9 @@ type RepairRow = (
 
 async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
     let mut rows = Vec::new();
-    for n in &s.grid().map().nodes {
-        let st = match s.grid().client(&n.id) {
+    let grid = s.grid();
+    for n in &grid.map().nodes {
+        let st = match grid.client(&n.id) {
             Some(c) => c.status().await.map_err(|e| e.to_string()),
             None => Err("no client".into()),
         };
@@ -387,7 +389,12 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         max_requests: g.max_requests,
         domain: None,
     };
-    let service = gateway::server::service(c.store.with_repair_forwarding(), &cfg);
+    let service = gateway::server::service(
+        c.store
+            .with_repair_forwarding()
+            .following_map(cluster::map_follow::FOLLOW_EVERY),
+        &cfg,
+    );
     let addr = listener.local_addr().map_err(|source| AdminError::Listen {
         addr: g.listen,
         source,

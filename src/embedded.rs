@@ -178,7 +178,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let grid = Grid::new(map, key, opts);
     let master =
         MasterKey::from_text(&state.master_key).map_err(|e| ServerError::Invalid(e.to_string()))?;
-    let store = ObjectStore::new(grid, master, StoreConfig::default()).with_repair_forwarding();
+    let store = ObjectStore::new(grid, master, StoreConfig::default())
+        .with_repair_forwarding()
+        .following_map(cluster::map_follow::FOLLOW_EVERY);
     let (access_key, secret_key) = root_credentials(&state);
     store
         .ensure_user("root", true, &access_key, &secret_key)

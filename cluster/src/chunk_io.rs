@@ -64,6 +64,8 @@ pub struct Grid {
     map: ClusterMap,
     clients: HashMap<String, NodeClient>,
     local_site: Option<String>,
+    key: RpcKey,
+    opts: ClientOptions,
 }
 
 impl Grid {
@@ -82,6 +84,31 @@ impl Grid {
             map,
             clients,
             local_site: None,
+            key,
+            opts,
+        }
+    }
+
+    /// The same grid under another map: clients of nodes at the same
+    /// address are kept (with their connections), others made anew.
+    pub fn with_map(&self, map: ClusterMap) -> Grid {
+        let clients = map
+            .nodes
+            .iter()
+            .map(|n| {
+                let kept = self.clients.get(&n.id).filter(|c| c.addr() == n.addr);
+                let client = kept.cloned().unwrap_or_else(|| {
+                    NodeClient::new(n.addr.clone(), self.key.clone(), self.opts.clone())
+                });
+                (n.id.clone(), client)
+            })
+            .collect();
+        Grid {
+            map,
+            clients,
+            local_site: self.local_site.clone(),
+            key: self.key.clone(),
+            opts: self.opts.clone(),
         }
     }
 
@@ -359,6 +386,7 @@ pub async fn get_chunk_with(
     let mut parity: Vec<usize> = (k..n).collect();
     parity.sort_by_key(|i| primary(*i).is_none_or(|node| !grid.is_local(&node)));
     let mut parity = parity.into_iter();
+    let mut searched_again = false;
     loop {
         let fetched = fetch(grid, id, &wanted, &primary, &mut tried).await;
         for (index, node, result) in fetched {
@@ -404,7 +432,19 @@ pub async fn get_chunk_with(
             wanted.push(p);
         }
         if wanted.is_empty() {
-            let found = search(grid, id, n, &order, &have, &mut tried).await;
+            let mut found = search(grid, id, n, &order, &have, &mut tried).await;
+            if found.is_empty() && !searched_again {
+                // Repair may be moving a shard from one node to another
+                // (handed back to its home): asked before it arrived at the
+                // one and after it left the other, it was missed. One more
+                // search a moment later finds it where it landed.
+                searched_again = true;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                for t in tried.iter_mut() {
+                    t.clear();
+                }
+                found = search(grid, id, n, &order, &have, &mut tried).await;
+            }
             if found.is_empty() {
                 report.missing = (0..n).filter(|i| !have.contains_key(i)).collect();
                 return Err(ChunkError::Unreadable {

@@ -293,7 +293,7 @@ async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRe
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let report = chunk_io::put_chunk(grid, &sealed).await?;
+        let report = chunk_io::put_chunk(&grid, &sealed).await?;
         match reference_holders(&ctx, &full, &report.holders, &homes).await {
             Ok(()) => break,
             Err(detail) if attempt < 3 => {
@@ -596,7 +596,7 @@ pub(crate) async fn fetch_chunk(
         ReadKey::Customer(k) => ChunkSecret::Key(k.chunk_key(&id)),
     };
     let (k, m) = (erasure.data as usize, erasure.parity as usize);
-    let result = chunk_io::get_chunk_with(store.grid(), &secret, &id, k, m).await;
+    let result = chunk_io::get_chunk_with(&store.grid(), &secret, &id, k, m).await;
     match &result {
         Ok((_, report)) if !report.missing.is_empty() || !report.corrupt.is_empty() => {
             store.report_repair(RepairHint {

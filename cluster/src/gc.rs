@@ -28,7 +28,8 @@ impl ObjectStore {
     /// (a quorum not reached) counts as alive: a reference removed wrongly
     /// loses data, one kept wrongly only waits for the next sweep.
     async fn referrer_alive(&self, r: &Referrer) -> bool {
-        let Ok(set) = ReplicaSet::place(self.grid(), &r.bucket_id, self.config().metadata_replicas)
+        let Ok(set) =
+            ReplicaSet::place(&self.grid(), &r.bucket_id, self.config().metadata_replicas)
         else {
             return true;
         };
@@ -37,7 +38,7 @@ impl ObjectStore {
                 return false;
             };
             let key = layout::version_key(&r.bucket_id, &r.key, &vid);
-            match replicas::read(self.grid(), &set, Table::Versions, &key).await {
+            match replicas::read(&self.grid(), &set, Table::Versions, &key).await {
                 Ok(answers) => match replicas::pick_latest(answers, version_revision).0 {
                     Some(b) => ObjectVersion::decode_record(&b).map_or(true, |v| !v.purged),
                     None => false,
@@ -47,7 +48,7 @@ impl ObjectStore {
         } else {
             let key = layout::upload_key(&r.bucket_id, &r.key, &r.version);
             let rev = |b: &[u8]| MultipartUpload::decode_record(b).ok().map(|u| u.revision);
-            match replicas::read(self.grid(), &set, Table::Uploads, &key).await {
+            match replicas::read(&self.grid(), &set, Table::Uploads, &key).await {
                 Ok(answers) => match replicas::pick_latest(answers, rev).0 {
                     Some(b) => MultipartUpload::decode_record(&b).map_or(true, |u| !u.closed),
                     None => false,

@@ -15,6 +15,7 @@ pub mod gc;
 pub mod layout;
 mod listing;
 pub mod locks;
+pub mod map_follow;
 mod multipart;
 pub mod naming;
 pub mod node_api;

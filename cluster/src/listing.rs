@@ -99,8 +99,9 @@ impl ObjectStore {
                 None => return Ok(page),
             }
         }
+        let grid = self.grid();
         let mut scan = MergedScan::new(
-            self.grid(),
+            grid,
             &b.replicas,
             Table::Versions,
             start,
@@ -201,8 +202,9 @@ impl ObjectStore {
                 None => return Ok(page),
             }
         }
+        let grid = self.grid();
         let mut scan = MergedScan::new(
-            self.grid(),
+            grid,
             &b.replicas,
             Table::Versions,
             start,

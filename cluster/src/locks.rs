@@ -74,7 +74,7 @@ impl ObjectStore {
             &lock_key(&l.path, &l.token),
             l.encode_record(),
         );
-        replicas::write(self.grid(), &set, vec![op]).await?;
+        replicas::write(&self.grid(), &set, vec![op]).await?;
         Ok(())
     }
 
@@ -85,8 +85,9 @@ impl ObjectStore {
         let set = self.root_replicas()?;
         let start = prefix.as_bytes().to_vec();
         let end = prefix_end(&start);
-        let mut scan = MergedScan::new(self.grid(), &set, Table::Locks, start, end, lock_revision)
-            .with_page(1000);
+        let grid = self.grid();
+        let mut scan =
+            MergedScan::new(grid, &set, Table::Locks, start, end, lock_revision).with_page(1000);
         let mut live = Vec::new();
         let mut purge = Vec::new();
         while let Some((key, value)) = scan.next().await? {

@@ -184,7 +184,7 @@ impl ObjectStore {
             &layout::upload_key(b.id(), key, &id.0),
             u.encode_record(),
         );
-        replicas::write(self.grid(), &b.replicas, vec![op]).await?;
+        replicas::write(&self.grid(), &b.replicas, vec![op]).await?;
         Ok(info_of(&u))
     }
 
@@ -198,7 +198,7 @@ impl ObjectStore {
         let no_upload = || Error::NoSuchUpload(upload_id.to_string());
         let id = upload_id_bytes(upload_id).ok_or_else(no_upload)?;
         let table_key = layout::upload_key(b.id(), key, &id);
-        let answers = replicas::read(self.grid(), &b.replicas, Table::Uploads, &table_key).await?;
+        let answers = replicas::read(&self.grid(), &b.replicas, Table::Uploads, &table_key).await?;
         let (winner, _) = replicas::pick_latest(answers, upload_revision);
         match winner {
             Some(bytes) => Ok((decode("upload", &bytes)?, id)),
@@ -223,14 +223,8 @@ impl ObjectStore {
     async fn parts_of(&self, b: &BucketCtx, upload: &[u8]) -> Result<BTreeMap<u32, Part>> {
         let start = layout::parts_prefix(b.id(), upload);
         let end = metadata::db::prefix_end(&start);
-        let mut scan = MergedScan::new(
-            self.grid(),
-            &b.replicas,
-            Table::Parts,
-            start,
-            end,
-            part_revision,
-        );
+        let grid = self.grid();
+        let mut scan = MergedScan::new(grid, &b.replicas, Table::Parts, start, end, part_revision);
         let mut parts = BTreeMap::new();
         while let Some((_, value)) = scan.next().await? {
             let p: Part = decode("part", &value)?;
@@ -304,7 +298,7 @@ impl ObjectStore {
         let table_key = layout::part_key(b.id(), &id, part_number);
         let previous = {
             let answers =
-                replicas::read(self.grid(), &b.replicas, Table::Parts, &table_key).await?;
+                replicas::read(&self.grid(), &b.replicas, Table::Parts, &table_key).await?;
             match replicas::pick_latest(answers, part_revision).0 {
                 Some(bytes) => Some(decode::<Part>("part", &bytes)?),
                 None => None,
@@ -321,7 +315,7 @@ impl ObjectStore {
             revision: self.revision(),
         };
         let op = MetaOp::put(Table::Parts, &table_key, p.encode_record());
-        if let Err(e) = replicas::write(self.grid(), &b.replicas, vec![op]).await {
+        if let Err(e) = replicas::write(&self.grid(), &b.replicas, vec![op]).await {
             chunk_stream::remove_refs(self, &referrer, &p.chunks).await;
             return Err(e.into());
         }
@@ -532,7 +526,7 @@ impl ObjectStore {
             ));
         }
         for batch in ops.chunks(crate::node_api::MAX_ITEMS) {
-            replicas::write(self.grid(), &b.replicas, batch.to_vec()).await?;
+            replicas::write(&self.grid(), &b.replicas, batch.to_vec()).await?;
         }
         for p in parts.values() {
             let r = part_referrer(b, &u.key, id, p.part_number);
@@ -629,8 +623,9 @@ impl ObjectStore {
                 start = start.max(a);
             }
         }
+        let grid = self.grid();
         let mut scan = MergedScan::new(
-            self.grid(),
+            grid,
             &b.replicas,
             Table::Uploads,
             start,
@@ -685,8 +680,9 @@ impl ObjectStore {
         let (start, end) = layout::bucket_range(b.id(), "");
         let mut doomed = Vec::new();
         {
+            let grid = self.grid();
             let mut scan = MergedScan::new(
-                self.grid(),
+                grid,
                 &b.replicas,
                 Table::Uploads,
                 start,

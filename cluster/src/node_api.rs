@@ -25,6 +25,7 @@
 //! | list refs | `POST /v1/refs:list` | [`RefQuery`] | [`RefPage`] |
 //! | status | `GET /v1/status` | - | [`NodeStatus`] |
 //! | cluster map | `GET` / `PUT /v1/map` | - / `ClusterMap` | `ClusterMap` / [`MapAccepted`] |
+//! | range digests | `POST /v1/meta:digest` | [`DigestRequest`] | [`DigestReply`] |
 //! | repair hint | `POST /v1/repair:hint` | [`ShardList`] (shards a reader found bad or missing) | - |
 //!
 //! A shard put signs the shard's own checksum (the last 32 bytes of its
@@ -53,6 +54,7 @@ pub const REFS_LIST: &str = "/v1/refs:list";
 pub const STATUS: &str = "/v1/status";
 pub const MAP: &str = "/v1/map";
 pub const REPAIR_HINT: &str = "/v1/repair:hint";
+pub const META_DIGEST: &str = "/v1/meta:digest";
 pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
 
@@ -285,6 +287,54 @@ pub struct KeyValue {
     #[prost(bytes = "vec", tag = "2")]
     pub value: Vec<u8>,
 }
+
+/// Digests of consecutive key ranges of one table, for metadata
+/// anti-entropy: `[starts[i], starts[i + 1])`, the last one up to `end`
+/// (absent: the end of the table).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DigestRequest {
+    #[prost(uint32, tag = "1")]
+    pub table: u32,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub starts: Vec<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub end: Option<Vec<u8>>,
+}
+
+impl DigestRequest {
+    pub fn table(&self) -> Result<Table, RecordError> {
+        table_from_wire(self.table)
+    }
+}
+
+impl Record for DigestRequest {
+    fn validate(&self) -> Result<(), RecordError> {
+        table_from_wire(self.table)?;
+        if self.starts.is_empty() || self.starts.len() > 256 {
+            return Err(RecordError::Invalid("1 to 256 ranges per digest request"));
+        }
+        if self.starts.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(RecordError::Invalid("range starts out of order"));
+        }
+        Ok(())
+    }
+}
+
+/// Records and a BLAKE3 over their keys and values, per range asked.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RangeDigest {
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub hash: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DigestReply {
+    #[prost(message, repeated, tag = "1")]
+    pub ranges: Vec<RangeDigest>,
+}
+impl Record for DigestReply {}
 
 /// One page; pass `next` as the following request's `start`.
 #[derive(Clone, PartialEq, prost::Message)]

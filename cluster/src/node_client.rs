@@ -312,6 +312,25 @@ impl NodeClient {
             .await
     }
 
+    /// Digests of consecutive ranges (see [`api::DigestRequest`]).
+    pub async fn meta_digest(
+        &self,
+        table: Table,
+        starts: Vec<Vec<u8>>,
+        end: Option<Vec<u8>>,
+    ) -> Result<Vec<api::RangeDigest>, NodeError> {
+        let n = starts.len();
+        let req = api::DigestRequest {
+            table: api::table_to_wire(table),
+            starts,
+            end,
+        };
+        let r: api::DigestReply = self
+            .call_record(Method::POST, api::META_DIGEST, req.encode_record().into())
+            .await?;
+        expect_len(r.ranges, n)
+    }
+
     pub async fn meta_cas(
         &self,
         table: Table,

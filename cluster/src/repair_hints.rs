@@ -18,12 +18,12 @@ impl ObjectStore {
     pub fn with_repair_forwarding(self) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let store = self.with_repair_queue(tx);
-        tokio::spawn(forward(store.grid().clone(), rx));
+        tokio::spawn(forward(store.grid(), rx));
         store
     }
 }
 
-async fn forward(grid: Grid, mut rx: mpsc::Receiver<RepairHint>) {
+async fn forward(grid: std::sync::Arc<Grid>, mut rx: mpsc::Receiver<RepairHint>) {
     while let Some(h) = rx.recv().await {
         let Ok(homes) = grid.shard_homes(&h.chunk, h.erasure.total()) else {
             continue;

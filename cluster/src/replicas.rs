@@ -17,6 +17,7 @@ use crate::node_client::NodeError;
 use metadata::db::Table;
 use metadata::placement;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -211,8 +212,8 @@ struct Cursor {
 /// replicas: each key once, with the value of the highest revision.
 /// Pages are fetched as the merge consumes them, so memory stays at one
 /// page per replica however large the range.
-pub struct MergedScan<'g> {
-    grid: &'g Grid,
+pub struct MergedScan {
+    grid: Arc<Grid>,
     table: Table,
     end: Option<Vec<u8>>,
     page: u32,
@@ -223,9 +224,9 @@ pub struct MergedScan<'g> {
     pub stale: Vec<(String, Vec<u8>, Vec<u8>)>,
 }
 
-impl<'g> MergedScan<'g> {
+impl MergedScan {
     pub fn new(
-        grid: &'g Grid,
+        grid: Arc<Grid>,
         set: &ReplicaSet,
         table: Table,
         start: Vec<u8>,
@@ -368,7 +369,7 @@ impl<'g> MergedScan<'g> {
     /// Send the merged values to the replicas that lacked them.
     pub fn repair_stale(&mut self) {
         for (node, key, value) in self.stale.drain(..) {
-            repair(self.grid, vec![node], self.table, key, value);
+            repair(&self.grid, vec![node], self.table, key, value);
         }
     }
 }

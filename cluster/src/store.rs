@@ -71,7 +71,9 @@ pub struct RepairHint {
 }
 
 pub(crate) struct Inner {
-    pub grid: Grid,
+    /// Swapped whole when the nodes agree on a newer cluster map
+    /// ([`ObjectStore::set_map`]); a request keeps the grid it started with.
+    pub grid: std::sync::RwLock<Arc<Grid>>,
     pub master: MasterKey,
     pub cfg: StoreConfig,
     pub hlc: Hlc,
@@ -143,7 +145,7 @@ impl ObjectStore {
         };
         Self {
             inner: Arc::new(Inner {
-                grid,
+                grid: std::sync::RwLock::new(Arc::new(grid)),
                 master,
                 cfg,
                 hlc: Hlc::new(),
@@ -162,7 +164,7 @@ impl ObjectStore {
                 inner
             }
             Err(shared) => Inner {
-                grid: shared.grid.clone(),
+                grid: std::sync::RwLock::new(shared.grid()),
                 master: shared.master.clone(),
                 cfg: shared.cfg.clone(),
                 hlc: Hlc::new(),
@@ -174,8 +176,20 @@ impl ObjectStore {
         }
     }
 
-    pub fn grid(&self) -> &Grid {
-        &self.inner.grid
+    /// The grid as of now (a later map change does not alter it).
+    pub fn grid(&self) -> Arc<Grid> {
+        self.inner.grid()
+    }
+
+    /// Adopt `map` if it is newer than the one in use; returns whether it
+    /// was. Clients of nodes whose address did not change are kept.
+    pub fn set_map(&self, map: metadata::model::ClusterMap) -> bool {
+        let mut g = self.inner.grid.write().unwrap_or_else(|p| p.into_inner());
+        if map.epoch <= g.map().epoch {
+            return false;
+        }
+        *g = Arc::new(g.with_map(map));
+        true
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -188,7 +202,7 @@ impl ObjectStore {
 
     pub(crate) fn root_replicas(&self) -> Result<ReplicaSet> {
         Ok(ReplicaSet::place(
-            &self.inner.grid,
+            &self.grid(),
             layout::ROOT_PLACEMENT,
             self.inner.cfg.metadata_replicas,
         )?)
@@ -196,7 +210,7 @@ impl ObjectStore {
 
     pub(crate) fn bucket_replicas(&self, bucket_id: &[u8]) -> Result<ReplicaSet> {
         Ok(ReplicaSet::place(
-            &self.inner.grid,
+            &self.grid(),
             bucket_id,
             self.inner.cfg.metadata_replicas,
         )?)
@@ -207,7 +221,7 @@ impl ObjectStore {
         let base = bucket
             .erasure
             .or(self.inner.cfg.default_erasure)
-            .unwrap_or_else(|| crate::erasure_default::default_erasure(self.inner.grid.map()));
+            .unwrap_or_else(|| crate::erasure_default::default_erasure(self.grid().map()));
         match class.unwrap_or("STANDARD") {
             ""
             | "STANDARD"
@@ -234,15 +248,14 @@ impl ObjectStore {
     /// (tombstones included).
     async fn bucket_record(&self, name: &str) -> Result<Option<Bucket>> {
         let set = self.root_replicas()?;
-        let answers =
-            replicas::read(&self.inner.grid, &set, Table::Buckets, name.as_bytes()).await?;
+        let answers = replicas::read(&self.grid(), &set, Table::Buckets, name.as_bytes()).await?;
         let (winner, stale) = replicas::pick_latest(answers, bucket_revision);
         let Some(bytes) = winner else {
             return Ok(None);
         };
         if !stale.is_empty() {
             replicas::repair(
-                &self.inner.grid,
+                &self.grid(),
                 stale,
                 Table::Buckets,
                 name.as_bytes().to_vec(),
@@ -282,7 +295,7 @@ impl ObjectStore {
     async fn write_bucket(&self, b: &Bucket) -> Result<()> {
         let set = self.root_replicas()?;
         let op = MetaOp::put(Table::Buckets, b.name.as_bytes(), b.encode_record());
-        replicas::write(&self.inner.grid, &set, vec![op]).await?;
+        replicas::write(&self.grid(), &set, vec![op]).await?;
         Ok(())
     }
 
@@ -297,8 +310,7 @@ impl ObjectStore {
         naming::check_bucket_name(name)?;
         if let Some(e) = erasure {
             let placeable = self
-                .inner
-                .grid
+                .grid()
                 .map()
                 .nodes
                 .iter()
@@ -352,8 +364,9 @@ impl ObjectStore {
     /// Every live bucket, by name.
     pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
         let set = self.root_replicas()?;
+        let grid = self.grid();
         let mut scan = MergedScan::new(
-            &self.inner.grid,
+            grid,
             &set,
             Table::Buckets,
             Vec::new(),
@@ -376,8 +389,9 @@ impl ObjectStore {
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         let b = self.bucket(name).await?;
         let (start, end) = layout::bucket_range(b.id(), "");
+        let grid = self.grid();
         let mut scan = MergedScan::new(
-            &self.inner.grid,
+            grid,
             &b.replicas,
             Table::Versions,
             start,
@@ -432,5 +446,11 @@ impl ObjectStore {
             tracing::info!(chunk = %hint.chunk, missing = ?hint.missing, corrupt = ?hint.corrupt,
                 "damaged chunk read (no repair queue attached)");
         }
+    }
+}
+
+impl Inner {
+    pub(crate) fn grid(&self) -> Arc<Grid> {
+        self.grid.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -85,14 +85,14 @@ impl ObjectStore {
     async fn user_record(&self, access_key: &str) -> Result<Option<User>> {
         let set = self.root_replicas()?;
         let answers =
-            replicas::read(self.grid(), &set, Table::Users, access_key.as_bytes()).await?;
+            replicas::read(&self.grid(), &set, Table::Users, access_key.as_bytes()).await?;
         let (winner, stale) = replicas::pick_latest(answers, user_revision);
         let Some(bytes) = winner else {
             return Ok(None);
         };
         if !stale.is_empty() {
             replicas::repair(
-                self.grid(),
+                &self.grid(),
                 stale,
                 Table::Users,
                 access_key.as_bytes().to_vec(),
@@ -177,7 +177,7 @@ impl ObjectStore {
             user.access_key.as_bytes(),
             user.encode_record(),
         );
-        replicas::write(self.grid(), &set, vec![op]).await?;
+        replicas::write(&self.grid(), &set, vec![op]).await?;
         Ok(())
     }
 
@@ -191,14 +191,8 @@ impl ObjectStore {
 
     pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
         let set = self.root_replicas()?;
-        let mut scan = MergedScan::new(
-            self.grid(),
-            &set,
-            Table::Users,
-            Vec::new(),
-            None,
-            user_revision,
-        );
+        let grid = self.grid();
+        let mut scan = MergedScan::new(grid, &set, Table::Users, Vec::new(), None, user_revision);
         let mut out = Vec::new();
         while let Some((_, v)) = scan.next().await? {
             let u: User = decode("user", &v)?;

@@ -46,7 +46,7 @@ impl ObjectStore {
             .ok_or_else(|| Error::Internal("version id length".into()))?;
         let key = layout::version_key(b.id(), &v.key, &vid);
         replicas::write(
-            self.grid(),
+            &self.grid(),
             &b.replicas,
             vec![MetaOp::put(Table::Versions, &key, v.encode_record())],
         )
@@ -55,9 +55,10 @@ impl ObjectStore {
     }
 
     /// The versions of one object, newest first, from a read quorum.
-    fn key_scan<'a>(&'a self, b: &BucketCtx, key: &str, page: u32) -> MergedScan<'a> {
+    fn key_scan(&self, b: &BucketCtx, key: &str, page: u32) -> MergedScan {
+        let grid = self.grid();
         MergedScan::new(
-            self.grid(),
+            grid,
             &b.replicas,
             Table::Versions,
             layout::object_prefix(b.id(), key),
@@ -116,14 +117,15 @@ impl ObjectStore {
         vid: &VersionId,
     ) -> Result<Option<ObjectVersion>> {
         let table_key = layout::version_key(b.id(), key, vid);
-        let answers = replicas::read(self.grid(), &b.replicas, Table::Versions, &table_key).await?;
+        let answers =
+            replicas::read(&self.grid(), &b.replicas, Table::Versions, &table_key).await?;
         let (winner, stale) = replicas::pick_latest(answers, version_revision);
         let Some(bytes) = winner else {
             return Ok(None);
         };
         if !stale.is_empty() {
             replicas::repair(
-                self.grid(),
+                &self.grid(),
                 stale,
                 Table::Versions,
                 table_key,

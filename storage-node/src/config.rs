@@ -22,6 +22,8 @@
 //! bytes_per_sec = 0               # rebuild fetch budget; 0: unlimited
 //! heartbeat_secs = 5              # time between heartbeats; 0: no liveness
 //! down_after_secs = 25            # unreachable this long: marked down
+//! anti_entropy_interval_secs = 600 # metadata replica comparison; 0: none
+//! metadata_replicas = 3           # must equal the gateways' metadata_replicas
 //! ```
 
 use crate::file_io::IoBackend;
@@ -109,6 +111,11 @@ pub struct RepairConfig {
     pub heartbeat_secs: u64,
     /// A peer unreachable this long is marked down in a new map epoch.
     pub down_after_secs: u64,
+    /// Time between metadata anti-entropy passes; 0 runs none.
+    pub anti_entropy_interval_secs: u64,
+    /// Copies of each bucket's metadata: the gateways' setting, which
+    /// decides which nodes are replicas of what.
+    pub metadata_replicas: usize,
 }
 
 impl Default for RepairConfig {
@@ -121,6 +128,8 @@ impl Default for RepairConfig {
             bytes_per_sec: 0,
             heartbeat_secs: 5,
             down_after_secs: 25,
+            anti_entropy_interval_secs: 600,
+            metadata_replicas: 3,
         }
     }
 }
@@ -132,6 +141,7 @@ impl RepairConfig {
             reconcile_interval_secs: 0,
             scrub_interval_secs: 0,
             heartbeat_secs: 0,
+            anti_entropy_interval_secs: 0,
             ..Self::default()
         }
     }

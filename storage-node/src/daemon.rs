@@ -1,6 +1,7 @@
 //! `gridstore node`: open the node, serve RPC and collect garbage until
 //! SIGTERM or SIGINT, then finish the requests in flight.
 
+use crate::anti_entropy::{self, SyncReport};
 use crate::config::NodeConfig;
 use crate::config::RepairConfig;
 use crate::gc::GcReport;
@@ -239,6 +240,11 @@ impl LocalNode {
         repair::reconcile_pass(&self.node, limits, &AtomicBool::new(false)).await
     }
 
+    /// One metadata anti-entropy pass now (see [`crate::anti_entropy`]).
+    pub async fn anti_entropy(&self, replicas: usize) -> Result<SyncReport, NodeError> {
+        anti_entropy::sync_pass(&self.node, replicas, &AtomicBool::new(false)).await
+    }
+
     /// One scrub pass now, unthrottled (see [`crate::scrub`]).
     pub async fn scrub(&self) -> Result<ScrubReport, NodeError> {
         let n = self.node.clone();
@@ -265,7 +271,8 @@ impl LocalNode {
 /// each its own loop, as `[repair]` in the config sets them.
 struct Healing {
     stop: Arc<AtomicBool>,
-    quit: Arc<Notify>,
+    /// Set once on stop; a loop sees it whether it is waiting or busy.
+    quit: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -273,7 +280,7 @@ impl Healing {
     fn start(node: &Arc<Node>, cfg: &NodeConfig) -> Healing {
         let r: RepairConfig = cfg.repair;
         let stop = Arc::new(AtomicBool::new(false));
-        let quit = Arc::new(Notify::new());
+        let (quit, _) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         if r.reconcile_interval_secs > 0 {
             let limits = RepairLimits {
@@ -285,7 +292,7 @@ impl Healing {
                 Duration::from_secs(r.reconcile_interval_secs),
                 limits,
                 stop.clone(),
-                quit.clone(),
+                quit.subscribe(),
             )));
         }
         if r.scrub_interval_secs > 0 {
@@ -294,7 +301,16 @@ impl Healing {
                 Duration::from_secs(r.scrub_interval_secs),
                 r.scrub_bytes_per_sec,
                 stop.clone(),
-                quit.clone(),
+                quit.subscribe(),
+            )));
+        }
+        if r.anti_entropy_interval_secs > 0 {
+            tasks.push(tokio::spawn(anti_entropy_loop(
+                node.clone(),
+                Duration::from_secs(r.anti_entropy_interval_secs),
+                r.metadata_replicas,
+                stop.clone(),
+                quit.subscribe(),
             )));
         }
         if r.heartbeat_secs > 0 {
@@ -306,7 +322,7 @@ impl Healing {
                 node.clone(),
                 lc,
                 stop.clone(),
-                quit.clone(),
+                quit.subscribe(),
             )));
         }
         Healing { stop, quit, tasks }
@@ -314,7 +330,7 @@ impl Healing {
 
     async fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.quit.notify_waiters();
+        self.quit.send_replace(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
@@ -330,12 +346,19 @@ impl Drop for Healing {
     }
 }
 
+type Quit = tokio::sync::watch::Receiver<bool>;
+
+/// Resolves once the node stops (at once if it already has).
+async fn quitting(quit: &mut Quit) {
+    let _ = quit.wait_for(|q| *q).await;
+}
+
 async fn reconcile_loop(
     node: Arc<Node>,
     interval: Duration,
     limits: RepairLimits,
     stop: Arc<AtomicBool>,
-    quit: Arc<Notify>,
+    mut quit: Quit,
 ) {
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -347,7 +370,7 @@ async fn reconcile_loop(
                 // Let a burst of hints (a scrub finding many) gather.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            () = quit.notified() => return,
+            () = quitting(&mut quit) => return,
         }
         if stop.load(Ordering::Relaxed) {
             return;
@@ -388,7 +411,7 @@ async fn scrub_loop(
     interval: Duration,
     bytes_per_sec: u64,
     stop: Arc<AtomicBool>,
-    quit: Arc<Notify>,
+    mut quit: Quit,
 ) {
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -408,7 +431,7 @@ async fn scrub_loop(
         });
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = quit.notified() => return,
+            () = quitting(&mut quit) => return,
         }
         let (n, s) = (node.clone(), stop.clone());
         match tokio::task::spawn_blocking(move || n.scrub_pass(bytes_per_sec, &s)).await {
@@ -428,11 +451,44 @@ async fn scrub_loop(
     }
 }
 
+async fn anti_entropy_loop(
+    node: Arc<Node>,
+    interval: Duration,
+    replicas: usize,
+    stop: Arc<AtomicBool>,
+    mut quit: Quit,
+) {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = quitting(&mut quit) => return,
+        }
+        match anti_entropy::sync_pass(&node, replicas, &stop).await {
+            Ok(r) if r.pulled > 0 || r.pushed > 0 => tracing::info!(
+                pairs = r.pairs,
+                digests = r.digests,
+                pulled = r.pulled,
+                pushed = r.pushed,
+                "metadata anti-entropy repaired replicas"
+            ),
+            Ok(r) => tracing::debug!(
+                pairs = r.pairs,
+                digests = r.digests,
+                "metadata replicas agree"
+            ),
+            Err(e) => tracing::warn!(error = %e, "metadata anti-entropy pass failed"),
+        }
+    }
+}
+
 async fn liveness_loop(
     node: Arc<Node>,
     cfg: LivenessConfig,
     stop: Arc<AtomicBool>,
-    quit: Arc<Notify>,
+    mut quit: Quit,
 ) {
     let mut live = Liveness::new(cfg);
     loop {
@@ -441,7 +497,7 @@ async fn liveness_loop(
         }
         tokio::select! {
             () = tokio::time::sleep(cfg.heartbeat) => {}
-            () = quit.notified() => return,
+            () = quitting(&mut quit) => return,
         }
         if let Err(e) = live.round(&node).await {
             tracing::warn!(error = %e, "heartbeat round failed");

@@ -5,6 +5,7 @@
 //! unreferenced shards ([`gc`]). The repair daemon and the job runner host
 //! come later.
 
+pub mod anti_entropy;
 pub mod config;
 pub mod daemon;
 pub mod file_io;

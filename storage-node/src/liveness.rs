@@ -162,6 +162,14 @@ impl Liveness {
         }
         let mut next = map.clone();
         let mut changed = Vec::new();
+        // The proposer itself is plainly alive: a map that says otherwise
+        // (it was down and came back) is corrected by its own proposal.
+        for me in next.nodes.iter_mut().filter(|p| p.id == node.id) {
+            if me.state == NodeState::Down as i32 {
+                me.state = NodeState::Up as i32;
+                changed.push(format!("{} up", me.id));
+            }
+        }
         for p in next.nodes.iter_mut().filter(|p| p.id != node.id) {
             let up = p.state == NodeState::Up as i32;
             let down = p.state == NodeState::Down as i32;

@@ -149,6 +149,7 @@ enum Op {
     GetMap,
     PutMap,
     RepairHint,
+    MetaDigest,
     Unknown,
 }
 
@@ -175,6 +176,7 @@ impl Op {
             Op::GetMap => "get_map",
             Op::PutMap => "put_map",
             Op::RepairHint => "repair_hint",
+            Op::MetaDigest => "meta_digest",
             Op::Unknown => "unknown",
         }
     }
@@ -212,6 +214,7 @@ impl Op {
             (Method::GET, api::MAP) => Op::GetMap,
             (Method::PUT, api::MAP) => Op::PutMap,
             (Method::POST, api::REPAIR_HINT) => Op::RepairHint,
+            (Method::POST, api::META_DIGEST) => Op::MetaDigest,
             _ => Op::Unknown,
         }
     }
@@ -276,6 +279,17 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
             } else {
                 Err(Failure::new(StatusCode::NOT_FOUND, "shard not held"))
             }
+        }
+        Op::MetaDigest => {
+            let q = read_record::<api::DigestRequest>(node, req, content_hash).await?;
+            let table = q.table()?;
+            let n = node.clone();
+            let ranges = blocking(move || {
+                n.range_digests(table, &q.starts, q.end.as_deref())
+                    .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            })
+            .await?;
+            ok_record(&api::DigestReply { ranges })
         }
         Op::RepairHint => {
             let keys = read_record::<api::ShardList>(node, req, content_hash)

@@ -37,14 +37,14 @@ pub fn shard_files(dir: &Path) -> BTreeMap<PathBuf, ShardKey> {
     out
 }
 
-/// Chunks on disk under `root`: id -> shard count (highest index seen + 1).
-pub fn chunks_on_disk(root: &Path) -> BTreeMap<[u8; 32], usize> {
-    let mut out: BTreeMap<[u8; 32], usize> = BTreeMap::new();
-    for key in shard_files(root).values() {
-        let n = out.entry(key.chunk).or_default();
-        *n = (*n).max(key.index as usize + 1);
-    }
-    out
+/// Chunks with a shard anywhere under `root`, each with `shards` shards
+/// (the erasure shape the test wrote them with: a shard missing from every
+/// disk must still count as missing).
+pub fn chunks_on_disk(root: &Path, shards: usize) -> BTreeMap<[u8; 32], usize> {
+    shard_files(root)
+        .values()
+        .map(|k| (k.chunk, shards))
+        .collect()
 }
 
 /// Under `root`, where each node's files live in a folder named by its id:
@@ -80,6 +80,35 @@ pub fn misplaced(
             .count();
     }
     (missing, stale)
+}
+
+/// The shards counted as stale by [`misplaced`]: (node, chunk hex, index,
+/// homes of the chunk), for failure messages.
+pub fn stale_list(
+    root: &Path,
+    map: &ClusterMap,
+    chunks: &BTreeMap<[u8; 32], usize>,
+) -> Vec<(String, String, u8, Vec<String>)> {
+    let g = Grid::new(map.clone(), super::key(), ClientOptions::default());
+    let mut out = Vec::new();
+    for (p, k) in shard_files(root) {
+        let Some(node) = p
+            .strip_prefix(root)
+            .ok()
+            .and_then(|r| r.components().next())
+        else {
+            continue;
+        };
+        let node = node.as_os_str().to_string_lossy().into_owned();
+        let Some(n) = chunks.get(&k.chunk) else {
+            continue;
+        };
+        let homes = g.shard_homes(&ChunkId(k.chunk), *n).unwrap();
+        if homes.get(k.index as usize) != Some(&node) {
+            out.push((node, hex::encode(k.chunk), k.index, homes));
+        }
+    }
+    out
 }
 
 /// Poll `check` every 250 ms until it holds or `limit` passes.
