@@ -27,6 +27,8 @@ pub struct ServerArgs {
     pub region: String,
     pub reconcile_interval_secs: u64,
     pub scrub_interval_secs: u64,
+    /// Programs job tasks may run on the nodes.
+    pub job_allow: Vec<String>,
 }
 
 /// What `DIR/server.toml` keeps between starts.
@@ -141,6 +143,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
                 // node. Separate `gridstore node` processes run them.
                 heartbeat_secs: 0,
                 ..storage_node::config::RepairConfig::default()
+            },
+            jobs: storage_node::jobs::JobsConfig {
+                allowed: args.job_allow.clone(),
+                ..storage_node::jobs::JobsConfig::default()
             },
         };
         let node = LocalNode::start(&cfg)

@@ -57,6 +57,11 @@ enum Command {
         /// 0: none.
         #[arg(long, default_value_t = 7 * 86_400)]
         scrub_interval_secs: u64,
+        /// Programs job tasks may run on the nodes (comma-separated names
+        /// looked up on /usr/local/bin:/usr/bin:/bin, or absolute paths);
+        /// empty: no jobs.
+        #[arg(long, default_value = "python3", value_delimiter = ',')]
+        job_allow: Vec<String>,
     },
     /// Run an S3 gateway in front of storage nodes named by a cluster map.
     Gateway {
@@ -215,6 +220,7 @@ fn main() -> ExitCode {
             region,
             reconcile_interval_secs,
             scrub_interval_secs,
+            job_allow,
         } => {
             return run_server(embedded::ServerArgs {
                 dir,
@@ -225,6 +231,7 @@ fn main() -> ExitCode {
                 nodes,
                 sites,
                 region,
+                job_allow: job_allow.into_iter().filter(|p| !p.is_empty()).collect(),
             })
         }
         Command::Gateway { config } => return run_gateway(&config),

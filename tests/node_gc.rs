@@ -41,6 +41,7 @@ fn config(dir: &std::path::Path, gc_interval_secs: u64, gc_grace_secs: u64) -> N
         gc_grace_secs,
         gc_interval_secs,
         repair: storage_node::config::RepairConfig::manual(),
+        jobs: Default::default(),
     }
 }
 

@@ -114,6 +114,7 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         // A benchmark measures the RPC path alone.
         gc_interval_secs: 0,
         repair: storage_node::config::RepairConfig::manual(),
+        jobs: Default::default(),
     };
     let local = runtime
         .block_on(LocalNode::start(&cfg))

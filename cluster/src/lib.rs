@@ -12,6 +12,7 @@ mod chunk_stream;
 pub mod erasure_default;
 pub mod error;
 pub mod gc;
+pub mod jobs;
 pub mod layout;
 mod listing;
 pub mod locks;

@@ -102,6 +102,13 @@ impl ChunkKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
+
+    /// The raw key, for handing one chunk's key (and nothing broader) to a
+    /// node that must open that chunk: a job task gets the keys of exactly
+    /// the chunks it reads, never its bucket's domain secret.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
 }
 
 impl fmt::Debug for ChunkKey {

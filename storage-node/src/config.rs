@@ -24,6 +24,17 @@
 //! down_after_secs = 25            # unreachable this long: marked down
 //! anti_entropy_interval_secs = 600 # metadata replica comparison; 0: none
 //! metadata_replicas = 3           # must equal the gateways' metadata_replicas
+//!
+//! [jobs]                          # the job runner; every key optional
+//! allowed = ["python3"]           # programs tasks may run; empty (default): none
+//! path = "/usr/local/bin:/usr/bin:/bin"   # where those are found; the tasks' PATH
+//! concurrency = 2                 # tasks at once
+//! max_timeout_secs = 3600         # caps on what a task may ask for
+//! max_cpu_secs = 3600
+//! max_memory_mb = 2048
+//! max_output_bytes = 1073741824
+//! run_as_uid = 65534              # tasks' user when the node runs as root
+//! run_as_gid = 65534
 //! ```
 
 use crate::file_io::IoBackend;
@@ -90,6 +101,9 @@ pub struct NodeConfig {
     /// Self-healing: reconciliation, scrubbing and liveness.
     #[serde(default)]
     pub repair: RepairConfig,
+    /// The job runner: allowed programs and limits.
+    #[serde(default)]
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 /// `[repair]` in `node.toml`: how often and how hard the node heals.
@@ -161,6 +175,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("gc_grace_secs", &self.gc_grace_secs)
             .field("gc_interval_secs", &self.gc_interval_secs)
             .field("repair", &self.repair)
+            .field("jobs", &self.jobs)
             .finish_non_exhaustive()
     }
 }

@@ -258,6 +258,7 @@ mod tests {
             gc_grace_secs: 86_400,
             gc_interval_secs: 0,
             repair: crate::config::RepairConfig::manual(),
+            jobs: Default::default(),
         })
         .unwrap()
     }

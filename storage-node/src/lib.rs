@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod file_io;
 pub mod gc;
+pub mod jobs;
 pub mod liveness;
 pub mod metrics;
 pub mod node;

@@ -39,6 +39,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Counters and work queue of self-healing ([`crate::repair`]).
     pub repair: crate::repair::RepairState,
+    /// The job runner ([`crate::jobs`]).
+    pub jobs: crate::jobs::JobHost,
     started: Instant,
     /// Held by garbage collection from its last look at a chunk's
     /// references to the deletion of its shards, and by every reference
@@ -96,6 +98,7 @@ impl Node {
             key: RpcKey::from_secret(&secret),
             metrics: Metrics::new(),
             repair: crate::repair::RepairState::default(),
+            jobs: crate::jobs::JobHost::new(&cfg.node_id, &cfg.data_dir, &cfg.jobs),
             started: Instant::now(),
             gc_lock: Mutex::new(()),
         })

@@ -150,6 +150,7 @@ enum Op {
     PutMap,
     RepairHint,
     MetaDigest,
+    JobTask,
     Unknown,
 }
 
@@ -177,6 +178,7 @@ impl Op {
             Op::PutMap => "put_map",
             Op::RepairHint => "repair_hint",
             Op::MetaDigest => "meta_digest",
+            Op::JobTask => "job_task",
             Op::Unknown => "unknown",
         }
     }
@@ -215,6 +217,7 @@ impl Op {
             (Method::PUT, api::MAP) => Op::PutMap,
             (Method::POST, api::REPAIR_HINT) => Op::RepairHint,
             (Method::POST, api::META_DIGEST) => Op::MetaDigest,
+            (Method::POST, cluster::jobs::wire::TASK_RUN) => Op::JobTask,
             _ => Op::Unknown,
         }
     }
@@ -290,6 +293,10 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
             })
             .await?;
             ok_record(&api::DigestReply { ranges })
+        }
+        Op::JobTask => {
+            let body = read_body(node, req, content_hash).await?;
+            crate::jobs::task_response(node, &body).map_err(|(status, m)| Failure::new(status, m))
         }
         Op::RepairHint => {
             let keys = read_record::<api::ShardList>(node, req, content_hash)

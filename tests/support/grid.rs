@@ -9,6 +9,7 @@ use std::time::Duration;
 use storage_node::config::IoChoice;
 use storage_node::config::RepairConfig;
 use storage_node::daemon::LocalNode;
+use storage_node::jobs::JobsConfig;
 use storage_node::NodeConfig;
 
 pub struct TestGrid {
@@ -24,13 +25,27 @@ impl TestGrid {
     /// `per_site` nodes on each of `sites` sites, nothing in the background
     /// but what tests start by hand.
     pub async fn start(sites: usize, per_site: usize) -> TestGrid {
-        Self::start_with(sites, per_site, RepairConfig::manual()).await
+        Self::start_with(
+            sites,
+            per_site,
+            RepairConfig::manual(),
+            JobsConfig::default(),
+        )
+        .await
+    }
+
+    /// Like [`TestGrid::start`], the nodes running job tasks as `jobs`
+    /// says, and given the map (tasks read their peers through it).
+    pub async fn start_jobs(sites: usize, per_site: usize, jobs: JobsConfig) -> TestGrid {
+        let grid = Self::start_with(sites, per_site, RepairConfig::manual(), jobs).await;
+        grid.publish_map().await;
+        grid
     }
 
     /// The same, with self-healing set by `repair`; the nodes are given the
     /// cluster map (as `gridstore server` does), so they heal by themselves.
     pub async fn start_healing(sites: usize, per_site: usize, repair: RepairConfig) -> TestGrid {
-        let grid = Self::start_with(sites, per_site, repair).await;
+        let grid = Self::start_with(sites, per_site, repair, JobsConfig::default()).await;
         grid.publish_map().await;
         grid
     }
@@ -53,7 +68,12 @@ impl TestGrid {
         self.nodes[i] = Some(node);
     }
 
-    async fn start_with(sites: usize, per_site: usize, repair: RepairConfig) -> TestGrid {
+    async fn start_with(
+        sites: usize,
+        per_site: usize,
+        repair: RepairConfig,
+        jobs: JobsConfig,
+    ) -> TestGrid {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         let mut entries = Vec::new();
@@ -76,6 +96,7 @@ impl TestGrid {
                     gc_grace_secs: 86_400,
                     gc_interval_secs: 0,
                     repair,
+                    jobs: jobs.clone(),
                 };
                 let mut cfg = cfg;
                 let node = LocalNode::start(&cfg).await.unwrap();

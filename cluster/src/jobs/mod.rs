@@ -1,0 +1,1435 @@
+//! Compute beside the data: the job scheduler (issue 8).
+//!
+//! A job names a bucket and prefix and a program; every object under the
+//! prefix becomes one map task, run on the live node holding the most
+//! data-shard bytes of that object's chunks (then the most on its site,
+//! then the least loaded), which reads its own shards from its disk and
+//! fetches only the rest. The program's stdout streams back over the node
+//! RPC ([`wire`]) and is stored here, by the gateway, as
+//! `OUT_BUCKET/OUT_PREFIX/<key>`, so nodes never hold a key that writes;
+//! non-empty stderr is stored as `OUT_PREFIX/_logs/<key>`. An optional
+//! reduce task then reads every map output (concatenated, in key order)
+//! and writes `OUT_PREFIX/_reduce`.
+//!
+//! Tasks whose node dies (the stream ends without a report, or the node
+//! cannot be reached) or that the node could not run (input unreadable
+//! there, program could not start) are retried on another node, up to
+//! `max_attempts`; a program that exits non-zero, is killed by a limit or
+//! runs out of time is failed at once (running it again would fail again).
+//!
+//! Job records live in the memory of the gateway that accepted the job
+//! (and its logs and outputs in the grid): a gateway restart forgets its
+//! jobs. A summary of each finished job is stored as
+//! `OUT_PREFIX/_job/<id>.txt`.
+
+pub mod wire;
+
+use crate::chunk_io::Grid;
+use crate::chunk_stream::{open_inline, ReadKey};
+use crate::error::Error;
+use crate::node_api::content_hash;
+use crate::node_client::{full_body, NodeError};
+use crate::store::{BucketCtx, ObjectStore};
+use crate::{ListObjectsParams, PutOptions};
+use bytes::Bytes;
+use codec::ChunkId;
+use http::Method;
+use http_body_util::BodyExt;
+use metadata::model::{ChunkRef, NodeState};
+use metadata::Record;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use wire::{InputChunk, TaskFile, TaskInput, TaskReport, TaskRequest};
+
+/// A node that sends nothing (not even an alive frame) for this long is
+/// taken for dead and its task retried elsewhere.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// stderr kept in memory per task (the whole of it, up to the node's
+/// 64 KiB, is stored as a log object).
+const STDERR_HEAD: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no such job {0}")]
+    NoSuchJob(String),
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// How tasks choose their node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The node holding the most data-shard bytes of the input.
+    #[default]
+    Locality,
+    /// A uniformly random live node: the baseline locality is measured
+    /// against.
+    Random,
+}
+
+impl Placement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Locality => "locality",
+            Placement::Random => "random",
+        }
+    }
+}
+
+/// A program file fetched from the grid into each task's directory.
+#[derive(Debug, Clone)]
+pub struct ProgramFile {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl ProgramFile {
+    /// The file's name in the task directory: the key's last component.
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProgramSpec {
+    pub argv: Vec<String>,
+    pub files: Vec<ProgramFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskLimits {
+    pub timeout_secs: u64,
+    pub cpu_secs: u64,
+    pub memory_mb: u64,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 300,
+            cpu_secs: 300,
+            memory_mb: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The access key submitting it; it must own every bucket named.
+    pub owner: String,
+    pub admin: bool,
+    pub bucket: String,
+    pub prefix: String,
+    pub out_bucket: String,
+    pub out_prefix: String,
+    pub map: ProgramSpec,
+    pub reduce: Option<ProgramSpec>,
+    pub limits: TaskLimits,
+    pub placement: Placement,
+    /// Attempts per task when nodes die or cannot run it.
+    pub max_attempts: u32,
+    /// Tasks of this job in flight on one node.
+    pub per_node: usize,
+}
+
+impl JobSpec {
+    /// A job with default limits for `owner`.
+    pub fn new(
+        owner: &str,
+        bucket: &str,
+        prefix: &str,
+        out_bucket: &str,
+        out_prefix: &str,
+    ) -> Self {
+        Self {
+            owner: owner.into(),
+            admin: false,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            out_bucket: out_bucket.into(),
+            out_prefix: out_prefix.into(),
+            map: ProgramSpec::default(),
+            reduce: None,
+            limits: TaskLimits::default(),
+            placement: Placement::Locality,
+            max_attempts: 3,
+            per_node: 2,
+        }
+    }
+
+    /// Where the map output of `key` goes.
+    pub fn output_key(&self, key: &str) -> String {
+        join_key(&self.out_prefix, key)
+    }
+
+    pub fn log_key(&self, key: &str) -> String {
+        join_key(&self.out_prefix, &format!("_logs/{key}"))
+    }
+
+    pub fn reduce_key(&self) -> String {
+        join_key(&self.out_prefix, "_reduce")
+    }
+
+    fn check(&self) -> Result<(), JobError> {
+        if self.map.argv.is_empty() {
+            return Err(JobError::Invalid("no map program".into()));
+        }
+        if self.reduce.as_ref().is_some_and(|r| r.argv.is_empty()) {
+            return Err(JobError::Invalid("empty reduce program".into()));
+        }
+        let files = self
+            .map
+            .files
+            .iter()
+            .chain(self.reduce.iter().flat_map(|r| r.files.iter()));
+        for f in files {
+            if !wire::valid_file_name(f.file_name()) {
+                return Err(JobError::Invalid(format!("program file {:?}", f.key)));
+            }
+        }
+        if self.max_attempts == 0 || self.per_node == 0 {
+            return Err(JobError::Invalid(
+                "max_attempts and per_node must be positive".into(),
+            ));
+        }
+        if self.limits.timeout_secs == 0 {
+            return Err(JobError::Invalid("timeout must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    let p = prefix.trim_end_matches('/');
+    if p.is_empty() {
+        key.to_string()
+    } else {
+        format!("{p}/{key}")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskPhase {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl TaskPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskPhase::Pending => "pending",
+            TaskPhase::Running => "running",
+            TaskPhase::Done => "done",
+            TaskPhase::Failed => "failed",
+            TaskPhase::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPhase {
+    Running,
+    Reducing,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobPhase::Running => "running",
+            JobPhase::Reducing => "reducing",
+            JobPhase::Done => "done",
+            JobPhase::Failed => "failed",
+            JobPhase::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            JobPhase::Done | JobPhase::Failed | JobPhase::Cancelled
+        )
+    }
+}
+
+/// Input bytes of a task by where they were read, and what the shard map
+/// said was possible.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Locality {
+    /// Measured: shard bytes from the running node's own disk, from other
+    /// nodes of its site, from other sites; input bytes sent inline.
+    pub local: u64,
+    pub site: u64,
+    pub remote: u64,
+    pub inline: u64,
+    /// From the shard map, in data-shard bytes: all of them, the most one
+    /// live node holds itself, the most one live node's site holds, and
+    /// the mean of each over the live nodes (a random node's expectation).
+    pub planned: u64,
+    pub ceiling_local: u64,
+    pub ceiling_site: u64,
+    pub random_local: f64,
+    pub random_site: f64,
+}
+
+impl Locality {
+    fn add(&mut self, o: &Locality) {
+        self.local += o.local;
+        self.site += o.site;
+        self.remote += o.remote;
+        self.inline += o.inline;
+        self.planned += o.planned;
+        self.ceiling_local += o.ceiling_local;
+        self.ceiling_site += o.ceiling_site;
+        self.random_local += o.random_local;
+        self.random_site += o.random_site;
+    }
+
+    fn shard_bytes(&self) -> u64 {
+        self.local + self.site + self.remote
+    }
+
+    /// Measured fraction of shard bytes read from the node's own disk.
+    pub fn local_fraction(&self) -> Option<f64> {
+        ratio(self.local as f64, self.shard_bytes() as f64)
+    }
+
+    /// Measured fraction read from the node's own site (its disk included).
+    pub fn site_fraction(&self) -> Option<f64> {
+        ratio((self.local + self.site) as f64, self.shard_bytes() as f64)
+    }
+
+    /// The best any node choice could do (from the shard map).
+    pub fn ceiling_local_fraction(&self) -> Option<f64> {
+        ratio(self.ceiling_local as f64, self.planned as f64)
+    }
+
+    pub fn ceiling_site_fraction(&self) -> Option<f64> {
+        ratio(self.ceiling_site as f64, self.planned as f64)
+    }
+
+    /// What a uniformly random live node would get (from the shard map).
+    pub fn random_local_fraction(&self) -> Option<f64> {
+        ratio(self.random_local, self.planned as f64)
+    }
+
+    pub fn random_site_fraction(&self) -> Option<f64> {
+        ratio(self.random_site, self.planned as f64)
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// One task as status reports it.
+#[derive(Debug, Clone)]
+pub struct TaskStatus {
+    pub key: String,
+    pub size: u64,
+    pub phase: TaskPhase,
+    pub node: Option<String>,
+    pub attempts: u32,
+    /// How it ended ("ok", "exited with code 3", ...), or the last retry's
+    /// reason while it runs.
+    pub outcome: String,
+    /// The start of its stderr.
+    pub stderr: String,
+    pub locality: Locality,
+}
+
+impl TaskStatus {
+    fn new(key: String, size: u64) -> Self {
+        Self {
+            key,
+            size,
+            phase: TaskPhase::Pending,
+            node: None,
+            attempts: 0,
+            outcome: String::new(),
+            stderr: String::new(),
+            locality: Locality::default(),
+        }
+    }
+}
+
+/// A job as status reports it.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    pub id: String,
+    pub owner: String,
+    pub phase: JobPhase,
+    pub placement: Placement,
+    pub bucket: String,
+    pub prefix: String,
+    pub out_bucket: String,
+    pub out_prefix: String,
+    pub reduce_key: Option<String>,
+    /// Whether every input has been listed (the task count is final).
+    pub listed: bool,
+    pub pending: usize,
+    pub running: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub cancelled: usize,
+    /// Attempts beyond each task's first (node deaths, node faults).
+    pub retries: u64,
+    /// Over the map tasks that succeeded.
+    pub locality: Locality,
+    pub error: Option<String>,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// Failed tasks, and the reduce task when there is one.
+    pub failures: Vec<TaskStatus>,
+    pub reduce: Option<TaskStatus>,
+}
+
+impl JobStatus {
+    pub fn total(&self) -> usize {
+        self.pending + self.running + self.done + self.failed + self.cancelled
+    }
+
+    /// A few lines for a human.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "job {} ({}): {}\n  input  {}/{}\n  output {}/{}\n  tasks  {} total: {} pending, {} running, {} done, {} failed, {} cancelled ({} retries)\n",
+            self.id,
+            self.placement.name(),
+            self.phase.name(),
+            self.bucket,
+            self.prefix,
+            self.out_bucket,
+            self.out_prefix,
+            self.total(),
+            self.pending,
+            self.running,
+            self.done,
+            self.failed,
+            self.cancelled,
+            self.retries,
+        );
+        let pct = |f: Option<f64>| f.map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0));
+        let l = &self.locality;
+        s.push_str(&format!(
+            "  input read from the node's own disk: {} (ceiling {}, random node {})\n",
+            pct(l.local_fraction()),
+            pct(l.ceiling_local_fraction()),
+            pct(l.random_local_fraction()),
+        ));
+        s.push_str(&format!(
+            "  input read from the node's own site: {} (ceiling {}, random node {})\n",
+            pct(l.site_fraction()),
+            pct(l.ceiling_site_fraction()),
+            pct(l.random_site_fraction()),
+        ));
+        s.push_str(&format!(
+            "  shard bytes: {} local, {} same site, {} other sites; {} inline\n",
+            l.local, l.site, l.remote, l.inline
+        ));
+        if let Some(r) = &self.reduce {
+            s.push_str(&format!(
+                "  reduce: {} on {} -> {}/{} ({})\n",
+                r.phase.name(),
+                r.node.as_deref().unwrap_or("-"),
+                self.out_bucket,
+                self.reduce_key.as_deref().unwrap_or(""),
+                r.outcome
+            ));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("  error: {e}\n"));
+        }
+        for f in self.failures.iter().take(10) {
+            s.push_str(&format!(
+                "  failed {} on {}: {}\n",
+                f.key,
+                f.node.as_deref().unwrap_or("-"),
+                f.outcome
+            ));
+        }
+        if self.failures.len() > 10 {
+            s.push_str(&format!("  ... {} more failed\n", self.failures.len() - 10));
+        }
+        s
+    }
+}
+
+struct JobState {
+    phase: JobPhase,
+    tasks: Vec<TaskStatus>,
+    listed: bool,
+    retries: u64,
+    error: Option<String>,
+    finished_ms: Option<u64>,
+    reduce: Option<TaskStatus>,
+}
+
+struct Job {
+    id: String,
+    spec: JobSpec,
+    created_ms: u64,
+    state: Mutex<JobState>,
+    cancelled: AtomicBool,
+    cancel: Notify,
+    finished: Notify,
+}
+
+impl Job {
+    fn state(&self) -> std::sync::MutexGuard<'_, JobState> {
+        // Nothing in the state can be left half-updated by a panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    async fn cancelled(&self) {
+        let n = self.cancel.notified();
+        if self.is_cancelled() {
+            return;
+        }
+        n.await
+    }
+
+    fn status(&self) -> JobStatus {
+        let st = self.state();
+        let mut s = JobStatus {
+            id: self.id.clone(),
+            owner: self.spec.owner.clone(),
+            phase: st.phase,
+            placement: self.spec.placement,
+            bucket: self.spec.bucket.clone(),
+            prefix: self.spec.prefix.clone(),
+            out_bucket: self.spec.out_bucket.clone(),
+            out_prefix: self.spec.out_prefix.clone(),
+            reduce_key: self.spec.reduce.as_ref().map(|_| self.spec.reduce_key()),
+            listed: st.listed,
+            pending: 0,
+            running: 0,
+            done: 0,
+            failed: 0,
+            cancelled: 0,
+            retries: st.retries,
+            locality: Locality::default(),
+            error: st.error.clone(),
+            created_ms: self.created_ms,
+            finished_ms: st.finished_ms,
+            failures: Vec::new(),
+            reduce: st.reduce.clone(),
+        };
+        for t in &st.tasks {
+            match t.phase {
+                TaskPhase::Pending => s.pending += 1,
+                TaskPhase::Running => s.running += 1,
+                TaskPhase::Done => {
+                    s.done += 1;
+                    s.locality.add(&t.locality);
+                }
+                TaskPhase::Failed => {
+                    s.failed += 1;
+                    s.failures.push(t.clone());
+                }
+                TaskPhase::Cancelled => s.cancelled += 1,
+            }
+        }
+        s
+    }
+
+    fn update(&self, idx: Option<usize>, f: impl FnOnce(&mut TaskStatus)) {
+        let mut st = self.state();
+        let t = match idx {
+            Some(i) => st.tasks.get_mut(i),
+            None => st.reduce.as_mut(),
+        };
+        if let Some(t) = t {
+            f(t);
+        }
+    }
+}
+
+/// The jobs one gateway runs.
+#[derive(Clone)]
+pub struct JobManager {
+    store: ObjectStore,
+    jobs: Arc<Mutex<BTreeMap<String, Arc<Job>>>>,
+}
+
+impl JobManager {
+    pub fn new(store: ObjectStore) -> Self {
+        Self {
+            store,
+            jobs: Arc::default(),
+        }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Check `spec` (the caller must own every bucket it names), start it
+    /// and return its id.
+    pub async fn submit(&self, spec: JobSpec) -> Result<String, JobError> {
+        spec.check()?;
+        let mut buckets = vec![spec.bucket.as_str(), spec.out_bucket.as_str()];
+        for f in spec
+            .map
+            .files
+            .iter()
+            .chain(spec.reduce.iter().flat_map(|r| r.files.iter()))
+        {
+            buckets.push(&f.bucket);
+        }
+        for b in buckets {
+            let info = self.store.head_bucket(b).await?;
+            if !spec.admin && info.owner != spec.owner {
+                return Err(JobError::AccessDenied(format!("bucket {b} is not yours")));
+            }
+        }
+        crate::naming::check_object_key(&spec.reduce_key()).map_err(Error::from)?;
+        let id = format!(
+            "j{:x}{:06x}",
+            crate::rpc_auth::now_ms(),
+            rand::random::<u32>() & 0xff_ffff
+        );
+        let job = Arc::new(Job {
+            id: id.clone(),
+            created_ms: crate::rpc_auth::now_ms(),
+            state: Mutex::new(JobState {
+                phase: JobPhase::Running,
+                tasks: Vec::new(),
+                listed: false,
+                retries: 0,
+                error: None,
+                finished_ms: None,
+                reduce: None,
+            }),
+            spec,
+            cancelled: AtomicBool::new(false),
+            cancel: Notify::new(),
+            finished: Notify::new(),
+        });
+        self.jobs().insert(id.clone(), job.clone());
+        tokio::spawn(drive(self.store.clone(), job));
+        Ok(id)
+    }
+
+    fn get(&self, id: &str, caller: &str, admin: bool) -> Result<Arc<Job>, JobError> {
+        match self.jobs().get(id) {
+            Some(j) if admin || j.spec.owner == caller => Ok(j.clone()),
+            // Someone else's job is as invisible as a missing one.
+            _ => Err(JobError::NoSuchJob(id.to_string())),
+        }
+    }
+
+    pub fn status(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
+        Ok(self.get(id, caller, admin)?.status())
+    }
+
+    /// The caller's jobs (an admin's: all), oldest first.
+    pub fn list(&self, caller: &str, admin: bool) -> Vec<JobStatus> {
+        let jobs: Vec<Arc<Job>> = self
+            .jobs()
+            .values()
+            .filter(|j| admin || j.spec.owner == caller)
+            .cloned()
+            .collect();
+        jobs.iter().map(|j| j.status()).collect()
+    }
+
+    /// Stop dispatching and stop the tasks running (their nodes kill the
+    /// programs).
+    pub fn cancel(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
+        let job = self.get(id, caller, admin)?;
+        job.cancelled.store(true, Ordering::Relaxed);
+        job.cancel.notify_waiters();
+        Ok(job.status())
+    }
+
+    /// Wait until the job has finished (or `timeout` passed); its status.
+    pub async fn wait(
+        &self,
+        id: &str,
+        caller: &str,
+        admin: bool,
+        timeout: Duration,
+    ) -> Result<JobStatus, JobError> {
+        let job = self.get(id, caller, admin)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = job.finished.notified();
+            let s = job.status();
+            if s.phase.finished() || tokio::time::Instant::now() >= deadline {
+                return Ok(s);
+            }
+            let _ = tokio::time::timeout_at(deadline, n).await;
+        }
+    }
+
+    /// The stored stderr of task `key`, or (no key) the stderr heads of
+    /// every failed task and the reduce.
+    pub async fn logs(
+        &self,
+        id: &str,
+        caller: &str,
+        admin: bool,
+        key: Option<&str>,
+    ) -> Result<String, JobError> {
+        let job = self.get(id, caller, admin)?;
+        if let Some(key) = key {
+            let log_key = job.spec.log_key(key);
+            let got = self
+                .store
+                .get_object(&job.spec.out_bucket, &log_key, Default::default())
+                .await;
+            return match got {
+                Ok(r) => {
+                    let mut body = r.body;
+                    let mut out = Vec::new();
+                    use futures_util::StreamExt;
+                    while let Some(piece) = body.next().await {
+                        out.extend_from_slice(&piece?);
+                    }
+                    Ok(String::from_utf8_lossy(&out).into_owned())
+                }
+                Err(Error::NoSuchKey { .. }) => Ok(String::new()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let s = job.status();
+        let mut out = String::new();
+        for t in s.failures.iter().chain(s.reduce.iter()) {
+            out.push_str(&format!(
+                "== {} ({} on {}: {})\n{}",
+                t.key,
+                t.phase.name(),
+                t.node.as_deref().unwrap_or("-"),
+                t.outcome,
+                t.stderr
+            ));
+            if !t.stderr.ends_with('\n') && !t.stderr.is_empty() {
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Which nodes tasks are on, shared by a job's tasks.
+struct Sched {
+    state: Mutex<SchedState>,
+    freed: Notify,
+    per_node: usize,
+}
+
+#[derive(Default)]
+struct SchedState {
+    inflight: HashMap<String, usize>,
+    /// Nodes this job found dead; not chosen again by it.
+    suspect: HashSet<String>,
+}
+
+/// An input's data-shard bytes per node and per site, from the map.
+#[derive(Default, Clone)]
+struct Plan {
+    total: u64,
+    node: HashMap<String, u64>,
+    site: HashMap<String, u64>,
+}
+
+impl Plan {
+    fn add_chunks(&mut self, grid: &Grid, chunks: &[ChunkRef]) {
+        for c in chunks {
+            let Some(e) = c.erasure else { continue };
+            let Ok(id) = <[u8; 32]>::try_from(c.id.as_slice()) else {
+                continue;
+            };
+            let Ok(homes) = grid.shard_homes(&ChunkId(id), e.total()) else {
+                continue;
+            };
+            let len = u64::from(c.shard_len);
+            self.total += len * u64::from(e.data);
+            for home in homes.iter().take(e.data as usize) {
+                *self.node.entry(home.clone()).or_default() += len;
+                if let Some(n) = grid.map().nodes.iter().find(|n| &n.id == home) {
+                    *self.site.entry(n.site.clone()).or_default() += len;
+                }
+            }
+        }
+    }
+
+    /// (own-disk bytes, own-site bytes) if `node` ran it.
+    fn score(&self, grid: &Grid, node: &str) -> (u64, u64) {
+        let local = self.node.get(node).copied().unwrap_or(0);
+        let site = grid
+            .map()
+            .nodes
+            .iter()
+            .find(|n| n.id == node)
+            .and_then(|n| self.site.get(&n.site))
+            .copied()
+            .unwrap_or(0);
+        (local, site)
+    }
+
+    /// Ceilings and random-node expectations over `live` nodes.
+    fn locality(&self, grid: &Grid, live: &[String]) -> Locality {
+        let scores: Vec<(u64, u64)> = live.iter().map(|n| self.score(grid, n)).collect();
+        let n = scores.len().max(1) as f64;
+        Locality {
+            planned: self.total,
+            ceiling_local: scores.iter().map(|s| s.0).max().unwrap_or(0),
+            ceiling_site: scores.iter().map(|s| s.1).max().unwrap_or(0),
+            random_local: scores.iter().map(|s| s.0 as f64).sum::<f64>() / n,
+            random_site: scores.iter().map(|s| s.1 as f64).sum::<f64>() / n,
+            ..Locality::default()
+        }
+    }
+}
+
+impl Sched {
+    fn new(per_node: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            freed: Notify::new(),
+            per_node,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SchedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self, grid: &Grid, excluded: &HashSet<String>) -> Vec<String> {
+        let st = self.lock();
+        grid.map()
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Up as i32)
+            .filter(|n| grid.client(&n.id).is_some())
+            .filter(|n| !st.suspect.contains(&n.id) && !excluded.contains(&n.id))
+            .map(|n| n.id.clone())
+            .collect()
+    }
+
+    /// A node for a task with input `plan`, once one has a free slot;
+    /// `None` when no live node is left.
+    async fn acquire(
+        &self,
+        grid: &Grid,
+        plan: &Plan,
+        placement: Placement,
+        excluded: &HashSet<String>,
+    ) -> Option<String> {
+        // Random placement picks its node once, then waits for it: choosing
+        // among free nodes only would still be locality-blind, but picking
+        // first keeps the baseline exactly uniform.
+        let random_pick = {
+            let live = self.live(grid, excluded);
+            if live.is_empty() {
+                return None;
+            }
+            live[rand::random::<usize>() % live.len()].clone()
+        };
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let live = self.live(grid, excluded);
+            if live.is_empty() {
+                return None;
+            }
+            let chosen = {
+                let mut st = self.lock();
+                let chosen = self.choose(&st, grid, plan, placement, &live, &random_pick);
+                if let Some(n) = &chosen {
+                    *st.inflight.entry(n.clone()).or_default() += 1;
+                }
+                chosen
+            };
+            if chosen.is_some() {
+                return chosen;
+            }
+            freed.await;
+        }
+    }
+
+    fn choose(
+        &self,
+        st: &SchedState,
+        grid: &Grid,
+        plan: &Plan,
+        placement: Placement,
+        live: &[String],
+        random_pick: &String,
+    ) -> Option<String> {
+        let load = |n: &str| st.inflight.get(n).copied().unwrap_or(0);
+        {
+            match placement {
+                Placement::Random => {
+                    let n = if live.contains(random_pick) {
+                        random_pick.clone()
+                    } else {
+                        live[rand::random::<usize>() % live.len()].clone()
+                    };
+                    (load(&n) < self.per_node).then_some(n)
+                }
+                Placement::Locality => {
+                    let best = live.iter().map(|n| plan.score(grid, n)).max();
+                    let mut candidates: Vec<&String> = live
+                        .iter()
+                        .filter(|n| Some(plan.score(grid, n)) == best)
+                        .filter(|n| load(n) < self.per_node)
+                        .collect();
+                    // Equal locality: the least loaded, then any (random, so
+                    // equal nodes share the work).
+                    let min = candidates.iter().map(|n| load(n)).min();
+                    candidates.retain(|n| Some(load(n)) == min);
+                    (!candidates.is_empty())
+                        .then(|| candidates[rand::random::<usize>() % candidates.len()].clone())
+                }
+            }
+        }
+    }
+
+    fn release(&self, node: &str) {
+        if let Some(c) = self.lock().inflight.get_mut(node) {
+            *c = c.saturating_sub(1);
+        }
+        self.freed.notify_waiters();
+    }
+
+    fn suspect(&self, node: &str) {
+        self.lock().suspect.insert(node.to_string());
+        self.freed.notify_waiters();
+    }
+}
+
+/// The grid as of now, owned (a task outlives any borrow of the store).
+fn grid_now(store: &ObjectStore) -> Grid {
+    let g: &Grid = &store.grid();
+    g.clone()
+}
+
+async fn drive(store: ObjectStore, job: Arc<Job>) {
+    let result = run_job(&store, &job).await;
+    let phase = {
+        let mut st = job.state();
+        st.phase = match (&result, job.is_cancelled()) {
+            (_, true) => JobPhase::Cancelled,
+            (Ok(()), false) => JobPhase::Done,
+            (Err(_), false) => JobPhase::Failed,
+        };
+        if let Err(e) = &result {
+            st.error = Some(e.clone());
+        }
+        st.finished_ms = Some(crate::rpc_auth::now_ms());
+        st.phase
+    };
+    tracing::info!(job = %job.id, phase = phase.name(), "job finished");
+    // A summary next to the outputs, for after this gateway forgets.
+    let summary = job.status().summary();
+    let key = join_key(&job.spec.out_prefix, &format!("_job/{}.txt", job.id));
+    if let Err(e) = put_bytes(&store, &job.spec.out_bucket, &key, summary.into()).await {
+        tracing::warn!(job = %job.id, error = %e, "could not store the job summary");
+    }
+    job.finished.notify_waiters();
+}
+
+async fn put_bytes(store: &ObjectStore, bucket: &str, key: &str, data: Bytes) -> Result<(), Error> {
+    let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(data)]);
+    let opts = PutOptions {
+        content_type: Some("text/plain".into()),
+        ..PutOptions::default()
+    };
+    store.put_object(bucket, key, body, opts).await.map(drop)
+}
+
+/// What a task needs from the job, shared by its tasks.
+struct TaskCtx {
+    store: ObjectStore,
+    job: Arc<Job>,
+    sched: Arc<Sched>,
+}
+
+async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
+    let spec = &job.spec;
+    let input = store
+        .bucket(&spec.bucket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let files = fetch_files(store, &spec.map.files).await?;
+    let ctx = Arc::new(TaskCtx {
+        store: store.clone(),
+        job: job.clone(),
+        sched: Arc::new(Sched::new(spec.per_node)),
+    });
+    let live = ctx.sched.live(&grid_now(store), &HashSet::new()).len();
+    let parallel = (live.max(1) * spec.per_node).max(1);
+    let mut running = JoinSet::new();
+    let mut after: Option<String> = None;
+    // Outputs written under the input prefix must not become inputs.
+    let skip_prefix = (spec.out_bucket == spec.bucket).then(|| spec.output_key(""));
+    'listing: loop {
+        let params = ListObjectsParams {
+            prefix: spec.prefix.clone(),
+            delimiter: None,
+            start_after: after.clone(),
+            max_keys: 1000,
+        };
+        let page = store
+            .list_objects(&spec.bucket, &params)
+            .await
+            .map_err(|e| e.to_string())?;
+        for obj in page.objects {
+            if job.is_cancelled() {
+                break 'listing;
+            }
+            if skip_prefix
+                .as_deref()
+                .is_some_and(|p| !p.is_empty() && obj.key.starts_with(p))
+            {
+                continue;
+            }
+            let idx = {
+                let mut st = job.state();
+                st.tasks.push(TaskStatus::new(obj.key.clone(), obj.size));
+                st.tasks.len() - 1
+            };
+            while running.len() >= parallel {
+                running.join_next().await;
+            }
+            let task = Task {
+                idx: Some(idx),
+                inputs: vec![(input.clone(), obj.key)],
+                argv: spec.map.argv.clone(),
+                files: files.clone(),
+                out_key: None,
+            };
+            running.spawn(run_task(ctx.clone(), task));
+        }
+        match page.next_start_after {
+            Some(next) if page.is_truncated => after = Some(next),
+            _ => break,
+        }
+    }
+    job.state().listed = true;
+    while running.join_next().await.is_some() {}
+    if job.is_cancelled() {
+        let mut st = job.state();
+        for t in st.tasks.iter_mut() {
+            if t.phase == TaskPhase::Pending {
+                t.phase = TaskPhase::Cancelled;
+            }
+        }
+        return Err("cancelled".into());
+    }
+    let (failed, total, outputs) = {
+        let st = job.state();
+        let failed = st
+            .tasks
+            .iter()
+            .filter(|t| t.phase != TaskPhase::Done)
+            .count();
+        let outputs: Vec<String> = st.tasks.iter().map(|t| spec.output_key(&t.key)).collect();
+        (failed, st.tasks.len(), outputs)
+    };
+    if failed > 0 {
+        return Err(format!("{failed} of {total} map tasks failed"));
+    }
+    let Some(reduce) = &spec.reduce else {
+        return Ok(());
+    };
+    job.state().phase = JobPhase::Reducing;
+    let out = store
+        .bucket(&spec.out_bucket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let files = fetch_files(store, &reduce.files).await?;
+    job.state().reduce = Some(TaskStatus::new(spec.reduce_key(), 0));
+    let task = Task {
+        idx: None,
+        inputs: outputs.into_iter().map(|k| (out.clone(), k)).collect(),
+        argv: reduce.argv.clone(),
+        files,
+        out_key: Some(spec.reduce_key()),
+    };
+    run_task(ctx, task).await;
+    let st = job.state();
+    match &st.reduce {
+        Some(r) if r.phase == TaskPhase::Done => Ok(()),
+        Some(r) => Err(format!("reduce failed: {}", r.outcome)),
+        None => Err("reduce did not run".into()),
+    }
+}
+
+/// Program files, fetched once per job.
+async fn fetch_files(store: &ObjectStore, files: &[ProgramFile]) -> Result<Vec<TaskFile>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        let got = store
+            .get_object(&f.bucket, &f.key, Default::default())
+            .await
+            .map_err(|e| format!("program file {}/{}: {e}", f.bucket, f.key))?;
+        if got.info.size > wire::MAX_FILE_BYTES as u64 {
+            return Err(format!(
+                "program file {}/{} is over {} bytes",
+                f.bucket,
+                f.key,
+                wire::MAX_FILE_BYTES
+            ));
+        }
+        let mut data = Vec::with_capacity(got.info.size as usize);
+        let mut body = got.body;
+        use futures_util::StreamExt;
+        while let Some(piece) = body.next().await {
+            data.extend_from_slice(&piece.map_err(|e| e.to_string())?);
+        }
+        out.push(TaskFile {
+            name: f.file_name().to_string(),
+            data,
+        });
+    }
+    Ok(out)
+}
+
+struct Task {
+    /// Index of a map task; `None` for the reduce.
+    idx: Option<usize>,
+    inputs: Vec<(BucketCtx, String)>,
+    argv: Vec<String>,
+    files: Vec<TaskFile>,
+    /// The reduce's output key (a map task's follows from its input).
+    out_key: Option<String>,
+}
+
+/// The task request's input for `key` and its chunk list.
+async fn plan_input(
+    store: &ObjectStore,
+    b: &BucketCtx,
+    key: &str,
+) -> Result<(TaskInput, Vec<ChunkRef>), Error> {
+    let (v, _) = store.find_version(b, key, None).await?;
+    if !v.sse_customer_key_md5.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{key} is encrypted with a customer key; jobs cannot read it"
+        )));
+    }
+    let mut input = TaskInput {
+        key: key.to_string(),
+        ..TaskInput::default()
+    };
+    if v.chunks.is_empty() {
+        if !v.inline_data.is_empty() {
+            input.inline_data =
+                open_inline(&ReadKey::Domain(b.domain.clone()), v.inline_data.clone()).await?;
+        }
+        return Ok((input, Vec::new()));
+    }
+    for c in &v.chunks {
+        let id = <[u8; 32]>::try_from(c.id.as_slice())
+            .map_err(|_| Error::Corrupt("chunk id length".into()))?;
+        input.chunks.push(InputChunk {
+            chunk: Some(c.clone()),
+            key: b.domain.chunk_key(&ChunkId(id)).to_bytes().to_vec(),
+        });
+    }
+    Ok((input, v.chunks))
+}
+
+/// Why one attempt did not produce a report.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("node {node}: {source}")]
+    Node { node: String, source: NodeError },
+    #[error("node {0} stopped answering")]
+    Silent(String),
+    #[error("node {node} sent a bad stream: {reason}")]
+    Stream { node: String, reason: String },
+    #[error("storing the output: {0}")]
+    Store(Error),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
+    let job = &ctx.job;
+    let spec = &job.spec;
+    let store = &ctx.store;
+    let name = match task.idx {
+        Some(i) => job.state().tasks.get(i).map(|t| t.key.clone()),
+        None => Some(spec.reduce_key()),
+    }
+    .unwrap_or_default();
+    let grid = grid_now(store);
+    let mut plan = Plan::default();
+    let mut inputs = Vec::with_capacity(task.inputs.len());
+    for (b, key) in &task.inputs {
+        match plan_input(store, b, key).await {
+            Ok((input, chunks)) => {
+                plan.add_chunks(&grid, &chunks);
+                inputs.push(input);
+            }
+            Err(e) => {
+                job.update(task.idx, |t| {
+                    t.phase = TaskPhase::Failed;
+                    t.outcome = format!("cannot read input {key}: {e}");
+                });
+                return;
+            }
+        }
+    }
+    let live = ctx.sched.live(&grid, &HashSet::new());
+    let planned = plan.locality(&grid, &live);
+    let out_key = task
+        .out_key
+        .clone()
+        .unwrap_or_else(|| spec.output_key(&name));
+    let mut excluded = HashSet::new();
+    let mut last = String::from("no attempt made");
+    for attempt in 1..=spec.max_attempts {
+        if job.is_cancelled() {
+            job.update(task.idx, |t| t.phase = TaskPhase::Cancelled);
+            return;
+        }
+        let Some(node) = ctx
+            .sched
+            .acquire(&grid, &plan, spec.placement, &excluded)
+            .await
+        else {
+            last = format!("no live node left to run it ({last})");
+            break;
+        };
+        job.update(task.idx, |t| {
+            t.phase = TaskPhase::Running;
+            t.node = Some(node.clone());
+            t.attempts = attempt;
+        });
+        if attempt > 1 {
+            job.state().retries += 1;
+        }
+        let req = TaskRequest {
+            task_id: format!("{}/{}", job.id, name),
+            argv: task.argv.clone(),
+            files: task.files.clone(),
+            inputs: inputs.clone(),
+            timeout_ms: spec.limits.timeout_secs.saturating_mul(1000),
+            cpu_secs: spec.limits.cpu_secs,
+            memory_bytes: spec.limits.memory_mb.saturating_mul(1 << 20),
+            env: Vec::new(),
+        };
+        let result = attempt_on(&ctx, &grid, &node, req, &out_key).await;
+        ctx.sched.release(&node);
+        match result {
+            Ok(report) => {
+                let stderr = report.stderr.clone();
+                let ok = report.succeeded();
+                if !ok && report.node_fault {
+                    // The node could not run it (input unreadable there,
+                    // program could not start): another node may.
+                    last = format!("{node}: {}", report.outcome());
+                    tracing::info!(job = %job.id, task = %name, %node, reason = %last, "task retried elsewhere");
+                    excluded.insert(node);
+                    continue;
+                }
+                if !stderr.is_empty() {
+                    let log = spec.log_key(&name);
+                    if let Err(e) = put_bytes(store, &spec.out_bucket, &log, stderr.into()).await {
+                        tracing::warn!(job = %job.id, task = %name, error = %e, "could not store a task log");
+                    }
+                }
+                job.update(task.idx, |t| {
+                    t.phase = if ok {
+                        TaskPhase::Done
+                    } else {
+                        TaskPhase::Failed
+                    };
+                    t.outcome = report.outcome();
+                    let head = &report.stderr[..report.stderr.len().min(STDERR_HEAD)];
+                    t.stderr = String::from_utf8_lossy(head).into_owned();
+                    t.locality = Locality {
+                        local: report.bytes_local,
+                        site: report.bytes_site,
+                        remote: report.bytes_remote,
+                        inline: report.bytes_inline,
+                        ..planned
+                    };
+                });
+                return;
+            }
+            Err(AttemptError::Cancelled) => {
+                job.update(task.idx, |t| {
+                    t.phase = TaskPhase::Cancelled;
+                    t.outcome = "cancelled".into();
+                });
+                return;
+            }
+            Err(e) => {
+                last = e.to_string();
+                tracing::warn!(job = %job.id, task = %name, attempt, error = %e, "task attempt failed");
+                if matches!(
+                    e,
+                    AttemptError::Node { .. }
+                        | AttemptError::Silent(_)
+                        | AttemptError::Stream { .. }
+                ) {
+                    ctx.sched.suspect(&node);
+                }
+                excluded.insert(node);
+                job.update(task.idx, |t| t.outcome = format!("retrying: {last}"));
+            }
+        }
+    }
+    job.update(task.idx, |t| {
+        t.phase = TaskPhase::Failed;
+        t.outcome = format!("gave up: {last}");
+    });
+}
+
+/// Run `req` on `node`, storing its stdout as `out_key` while it streams;
+/// the output is committed only if the program succeeded.
+async fn attempt_on(
+    ctx: &TaskCtx,
+    grid: &Grid,
+    node: &str,
+    req: TaskRequest,
+    out_key: &str,
+) -> Result<TaskReport, AttemptError> {
+    let client = grid.client(node).ok_or_else(|| AttemptError::Node {
+        node: node.to_string(),
+        source: NodeError::Unreachable {
+            node: node.to_string(),
+            reason: "not in the cluster map".into(),
+        },
+    })?;
+    let body = req.encode_record();
+    let hash = content_hash("POST", wire::TASK_RUN, &body);
+    let len = body.len() as u64;
+    let node_err = |source| AttemptError::Node {
+        node: node.to_string(),
+        source,
+    };
+    let request = client
+        .signed_request(Method::POST, wire::TASK_RUN, hash, len, full_body(body))
+        .map_err(node_err)?;
+    let resp = tokio::select! {
+        r = client.send(request) => r.map_err(node_err)?,
+        () = ctx.job.cancelled() => return Err(AttemptError::Cancelled),
+    };
+    if !resp.status().is_success() {
+        return Err(node_err(
+            crate::node_client::read_response(resp)
+                .await
+                .err()
+                .unwrap_or(NodeError::BadResponse("unexpected status".into())),
+        ));
+    }
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(4);
+    let spec = &ctx.job.spec;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let put = ctx.store.put_object(
+        &spec.out_bucket,
+        out_key,
+        stream,
+        PutOptions {
+            content_type: Some("application/octet-stream".into()),
+            ..PutOptions::default()
+        },
+    );
+    let read = async move {
+        let r = read_frames(ctx, node, resp, &tx).await;
+        if !r.as_ref().is_ok_and(TaskReport::succeeded) {
+            // Fail the put: no output for a failed, lost or cancelled
+            // program (a stream that just ended would commit a partial one).
+            let reason = match &r {
+                Ok(report) => report.outcome(),
+                Err(e) => e.to_string(),
+            };
+            let _ = tx.send(Err(reason)).await;
+        }
+        r
+    };
+    // Read and store concurrently; the stream ends (and the put commits)
+    // when `read` returns and drops its sender.
+    let (put, read) = tokio::join!(put, read);
+    let report = read?;
+    if report.succeeded() {
+        put.map_err(AttemptError::Store)?;
+    }
+    Ok(report)
+}
+
+async fn read_frames(
+    ctx: &TaskCtx,
+    node: &str,
+    resp: http::Response<hyper::body::Incoming>,
+    tx: &mpsc::Sender<Result<Bytes, String>>,
+) -> Result<TaskReport, AttemptError> {
+    {
+        let mut body = resp.into_body();
+        let mut frames = wire::FrameReader::default();
+        loop {
+            let next = tokio::select! {
+                n = tokio::time::timeout(IDLE_LIMIT, body.frame()) => n,
+                () = ctx.job.cancelled() => return Err(AttemptError::Cancelled),
+            };
+            let piece = match next {
+                Err(_) => return Err(AttemptError::Silent(node.to_string())),
+                Ok(None) => {
+                    return Err(AttemptError::Stream {
+                        node: node.to_string(),
+                        reason: "ended without a report".into(),
+                    })
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(AttemptError::Stream {
+                        node: node.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = piece.into_data() else {
+                continue;
+            };
+            frames.push(&data);
+            loop {
+                let f = frames.next_frame().map_err(|e| AttemptError::Stream {
+                    node: node.to_string(),
+                    reason: e.to_string(),
+                })?;
+                let Some((kind, payload)) = f else { break };
+                match kind {
+                    wire::FRAME_STDOUT => {
+                        // The put failing first closes the channel; keep
+                        // reading so the report still arrives.
+                        let _ = tx.send(Ok(payload)).await;
+                    }
+                    wire::FRAME_DONE => {
+                        let report = TaskReport::decode_record(&payload).map_err(|e| {
+                            AttemptError::Stream {
+                                node: node.to_string(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        return Ok(report);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The job runner (issue 8) on in-process grids: map and reduce results
+//! against a count computed here, locality against a random node choice
+//! in the same run, failing and timed-out tasks, a node killed mid-job,
+//! and what the sandbox keeps a task from.
+
+mod support;
+
+use cluster::jobs::{
+    JobManager, JobPhase, JobSpec, JobStatus, Placement, ProgramFile, ProgramSpec, TaskLimits,
+};
+use cluster::{ErasureSpec, GetOptions, ObjectStore, PutOptions, StoreConfig};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use storage_node::jobs::JobsConfig;
+use support::grid::TestGrid;
+use support::objects::{read_all, store_on, stream_of, OWNER};
+
+const WORDS: [&str; 12] = [
+    "grid", "shard", "farm", "site", "chunk", "parity", "node", "repair", "scrub", "object",
+    "bucket", "job",
+];
+
+const MAP: &str = r#"
+import sys, collections
+c = collections.Counter(sys.stdin.read().split())
+for w in sorted(c):
+    print(f"{w}\t{c[w]}")
+"#;
+
+const REDUCE: &str = r#"
+import sys, collections
+c = collections.Counter()
+for line in sys.stdin:
+    w, n = line.rstrip("\n").split("\t")
+    c[w] += int(n)
+for w in sorted(c):
+    print(f"{w}\t{c[w]}")
+"#;
+
+fn jobs_config() -> JobsConfig {
+    JobsConfig {
+        allowed: vec!["python3".into()],
+        concurrency: 4,
+        ..JobsConfig::default()
+    }
+}
+
+/// Text of about `len` bytes from a simple generator; its word counts.
+fn text(seed: u64, len: usize, counts: &mut BTreeMap<String, u64>) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = Vec::with_capacity(len + 16);
+    let mut col = 0;
+    while out.len() < len {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let w = WORDS[(x >> 33) as usize % WORDS.len()];
+        *counts.entry(w.to_string()).or_default() += 1;
+        out.extend_from_slice(w.as_bytes());
+        col += w.len() + 1;
+        if col > 70 {
+            out.push(b'\n');
+            col = 0;
+        } else {
+            out.push(b' ');
+        }
+    }
+    out
+}
+
+async fn put(store: &ObjectStore, bucket: &str, key: &str, data: Vec<u8>) {
+    store
+        .put_object(
+            bucket,
+            key,
+            stream_of(data, 64 << 10),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn get(store: &ObjectStore, bucket: &str, key: &str) -> Vec<u8> {
+    let r = store
+        .get_object(bucket, key, GetOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{bucket}/{key}: {e}"));
+    read_all(r.body).await
+}
+
+fn counts_of(text: &[u8]) -> BTreeMap<String, u64> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (w, n) = l.split_once('\t').expect("word<TAB>count");
+            (w.to_string(), n.parse().expect("count"))
+        })
+        .collect()
+}
+
+/// `n` objects of `len` bytes under `data/` in a 4+2 bucket; the total
+/// word counts and each object's.
+async fn corpus(
+    store: &ObjectStore,
+    n: u64,
+    len: usize,
+) -> (BTreeMap<String, u64>, Vec<BTreeMap<String, u64>>) {
+    store
+        .create_bucket("input", OWNER, Some(ErasureSpec::new(4, 2)))
+        .await
+        .unwrap();
+    store
+        .create_bucket("output", OWNER, Some(ErasureSpec::new(4, 2)))
+        .await
+        .unwrap();
+    let mut total = BTreeMap::new();
+    let mut each = Vec::new();
+    for i in 0..n {
+        let mut c = BTreeMap::new();
+        let t = text(i, len, &mut c);
+        for (w, k) in &c {
+            *total.entry(w.clone()).or_default() += k;
+        }
+        each.push(c);
+        put(store, "input", &format!("data/{i:04}.txt"), t).await;
+    }
+    put(store, "input", "code/wc.py", MAP.as_bytes().to_vec()).await;
+    put(store, "input", "code/sum.py", REDUCE.as_bytes().to_vec()).await;
+    (total, each)
+}
+
+fn spec(out_prefix: &str, argv: &[&str]) -> JobSpec {
+    let mut s = JobSpec::new(OWNER, "input", "data/", "output", out_prefix);
+    s.map = ProgramSpec {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        files: Vec::new(),
+    };
+    s
+}
+
+fn python(code: &str) -> ProgramSpec {
+    ProgramSpec {
+        argv: vec!["python3".into(), "-c".into(), code.into()],
+        files: Vec::new(),
+    }
+}
+
+async fn run(jobs: &JobManager, spec: JobSpec) -> JobStatus {
+    let id = jobs.submit(spec).await.unwrap();
+    let s = jobs
+        .wait(&id, OWNER, false, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(s.phase.finished(), "job did not finish: {}", s.summary());
+    println!("{}", s.summary());
+    s
+}
+
+fn wc_program() -> ProgramSpec {
+    ProgramSpec {
+        argv: vec!["python3".into(), "wc.py".into()],
+        files: vec![ProgramFile {
+            bucket: "input".into(),
+            key: "code/wc.py".into(),
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn word_count_map_reduce_is_right_and_runs_beside_the_data() {
+    // 12 nodes on 4 sites, 4+2: a random node holds a data shard of a
+    // one-chunk object with probability 4/12, the scheduler's always.
+    let grid = TestGrid::start_jobs(4, 3, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    let (total, each) = corpus(&store, 60, 40 << 10).await;
+    let jobs = JobManager::new(store.clone());
+
+    let mut s = spec("wc", &[]);
+    s.map = wc_program();
+    s.reduce = Some(ProgramSpec {
+        argv: vec!["python3".into(), "sum.py".into()],
+        files: vec![ProgramFile {
+            bucket: "input".into(),
+            key: "code/sum.py".into(),
+        }],
+    });
+    let sched = run(&jobs, s.clone()).await;
+    assert_eq!(sched.phase, JobPhase::Done, "{}", sched.summary());
+    assert_eq!(sched.done, 60);
+    // Every map output is that object's count, the reduce the total.
+    for (i, want) in each.iter().enumerate() {
+        let got = get(&store, "output", &format!("wc/data/{i:04}.txt")).await;
+        assert_eq!(&counts_of(&got), want, "map output of object {i}");
+    }
+    let reduced = get(&store, "output", "wc/_reduce").await;
+    assert_eq!(counts_of(&reduced), total);
+
+    // The same map with a random node per task, in the same run.
+    let mut r = spec("wc-random", &[]);
+    r.map = wc_program();
+    r.placement = Placement::Random;
+    let random = run(&jobs, r).await;
+    assert_eq!(random.phase, JobPhase::Done);
+
+    let l = &sched.locality;
+    let (local, site) = (l.local_fraction().unwrap(), l.site_fraction().unwrap());
+    let (rl, rs) = (
+        random.locality.local_fraction().unwrap(),
+        random.locality.site_fraction().unwrap(),
+    );
+    let (cl, cs) = (
+        l.ceiling_local_fraction().unwrap(),
+        l.ceiling_site_fraction().unwrap(),
+    );
+    println!(
+        "locality: scheduler local {local:.3} site {site:.3}; random local {rl:.3} site {rs:.3}; \
+         ceiling local {cl:.3} site {cs:.3}; random expected local {:.3} site {:.3}",
+        l.random_local_fraction().unwrap(),
+        l.random_site_fraction().unwrap()
+    );
+    // Own disk: 1/4 (one data shard of 4) against 4/12 * 1/4 = 1/12.
+    assert!(local >= 1.5 * rl, "local {local} vs random {rl}");
+    assert!(local >= 0.9 * cl, "local {local} vs ceiling {cl}");
+    // Own site: placement puts a chunk's 4 data shards on 4 different
+    // sites here, so no node's site holds more than one: the ceiling is
+    // 1/4, which any node reaches (README: the ceilings per topology).
+    assert!(site >= 0.9 * cs, "site {site} vs ceiling {cs}");
+    assert!(site >= rs * 0.99, "site {site} vs random {rs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_and_overtime_tasks_are_reported_with_their_stderr() {
+    let grid = TestGrid::start_jobs(3, 2, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    corpus(&store, 3, 20 << 10).await;
+    let jobs = JobManager::new(store.clone());
+
+    let mut s = spec("fail", &[]);
+    s.map = python("import sys; sys.stdin.read(); print('partial'); sys.stderr.write('boom: bad input\\n'); sys.exit(3)");
+    let failed = run(&jobs, s).await;
+    assert_eq!(failed.phase, JobPhase::Failed);
+    assert_eq!(failed.failed, 3);
+    for t in &failed.failures {
+        assert_eq!(t.outcome, "exited with code 3");
+        assert_eq!(t.attempts, 1, "a program's failure is not retried");
+        assert!(t.stderr.contains("boom: bad input"), "{:?}", t.stderr);
+        // No output for a failed task; its log is stored.
+        let out = store
+            .head_object("output", &format!("fail/{}", t.key), &GetOptions::default())
+            .await;
+        assert!(out.is_err(), "failed task left an output");
+        let log = get(&store, "output", &format!("fail/_logs/{}", t.key)).await;
+        assert_eq!(log, b"boom: bad input\n");
+    }
+    let logs = jobs.logs(&failed.id, OWNER, false, None).await.unwrap();
+    assert!(logs.contains("boom: bad input"));
+
+    let mut s = spec("slow", &[]);
+    s.map = python("import time\nwhile True: time.sleep(0.05)");
+    s.limits = TaskLimits {
+        timeout_secs: 2,
+        ..TaskLimits::default()
+    };
+    let slow = run(&jobs, s).await;
+    assert_eq!(slow.phase, JobPhase::Failed);
+    assert_eq!(slow.failed, 3);
+    for t in &slow.failures {
+        assert_eq!(t.outcome, "killed: over its time limit");
+    }
+
+    // CPU time is limited too: a busy loop gets SIGXCPU or SIGKILL.
+    let mut s = spec("busy", &[]);
+    s.map = python("while True: pass");
+    s.limits = TaskLimits {
+        timeout_secs: 60,
+        cpu_secs: 1,
+        ..TaskLimits::default()
+    };
+    let busy = run(&jobs, s).await;
+    assert_eq!(busy.failed, 3);
+    for t in &busy.failures {
+        assert!(t.outcome.starts_with("killed by signal"), "{}", t.outcome);
+    }
+
+    // Someone else's job is invisible; another user cannot submit over
+    // buckets they do not own.
+    assert!(jobs.status(&slow.id, "someone-else", false).is_err());
+    let mut s = spec("x", &["python3"]);
+    s.owner = "someone-else".into();
+    assert!(jobs.submit(s).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_mid_job_does_not_stop_it() {
+    let mut grid = TestGrid::start_jobs(3, 2, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    let (_, each) = corpus(&store, 40, 24 << 10).await;
+    let jobs = JobManager::new(store.clone());
+    let mut s = spec("wc", &[]);
+    // Slow enough that tasks are running on every node when one dies.
+    s.map = python(&format!("import time; time.sleep(0.3)\n{MAP}"));
+    s.per_node = 1;
+    let id = jobs.submit(s).await.unwrap();
+    loop {
+        let st = jobs.status(&id, OWNER, false).unwrap();
+        if st.done >= 6 {
+            break;
+        }
+        assert!(!st.phase.finished(), "{}", st.summary());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = grid.map.nodes[1].id.clone();
+    grid.kill(&victim).await;
+    let st = jobs
+        .wait(&id, OWNER, false, Duration::from_secs(600))
+        .await
+        .unwrap();
+    println!("{}", st.summary());
+    assert_eq!(st.phase, JobPhase::Done, "{}", st.summary());
+    assert_eq!(st.done, 40);
+    for (i, want) in each.iter().enumerate() {
+        let got = get(&store, "output", &format!("wc/data/{i:04}.txt")).await;
+        assert_eq!(&counts_of(&got), want, "map output of object {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cannot_read_shards_or_reach_the_network() {
+    let grid = TestGrid::start_jobs(3, 2, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    corpus(&store, 1, 20 << 10).await;
+    let jobs = JobManager::new(store.clone());
+    // A real shard file on every node: the test can read them, tasks not.
+    let mut paths = Vec::new();
+    for n in &grid.map.nodes {
+        let node = &grid.node(&n.id).node;
+        let shard = node
+            .store
+            .iter()
+            .ok()
+            .and_then(|mut i| i.next())
+            .and_then(|r| r.ok())
+            .map(|k| node.store.shard_path(&k))
+            .expect("a shard on every node");
+        assert!(std::fs::read(&shard).is_ok());
+        paths.push(shard.display().to_string());
+    }
+    let data_dir = grid.cfgs[0].data_dir.display().to_string();
+    let node_addr = grid.map.nodes[0].addr.clone();
+    let code = format!(
+        r#"
+import os, socket, sys
+sys.stdin.read()
+for p in {paths:?} + [{data_dir:?} + "/meta/CURRENT"]:
+    try:
+        open(p, "rb").read(1)
+        print("READ", p)
+    except OSError as e:
+        print("refused", type(e).__name__)
+try:
+    os.listdir({data_dir:?})
+    print("LISTED")
+except OSError as e:
+    print("refused", type(e).__name__)
+host, port = {node_addr:?}.rsplit(":", 1)
+try:
+    socket.create_connection((host, int(port)), timeout=2)
+    print("CONNECTED")
+except OSError as e:
+    print("refused", type(e).__name__)
+print("uid", os.getuid(), "env", sorted(os.environ))
+"#
+    );
+    let mut s = spec("probe", &[]);
+    s.map = python(&code);
+    let st = run(&jobs, s).await;
+    assert_eq!(st.phase, JobPhase::Done, "{}", st.summary());
+    let out = String::from_utf8(get(&store, "output", "probe/data/0000.txt").await).unwrap();
+    println!("{out}");
+    assert!(!out.contains("READ"), "{out}");
+    assert!(!out.contains("LISTED"), "{out}");
+    assert!(!out.contains("CONNECTED"), "{out}");
+    assert_eq!(out.matches("refused").count(), paths.len() + 3, "{out}");
+    let sandbox = grid.node(&grid.map.nodes[0].id).node.jobs.sandbox().clone();
+    if sandbox.run_as.is_some() {
+        assert!(out.contains("uid 65534"), "{out}");
+    }
+    // Nothing of the node's environment reaches the task.
+    assert!(
+        out.contains(
+            "env ['GRIDSTORE_INPUT_KEY', 'GRIDSTORE_TASK_ID', 'HOME', 'LANG', 'PATH', 'TMPDIR']"
+        ),
+        "{out}"
+    );
+}
