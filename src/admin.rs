@@ -37,6 +37,40 @@ enum AdminCommand {
     /// Self-healing.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Grid membership: add, drain and remove nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// The cluster map the nodes hold: every node and its state.
+    List,
+    /// Add a node (already running with the cluster secret); placement
+    /// starts using it at once and the others move it its share.
+    Add {
+        /// Its `node_id`.
+        id: String,
+        /// Its RPC address, host:port.
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        site: String,
+        /// Placement weight.
+        #[arg(long, default_value_t = 1024)]
+        capacity_gib: u64,
+    },
+    /// Stop placing data on a node; its shards move to the others in the
+    /// background (follow with `admin repair status`).
+    Drain { id: String },
+    /// Take a drained node (no shards left) out of the grid for good.
+    Remove {
+        id: String,
+        /// Even if it still holds shards or does not answer (a dead disk:
+        /// repair rebuilds its shards elsewhere).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +133,8 @@ pub enum AdminError {
     Store(#[from] cluster::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Membership(#[from] cluster::membership::MembershipError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -245,6 +281,7 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
                 }
             }
         }
+        AdminCommand::Node(cmd) => node_command(s, cmd).await?,
         AdminCommand::Repair(RepairCommand::Status { watch }) => {
             let rows = repair_rows(s).await;
             print!("{}", repair_table(&rows));
@@ -253,6 +290,51 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
             }
         }
     }
+    Ok(())
+}
+
+async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminError> {
+    use cluster::membership::{apply, current_map, Change};
+    let grid = s.grid();
+    let change = match cmd {
+        NodeCommand::List => {
+            let map = current_map(&grid).await?;
+            println!("epoch {}", map.epoch);
+            for n in &map.nodes {
+                let state = metadata::model::NodeState::try_from(n.state)
+                    .map_or_else(|_| n.state.to_string(), |s| format!("{s:?}").to_lowercase());
+                println!(
+                    "{}\t{}\t{}\t{}\t{} GiB",
+                    n.id,
+                    n.site,
+                    n.addr,
+                    state,
+                    n.capacity_bytes >> 30
+                );
+            }
+            return Ok(());
+        }
+        NodeCommand::Add {
+            id,
+            addr,
+            site,
+            capacity_gib,
+        } => Change::Add(metadata::model::Node {
+            id,
+            addr,
+            site,
+            capacity_bytes: capacity_gib << 30,
+            state: metadata::model::NodeState::Up as i32,
+        }),
+        NodeCommand::Drain { id } => Change::Drain(id),
+        NodeCommand::Remove { id, force } => Change::Remove { node: id, force },
+    };
+    let map = apply(&grid, change).await?;
+    println!(
+        "cluster map epoch {} handed to {} nodes",
+        map.epoch,
+        map.nodes.len()
+    );
     Ok(())
 }
 

@@ -295,6 +295,149 @@ async fn a_metadata_replica_down_during_1000_puts_catches_up() {
     }
 }
 
+/// (node, chunk, index) of every shard file under `root`.
+fn held(root: &std::path::Path) -> std::collections::BTreeSet<(String, [u8; 32], u8)> {
+    shard_files(root)
+        .iter()
+        .filter_map(|(p, k)| {
+            let node = p.strip_prefix(root).ok()?.components().next()?;
+            Some((
+                node.as_os_str().to_string_lossy().into_owned(),
+                k.chunk,
+                k.index,
+            ))
+        })
+        .collect()
+}
+
+/// Shards whose home differs between two maps.
+fn home_changes(a: &ClusterMap, b: &ClusterMap, chunks: &BTreeMap<[u8; 32], usize>) -> usize {
+    let (ga, gb) = (grid_view(a), grid_view(b));
+    chunks
+        .iter()
+        .map(|(id, n)| {
+            let ha = ga.shard_homes(&codec::ChunkId(*id), *n).unwrap();
+            let hb = gb.shard_homes(&codec::ChunkId(*id), *n).unwrap();
+            ha.iter().zip(&hb).filter(|(x, y)| x != y).count()
+        })
+        .sum()
+}
+
+fn grid_view(map: &ClusterMap) -> cluster::chunk_io::Grid {
+    cluster::chunk_io::Grid::new(
+        map.clone(),
+        support::key(),
+        cluster::ClientOptions::default(),
+    )
+}
+
+/// Drain a node, remove it, add a new one: each time the nodes move the
+/// shards whose home changed, and only those (a copy of the shard, not a
+/// rebuild), in the background, with reads right throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_and_adding_nodes_move_only_what_placement_requires() {
+    use cluster::membership::{apply, Change};
+    let repair = RepairConfig {
+        reconcile_interval_secs: 1,
+        scrub_interval_secs: 0,
+        heartbeat_secs: 1,
+        down_after_secs: 3,
+        anti_entropy_interval_secs: 1,
+        ..RepairConfig::default()
+    };
+    let mut grid = TestGrid::start_healing(4, 2, repair).await;
+    let store = store_on(&grid, StoreConfig::default()).following_map(Duration::from_millis(300));
+    store
+        .create_bucket("move", OWNER, Some(ErasureSpec::new(4, 2)))
+        .await
+        .unwrap();
+    let objects = put_objects(&store, "move", 12).await;
+    let chunks = chunks_on_disk(grid.dir.path(), 6);
+    let m0 = grid.map.clone();
+
+    let before = held(grid.dir.path());
+    let m1 = apply(&grid.grid(), Change::Drain("s3n1".into()))
+        .await
+        .unwrap();
+    let expected = home_changes(&m0, &m1, &chunks);
+    assert!(expected > 0);
+    let drained = wait_for(Duration::from_secs(60), || async {
+        misplaced(grid.dir.path(), &m1, &chunks) == (0, 0)
+    })
+    .await;
+    assert!(
+        drained,
+        "(missing, stale) while draining: {:?}",
+        misplaced(grid.dir.path(), &m1, &chunks)
+    );
+    let after = held(grid.dir.path());
+    assert_eq!(
+        after.difference(&before).count(),
+        expected,
+        "shards written anew"
+    );
+    assert_eq!(
+        grid.node("s3n1").node.store.usage().unwrap().shards,
+        0,
+        "the drained node still holds shards"
+    );
+    for (key, sha, _) in &objects {
+        assert_eq!(&read_sha(&store, "move", key).await.unwrap(), sha, "{key}");
+    }
+    let rebuilt: u64 = grid
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| n.node.repair.snapshot(0).rebuilt_shards)
+        .sum();
+    eprintln!("drain: {expected} shards moved ({rebuilt} by copy or rebuild on new homes)");
+
+    // A node that still holds shards is not removed unless forced.
+    let busy = apply(
+        &grid.grid(),
+        Change::Remove {
+            node: "s0n0".into(),
+            force: false,
+        },
+    )
+    .await;
+    assert!(busy.is_err(), "removed an undrained node: {busy:?}");
+    apply(
+        &grid.grid(),
+        Change::Remove {
+            node: "s3n1".into(),
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+
+    let before = held(grid.dir.path());
+    let entry = grid.add_node("s3n2", "site-3").await;
+    let m2 = apply(&grid.grid(), Change::Add(entry)).await.unwrap();
+    let expected = home_changes(&m1, &m2, &chunks);
+    assert!(expected > 0);
+    let settled = wait_for(Duration::from_secs(60), || async {
+        misplaced(grid.dir.path(), &m2, &chunks) == (0, 0)
+    })
+    .await;
+    assert!(
+        settled,
+        "(missing, stale) after the add: {:?}",
+        misplaced(grid.dir.path(), &m2, &chunks)
+    );
+    let after = held(grid.dir.path());
+    assert_eq!(
+        after.difference(&before).count(),
+        expected,
+        "shards written anew"
+    );
+    assert!(grid.node("s3n2").node.store.usage().unwrap().shards > 0);
+    for (key, sha, _) in &objects {
+        assert_eq!(&read_sha(&store, "move", key).await.unwrap(), sha, "{key}");
+    }
+}
+
 /// Kill two nodes on different sites of an 8-node, 4-site grid with
 /// heartbeats on: the survivors mark them down in a new map epoch and
 /// rebuild their shards on the nodes placement names now, with no command;

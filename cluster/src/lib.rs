@@ -17,6 +17,7 @@ pub mod layout;
 mod listing;
 pub mod locks;
 pub mod map_follow;
+pub mod membership;
 mod multipart;
 pub mod naming;
 pub mod node_api;

@@ -672,6 +672,23 @@ async fn rebuild(
     throttle: &Throttle,
 ) -> Result<u64, NodeError> {
     let chunk = ChunkId(c.id);
+    // A node added or drained leaves the shards where they were: copying
+    // the very shard moves one shard's bytes where rebuilding moves k.
+    let mut written = 0u64;
+    let copied = copy_from_holders(node, grid, c, missing, throttle).await?;
+    for &i in &copied {
+        written += u64::from(c.shard_len);
+        tracing::info!(chunk = %chunk, index = i, "shard copied from its previous holder");
+    }
+    let missing: Vec<usize> = missing
+        .iter()
+        .copied()
+        .filter(|i| !copied.contains(i))
+        .collect();
+    if missing.is_empty() {
+        return Ok(written);
+    }
+    let missing = &missing[..];
     let homes = grid.shard_homes(&chunk, c.n).map_err(fail)?;
     let mut have: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     // Good shards already here (this node may be home to several).
@@ -751,7 +768,6 @@ async fn rebuild(
         Ok(out)
     })
     .await?;
-    let mut written = 0u64;
     for (shard, &i) in rebuilt.into_iter().zip(missing) {
         if !shard_ok(&shard, c, i) {
             return Err(fail(format!(
@@ -771,6 +787,60 @@ async fn rebuild(
         tracing::info!(chunk = %chunk, index = i, bytes = len, "shard rebuilt");
     }
     Ok(written)
+}
+
+/// Copy shards `missing` of `c` from any serving node that still holds
+/// them (a previous home, a hand-off), checked like any fetched shard, and
+/// store them here. Returns the indexes copied.
+async fn copy_from_holders(
+    node: &Arc<Node>,
+    grid: &Grid,
+    c: &Arc<ChunkRefs>,
+    missing: &[usize],
+    throttle: &Throttle,
+) -> Result<BTreeSet<usize>, NodeError> {
+    use metadata::model::NodeState;
+    let keys: Vec<ShardKey> = missing
+        .iter()
+        .filter_map(|i| ShardKey::new(c.id, *i).ok())
+        .collect();
+    let mut asks = JoinSet::new();
+    for peer in grid.map().nodes.iter().filter(|p| {
+        p.id != node.id
+            && (p.state == NodeState::Up as i32 || p.state == NodeState::Draining as i32)
+    }) {
+        let Some(client) = grid.client(&peer.id).cloned() else {
+            continue;
+        };
+        let (keys, id) = (keys.clone(), peer.id.clone());
+        asks.spawn(async move { (id, client.has_shards(&keys).await) });
+    }
+    let mut holders: BTreeMap<usize, String> = BTreeMap::new();
+    while let Some(done) = asks.join_next().await {
+        let Ok((peer, Ok(lens))) = done else { continue };
+        for (key, len) in keys.iter().zip(lens) {
+            if len > 0 {
+                holders
+                    .entry(key.index as usize)
+                    .or_insert_with(|| peer.clone());
+            }
+        }
+    }
+    let mut copied = BTreeSet::new();
+    for (i, peer) in holders {
+        let Some(shard) = fetch(grid, &peer, c, i, throttle).await else {
+            continue;
+        };
+        let key = ShardKey::new(c.id, i).map_err(fail)?;
+        let n = node.clone();
+        blocking(move || {
+            n.store.delete(&key)?;
+            Ok(n.store.put(key, &shard)?)
+        })
+        .await?;
+        copied.insert(i);
+    }
+    Ok(copied)
 }
 
 /// Shard `index` of `c` from `node_id`, if it is there and good.

@@ -60,6 +60,29 @@ impl TestGrid {
         }
     }
 
+    /// Start one more node, on `site`, like the others (not in `map`: the
+    /// test adds it, as an operator would). Returns its map entry.
+    pub async fn add_node(&mut self, id: &str, site: &str) -> Node {
+        let mut cfg = self.cfgs[0].clone();
+        cfg.node_id = id.to_string();
+        cfg.site = site.to_string();
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.data_dir = self.dir.path().join(id);
+        let node = LocalNode::start(&cfg).await.unwrap();
+        cfg.listen = node.addr;
+        let entry = Node {
+            id: id.to_string(),
+            addr: node.addr.to_string(),
+            site: site.to_string(),
+            capacity_bytes: 1 << 40,
+            state: NodeState::Up as i32,
+        };
+        self.cfgs.push(cfg);
+        self.nodes.push(Some(node));
+        self.map.nodes.push(entry.clone());
+        entry
+    }
+
     /// Start a killed node again on its address and data.
     pub async fn restart(&mut self, node_id: &str) {
         let i = self.index_of(node_id);

@@ -1,0 +1,170 @@
+//! Changing who is in the grid: add a node, drain one (its shards move to
+//! the nodes placement names without it, in the background, by the nodes'
+//! own reconciliation), remove a drained one. Each change is a new map
+//! epoch handed to every node; gateways follow within seconds.
+//!
+//! Liveness may publish its own epoch at the same moment (a node marked
+//! down); equal epochs resolve by hash on the nodes, so a change can lose
+//! that race. [`apply`] therefore reads the map back and tries again until
+//! its change is in the map the nodes hold.
+
+use crate::chunk_io::Grid;
+use crate::node_client::NodeError;
+use metadata::model::{ClusterMap, Node, NodeState};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("no node answered with a cluster map")]
+    NoMap,
+    #[error("no node {0:?} in the cluster map")]
+    UnknownNode(String),
+    #[error("node {0:?} is already in the cluster map")]
+    AlreadyThere(String),
+    #[error("node {node:?} still holds {shards} shards: drain it and wait (`admin repair status`), or force")]
+    NotDrained { node: String, shards: u64 },
+    #[error("node {node:?} must be drained before it is removed (it is {state})")]
+    NotDraining { node: String, state: String },
+    #[error("node {node:?} did not answer ({source}); only a forced removal takes an unreachable node out")]
+    Unreachable { node: String, source: NodeError },
+    #[error("the change did not stick after {0} tries (map changing under it)")]
+    Raced(usize),
+}
+
+/// One membership change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A new node, up and placeable at once.
+    Add(Node),
+    /// Stop placing data on this node; its shards move away.
+    Drain(String),
+    /// Take a drained (or, forced, a dead) node out for good. Its id stays
+    /// in the map as removed, so it is never reused.
+    Remove { node: String, force: bool },
+}
+
+fn state_name(s: i32) -> String {
+    NodeState::try_from(s).map_or_else(
+        |_| format!("state {s}"),
+        |s| format!("{s:?}").to_lowercase(),
+    )
+}
+
+/// The newest map any node of `grid` holds (the grid's own if none answers
+/// with a newer one).
+pub async fn current_map(grid: &Grid) -> Result<ClusterMap, MembershipError> {
+    let mut best: Option<ClusterMap> = None;
+    for n in &grid.map().nodes {
+        let Some(c) = grid.client(&n.id) else {
+            continue;
+        };
+        if let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_secs(3), c.get_map()).await {
+            if best.as_ref().is_none_or(|b| m.epoch > b.epoch) {
+                best = Some(m);
+            }
+        }
+    }
+    best.ok_or(MembershipError::NoMap)
+}
+
+/// Whether `change` is already true of `map`.
+fn holds(map: &ClusterMap, change: &Change) -> bool {
+    let state = |id: &str| map.nodes.iter().find(|n| n.id == id).map(|n| n.state);
+    match change {
+        Change::Add(n) => state(&n.id).is_some(),
+        Change::Drain(id) => state(id) == Some(NodeState::Draining as i32),
+        Change::Remove { node, .. } => state(node) == Some(NodeState::Removed as i32),
+    }
+}
+
+/// `map` with `change` made, after the checks it needs.
+async fn changed(
+    grid: &Grid,
+    map: &ClusterMap,
+    change: &Change,
+) -> Result<ClusterMap, MembershipError> {
+    let mut next = map.clone();
+    next.epoch = map.epoch + 1;
+    match change {
+        Change::Add(node) => {
+            if map.nodes.iter().any(|n| n.id == node.id) {
+                return Err(MembershipError::AlreadyThere(node.id.clone()));
+            }
+            let mut node = node.clone();
+            node.state = NodeState::Up as i32;
+            next.nodes.push(node);
+        }
+        Change::Drain(id) => {
+            let n = next
+                .nodes
+                .iter_mut()
+                .find(|n| &n.id == id)
+                .ok_or_else(|| MembershipError::UnknownNode(id.clone()))?;
+            n.state = NodeState::Draining as i32;
+        }
+        Change::Remove { node: id, force } => {
+            let current = map
+                .nodes
+                .iter()
+                .find(|n| &n.id == id)
+                .ok_or_else(|| MembershipError::UnknownNode(id.clone()))?;
+            if !force {
+                if current.state != NodeState::Draining as i32 {
+                    return Err(MembershipError::NotDraining {
+                        node: id.clone(),
+                        state: state_name(current.state),
+                    });
+                }
+                let client = grid
+                    .client(id)
+                    .ok_or_else(|| MembershipError::UnknownNode(id.clone()))?;
+                let status =
+                    client
+                        .status()
+                        .await
+                        .map_err(|source| MembershipError::Unreachable {
+                            node: id.clone(),
+                            source,
+                        })?;
+                if status.shard_count > 0 {
+                    return Err(MembershipError::NotDrained {
+                        node: id.clone(),
+                        shards: status.shard_count,
+                    });
+                }
+            }
+            if let Some(n) = next.nodes.iter_mut().find(|n| &n.id == id) {
+                n.state = NodeState::Removed as i32;
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Make `change` and hand the new map to every node of it; returns the map
+/// the nodes hold once the change is in it.
+pub async fn apply(grid: &Grid, change: Change) -> Result<ClusterMap, MembershipError> {
+    const TRIES: usize = 5;
+    for _ in 0..TRIES {
+        let map = current_map(grid).await?;
+        if holds(&map, &change) {
+            return Ok(map);
+        }
+        let next = changed(&grid.with_map(map.clone()), &map, &change).await?;
+        let target = grid.with_map(next.clone());
+        for n in &next.nodes {
+            if let Some(c) = target.client(&n.id) {
+                if let Err(e) = c.put_map(&next).await {
+                    tracing::debug!(node = %n.id, error = %e, "map push failed; it will pull");
+                }
+            }
+        }
+        // Let a racing proposal, if any, settle before reading back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = current_map(&target).await?;
+        if holds(&now, &change) {
+            return Ok(now);
+        }
+    }
+    Err(MembershipError::Raced(TRIES))
+}
