@@ -27,6 +27,8 @@ pub struct ServerArgs {
     pub region: String,
     pub reconcile_interval_secs: u64,
     pub scrub_interval_secs: u64,
+    /// Job API listener.
+    pub jobs_listen: SocketAddr,
     /// Programs job tasks may run on the nodes.
     pub job_allow: Vec<String>,
 }
@@ -212,6 +214,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let webdav = gateway::webdav::server::start(args.webdav_listen, store.clone())
         .await
         .map_err(|e| ServerError::Invalid(e.to_string()))?;
+    let jobs = gateway::jobs::start(args.jobs_listen, store.clone())
+        .await
+        .map_err(|e| ServerError::Invalid(e.to_string()))?;
     let housekeeping = tokio::spawn(housekeeping(store.clone(), map_file.clone()));
 
     println!(
@@ -221,6 +226,15 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     println!(
         "WebDAV on http://{}/ (HTTP Basic with the same credentials)",
         webdav.addr
+    );
+    println!(
+        "jobs on http://{} (gridstore job ...; programs allowed: {})",
+        jobs.addr,
+        if args.job_allow.is_empty() {
+            "none".to_string()
+        } else {
+            args.job_allow.join(", ")
+        }
     );
     println!("access key: {access_key}");
     println!("secret key: {secret_key}");
@@ -246,6 +260,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     };
     gateway::server::serve(listener, service, shutdown).await;
     webdav.stop().await;
+    jobs.stop().await;
     housekeeping.abort();
     for n in nodes {
         n.stop().await;

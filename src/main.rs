@@ -4,6 +4,7 @@
 mod admin;
 mod cluster_file;
 mod embedded;
+mod job;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -57,6 +58,10 @@ enum Command {
         /// 0: none.
         #[arg(long, default_value_t = 7 * 86_400)]
         scrub_interval_secs: u64,
+        /// Job API listener (`gridstore job ...`; HTTP Basic: access key
+        /// and secret key).
+        #[arg(long, default_value = "127.0.0.1:9002")]
+        jobs_listen: std::net::SocketAddr,
         /// Programs job tasks may run on the nodes (comma-separated names
         /// looked up on /usr/local/bin:/usr/bin:/bin, or absolute paths);
         /// empty: no jobs.
@@ -71,6 +76,9 @@ enum Command {
     },
     /// Manage users, access keys and buckets.
     Admin(admin::AdminArgs),
+    /// Submit and follow jobs that run beside the data (a gateway's job
+    /// API; `gridstore server` serves it on 127.0.0.1:9002).
+    Job(job::JobArgs),
     /// Measure this machine: how fast it can seal and open data.
     #[command(subcommand)]
     Bench(Bench),
@@ -220,6 +228,7 @@ fn main() -> ExitCode {
             region,
             reconcile_interval_secs,
             scrub_interval_secs,
+            jobs_listen,
             job_allow,
         } => {
             return run_server(embedded::ServerArgs {
@@ -231,10 +240,17 @@ fn main() -> ExitCode {
                 nodes,
                 sites,
                 region,
+                jobs_listen,
                 job_allow: job_allow.into_iter().filter(|p| !p.is_empty()).collect(),
             })
         }
         Command::Gateway { config } => return run_gateway(&config),
+        Command::Job(args) => {
+            let Some(rt) = runtime("job") else {
+                return ExitCode::FAILURE;
+            };
+            return rt.block_on(job::run(args));
+        }
         Command::Admin(args) => {
             let Some(rt) = runtime("admin") else {
                 return ExitCode::FAILURE;

@@ -10,6 +10,7 @@
 pub mod auth;
 mod convert;
 pub mod errors;
+pub mod jobs;
 pub mod s3;
 pub mod server;
 pub mod webdav;

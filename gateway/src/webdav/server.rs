@@ -43,7 +43,7 @@ pub fn handler(store: ObjectStore) -> DavHandler<Caller> {
 
 /// Equal in time independent of where the inputs differ (or of their
 /// lengths: both sides are hashed first).
-fn same_secret(given: &str, stored: &str) -> bool {
+pub(crate) fn same_secret(given: &str, stored: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(stored.as_bytes());
     a.iter()
@@ -53,7 +53,7 @@ fn same_secret(given: &str, stored: &str) -> bool {
 }
 
 /// The `(user, password)` of a Basic Authorization header.
-fn basic_credentials<B>(req: &Request<B>) -> Option<(String, String)> {
+pub(crate) fn basic_credentials<B>(req: &Request<B>) -> Option<(String, String)> {
     let value = req
         .headers()
         .get(http::header::AUTHORIZATION)?
