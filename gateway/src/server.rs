@@ -135,6 +135,53 @@ fn must_close(expects_continue: bool, empty_body: bool, status: http::StatusCode
     expects_continue && (empty_body || !status.is_success())
 }
 
+/// A new request id: 16 upper-case hex digits, as AWS's look. Random
+/// rather than a counter so ids from several gateways do not collide.
+fn new_request_id() -> String {
+    format!("{:016X}", rand::random::<u64>())
+}
+
+/// Every answer carries `x-amz-request-id`, and an error's XML names the
+/// same id in `<RequestId>`, as AWS's do: clients log it, and SDKs read it
+/// from either place (s3-tests' `test_object_requestid_matches_header_on_error`
+/// compares the two). s3s sets neither, and errors come from s3s itself
+/// (signatures, parsing) as well as from the gateway, so the id is added
+/// here, on the way out. Only a body already whole in memory is touched
+/// (s3s serialises errors in one piece); a streaming body is never read.
+fn stamp_request_id(resp: &mut s3s::HttpResponse, id: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    if resp.status().is_success() {
+        return;
+    }
+    let Some(xml) = resp.body().bytes() else {
+        return;
+    };
+    let Some(end) = find(&xml, b"</Error>") else {
+        return;
+    };
+    if find(&xml, b"<RequestId>").is_some() {
+        return;
+    }
+    let mut out = Vec::with_capacity(xml.len() + id.len() + 24);
+    out.extend_from_slice(&xml[..end]);
+    out.extend_from_slice(b"<RequestId>");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"</RequestId>");
+    out.extend_from_slice(&xml[end..]);
+    // The length changed: a stale Content-Length would cut the body short.
+    resp.headers_mut().insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(out.len()),
+    );
+    *resp.body_mut() = s3s::Body::from(out);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Accept connections on `listener` until `shutdown` resolves, then stop
 /// accepting and let requests in flight finish.
 pub async fn serve(
@@ -163,12 +210,15 @@ pub async fn serve(
                     let guarded = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let svc = svc.clone();
                         async move {
-                            if let Some(refusal) = presign_refusal(req.uri()).or_else(|| preflight_refusal(&req)) {
+                            let request_id = new_request_id();
+                            if let Some(mut refusal) = presign_refusal(req.uri()).or_else(|| preflight_refusal(&req)) {
+                                stamp_request_id(&mut refusal, &request_id);
                                 return Ok::<_, s3s::HttpError>(refusal);
                             }
                             let expects = expects_continue(&req);
                             let empty = declares_empty_body(&req);
                             let mut resp = hyper::service::Service::call(&svc, req).await?;
+                            stamp_request_id(&mut resp, &request_id);
                             if must_close(expects, empty, resp.status()) {
                                 resp.headers_mut().insert(
                                     http::header::CONNECTION,
@@ -202,8 +252,43 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::must_close;
+    use super::{must_close, new_request_id, stamp_request_id};
     use http::StatusCode;
+
+    #[test]
+    fn errors_name_the_request_id_of_their_header() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 16);
+        let mut resp = s3s::S3Error::with_message(s3s::S3ErrorCode::NoSuchKey, "gone")
+            .to_http_response()
+            .expect("serialised");
+        stamp_request_id(&mut resp, &id);
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()["x-amz-request-id"], id.as_str());
+        let body = resp.body().bytes().expect("whole body");
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        assert!(
+            text.contains(&format!("<RequestId>{id}</RequestId></Error>")),
+            "{text}"
+        );
+        assert!(text.contains("<Code>NoSuchKey</Code>"), "{text}");
+        assert_eq!(
+            resp.headers()[http::header::CONTENT_LENGTH],
+            body.len().to_string().as_str()
+        );
+        // Stamping twice (or a body that already has one) adds nothing.
+        stamp_request_id(&mut resp, "OTHER");
+        let again = resp.body().bytes().expect("whole body");
+        assert_eq!(again, body);
+    }
+
+    #[test]
+    fn successes_get_the_header_only() {
+        let mut resp = s3s::HttpResponse::new(s3s::Body::from(b"<ok/>".to_vec()));
+        stamp_request_id(&mut resp, "0123456789ABCDEF");
+        assert_eq!(resp.headers()["x-amz-request-id"], "0123456789ABCDEF");
+        assert_eq!(resp.body().bytes().expect("whole body").as_ref(), b"<ok/>");
+    }
 
     #[test]
     fn connections_close_when_a_continue_body_may_be_unread() {

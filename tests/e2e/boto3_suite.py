@@ -604,6 +604,16 @@ def errors():
     soft(expect_error, make_client(ak="AKIANOSUCHKEY0000000").list_buckets, "InvalidAccessKeyId", 403)
     soft(expect_error, make_client(sk=SK + "x").get_object, ("SignatureDoesNotMatch",), 403,
                  Bucket=BUCKET, Key="errors/keep")
+    # request ids: in every answer's x-amz-request-id, and an error's XML
+    # names the same one (botocore takes the body's when both are there)
+    e = expect_error(s3.get_object, "NoSuchKey", 404, Bucket=BUCKET, Key="no/such/key")
+    meta = e.response.get("ResponseMetadata", {})
+    soft(eq, meta.get("HTTPHeaders", {}).get("x-amz-request-id"), meta.get("RequestId"),
+         "error RequestId (body) against x-amz-request-id (header)")
+    soft(check, bool(meta.get("RequestId")), "an error without a request id")
+    ok = s3.head_object(Bucket=BUCKET, Key="errors/keep")["ResponseMetadata"]
+    soft(check, bool(ok.get("HTTPHeaders", {}).get("x-amz-request-id")),
+         "a success without x-amz-request-id")
 
 
 @case
