@@ -244,10 +244,16 @@ async fn a_metadata_replica_down_during_1000_puts_catches_up() {
         .await
         .unwrap();
     let ids: Vec<String> = grid.map.nodes.iter().map(|n| n.id.clone()).collect();
+    // A write returns at its quorum (two); the third replica's copy lands
+    // a moment later.
     let mut replicas = Vec::new();
-    for id in &ids {
-        if count_records(&grid, id, Table::Versions).await > 0 {
-            replicas.push(id.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replicas.len() < 3 && Instant::now() < deadline {
+        replicas.clear();
+        for id in &ids {
+            if count_records(&grid, id, Table::Versions).await > 0 {
+                replicas.push(id.clone());
+            }
         }
     }
     assert_eq!(replicas.len(), 3, "versions on {replicas:?}");

@@ -9,6 +9,7 @@
 
 pub mod codec_speed;
 pub mod node_speed;
+pub mod repair_speed;
 pub mod s3_load;
 mod timing;
 

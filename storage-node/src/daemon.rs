@@ -237,7 +237,7 @@ impl LocalNode {
     /// One reconciliation pass now (see [`crate::repair`]).
     pub async fn reconcile(&self) -> Result<ReconcileReport, NodeError> {
         let limits = RepairLimits::default();
-        repair::reconcile_pass(&self.node, limits, &AtomicBool::new(false)).await
+        repair::reconcile_pass(&self.node, limits, &AtomicBool::new(false), true).await
     }
 
     /// One metadata anti-entropy pass now (see [`crate::anti_entropy`]).
@@ -364,18 +364,19 @@ async fn reconcile_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+        let full = tokio::select! {
+            () = tokio::time::sleep(interval) => true,
             () = node.repair.wake.notified() => {
                 // Let a burst of hints (a scrub finding many) gather.
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                node.repair.take_full()
             }
             () = quitting(&mut quit) => return,
-        }
+        };
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        match repair::reconcile_pass(&node, limits, &stop).await {
+        match repair::reconcile_pass(&node, limits, &stop, full).await {
             Ok(r) if r.missing > 0 || r.handed_back > 0 || r.refs_dropped > 0 => {
                 tracing::info!(
                     chunks = r.chunks,
@@ -393,7 +394,7 @@ async fn reconcile_loop(
                     let n = node.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(10)).await;
-                        n.repair.wake.notify_one();
+                        n.repair.request_full();
                     });
                 }
             }

@@ -118,7 +118,7 @@ impl Liveness {
                         .map_err(|e| NodeError::Refused(e.to_string()))??;
                     if kept {
                         tracing::info!(epoch, from = %holder, "newer cluster map adopted");
-                        node.repair.wake.notify_one();
+                        node.repair.request_full();
                     }
                 }
             }
@@ -206,7 +206,7 @@ impl Liveness {
                 }
             }
         }
-        node.repair.wake.notify_one();
+        node.repair.request_full();
         Ok(Some(next.epoch))
     }
 }

@@ -90,6 +90,9 @@ pub struct RepairState {
     hinted: Mutex<BTreeSet<[u8; 32]>>,
     /// Wakes the reconciliation loop early.
     pub wake: Notify,
+    /// The next pass must look at every chunk (the map changed), not only
+    /// the hinted ones.
+    full: AtomicBool,
 }
 
 impl RepairState {
@@ -100,6 +103,17 @@ impl RepairState {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id);
         self.wake.notify_one();
+    }
+
+    /// Ask for a full pass soon (a new map may have moved shard homes).
+    pub fn request_full(&self) {
+        self.full.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Whether a full pass was asked for since the last look.
+    pub fn take_full(&self) -> bool {
+        self.full.swap(false, Ordering::Relaxed)
     }
 
     /// The figures `status` reports.
@@ -151,6 +165,61 @@ struct Pass<'a> {
     push_failed: bool,
     report: ReconcileReport,
     work: Vec<Work>,
+    /// Per peer: references to give it and shards to tell it to look at,
+    /// sent in batches.
+    outbox: BTreeMap<String, Outgoing>,
+}
+
+#[derive(Default)]
+struct Outgoing {
+    refs: Vec<ChunkReference>,
+    hints: Vec<ShardKey>,
+}
+
+impl Pass<'_> {
+    /// Queue references and hints for `target`; sends once a batch is full.
+    async fn send(&mut self, target: &str, refs: &[ChunkReference], hints: Vec<ShardKey>) {
+        let out = self.outbox.entry(target.to_string()).or_default();
+        out.refs.extend_from_slice(refs);
+        out.hints.extend(hints);
+        if out.refs.len() >= PUSH_BATCH || out.hints.len() >= PUSH_BATCH {
+            self.flush(target).await;
+        }
+    }
+
+    async fn flush(&mut self, target: &str) {
+        let Some(out) = self.outbox.remove(target) else {
+            return;
+        };
+        let Some(client) = self.grid.client(target) else {
+            self.push_failed = true;
+            return;
+        };
+        for batch in out.refs.chunks(PUSH_BATCH) {
+            match client.refs_add(batch.to_vec()).await {
+                Ok(()) => self.report.refs_pushed += batch.len() as u64,
+                Err(e) => {
+                    self.push_failed = true;
+                    tracing::debug!(%target, error = %e, "reference push failed");
+                    return;
+                }
+            }
+        }
+        // The references are there: the peer looks at those chunks now
+        // rather than at its next full pass.
+        for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
+            if let Err(e) = client.repair_hint(batch).await {
+                tracing::debug!(%target, error = %e, "repair hint not delivered");
+            }
+        }
+    }
+
+    async fn flush_all(&mut self) {
+        let targets: Vec<String> = self.outbox.keys().cloned().collect();
+        for t in targets {
+            self.flush(&t).await;
+        }
+    }
 }
 
 /// One chunk's references on this node, and the facts they agree on.
@@ -226,12 +295,14 @@ pub fn grid_of(node: &Node, map: ClusterMap) -> Grid {
     Grid::new(map, node.key.clone(), opts)
 }
 
-/// One reconciliation pass over every chunk referenced on this node
-/// (hinted chunks first). Ends early, with what it did, once `stop` is set.
+/// One reconciliation pass: the hinted chunks, then, when `full`, every
+/// chunk referenced on this node. Ends early, with what it did, once `stop`
+/// is set.
 pub async fn reconcile_pass(
     node: &Arc<Node>,
     limits: RepairLimits,
     stop: &AtomicBool,
+    full: bool,
 ) -> Result<ReconcileReport, NodeError> {
     let n = node.clone();
     let Some(map) = blocking(move || Ok(n.cluster_map()?)).await? else {
@@ -250,10 +321,11 @@ pub async fn reconcile_pass(
     let mut pass = Pass {
         grid: &grid,
         // A new map may have named new homes: they learn from the old ones.
-        push_all: propagated != epoch,
+        push_all: full && propagated != epoch,
         push_failed: false,
         report: ReconcileReport::default(),
         work: Vec::new(),
+        outbox: BTreeMap::new(),
     };
 
     let hinted = node.repair.take_hints();
@@ -264,7 +336,9 @@ pub async fn reconcile_pass(
         }
     }
     let mut after: Option<Vec<u8>> = None;
-    loop {
+    // Hinted only: the scan below is for full passes.
+    let mut scanning = full;
+    while scanning {
         if stop.load(Ordering::Relaxed) {
             return Ok(pass.report);
         }
@@ -310,10 +384,9 @@ pub async fn reconcile_pass(
             pass.report.chunks += 1;
             visit(node, &mut pass, c, false).await?;
         }
-        if last_page {
-            break;
-        }
+        scanning = !last_page;
     }
+    pass.flush_all().await;
     if pass.push_all && !pass.push_failed {
         let n = node.clone();
         blocking(move || {
@@ -461,12 +534,29 @@ async fn visit(
         }
     }
 
-    if pass.push_all || !is_home {
-        let targets: BTreeSet<&String> = homes.iter().filter(|h| **h != node.id).collect();
+    let hints_for = |target: &String| -> Vec<ShardKey> {
+        (0..c.n)
+            .filter(|i| homes[*i] == *target)
+            .filter_map(|i| ShardKey::new(c.id, i).ok())
+            .collect()
+    };
+    let targets: BTreeSet<&String> = homes.iter().filter(|h| **h != node.id).collect();
+    if is_home && pass.push_all {
+        for target in targets {
+            let hints = hints_for(target);
+            pass.send(target, &c.refs, hints).await;
+        }
+    } else if !is_home {
+        // A stale holder: the homes must have the references before this
+        // node forgets them, so these go at once.
         let mut all_ok = true;
         for target in targets {
             match push_refs(pass.grid, target, &c.refs).await {
-                Ok(()) => pass.report.refs_pushed += c.refs.len() as u64,
+                Ok(()) => {
+                    pass.report.refs_pushed += c.refs.len() as u64;
+                    let hints = hints_for(target);
+                    pass.send(target, &[], hints).await;
+                }
                 Err(e) => {
                     all_ok = false;
                     tracing::debug!(chunk = %chunk, %target, error = %e, "reference push failed");
@@ -478,7 +568,7 @@ async fn visit(
         }
         // No part left here: every home has the references and no shard
         // of ours remains to hand back.
-        if !is_home && all_ok && !still_foreign {
+        if all_ok && !still_foreign {
             let (n, refs) = (node.clone(), c.refs.clone());
             blocking(move || {
                 let mut b = Batch::new();

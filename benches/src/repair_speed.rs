@@ -1,0 +1,331 @@
+//! `gridstore bench repair`: how fast the grid heals itself. An in-process
+//! grid of 8 nodes on 4 sites (real RocksDB, shard files and RPC on
+//! loopback, the daemon's own self-healing with its default heartbeats)
+//! takes `size` MiB of incompressible objects at 4+2; then one node dies
+//! and the bench times, with no command given, its detection (a new map
+//! epoch marks it down), the first rebuilt shard, and full redundancy
+//! (every survivor reports nothing missing and the dead node's shard bytes
+//! are rebuilt). Beside the rebuild rate, measured in the same run: the
+//! codec's keyless rebuild alone (one 4+2 shard from four, in memory) and
+//! the disk's rate for writing shard-sized files with fsync, the two
+//! ceilings a rebuild cannot pass.
+
+use bytes::Bytes;
+use cluster::chunk_io::Grid;
+use cluster::rpc_auth::RpcKey;
+use cluster::{ClientOptions, ErasureSpec, MasterKey, ObjectStore, PutOptions, StoreConfig};
+use codec::{DomainKey, ErasureParams, Rebuilder, SealConfig, Sealer};
+use metadata::model::{ClusterMap, Node, NodeState};
+use rand::{RngCore, SeedableRng};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use storage_node::daemon::LocalNode;
+use storage_node::NodeConfig;
+
+const SECRET: &str = "bench-repair-cluster-secret-0123456789";
+const OBJECT_MIB: u64 = 64;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    pub data_mib: u64,
+    pub nodes: usize,
+    pub sites: usize,
+    pub erasure: String,
+    pub heartbeat_secs: u64,
+    pub down_after_secs: u64,
+    /// Shard bytes the dead node held.
+    pub lost_mib: f64,
+    /// From the kill to a map epoch marking it down.
+    pub detect_s: f64,
+    /// From the kill to the first shard rebuilt.
+    pub rebuild_start_s: f64,
+    /// From the kill to full redundancy.
+    pub full_redundancy_s: f64,
+    /// Shard bytes rebuilt per second, from the first rebuilt shard to
+    /// full redundancy.
+    pub rebuild_mib_s: f64,
+    /// Keyless rebuild of one shard from four, in memory, one thread.
+    pub codec_rebuild_mib_s: f64,
+    /// Writing shard-sized files with fsync, one at a time, same disk.
+    pub disk_write_mib_s: f64,
+    /// rebuild / min(codec, disk).
+    pub ratio: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepairBenchError {
+    #[error("bench setup: {0}")]
+    Setup(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> RepairBenchError + '_ {
+    move |e| RepairBenchError::Setup(format!("{what}: {e}"))
+}
+
+/// The knobs of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RepairArgs {
+    pub data_mib: u64,
+    pub heartbeat_secs: u64,
+    pub down_after_secs: u64,
+}
+
+pub fn run(args: RepairArgs, dir: Option<&Path>) -> Result<RepairReport, RepairBenchError> {
+    let base = match dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .map_err(setup("temp dir"))?;
+    let codec_rebuild_mib_s = codec_rebuild_rate()?;
+    let disk_write_mib_s = disk_write_rate(base.path())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(setup("runtime"))?;
+    let mut report = runtime.block_on(heal(args, base.path()))?;
+    report.codec_rebuild_mib_s = codec_rebuild_mib_s;
+    report.disk_write_mib_s = disk_write_mib_s;
+    report.ratio = report.rebuild_mib_s / codec_rebuild_mib_s.min(disk_write_mib_s);
+    Ok(report)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// Rebuilt shard bytes per second: one of six 4+2 shards of a 1 MiB
+/// random chunk, from four others.
+fn codec_rebuild_rate() -> Result<f64, RepairBenchError> {
+    let mut data = vec![0u8; 1 << 20];
+    rand::rngs::StdRng::seed_from_u64(1).fill_bytes(&mut data);
+    let params = ErasureParams::new(4, 2).map_err(setup("erasure"))?;
+    let mut sealer = Sealer::new(SealConfig::new(params)).map_err(setup("sealer"))?;
+    let sealed = sealer
+        .seal(&DomainKey::new([3; 32]), &data)
+        .map_err(setup("seal"))?;
+    let shards: Vec<Vec<u8>> = (1..5).map(|i| sealed.shard(i)).collect();
+    let id = sealed.id();
+    let mut rebuilder = Rebuilder::new();
+    let (mut bytes, started) = (0u64, Instant::now());
+    while started.elapsed() < Duration::from_secs(2) {
+        let (out, _) = rebuilder
+            .rebuild(&id, &shards, &[0])
+            .map_err(setup("rebuild"))?;
+        bytes += out.iter().map(|s| s.len() as u64).sum::<u64>();
+    }
+    Ok(mib(bytes) / started.elapsed().as_secs_f64())
+}
+
+/// Write+fsync of 256 KiB files (a 4+2 shard of a 1 MiB chunk) for 2 s.
+fn disk_write_rate(dir: &Path) -> Result<f64, RepairBenchError> {
+    let mut buf = vec![0u8; 256 << 10];
+    rand::rngs::StdRng::seed_from_u64(2).fill_bytes(&mut buf);
+    let probe = dir.join("disk-probe");
+    std::fs::create_dir_all(&probe).map_err(setup("probe dir"))?;
+    let (mut bytes, mut i, started) = (0u64, 0u64, Instant::now());
+    while started.elapsed() < Duration::from_secs(2) {
+        let path = probe.join(format!("f{}", i % 64));
+        let mut f = std::fs::File::create(&path).map_err(setup("probe file"))?;
+        f.write_all(&buf).map_err(setup("probe write"))?;
+        f.sync_all().map_err(setup("probe fsync"))?;
+        bytes += buf.len() as u64;
+        i += 1;
+    }
+    let rate = mib(bytes) / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&probe);
+    Ok(rate)
+}
+
+fn random_body(
+    len: u64,
+    seed: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut left = len;
+    futures_util::stream::iter(std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(1 << 20);
+        left -= n;
+        let mut b = vec![0u8; n as usize];
+        rng.fill_bytes(&mut b);
+        Some(Ok(Bytes::from(b)))
+    }))
+}
+
+async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchError> {
+    let (sites, per_site) = (4usize, 2usize);
+    let mut nodes = Vec::new();
+    let mut entries = Vec::new();
+    for s in 0..sites {
+        for j in 0..per_site {
+            let id = format!("s{s}n{j}");
+            // Through the config file format, as an operator writes it.
+            let path = dir.join(format!("{id}.toml"));
+            let text = format!(
+                "node_id = {id:?}\nsite = \"site-{s}\"\nlisten = \"127.0.0.1:0\"\n\
+                 data_dir = {:?}\ncluster_secret = {SECRET:?}\nreserve_bytes = 0\n\
+                 gc_interval_secs = 0\n[repair]\nheartbeat_secs = {}\n\
+                 down_after_secs = {}\nscrub_interval_secs = 0\n",
+                dir.join(&id),
+                args.heartbeat_secs,
+                args.down_after_secs,
+            );
+            std::fs::write(&path, text).map_err(setup("node config"))?;
+            let cfg = NodeConfig::load(&path).map_err(setup("node config"))?;
+            let node = LocalNode::start(&cfg).await.map_err(setup("node"))?;
+            entries.push(Node {
+                id,
+                addr: node.addr.to_string(),
+                site: cfg.site.clone(),
+                capacity_bytes: 1 << 40,
+                state: NodeState::Up as i32,
+            });
+            nodes.push(Some(node));
+        }
+    }
+    let map = ClusterMap {
+        epoch: 1,
+        nodes: entries,
+    };
+    let key = RpcKey::from_secret(SECRET.as_bytes());
+    let grid = Grid::new(map.clone(), key, ClientOptions::default());
+    for n in &map.nodes {
+        if let Some(c) = grid.client(&n.id) {
+            c.put_map(&map).await.map_err(setup("map"))?;
+        }
+    }
+    let store = ObjectStore::new(
+        grid.clone(),
+        MasterKey::from_bytes([7; 32]),
+        StoreConfig::default(),
+    )
+    .following_map(Duration::from_secs(1));
+    store
+        .create_bucket("bench", "bench", Some(ErasureSpec::new(4, 2)))
+        .await
+        .map_err(setup("bucket"))?;
+    let objects = args.data_mib.div_ceil(OBJECT_MIB);
+    for i in 0..objects {
+        let len = OBJECT_MIB.min(args.data_mib - i * OBJECT_MIB) << 20;
+        store
+            .put_object(
+                "bench",
+                &format!("o/{i}"),
+                random_body(len, i),
+                PutOptions::default(),
+            )
+            .await
+            .map_err(setup("put"))?;
+    }
+
+    let victim = 3usize;
+    let victim_id = map.nodes[victim].id.clone();
+    let lost = nodes[victim]
+        .as_ref()
+        .map(|n| n.node.store.usage().map(|u| u.used))
+        .transpose()
+        .map_err(setup("usage"))?
+        .unwrap_or(0);
+    let survivors: Vec<String> = map
+        .nodes
+        .iter()
+        .filter(|n| n.id != victim_id)
+        .map(|n| n.id.clone())
+        .collect();
+    let rebuilt_before: u64 = survivors
+        .iter()
+        .filter_map(|id| nodes.iter().flatten().find(|n| &n.node.id == id))
+        .map(|n| n.node.repair.snapshot(0).rebuilt_bytes)
+        .sum();
+    if let Some(n) = nodes[victim].take() {
+        n.kill().await;
+    }
+    let killed = Instant::now();
+    let limit = Duration::from_secs(args.down_after_secs * 4 + 1800);
+    let (mut detect, mut start) = (None, None);
+    loop {
+        if killed.elapsed() > limit {
+            return Err(RepairBenchError::Timeout(format!(
+                "no full redundancy {} s after the kill",
+                limit.as_secs()
+            )));
+        }
+        let live: Vec<&LocalNode> = nodes.iter().flatten().collect();
+        if detect.is_none() {
+            let down = live.iter().any(|n| {
+                n.node.cluster_map().ok().flatten().is_some_and(|m| {
+                    m.nodes
+                        .iter()
+                        .any(|x| x.id == victim_id && x.state == NodeState::Down as i32)
+                })
+            });
+            if down {
+                detect = Some(killed.elapsed());
+            }
+        }
+        let figures: Vec<_> = live.iter().map(|n| n.node.repair.snapshot(0)).collect();
+        let rebuilt: u64 = figures.iter().map(|f| f.rebuilt_bytes).sum::<u64>() - rebuilt_before;
+        if start.is_none() && (rebuilt > 0 || figures.iter().any(|f| f.rebuilding > 0)) {
+            start = Some(killed.elapsed());
+        }
+        let quiet = figures.iter().all(|f| f.missing == 0 && f.rebuilding == 0);
+        // Rebuilt shard files include their headers, as `lost` does.
+        if detect.is_some() && quiet && rebuilt >= lost {
+            let full = killed.elapsed();
+            let start = start.unwrap_or(full);
+            let secs = (full - start).as_secs_f64().max(1e-3);
+            return Ok(RepairReport {
+                data_mib: args.data_mib,
+                nodes: sites * per_site,
+                sites,
+                erasure: "4+2".into(),
+                heartbeat_secs: args.heartbeat_secs,
+                down_after_secs: args.down_after_secs,
+                lost_mib: mib(lost),
+                detect_s: detect.map_or(0.0, |d| d.as_secs_f64()),
+                rebuild_start_s: start.as_secs_f64(),
+                full_redundancy_s: full.as_secs_f64(),
+                rebuild_mib_s: mib(rebuilt) / secs,
+                codec_rebuild_mib_s: 0.0,
+                disk_write_mib_s: 0.0,
+                ratio: 0.0,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn table(r: &RepairReport) -> String {
+    format!(
+        "self-healing after one of {} nodes ({} sites, {}) dies holding {:.0} MiB of {} MiB stored\n\
+         heartbeat {} s, down after {} s\n\
+         detected (map marks it down)  {:>8.1} s\n\
+         first shard rebuilt            {:>8.1} s\n\
+         full redundancy                {:>8.1} s\n\
+         rebuild rate                   {:>8.1} MiB/s\n\
+         codec rebuild (1 thread)       {:>8.1} MiB/s\n\
+         disk write+fsync (256 KiB)     {:>8.1} MiB/s\n\
+         rebuild / slower ceiling       {:>8.2}\n",
+        r.nodes,
+        r.sites,
+        r.erasure,
+        r.lost_mib,
+        r.data_mib,
+        r.heartbeat_secs,
+        r.down_after_secs,
+        r.detect_s,
+        r.rebuild_start_s,
+        r.full_redundancy_s,
+        r.rebuild_mib_s,
+        r.codec_rebuild_mib_s,
+        r.disk_write_mib_s,
+        r.ratio
+    )
+}
