@@ -444,6 +444,74 @@ async fn draining_and_adding_nodes_move_only_what_placement_requires() {
     }
 }
 
+/// A whole site goes dark and its disks are wiped while it is down: the
+/// other sites rebuild everything it held with no command; when it comes
+/// back empty, its share moves back to it and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_site_is_rebuilt_elsewhere_and_refilled_on_return() {
+    let repair = RepairConfig {
+        reconcile_interval_secs: 1,
+        scrub_interval_secs: 0,
+        heartbeat_secs: 1,
+        down_after_secs: 3,
+        anti_entropy_interval_secs: 1,
+        ..RepairConfig::default()
+    };
+    let mut grid = TestGrid::start_healing(4, 2, repair).await;
+    let store = store_on(&grid, StoreConfig::default()).following_map(Duration::from_millis(300));
+    store
+        .create_bucket("site", OWNER, Some(ErasureSpec::new(4, 2)))
+        .await
+        .unwrap();
+    let objects = put_objects(&store, "site", 12).await;
+    let chunks = chunks_on_disk(grid.dir.path(), 6);
+
+    let site = ["s3n0", "s3n1"];
+    for id in site {
+        grid.kill(id).await;
+        std::fs::remove_dir_all(grid.dir.path().join(id)).unwrap();
+    }
+    let rebuilt = wait_for(Duration::from_secs(90), || async {
+        let m = node_map(&grid, "s0n0").await;
+        let down = site.iter().all(|d| {
+            m.nodes
+                .iter()
+                .any(|n| n.id == *d && n.state == NodeState::Down as i32)
+        });
+        down && misplaced(grid.dir.path(), &m, &chunks) == (0, 0)
+    })
+    .await;
+    let m = node_map(&grid, "s0n0").await;
+    assert!(
+        rebuilt,
+        "(missing, stale) with the site gone: {:?}",
+        misplaced(grid.dir.path(), &m, &chunks)
+    );
+    for (key, sha, _) in &objects {
+        assert_eq!(&read_sha(&store, "site", key).await.unwrap(), sha, "{key}");
+    }
+
+    for id in site {
+        grid.restart(id).await;
+    }
+    let back = wait_for(Duration::from_secs(90), || async {
+        let m = node_map(&grid, "s0n0").await;
+        m.nodes.iter().all(|n| n.state == NodeState::Up as i32)
+            && misplaced(grid.dir.path(), &m, &chunks) == (0, 0)
+    })
+    .await;
+    let m = node_map(&grid, "s0n0").await;
+    assert!(
+        back,
+        "(missing, stale) after the site's return: {:?}",
+        misplaced(grid.dir.path(), &m, &chunks)
+    );
+    assert!(grid.node("s3n0").node.store.usage().unwrap().shards > 0);
+    for (key, sha, _) in &objects {
+        assert_eq!(&read_sha(&store, "site", key).await.unwrap(), sha, "{key}");
+    }
+}
+
 /// Kill two nodes on different sites of an 8-node, 4-site grid with
 /// heartbeats on: the survivors mark them down in a new map epoch and
 /// rebuild their shards on the nodes placement names now, with no command;
