@@ -1,7 +1,7 @@
 //! Conversions between s3s's types and the object layer's.
 
 use cluster::{ByteRange, ChecksumAlgorithm, Conditions, CustomerKey, ObjectInfo};
-use s3s::dto::{ETag, ETagCondition, Range, Timestamp};
+use s3s::dto::{ChecksumType, ETag, ETagCondition, Range, Timestamp};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 use std::collections::BTreeMap;
 
@@ -165,6 +165,21 @@ pub fn checksum_fields(map: &BTreeMap<String, String>) -> ChecksumFields {
     }
 }
 
+/// The checksum type S3 names for stored checksums: COMPOSITE for a
+/// multipart object's digest of its parts' digests (stored as `…-N`, as
+/// S3 writes it), FULL_OBJECT for a digest of the whole body.
+pub fn checksum_type(map: &BTreeMap<String, String>) -> Option<ChecksumType> {
+    let v = map.values().next()?;
+    let composite = v
+        .rsplit_once('-')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    Some(ChecksumType::from_static(if composite {
+        ChecksumType::COMPOSITE
+    } else {
+        ChecksumType::FULL_OBJECT
+    }))
+}
+
 /// Split stored metadata into user metadata and the standard headers.
 pub fn split_metadata(
     info: &ObjectInfo,
@@ -194,5 +209,31 @@ pub fn encode_key(key: &str, url: bool) -> String {
         urlencoding::encode(key).replace("%2F", "/")
     } else {
         key.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checksum_type;
+    use std::collections::BTreeMap;
+
+    fn of(v: &str) -> Option<String> {
+        let map = BTreeMap::from([("SHA256".to_string(), v.to_string())]);
+        checksum_type(&map).map(|t| t.as_str().to_string())
+    }
+
+    #[test]
+    fn composite_checksums_are_the_ones_with_a_part_count() {
+        assert_eq!(checksum_type(&BTreeMap::new()), None);
+        // base64 has no '-', so only a part count can follow one
+        assert_eq!(
+            of("uWBwpe1dxI4Vw8Gf0X9ynOdw/SS6VBzfWm9giiv1sf4=-3").as_deref(),
+            Some("COMPOSITE")
+        );
+        assert_eq!(
+            of("275VF5loJr1YYawit0XSHREhkFXYkkPKGuoK0x9VKxI=").as_deref(),
+            Some("FULL_OBJECT")
+        );
+        assert_eq!(of("abc=-").as_deref(), Some("FULL_OBJECT"));
     }
 }

@@ -705,6 +705,48 @@ def _checksum_case(algo, field, expected_fn):
     soft(eq, want, r.get(field), f"{field} in the GET response with ChecksumMode=ENABLED")
     h = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
     soft(eq, want, h.get(field), f"{field} in the HEAD response with ChecksumMode=ENABLED")
+    soft(eq, "FULL_OBJECT", h.get("ChecksumType"), "ChecksumType of a single PUT")
+    a = s3.get_object_attributes(Bucket=BUCKET, Key=key,
+                                 ObjectAttributes=["ETag", "Checksum", "ObjectSize"])
+    soft(eq, len(body), a.get("ObjectSize"), "get_object_attributes ObjectSize")
+    soft(eq, md5_etag(body).strip('"'), a.get("ETag", "").strip('"'),
+         "get_object_attributes ETag")
+    soft(eq, {field: want, "ChecksumType": "FULL_OBJECT"}, a.get("Checksum"),
+         "get_object_attributes Checksum")
+
+
+@case
+def multipart_composite_checksum():
+    # S3's COMPOSITE multipart checksum: the digest of the parts' digests,
+    # "-N"; returned on completion, on HEAD with ChecksumMode and by
+    # GetObjectAttributes, with ChecksumType COMPOSITE
+    key = "mp/composite-sha256.bin"
+    parts = [rand(5 * MiB, 31), rand(1000, 32)]
+    digests = [hashlib.sha256(p).digest() for p in parts]
+    want = base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode() + "-2"
+    uid = s3.create_multipart_upload(Bucket=BUCKET, Key=key,
+                                     ChecksumAlgorithm="SHA256")["UploadId"]
+    done = []
+    for n, (p, d) in enumerate(zip(parts, digests), start=1):
+        r = s3.upload_part(Bucket=BUCKET, Key=key, UploadId=uid, PartNumber=n, Body=p,
+                           ChecksumAlgorithm="SHA256",
+                           ChecksumSHA256=base64.b64encode(d).decode())
+        done.append({"PartNumber": n, "ETag": r["ETag"],
+                     "ChecksumSHA256": r["ChecksumSHA256"]})
+    r = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=uid,
+                                     MultipartUpload={"Parts": done})
+    soft(eq, want, r.get("ChecksumSHA256"), "composite checksum on completion")
+    soft(eq, "COMPOSITE", r.get("ChecksumType"), "ChecksumType on completion")
+    h = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    soft(eq, want, h.get("ChecksumSHA256"), "composite checksum on HEAD")
+    soft(eq, "COMPOSITE", h.get("ChecksumType"), "ChecksumType on HEAD")
+    a = s3.get_object_attributes(Bucket=BUCKET, Key=key,
+                                 ObjectAttributes=["Checksum", "ObjectParts", "ObjectSize"])
+    soft(eq, {"ChecksumSHA256": want, "ChecksumType": "COMPOSITE"}, a.get("Checksum"),
+         "get_object_attributes Checksum")
+    soft(eq, 2, a.get("ObjectParts", {}).get("TotalPartsCount"),
+         "get_object_attributes TotalPartsCount")
+    soft(eq, sum(map(len, parts)), a.get("ObjectSize"), "get_object_attributes ObjectSize")
 
 
 @case
