@@ -118,7 +118,6 @@ impl Liveness {
                         .map_err(|e| NodeError::Refused(e.to_string()))??;
                     if kept {
                         tracing::info!(epoch, from = %holder, "newer cluster map adopted");
-                        node.repair.request_full();
                     }
                 }
             }
@@ -206,7 +205,6 @@ impl Liveness {
                 }
             }
         }
-        node.repair.request_full();
         Ok(Some(next.epoch))
     }
 }

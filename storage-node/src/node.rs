@@ -15,6 +15,8 @@ use std::time::Instant;
 /// System-table keys.
 const NODE_ID_KEY: &[u8] = b"node_id";
 pub(crate) const MAP_KEY: &[u8] = b"cluster_map";
+/// The map this node held before the current one.
+const PREV_MAP_KEY: &[u8] = b"cluster_map_previous";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -119,6 +121,12 @@ impl Node {
         self.db.get(Table::System, MAP_KEY)
     }
 
+    /// The map held before the current one (where shards were before the
+    /// last change).
+    pub fn previous_map(&self) -> Result<Option<ClusterMap>, DbError> {
+        self.db.get(Table::System, PREV_MAP_KEY)
+    }
+
     /// Keep `map` if it is newer than the one held (or, under the same
     /// epoch, wins the tie-break); returns whether it was kept and the
     /// epoch now held.
@@ -152,6 +160,12 @@ impl Node {
                 .db
                 .compare_and_set(Table::System, MAP_KEY, current.as_deref(), Some(&new))?
             {
+                if let Some(prev) = &current {
+                    self.db.put_raw(Table::System, PREV_MAP_KEY, prev)?;
+                }
+                // Shard homes may have moved, however the map arrived (pushed
+                // by a proposer, pulled by a heartbeat, handed by an admin).
+                self.repair.request_full();
                 return Ok((true, map.epoch));
             }
         }

@@ -638,6 +638,19 @@ async fn hand_back(
     Ok(sent)
 }
 
+/// A shard that claims to be the one wanted: header well formed, the index
+/// and chunk asked for, and the checksum its writer recorded (when known).
+/// The bytes are not hashed: the rebuild verifies every checksum.
+fn header_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
+    let Ok(h) = codec::shard::ShardHeader::parse(bytes) else {
+        return false;
+    };
+    h.index as usize == index
+        && h.chunk_id.0 == c.id
+        && h.shard_len() == bytes.len()
+        && c.hashes.get(index).is_none_or(|x| *x == h.checksum)
+}
+
 /// A shard fit to rebuild from: well formed, checksum right, the index and
 /// chunk it claims, and the checksum its writer recorded (when known).
 fn shard_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
@@ -662,9 +675,15 @@ async fn rebuild_all(
     if work.is_empty() {
         return;
     }
-    // How healthy each chunk is on the grid decides the order.
-    for w in &mut work {
-        w.healthy = count_healthy(grid, &w.chunk).await;
+    // How healthy each chunk is on the grid decides the order (asked
+    // 16 chunks at a time).
+    for batch in work.chunks_mut(16) {
+        let chunks: Vec<Arc<ChunkRefs>> = batch.iter().map(|w| w.chunk.clone()).collect();
+        let counts =
+            futures_util::future::join_all(chunks.iter().map(|c| count_healthy(grid, c))).await;
+        for (w, healthy) in batch.iter_mut().zip(counts) {
+            w.healthy = healthy;
+        }
     }
     work.sort_by_key(|w| w.healthy);
     let throttle = Arc::new(Throttle::new(limits.bytes_per_sec));
@@ -778,7 +797,30 @@ async fn rebuild(
     if missing.is_empty() {
         return Ok(written);
     }
-    let missing = &missing[..];
+    // Fetched shards are taken on their headers and the rebuild checks
+    // their bytes; should one be bad, gather again checking each fully,
+    // so the bad one is passed over for another.
+    let built = match rebuild_from(node, grid, c, &missing, throttle, false).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(chunk = %chunk, error = %e, "rebuild failed; gathering again, verifying each shard");
+            rebuild_from(node, grid, c, &missing, throttle, true).await?
+        }
+    };
+    Ok(written + built)
+}
+
+/// Rebuild `missing` from `k` shards gathered here and from peers (each
+/// fully verified when `careful`). Returns the bytes written.
+async fn rebuild_from(
+    node: &Arc<Node>,
+    grid: &Grid,
+    c: &Arc<ChunkRefs>,
+    missing: &[usize],
+    throttle: &Throttle,
+    careful: bool,
+) -> Result<u64, NodeError> {
+    let chunk = ChunkId(c.id);
     let homes = grid.shard_homes(&chunk, c.n).map_err(fail)?;
     let mut have: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     // Good shards already here (this node may be home to several).
@@ -797,18 +839,32 @@ async fn rebuild(
     })
     .await?;
     have.extend(local);
-    // Then from their homes, data shards first (any k serve).
+    // Then from their homes, data shards first (any k serve), as many at
+    // once as are still needed: a rebuild waits on the slowest of them,
+    // not on their sum.
     let mut asked: BTreeSet<(usize, String)> = BTreeSet::new();
-    for (i, home) in homes.iter().enumerate() {
-        if have.len() >= c.k {
+    let mut candidates = homes
+        .iter()
+        .enumerate()
+        .filter(|(i, home)| !have.contains_key(i) && **home != node.id)
+        .map(|(i, home)| (i, home.clone()))
+        .collect::<Vec<_>>()
+        .into_iter();
+    while have.len() < c.k {
+        let wave: Vec<(usize, String)> = candidates.by_ref().take(c.k - have.len()).collect();
+        if wave.is_empty() {
             break;
         }
-        if have.contains_key(&i) || *home == node.id {
-            continue;
-        }
-        asked.insert((i, home.clone()));
-        if let Some(b) = fetch(grid, home, c, i, throttle).await {
-            have.insert(i, b);
+        let fetched = futures_util::future::join_all(
+            wave.iter()
+                .map(|(i, home)| fetch(grid, home, c, *i, throttle, careful)),
+        )
+        .await;
+        for ((i, home), got) in wave.into_iter().zip(fetched) {
+            asked.insert((i, home));
+            if let Some(b) = got {
+                have.insert(i, b);
+            }
         }
     }
     // Hand-offs: any node may hold a shard whose home was down.
@@ -835,7 +891,7 @@ async fn rebuild(
                     continue;
                 }
                 let i = key.index as usize;
-                if let Some(b) = fetch(grid, &peer.id, c, i, throttle).await {
+                if let Some(b) = fetch(grid, &peer.id, c, i, throttle, careful).await {
                     have.insert(i, b);
                 }
             }
@@ -858,6 +914,7 @@ async fn rebuild(
         Ok(out)
     })
     .await?;
+    let mut written = 0u64;
     for (shard, &i) in rebuilt.into_iter().zip(missing) {
         if !shard_ok(&shard, c, i) {
             return Err(fail(format!(
@@ -890,6 +947,18 @@ async fn copy_from_holders(
     throttle: &Throttle,
 ) -> Result<BTreeSet<usize>, NodeError> {
     use metadata::model::NodeState;
+    // Only where the shards were under the previous map: asking every node
+    // would cost a call per node and chunk when a dead node's shards are
+    // rebuilt, where no copy exists.
+    let n = node.clone();
+    let Some(prev) = blocking(move || Ok(n.previous_map()?)).await? else {
+        return Ok(BTreeSet::new());
+    };
+    let prev_homes = grid
+        .with_map(prev)
+        .shard_homes(&ChunkId(c.id), c.n)
+        .unwrap_or_default();
+    let was_home: BTreeSet<&String> = missing.iter().filter_map(|i| prev_homes.get(*i)).collect();
     let keys: Vec<ShardKey> = missing
         .iter()
         .filter_map(|i| ShardKey::new(c.id, *i).ok())
@@ -897,6 +966,7 @@ async fn copy_from_holders(
     let mut asks = JoinSet::new();
     for peer in grid.map().nodes.iter().filter(|p| {
         p.id != node.id
+            && was_home.contains(&p.id)
             && (p.state == NodeState::Up as i32 || p.state == NodeState::Draining as i32)
     }) {
         let Some(client) = grid.client(&peer.id).cloned() else {
@@ -918,7 +988,7 @@ async fn copy_from_holders(
     }
     let mut copied = BTreeSet::new();
     for (i, peer) in holders {
-        let Some(shard) = fetch(grid, &peer, c, i, throttle).await else {
+        let Some(shard) = fetch(grid, &peer, c, i, throttle, true).await else {
             continue;
         };
         let key = ShardKey::new(c.id, i).map_err(fail)?;
@@ -940,12 +1010,17 @@ async fn fetch(
     c: &ChunkRefs,
     index: usize,
     throttle: &Throttle,
+    careful: bool,
 ) -> Option<Vec<u8>> {
     let client: &NodeClient = grid.client(node_id)?;
     let key = ShardKey::new(c.id, index).ok()?;
     throttle.take(u64::from(c.shard_len.max(1))).await;
     match client.get_shard(&key, None).await {
-        Ok(b) if shard_ok(&b, c, index) => Some(b.to_vec()),
+        // Not careful: the header is enough, the rebuild verifies every
+        // checksum.
+        Ok(b) if (careful && shard_ok(&b, c, index)) || (!careful && header_ok(&b, c, index)) => {
+            Some(b.to_vec())
+        }
         Ok(_) => {
             tracing::warn!(chunk = %hex::encode(c.id), index, node = node_id,
                 "peer served a bad shard; not used");
