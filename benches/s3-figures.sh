@@ -32,6 +32,7 @@ GRIDSTORE="${GRIDSTORE:-target/release/gridstore}"
 S3REF="${S3REF:-target/release/examples/s3_null_server}"
 S3_LISTEN="${S3_LISTEN:-127.0.0.1:9500}"
 DAV_LISTEN="${DAV_LISTEN:-127.0.0.1:9501}"
+JOBS_LISTEN="${JOBS_LISTEN:-127.0.0.1:9502}"
 REF_LISTEN="${REF_LISTEN:-127.0.0.1:9510}"
 for b in "$GRIDSTORE" "$S3REF"; do
     [[ -x "$b" ]] || { echo "missing $b (build it in release mode first)" >&2; exit 2; }
@@ -48,7 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$GRIDSTORE" server "$data/grid" --listen "$S3_LISTEN" --webdav-listen "$DAV_LISTEN" \
+"$GRIDSTORE" server "$data/grid" --listen "$S3_LISTEN" --webdav-listen "$DAV_LISTEN" --jobs-listen "$JOBS_LISTEN" \
     >"$OUT/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do

@@ -463,7 +463,16 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
             addr: g.listen,
             source,
         })?;
-    let webdav = gateway::webdav::server::start(g.webdav_listen, c.store.clone())
+    // One store for every front end: they share its map (followed from
+    // the nodes) and its repair hints.
+    let store = c
+        .store
+        .with_repair_forwarding()
+        .following_map(cluster::map_follow::FOLLOW_EVERY);
+    let webdav = gateway::webdav::server::start(g.webdav_listen, store.clone())
+        .await
+        .map_err(|e| AdminError::Usage(e.to_string()))?;
+    let jobs = gateway::jobs::start(g.jobs_listen, store.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
@@ -471,12 +480,7 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         max_requests: g.max_requests,
         domain: None,
     };
-    let service = gateway::server::service(
-        c.store
-            .with_repair_forwarding()
-            .following_map(cluster::map_follow::FOLLOW_EVERY),
-        &cfg,
-    );
+    let service = gateway::server::service(store, &cfg);
     let addr = listener.local_addr().map_err(|source| AdminError::Listen {
         addr: g.listen,
         source,
@@ -486,6 +490,7 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         g.region
     );
     println!("WebDAV on http://{}/", webdav.addr);
+    println!("jobs on http://{} (gridstore job ...)", jobs.addr);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -494,5 +499,6 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     };
     gateway::server::serve(listener, service, shutdown).await;
     webdav.stop().await;
+    jobs.stop().await;
     Ok(())
 }

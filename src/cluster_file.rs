@@ -112,6 +112,9 @@ pub struct GatewayFile {
     /// WebDAV listener.
     #[serde(default = "default_webdav_listen")]
     pub webdav_listen: std::net::SocketAddr,
+    /// Job API listener (`gridstore job ...`).
+    #[serde(default = "default_jobs_listen")]
+    pub jobs_listen: std::net::SocketAddr,
     /// The cluster map (TOML, as `gridstore server` writes it).
     pub cluster_map: PathBuf,
     /// Node RPC secret; or `cluster_secret_file`; or env
@@ -134,6 +137,10 @@ fn default_listen() -> std::net::SocketAddr {
 
 fn default_webdav_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9001))
+}
+
+fn default_jobs_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9002))
 }
 
 fn default_region() -> String {

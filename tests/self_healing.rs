@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use storage_node::config::RepairConfig;
 use support::grid::TestGrid;
 use support::objects::{store_on, Data, OWNER};
-use support::shards::{chunks_on_disk, misplaced, shard_files, wait_for};
+use support::shards::{chunks_on_disk, held, misplaced, shard_files, wait_for};
 
 /// (object key, sha256, size) of each object put.
 async fn put_objects(
@@ -301,19 +301,21 @@ async fn a_metadata_replica_down_during_1000_puts_catches_up() {
     }
 }
 
-/// (node, chunk, index) of every shard file under `root`.
-fn held(root: &std::path::Path) -> std::collections::BTreeSet<(String, [u8; 32], u8)> {
-    shard_files(root)
-        .iter()
-        .filter_map(|(p, k)| {
-            let node = p.strip_prefix(root).ok()?.components().next()?;
-            Some((
-                node.as_os_str().to_string_lossy().into_owned(),
-                k.chunk,
-                k.index,
-            ))
-        })
-        .collect()
+/// 8 nodes on 4 sites healing on a 1 s rhythm (heartbeats, 3 s to mark a
+/// node down, reconciliation and anti-entropy each second), and a gateway
+/// following their map.
+async fn fast_healing_grid() -> (TestGrid, ObjectStore) {
+    let repair = RepairConfig {
+        reconcile_interval_secs: 1,
+        scrub_interval_secs: 0,
+        heartbeat_secs: 1,
+        down_after_secs: 3,
+        anti_entropy_interval_secs: 1,
+        ..RepairConfig::default()
+    };
+    let grid = TestGrid::start_healing(4, 2, repair).await;
+    let store = store_on(&grid, StoreConfig::default()).following_map(Duration::from_millis(300));
+    (grid, store)
 }
 
 /// Shards whose home differs between two maps.
@@ -343,16 +345,7 @@ fn grid_view(map: &ClusterMap) -> cluster::chunk_io::Grid {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_and_adding_nodes_move_only_what_placement_requires() {
     use cluster::membership::{apply, Change};
-    let repair = RepairConfig {
-        reconcile_interval_secs: 1,
-        scrub_interval_secs: 0,
-        heartbeat_secs: 1,
-        down_after_secs: 3,
-        anti_entropy_interval_secs: 1,
-        ..RepairConfig::default()
-    };
-    let mut grid = TestGrid::start_healing(4, 2, repair).await;
-    let store = store_on(&grid, StoreConfig::default()).following_map(Duration::from_millis(300));
+    let (mut grid, store) = fast_healing_grid().await;
     store
         .create_bucket("move", OWNER, Some(ErasureSpec::new(4, 2)))
         .await
@@ -449,16 +442,7 @@ async fn draining_and_adding_nodes_move_only_what_placement_requires() {
 /// back empty, its share moves back to it and nothing is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wiped_site_is_rebuilt_elsewhere_and_refilled_on_return() {
-    let repair = RepairConfig {
-        reconcile_interval_secs: 1,
-        scrub_interval_secs: 0,
-        heartbeat_secs: 1,
-        down_after_secs: 3,
-        anti_entropy_interval_secs: 1,
-        ..RepairConfig::default()
-    };
-    let mut grid = TestGrid::start_healing(4, 2, repair).await;
-    let store = store_on(&grid, StoreConfig::default()).following_map(Duration::from_millis(300));
+    let (mut grid, store) = fast_healing_grid().await;
     store
         .create_bucket("site", OWNER, Some(ErasureSpec::new(4, 2)))
         .await

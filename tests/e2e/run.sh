@@ -107,6 +107,7 @@ fi
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 DAVPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+JOBPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 AK="GSE2EACCESSKEY000001"
 SK="gridstore-e2e-secret-key-0123456789abcdef"
 export AK SK
@@ -117,7 +118,7 @@ t0=$(now)
     cd "$TMP"
     export GRIDSTORE_ACCESS_KEY="$AK" GRIDSTORE_SECRET_KEY="$SK"
     exec "$BIN" server "$TMP/data" --listen "127.0.0.1:$PORT" \
-        --webdav-listen "127.0.0.1:$DAVPORT" --region us-east-1
+        --webdav-listen "127.0.0.1:$DAVPORT" --jobs-listen "127.0.0.1:$JOBPORT" --region us-east-1
 ) >"$LOG" 2>&1 &
 SERVER_PID=$!
 

@@ -138,15 +138,17 @@ case_litmus() {
 case_big_upload_rss() {
     : "${GRIDSTORE_DATA:?set GRIDSTORE_DATA (data dir of gridstore server) for the RSS case}"
     local bin="${GRIDSTORE_BIN:-$ROOT/target/debug/gridstore}"
-    local s3p davp
+    local s3p davp jobp
     s3p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     davp=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    python3 - "$GRIDSTORE_DATA" "$WORK/gw.toml" "$s3p" "$davp" <<'EOF'
+    jobp=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 - "$GRIDSTORE_DATA" "$WORK/gw.toml" "$s3p" "$davp" "$jobp" <<'EOF'
 import sys, tomllib
-data, out, s3p, davp = sys.argv[1:]
+data, out, s3p, davp, jobp = sys.argv[1:]
 s = tomllib.load(open(f"{data}/server.toml", "rb"))
 open(out, "w").write(
     f'listen = "127.0.0.1:{s3p}"\nwebdav_listen = "127.0.0.1:{davp}"\n'
+    f'jobs_listen = "127.0.0.1:{jobp}"\n'
     f'cluster_map = "{data}/cluster-map.toml"\n'
     f'cluster_secret = "{s["cluster_secret"]}"\nmaster_key = "{s["master_key"]}"\n')
 EOF

@@ -47,15 +47,10 @@ pub fn chunks_on_disk(root: &Path, shards: usize) -> BTreeMap<[u8; 32], usize> {
         .collect()
 }
 
-/// Under `root`, where each node's files live in a folder named by its id:
-/// (shards missing from their home under `map`, shards held anywhere else).
-pub fn misplaced(
-    root: &Path,
-    map: &ClusterMap,
-    chunks: &BTreeMap<[u8; 32], usize>,
-) -> (usize, usize) {
-    let g = Grid::new(map.clone(), super::key(), ClientOptions::default());
-    let held: BTreeSet<(String, [u8; 32], u8)> = shard_files(root)
+/// (node, chunk, index) of every shard file under `root`, where each
+/// node's files live in a folder named by its id.
+pub fn held(root: &Path) -> BTreeSet<(String, [u8; 32], u8)> {
+    shard_files(root)
         .iter()
         .filter_map(|(p, k)| {
             let node = p.strip_prefix(root).ok()?.components().next()?;
@@ -65,7 +60,18 @@ pub fn misplaced(
                 k.index,
             ))
         })
-        .collect();
+        .collect()
+}
+
+/// Under `root`, where each node's files live in a folder named by its id:
+/// (shards missing from their home under `map`, shards held anywhere else).
+pub fn misplaced(
+    root: &Path,
+    map: &ClusterMap,
+    chunks: &BTreeMap<[u8; 32], usize>,
+) -> (usize, usize) {
+    let g = Grid::new(map.clone(), super::key(), ClientOptions::default());
+    let held = held(root);
     let (mut missing, mut stale) = (0, 0);
     for (id, n) in chunks {
         let homes = g.shard_homes(&ChunkId(*id), *n).unwrap();
