@@ -21,7 +21,7 @@
 //! next purge removes it again.
 
 use crate::node::{Node, NodeError};
-use crate::repair::grid_of;
+use crate::repair::{blocking, fail, grid_of};
 use cluster::layout::ROOT_PLACEMENT;
 use cluster::node_api::{KeyValue, RangeDigest};
 use cluster::replicas::ReplicaSet;
@@ -90,18 +90,6 @@ fn newer(table: Table, a: &[u8], b: &[u8]) -> bool {
         (None, Some(_)) => false,
         _ => blake3::hash(a).as_bytes() > blake3::hash(b).as_bytes(),
     }
-}
-
-fn fail(e: impl std::fmt::Display) -> NodeError {
-    NodeError::Refused(e.to_string())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
-) -> Result<T, NodeError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| fail(format!("anti-entropy task did not finish: {e}")))?
 }
 
 impl Node {

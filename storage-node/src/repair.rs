@@ -272,17 +272,17 @@ impl Throttle {
     }
 }
 
-fn fail(e: impl std::fmt::Display) -> NodeError {
+pub(crate) fn fail(e: impl std::fmt::Display) -> NodeError {
     NodeError::Refused(e.to_string())
 }
 
 /// Run `f` on the blocking pool (file and RocksDB I/O).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| fail(format!("repair task did not finish: {e}")))?
+        .map_err(|e| fail(format!("background task did not finish: {e}")))?
 }
 
 /// The grid as this node sees it: its map, and clients signed with its key.
