@@ -26,7 +26,7 @@
 //! | status | `GET /v1/status` | - | [`NodeStatus`] |
 //! | cluster map | `GET` / `PUT /v1/map` | - / `ClusterMap` | `ClusterMap` / [`MapAccepted`] |
 //! | range digests | `POST /v1/meta:digest` | [`DigestRequest`] | [`DigestReply`] |
-//! | repair hint | `POST /v1/repair:hint` | [`ShardList`] (shards a reader found bad or missing) | - |
+//! | repair hint | `POST /v1/repair:hint` | [`RepairHints`] (shards to reconcile soon) | - |
 //!
 //! A shard put signs the shard's own checksum (the last 32 bytes of its
 //! header: BLAKE3 over every other byte of the shard) as its content hash
@@ -132,6 +132,44 @@ pub fn shard_path(key: &ShardKey) -> String {
 
 pub fn meta_path(table: Table, key: &[u8]) -> String {
     format!("{META}{}/{}", table.name(), hex::encode(key))
+}
+
+/// Shards a node should reconcile soon. `verify`: a reader found them bad,
+/// so every local shard of their chunks is re-read and checked; otherwise
+/// they may just be missing (a new home told by a peer that pushed it the
+/// references) and a presence check is enough. Wire-compatible with a bare
+/// [`ShardList`] (no `verify`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RepairHints {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub keys: Vec<Vec<u8>>,
+    #[prost(bool, tag = "2")]
+    pub verify: bool,
+}
+
+impl RepairHints {
+    pub fn new(keys: &[ShardKey], verify: bool) -> Self {
+        Self {
+            keys: ShardList::new(keys).keys,
+            verify,
+        }
+    }
+
+    pub fn shard_keys(&self) -> Result<Vec<ShardKey>, InvalidShardKey> {
+        ShardList {
+            keys: self.keys.clone(),
+        }
+        .shard_keys()
+    }
+}
+
+impl Record for RepairHints {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.keys.len() > MAX_ITEMS {
+            return Err(RecordError::Invalid("too many keys"));
+        }
+        Ok(())
+    }
 }
 
 /// Shard keys on the wire: 32 bytes of chunk id, one of index.

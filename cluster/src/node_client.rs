@@ -240,10 +240,10 @@ impl NodeClient {
         expect_len(r.lens, keys.len())
     }
 
-    /// Tell the node these shards were found missing or bad: it
-    /// reconciles their chunks soon instead of at its next pass.
-    pub async fn repair_hint(&self, keys: &[ShardKey]) -> Result<(), NodeError> {
-        let body = api::ShardList::new(keys).encode_record();
+    /// Ask the node to reconcile these shards' chunks soon instead of at
+    /// its next pass; `verify` when they were read and found bad.
+    pub async fn repair_hint(&self, keys: &[ShardKey], verify: bool) -> Result<(), NodeError> {
+        let body = api::RepairHints::new(keys, verify).encode_record();
         self.call(Method::POST, api::REPAIR_HINT, body.into())
             .await
             .map(drop)

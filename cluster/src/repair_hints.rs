@@ -43,7 +43,7 @@ async fn forward(grid: std::sync::Arc<Grid>, mut rx: mpsc::Receiver<RepairHint>)
             let Some(client) = grid.client(node) else {
                 continue;
             };
-            if let Err(e) = client.repair_hint(&keys).await {
+            if let Err(e) = client.repair_hint(&keys, true).await {
                 tracing::debug!(%node, error = %e, "repair hint not delivered");
             }
         }

@@ -87,7 +87,8 @@ pub struct RepairState {
     pub corrupt_found: AtomicU64,
     /// Chunks to look at before anything else (reported by readers, or
     /// found corrupt by the scrubber).
-    hinted: Mutex<BTreeSet<[u8; 32]>>,
+    /// Chunk -> whether its local shards must be re-verified.
+    hinted: Mutex<BTreeMap<[u8; 32], bool>>,
     /// Wakes the reconciliation loop early.
     pub wake: Notify,
     /// The next pass must look at every chunk (the map changed), not only
@@ -96,12 +97,15 @@ pub struct RepairState {
 }
 
 impl RepairState {
-    /// Ask for chunk `id` to be reconciled soon.
-    pub fn hint(&self, id: [u8; 32]) {
-        self.hinted
+    /// Ask for chunk `id` to be reconciled soon (`verify`: re-read and
+    /// check its local shards, a reader found one bad).
+    pub fn hint(&self, id: [u8; 32], verify: bool) {
+        *self
+            .hinted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+            .entry(id)
+            .or_default() |= verify;
         self.wake.notify_one();
     }
 
@@ -134,7 +138,7 @@ impl RepairState {
         }
     }
 
-    fn take_hints(&self) -> BTreeSet<[u8; 32]> {
+    fn take_hints(&self) -> BTreeMap<[u8; 32], bool> {
         std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
@@ -208,7 +212,7 @@ impl Pass<'_> {
         // The references are there: the peer looks at those chunks now
         // rather than at its next full pass.
         for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
-            if let Err(e) = client.repair_hint(batch).await {
+            if let Err(e) = client.repair_hint(batch, false).await {
                 tracing::debug!(%target, error = %e, "repair hint not delivered");
             }
         }
@@ -329,10 +333,10 @@ pub async fn reconcile_pass(
     };
 
     let hinted = node.repair.take_hints();
-    for &id in &hinted {
+    for (&id, &verify) in &hinted {
         if let Some(c) = load_chunk(node, id).await? {
             pass.report.chunks += 1;
-            visit(node, &mut pass, c, true).await?;
+            visit(node, &mut pass, c, verify).await?;
         }
     }
     let mut after: Option<Vec<u8>> = None;
@@ -378,7 +382,7 @@ pub async fn reconcile_pass(
             }
         }
         for c in chunks {
-            if hinted.contains(&c.id) {
+            if hinted.contains_key(&c.id) {
                 continue;
             }
             pass.report.chunks += 1;

@@ -299,11 +299,9 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
             crate::jobs::task_response(node, &body).map_err(|(status, m)| Failure::new(status, m))
         }
         Op::RepairHint => {
-            let keys = read_record::<api::ShardList>(node, req, content_hash)
-                .await?
-                .shard_keys()?;
-            for k in &keys {
-                node.repair.hint(k.chunk);
+            let hints = read_record::<api::RepairHints>(node, req, content_hash).await?;
+            for k in &hints.shard_keys()? {
+                node.repair.hint(k.chunk, hints.verify);
             }
             Ok(reply(StatusCode::NO_CONTENT, ""))
         }

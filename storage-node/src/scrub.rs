@@ -91,7 +91,8 @@ impl Node {
                     self.repair.corrupt_found.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(shard = %key, %reason, "scrub: corrupt shard deleted for rebuild");
                     self.store.delete(&key)?;
-                    self.repair.hint(key.chunk);
+                    // Deleted: a presence check finds it missing.
+                    self.repair.hint(key.chunk, false);
                 }
                 Err(e) => return Err(e.into()),
             }
