@@ -679,17 +679,7 @@ async fn rebuild_all(
     if work.is_empty() {
         return;
     }
-    // How healthy each chunk is on the grid decides the order (asked
-    // 16 chunks at a time).
-    for batch in work.chunks_mut(16) {
-        let chunks: Vec<Arc<ChunkRefs>> = batch.iter().map(|w| w.chunk.clone()).collect();
-        let counts =
-            futures_util::future::join_all(chunks.iter().map(|c| count_healthy(grid, c))).await;
-        for (w, healthy) in batch.iter_mut().zip(counts) {
-            w.healthy = healthy;
-        }
-    }
-    work.sort_by_key(|w| w.healthy);
+    order_worst_first(node, grid, &mut work).await;
     let throttle = Arc::new(Throttle::new(limits.bytes_per_sec));
     let gate = Arc::new(Semaphore::new(limits.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -715,6 +705,43 @@ async fn rebuild_all(
     while let Some(done) = tasks.join_next().await {
         account(node, done, report);
     }
+}
+
+/// Sort `work` by how many shards of each chunk the grid holds, fewest
+/// first. After a map change the previous map tells without a call: a
+/// shard whose home then is still serving is there. Without one, each
+/// chunk's homes are asked, 16 chunks at a time.
+async fn order_worst_first(node: &Arc<Node>, grid: &Grid, work: &mut [Work]) {
+    use metadata::model::NodeState;
+    let n = node.clone();
+    let prev = blocking(move || Ok(n.previous_map()?))
+        .await
+        .ok()
+        .flatten()
+        .map(|m| grid.with_map(m));
+    if let Some(prev) = prev {
+        let serving = |id: &String| {
+            grid.map().nodes.iter().any(|n| {
+                &n.id == id
+                    && (n.state == NodeState::Up as i32 || n.state == NodeState::Draining as i32)
+            })
+        };
+        for w in work.iter_mut() {
+            w.healthy = prev
+                .shard_homes(&ChunkId(w.chunk.id), w.chunk.n)
+                .map_or(0, |homes| homes.iter().filter(|h| serving(h)).count());
+        }
+    } else {
+        for batch in work.chunks_mut(16) {
+            let chunks: Vec<Arc<ChunkRefs>> = batch.iter().map(|w| w.chunk.clone()).collect();
+            let counts =
+                futures_util::future::join_all(chunks.iter().map(|c| count_healthy(grid, c))).await;
+            for (w, healthy) in batch.iter_mut().zip(counts) {
+                w.healthy = healthy;
+            }
+        }
+    }
+    work.sort_by_key(|w| w.healthy);
 }
 
 type RebuildDone = ([u8; 32], usize, Result<u64, NodeError>);
