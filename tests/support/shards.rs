@@ -117,6 +117,36 @@ pub fn stale_list(
     out
 }
 
+/// Chunks that some node answering holds a reference to: the chunks
+/// acknowledged objects (or parts) use, and not those of a put that
+/// failed, whose shards nobody must keep.
+pub async fn referenced_chunks(nodes: &[cluster::NodeClient]) -> BTreeSet<[u8; 32]> {
+    let mut out = BTreeSet::new();
+    for c in nodes {
+        let mut after = None;
+        loop {
+            let q = cluster::node_api::RefQuery {
+                chunk_id: None,
+                start_after: after.clone(),
+                limit: 1000,
+            };
+            let Ok(page) = c.refs_list(q).await else {
+                break;
+            };
+            for r in &page.refs {
+                if let Ok(id) = <[u8; 32]>::try_from(r.chunk_id.as_slice()) {
+                    out.insert(id);
+                }
+            }
+            match page.next_after {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
 /// Poll `check` every 250 ms until it holds or `limit` passes.
 pub async fn wait_for<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
 where
