@@ -679,7 +679,15 @@ async fn rebuild_all(
     if work.is_empty() {
         return;
     }
-    order_worst_first(node, grid, &mut work).await;
+    // Where shards were before the last map change, read once per pass:
+    // it orders the work and tells where a copy may still be.
+    let n = node.clone();
+    let prev: Option<Arc<Grid>> = blocking(move || Ok(n.previous_map()?))
+        .await
+        .ok()
+        .flatten()
+        .map(|m| Arc::new(grid.with_map(m)));
+    order_worst_first(grid, prev.as_deref(), &mut work).await;
     let throttle = Arc::new(Throttle::new(limits.bytes_per_sec));
     let gate = Arc::new(Semaphore::new(limits.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -690,10 +698,11 @@ async fn rebuild_all(
         let Ok(permit) = gate.clone().acquire_owned().await else {
             break;
         };
-        let (n, grid, throttle) = (node.clone(), grid.clone(), throttle.clone());
+        let (n, grid, throttle, prev) =
+            (node.clone(), grid.clone(), throttle.clone(), prev.clone());
         tasks.spawn(async move {
             n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-            let r = rebuild(&n, &grid, &w.chunk, &w.missing, &throttle).await;
+            let r = rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
             n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
             (w.chunk.id, w.missing.len(), r)
@@ -711,14 +720,8 @@ async fn rebuild_all(
 /// first. After a map change the previous map tells without a call: a
 /// shard whose home then is still serving is there. Without one, each
 /// chunk's homes are asked, 16 chunks at a time.
-async fn order_worst_first(node: &Arc<Node>, grid: &Grid, work: &mut [Work]) {
+async fn order_worst_first(grid: &Grid, prev: Option<&Grid>, work: &mut [Work]) {
     use metadata::model::NodeState;
-    let n = node.clone();
-    let prev = blocking(move || Ok(n.previous_map()?))
-        .await
-        .ok()
-        .flatten()
-        .map(|m| grid.with_map(m));
     if let Some(prev) = prev {
         let serving = |id: &String| {
             grid.map().nodes.iter().any(|n| {
@@ -807,6 +810,7 @@ async fn count_healthy(grid: &Grid, c: &ChunkRefs) -> usize {
 async fn rebuild(
     node: &Arc<Node>,
     grid: &Grid,
+    prev: Option<&Grid>,
     c: &Arc<ChunkRefs>,
     missing: &[usize],
     throttle: &Throttle,
@@ -815,7 +819,7 @@ async fn rebuild(
     // A node added or drained leaves the shards where they were: copying
     // the very shard moves one shard's bytes where rebuilding moves k.
     let mut written = 0u64;
-    let copied = copy_from_holders(node, grid, c, missing, throttle).await?;
+    let copied = copy_from_holders(node, grid, prev, c, missing, throttle).await?;
     for &i in &copied {
         written += u64::from(c.shard_len);
         tracing::info!(chunk = %chunk, index = i, "shard copied from its previous holder");
@@ -973,6 +977,7 @@ async fn rebuild_from(
 async fn copy_from_holders(
     node: &Arc<Node>,
     grid: &Grid,
+    prev: Option<&Grid>,
     c: &Arc<ChunkRefs>,
     missing: &[usize],
     throttle: &Throttle,
@@ -981,14 +986,10 @@ async fn copy_from_holders(
     // Only where the shards were under the previous map: asking every node
     // would cost a call per node and chunk when a dead node's shards are
     // rebuilt, where no copy exists.
-    let n = node.clone();
-    let Some(prev) = blocking(move || Ok(n.previous_map()?)).await? else {
+    let Some(prev) = prev else {
         return Ok(BTreeSet::new());
     };
-    let prev_homes = grid
-        .with_map(prev)
-        .shard_homes(&ChunkId(c.id), c.n)
-        .unwrap_or_default();
+    let prev_homes = prev.shard_homes(&ChunkId(c.id), c.n).unwrap_or_default();
     let was_home: BTreeSet<&String> = missing.iter().filter_map(|i| prev_homes.get(*i)).collect();
     let keys: Vec<ShardKey> = missing
         .iter()
