@@ -22,14 +22,11 @@ use cluster::jobs::{
 use cluster::ObjectStore;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// Largest submit body.
 const MAX_BODY: usize = 1 << 20;
@@ -338,18 +335,7 @@ fn unauthorized() -> Response<String> {
 }
 
 /// The job API running in the background.
-pub struct Running {
-    pub addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
-}
+pub use crate::listener::Running;
 
 /// Bind `addr` and serve the job API for `store` on it.
 pub async fn start(
@@ -362,46 +348,15 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| JobsApiError::Listen { addr, source })?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let jobs = JobManager::new(store.clone());
     let auth = Arc::new(StoreAuth::new(store));
-    let task = tokio::spawn(serve(listener, jobs, auth, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Running { addr, stop, task })
-}
-
-async fn serve(
-    listener: TcpListener,
-    jobs: JobManager,
-    auth: Arc<StoreAuth>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let (jobs, auth) = (jobs.clone(), auth.clone());
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let (jobs, auth) = (jobs.clone(), auth.clone());
-                        async move { Ok::<_, std::convert::Infallible>(handle(req, jobs, auth).await) }
-                    });
-                    let _ = Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.abort_all();
+    let svc = hyper::service::service_fn(move |req| {
+        let (jobs, auth) = (jobs.clone(), auth.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, jobs, auth).await) }
+    });
+    Ok(Running::spawn(addr, |stopped| {
+        crate::listener::serve(listener, svc, stopped, "jobs")
+    }))
 }
 
 /// The client side, for `gridstore job`.
@@ -434,7 +389,7 @@ pub mod client {
             Self {
                 endpoint: endpoint.trim_end_matches('/').to_string(),
                 auth: format!("Basic {token}"),
-                http: Client::builder(TokioExecutor::new()).build_http(),
+                http: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
             }
         }
 

@@ -11,6 +11,7 @@ pub mod auth;
 mod convert;
 pub mod errors;
 pub mod jobs;
+pub mod listener;
 pub mod s3;
 pub mod server;
 pub mod webdav;

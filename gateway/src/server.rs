@@ -4,12 +4,9 @@
 use crate::auth::{PublicReadAccess, StoreAuth};
 use crate::S3Gateway;
 use cluster::ObjectStore;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use s3s::service::S3ServiceBuilder;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 /// Gateway settings.
 #[derive(Debug, Clone)]
@@ -189,65 +186,30 @@ pub async fn serve(
     service: s3s::service::S3Service,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let svc = service.clone();
-                conns.spawn(async move {
-                    let builder = Builder::new(TokioExecutor::new());
-                    let guarded = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let svc = svc.clone();
-                        async move {
-                            let request_id = new_request_id();
-                            if let Some(mut refusal) = presign_refusal(req.uri()).or_else(|| preflight_refusal(&req)) {
-                                stamp_request_id(&mut refusal, &request_id);
-                                return Ok::<_, s3s::HttpError>(refusal);
-                            }
-                            let expects = expects_continue(&req);
-                            let empty = declares_empty_body(&req);
-                            let mut resp = hyper::service::Service::call(&svc, req).await?;
-                            stamp_request_id(&mut resp, &request_id);
-                            if must_close(expects, empty, resp.status()) {
-                                resp.headers_mut().insert(
-                                    http::header::CONNECTION,
-                                    http::HeaderValue::from_static("close"),
-                                );
-                            }
-                            Ok(resp)
-                        }
-                    });
-                    if let Err(e) = builder
-                        .serve_connection(TokioIo::new(stream), guarded)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "S3 connection ended with an error");
-                    }
-                });
+    let guarded = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let svc = service.clone();
+        async move {
+            let request_id = new_request_id();
+            if let Some(mut refusal) =
+                presign_refusal(req.uri()).or_else(|| preflight_refusal(&req))
+            {
+                stamp_request_id(&mut refusal, &request_id);
+                return Ok::<_, s3s::HttpError>(refusal);
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            let expects = expects_continue(&req);
+            let empty = declares_empty_body(&req);
+            let mut resp = hyper::service::Service::call(&svc, req).await?;
+            stamp_request_id(&mut resp, &request_id);
+            if must_close(expects, empty, resp.status()) {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(resp)
         }
-    }
-    drop(listener);
-    let grace = tokio::time::sleep(std::time::Duration::from_secs(10));
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            _ = &mut grace => { conns.abort_all(); break; }
-            next = conns.join_next() => if next.is_none() { break },
-        }
-    }
+    });
+    crate::listener::serve(listener, guarded, shutdown, "S3").await;
 }
 
 #[cfg(test)]

@@ -11,13 +11,10 @@ use cluster::ObjectStore;
 use dav_server::body::Body;
 use dav_server::DavHandler;
 use http::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 const REALM: &str = "Basic realm=\"gridstore\", charset=\"UTF-8\"";
 
@@ -142,66 +139,15 @@ pub async fn serve(
     let dav = handler(store.clone());
     let auth = Arc::new(StoreAuth::new(store));
     let limit = Arc::new(Semaphore::new(MAX_REQUESTS));
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "WebDAV accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
-                        async move {
-                            Ok::<_, std::convert::Infallible>(handle(req, dav, auth, limit).await)
-                        }
-                    });
-                    if let Err(e) = Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await
-                    {
-                        tracing::debug!(error = %e, "WebDAV connection ended with an error");
-                    }
-                });
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let grace = tokio::time::sleep(std::time::Duration::from_secs(10));
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            _ = &mut grace => { conns.abort_all(); break; }
-            next = conns.join_next() => if next.is_none() { break },
-        }
-    }
+    let svc = hyper::service::service_fn(move |req| {
+        let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, dav, auth, limit).await) }
+    });
+    crate::listener::serve(listener, svc, shutdown, "WebDAV").await;
 }
 
 /// A WebDAV listener running beside the S3 one.
-pub struct Running {
-    pub addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// Stop accepting and wait for requests in flight (bounded by
-    /// [`serve`]'s grace period).
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
-}
+pub use crate::listener::Running;
 
 /// Bind `addr` and serve WebDAV on it in the background.
 pub async fn start(addr: std::net::SocketAddr, store: ObjectStore) -> Result<Running, WebDavError> {
@@ -209,11 +155,9 @@ pub async fn start(addr: std::net::SocketAddr, store: ObjectStore) -> Result<Run
     let addr = listener
         .local_addr()
         .map_err(|source| WebDavError::Listen { addr, source })?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, store, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Running { addr, stop, task })
+    Ok(Running::spawn(addr, |stopped| {
+        serve(listener, store, stopped)
+    }))
 }
 
 /// Bind `addr` for [`serve`].
