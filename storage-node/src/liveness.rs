@@ -51,6 +51,9 @@ pub struct Liveness {
     last_ok: HashMap<String, Instant>,
     /// Peers answering since (for a node coming back).
     up_since: HashMap<String, Instant>,
+    /// Clients of the peers, kept across rounds so heartbeats reuse their
+    /// connections; remade only for nodes whose address a new map changed.
+    grid: Option<cluster::chunk_io::Grid>,
 }
 
 impl Liveness {
@@ -60,6 +63,7 @@ impl Liveness {
             started: Instant::now(),
             last_ok: HashMap::new(),
             up_since: HashMap::new(),
+            grid: None,
         }
     }
 
@@ -74,7 +78,7 @@ impl Liveness {
         else {
             return Ok(None);
         };
-        let grid = grid_of(node, map.clone());
+        let grid = self.grid_for(node, &map);
         let now = Instant::now();
         let mut newest: Option<(u64, String)> = None;
         let mut probes = tokio::task::JoinSet::new();
@@ -125,6 +129,17 @@ impl Liveness {
             return Ok(None);
         }
         self.propose(node, &map, now).await
+    }
+
+    /// Clients for `map`, reusing those of the last round.
+    fn grid_for(&mut self, node: &Node, map: &ClusterMap) -> cluster::chunk_io::Grid {
+        let grid = match self.grid.take() {
+            Some(g) if g.map() == map => g,
+            Some(g) => g.with_map(map.clone()),
+            None => grid_of(node, map.clone()),
+        };
+        self.grid = Some(grid.clone());
+        grid
     }
 
     fn alive(&self, id: &str, now: Instant) -> bool {
@@ -197,7 +212,7 @@ impl Liveness {
             .await
             .map_err(|e| NodeError::Refused(e.to_string()))??;
         tracing::warn!(epoch = next.epoch, changes = %changed.join(", "), "cluster map changed");
-        let grid = grid_of(node, next.clone());
+        let grid = self.grid_for(node, &next);
         for p in next.nodes.iter().filter(|p| p.id != node.id) {
             if let Some(c) = grid.client(&p.id) {
                 if let Err(e) = c.put_map(&next).await {
