@@ -43,15 +43,22 @@ pub struct RepairReport {
     pub rebuild_start_s: f64,
     /// From the kill to full redundancy.
     pub full_redundancy_s: f64,
-    /// Shard bytes rebuilt per second, from the first rebuilt shard to
-    /// full redundancy.
+    /// The dead node's shard bytes restored per second, from the first
+    /// rebuilt shard to full redundancy: what the ratio is taken of.
     pub rebuild_mib_s: f64,
+    /// Every shard byte repair wrote per second in that time: the rebuilt
+    /// ones and the shards the new map moved (copied, not rebuilt, from
+    /// where they were).
+    pub written_mib_s: f64,
     /// Keyless rebuild of one shard from four, in memory, one thread.
     pub codec_rebuild_mib_s: f64,
     /// Writing shard-sized files with fsync, one at a time, same disk.
     pub disk_write_mib_s: f64,
     /// rebuild / min(codec, disk).
     pub ratio: f64,
+    /// (seconds since the kill, MiB rebuilt so far), every 200 ms: where
+    /// the rebuild ran at full speed and where it waited.
+    pub timeline: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +257,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
     let killed = Instant::now();
     let limit = Duration::from_secs(args.down_after_secs * 4 + 1800);
     let (mut detect, mut start) = (None, None);
+    let mut timeline = Vec::new();
     loop {
         if killed.elapsed() > limit {
             return Err(RepairBenchError::Timeout(format!(
@@ -272,6 +280,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
         }
         let figures: Vec<_> = live.iter().map(|n| n.node.repair.snapshot(0)).collect();
         let rebuilt: u64 = figures.iter().map(|f| f.rebuilt_bytes).sum::<u64>() - rebuilt_before;
+        timeline.push((killed.elapsed().as_secs_f64(), mib(rebuilt)));
         if start.is_none() && (rebuilt > 0 || figures.iter().any(|f| f.rebuilding > 0)) {
             start = Some(killed.elapsed());
         }
@@ -292,10 +301,12 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 detect_s: detect.map_or(0.0, |d| d.as_secs_f64()),
                 rebuild_start_s: start.as_secs_f64(),
                 full_redundancy_s: full.as_secs_f64(),
-                rebuild_mib_s: mib(rebuilt) / secs,
+                rebuild_mib_s: mib(lost) / secs,
+                written_mib_s: mib(rebuilt) / secs,
                 codec_rebuild_mib_s: 0.0,
                 disk_write_mib_s: 0.0,
                 ratio: 0.0,
+                timeline,
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -309,7 +320,8 @@ pub fn table(r: &RepairReport) -> String {
          detected (map marks it down)  {:>8.1} s\n\
          first shard rebuilt            {:>8.1} s\n\
          full redundancy                {:>8.1} s\n\
-         rebuild rate                   {:>8.1} MiB/s\n\
+         rebuild rate (lost bytes)      {:>8.1} MiB/s\n\
+         repair writes (rebuilt+moved)  {:>8.1} MiB/s\n\
          codec rebuild (1 thread)       {:>8.1} MiB/s\n\
          disk write+fsync (256 KiB)     {:>8.1} MiB/s\n\
          rebuild / slower ceiling       {:>8.2}\n",
@@ -324,6 +336,7 @@ pub fn table(r: &RepairReport) -> String {
         r.rebuild_start_s,
         r.full_redundancy_s,
         r.rebuild_mib_s,
+        r.written_mib_s,
         r.codec_rebuild_mib_s,
         r.disk_write_mib_s,
         r.ratio

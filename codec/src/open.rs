@@ -224,7 +224,9 @@ fn assemble(
     let (k, n) = (params.data(), params.total());
     let data_complete = sel.bodies[..k].iter().all(Option::is_some);
     let slots = if data_only && data_complete { k } else { n };
-    work.clear();
+    // Stale bytes from the last chunk may stay in the slots: present ones
+    // are overwritten below, missing ones by the coder (its first pass
+    // over an output multiplies rather than accumulates).
     work.resize(slots * body_len, 0);
     for (i, b) in sel.bodies.iter().take(slots).enumerate() {
         if let Some(b) = b {
@@ -576,7 +578,11 @@ impl Rebuilder {
                 reason: "requested index beyond k + m",
             });
         }
-        assemble(&mut self.coders, &mut sel, &mut self.work, false)?;
+        // Wanting only data shards, leave the parity the coder would also
+        // recompute alone: half the coding work when one of two missing
+        // shards is wanted.
+        let data_only = wanted.iter().all(|&i| i < sel.header.params.data());
+        assemble(&mut self.coders, &mut sel, &mut self.work, data_only)?;
         let body_len = sel.header.body_len as usize;
         let mut out = Vec::with_capacity(wanted.len());
         for &index in wanted {

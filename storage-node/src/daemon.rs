@@ -360,6 +360,11 @@ async fn reconcile_loop(
     stop: Arc<AtomicBool>,
     mut quit: Quit,
 ) {
+    // Hints that arrive while a pass runs wait for the next one: it starts
+    // at once. Only an idle loop, woken by a first hint, waits a moment so
+    // a burst (a scrub finding many, a peer pushing a map's worth) gathers.
+    const GATHER: Duration = Duration::from_millis(500);
+    let mut last_pass = tokio::time::Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -367,8 +372,9 @@ async fn reconcile_loop(
         let full = tokio::select! {
             () = tokio::time::sleep(interval) => true,
             () = node.repair.wake.notified() => {
-                // Let a burst of hints (a scrub finding many) gather.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                if last_pass.elapsed() >= GATHER {
+                    tokio::time::sleep(GATHER).await;
+                }
                 node.repair.take_full()
             }
             () = quitting(&mut quit) => return,
@@ -376,7 +382,9 @@ async fn reconcile_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        match repair::reconcile_pass(&node, limits, &stop, full).await {
+        let result = repair::reconcile_pass(&node, limits, &stop, full).await;
+        last_pass = tokio::time::Instant::now();
+        match result {
             Ok(r) if r.missing > 0 || r.handed_back > 0 || r.refs_dropped > 0 => {
                 tracing::info!(
                     chunks = r.chunks,

@@ -166,6 +166,9 @@ struct Pass<'a> {
     grid: &'a Grid,
     /// Give every home the references (the map changed since last time).
     push_all: bool,
+    /// The previous map, when its homes all have the references: then
+    /// `push_all` gives them only to homes it did not name.
+    settled: Option<&'a Grid>,
     push_failed: bool,
     report: ReconcileReport,
     work: Vec<Work>,
@@ -322,10 +325,27 @@ pub async fn reconcile_pass(
             .unwrap_or(0))
     })
     .await?;
+    // Where shards were before the last map change, read once per pass:
+    // it tells which homes are new, orders the work and says where a copy
+    // may still be.
+    let n = node.clone();
+    let prev: Option<Arc<Grid>> = blocking(move || Ok(n.previous_map()?))
+        .await
+        .ok()
+        .flatten()
+        .map(|m| Arc::new(grid.with_map(m)));
+    let push_all = full && propagated != epoch;
     let mut pass = Pass {
         grid: &grid,
         // A new map may have named new homes: they learn from the old ones.
-        push_all: full && propagated != epoch,
+        push_all,
+        // When every home under the previous map was given the references
+        // (this node propagated that epoch), only homes new since then
+        // need them: pushing to all would rewrite every reference on every
+        // home and have each look at every chunk again.
+        settled: prev
+            .as_deref()
+            .filter(|p| push_all && p.map().epoch == propagated),
         push_failed: false,
         report: ReconcileReport::default(),
         work: Vec::new(),
@@ -402,7 +422,7 @@ pub async fn reconcile_pass(
     let work = pass.work;
     report.missing = work.iter().map(|w| w.missing.len() as u64).sum();
     node.repair.missing.store(report.missing, Ordering::Relaxed);
-    rebuild_all(node, &grid, work, limits, stop, &mut report).await;
+    rebuild_all(node, &grid, prev, work, limits, stop, &mut report).await;
     node.repair.passes.fetch_add(1, Ordering::Relaxed);
     node.repair
         .last_pass_ms
@@ -480,27 +500,28 @@ async fn visit(
     // What this node holds of the chunk, and whether each looks whole.
     let (n, id, len, shards) = (node.clone(), c.id, c.shard_len, c.n);
     let held: Vec<(usize, bool)> = blocking(move || {
+        if !verify {
+            return Ok(n
+                .store
+                .held(&id)?
+                .into_iter()
+                .filter(|(i, _)| *i < shards)
+                .map(|(i, l)| (i, len == 0 || l == u64::from(len)))
+                .collect());
+        }
+        // A reader named this chunk: check our shards in full, and drop a
+        // bad one so it is rebuilt below.
         let mut held = Vec::new();
         for i in 0..shards {
             let key = ShardKey::new(id, i).map_err(fail)?;
-            if verify {
-                // A reader named this chunk: check our shards in full, and
-                // drop a bad one so it is rebuilt below.
-                match n.store.verify(&key) {
-                    Ok(()) => held.push((i, true)),
-                    Err(crate::StoreError::NotFound) => {}
-                    Err(crate::StoreError::Corrupt(reason)) => {
-                        tracing::warn!(shard = %key, %reason, "corrupt shard deleted for rebuild");
-                        n.repair.corrupt_found.fetch_add(1, Ordering::Relaxed);
-                        n.store.delete(&key)?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                continue;
-            }
-            match n.store.shard_len(&key) {
-                Ok(l) => held.push((i, len == 0 || l == u64::from(len))),
+            match n.store.verify(&key) {
+                Ok(()) => held.push((i, true)),
                 Err(crate::StoreError::NotFound) => {}
+                Err(crate::StoreError::Corrupt(reason)) => {
+                    tracing::warn!(shard = %key, %reason, "corrupt shard deleted for rebuild");
+                    n.repair.corrupt_found.fetch_add(1, Ordering::Relaxed);
+                    n.store.delete(&key)?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -546,7 +567,12 @@ async fn visit(
     };
     let targets: BTreeSet<&String> = homes.iter().filter(|h| **h != node.id).collect();
     if is_home && pass.push_all {
-        for target in targets {
+        let before: BTreeSet<String> = pass
+            .settled
+            .and_then(|p| p.shard_homes(&chunk, c.n).ok())
+            .map(|h| h.into_iter().collect())
+            .unwrap_or_default();
+        for target in targets.into_iter().filter(|t| !before.contains(*t)) {
             let hints = hints_for(target);
             pass.send(target, &c.refs, hints).await;
         }
@@ -655,6 +681,17 @@ fn header_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
         && c.hashes.get(index).is_none_or(|x| *x == h.checksum)
 }
 
+/// Whether a shard may go into a rebuild: when `careful`, checked in full
+/// ([`shard_ok`]); otherwise on its header alone, since the rebuild
+/// verifies every checksum and, should one fail, gathers again carefully.
+fn usable(bytes: &[u8], c: &ChunkRefs, index: usize, careful: bool) -> bool {
+    if careful {
+        shard_ok(bytes, c, index)
+    } else {
+        header_ok(bytes, c, index)
+    }
+}
+
 /// A shard fit to rebuild from: well formed, checksum right, the index and
 /// chunk it claims, and the checksum its writer recorded (when known).
 fn shard_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
@@ -671,6 +708,7 @@ fn shard_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
 async fn rebuild_all(
     node: &Arc<Node>,
     grid: &Grid,
+    prev: Option<Arc<Grid>>,
     mut work: Vec<Work>,
     limits: RepairLimits,
     stop: &AtomicBool,
@@ -679,14 +717,6 @@ async fn rebuild_all(
     if work.is_empty() {
         return;
     }
-    // Where shards were before the last map change, read once per pass:
-    // it orders the work and tells where a copy may still be.
-    let n = node.clone();
-    let prev: Option<Arc<Grid>> = blocking(move || Ok(n.previous_map()?))
-        .await
-        .ok()
-        .flatten()
-        .map(|m| Arc::new(grid.with_map(m)));
     order_worst_first(grid, prev.as_deref(), &mut work).await;
     let throttle = Arc::new(Throttle::new(limits.bytes_per_sec));
     let gate = Arc::new(Semaphore::new(limits.concurrency.max(1)));
@@ -857,16 +887,19 @@ async fn rebuild_from(
 ) -> Result<u64, NodeError> {
     let chunk = ChunkId(c.id);
     let homes = grid.shard_homes(&chunk, c.n).map_err(fail)?;
-    let mut have: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-    // Good shards already here (this node may be home to several).
+    let mut have: BTreeMap<usize, Bytes> = BTreeMap::new();
+    // Shards already here (this node may be home to several), taken like
+    // fetched ones.
     let (n, cc) = (node.clone(), c.clone());
-    let local: Vec<(usize, Vec<u8>)> = blocking(move || {
+    let local: Vec<(usize, Bytes)> = blocking(move || {
         let mut out = Vec::new();
-        for i in 0..cc.n {
-            let key = ShardKey::new(cc.id, i).map_err(fail)?;
+        for (i, _) in n.store.held(&cc.id)? {
+            let Ok(key) = ShardKey::new(cc.id, i) else {
+                continue;
+            };
             if let Ok(b) = n.store.read(&key, None) {
-                if shard_ok(&b, &cc, i) {
-                    out.push((i, b));
+                if usable(&b, &cc, i, careful) {
+                    out.push((i, Bytes::from(b)));
                 }
             }
         }
@@ -939,36 +972,42 @@ async fn rebuild_from(
             c.k
         )));
     }
-    let wanted = missing.to_vec();
-    let cc = c.clone();
-    let shards: Vec<Vec<u8>> = have.into_values().take(c.k).collect();
-    let rebuilt = blocking(move || {
-        let (out, _) = Rebuilder::new()
-            .rebuild(&ChunkId(cc.id), &shards, &wanted)
-            .map_err(fail)?;
-        Ok(out)
-    })
-    .await?;
-    let mut written = 0u64;
-    for (shard, &i) in rebuilt.into_iter().zip(missing) {
-        if !shard_ok(&shard, c, i) {
-            return Err(fail(format!(
-                "chunk {chunk}: rebuilt shard {i} does not match its recorded checksum"
-            )));
-        }
-        let key = ShardKey::new(c.id, i).map_err(fail)?;
-        let n = node.clone();
-        let len = shard.len() as u64;
-        blocking(move || {
+    // Rebuild and store in one trip to the blocking pool.
+    let (n, cc, wanted) = (node.clone(), c.clone(), missing.to_vec());
+    let shards: Vec<Bytes> = have.into_values().take(c.k).collect();
+    blocking(move || {
+        let rebuilt = REBUILDER
+            .with(|r| r.borrow_mut().rebuild(&ChunkId(cc.id), &shards, &wanted))
+            .map_err(fail)?
+            .0;
+        let mut written = 0u64;
+        for (shard, &i) in rebuilt.iter().zip(&wanted) {
+            // The rebuilder hashed the body into the header just now: the
+            // header must carry the checksum the writer recorded. The
+            // store checks the body against it once more.
+            if !header_ok(shard, &cc, i) {
+                return Err(fail(format!(
+                    "chunk {}: rebuilt shard {i} does not match its recorded checksum",
+                    ChunkId(cc.id)
+                )));
+            }
+            let key = ShardKey::new(cc.id, i).map_err(fail)?;
             // A stale or corrupt file in the way goes first.
             n.store.delete(&key)?;
-            Ok(n.store.put(key, &shard)?)
-        })
-        .await?;
-        written += len;
-        tracing::info!(chunk = %chunk, index = i, bytes = len, "shard rebuilt");
-    }
-    Ok(written)
+            n.store.put(key, shard)?;
+            written += shard.len() as u64;
+            tracing::info!(chunk = %ChunkId(cc.id), index = i, bytes = shard.len(), "shard rebuilt");
+        }
+        Ok(written)
+    })
+    .await
+}
+
+thread_local! {
+    // The rebuilder keeps its coding matrices and work buffer between
+    // chunks; one per blocking-pool thread saves allocating and zeroing
+    // both for every rebuild.
+    static REBUILDER: std::cell::RefCell<Rebuilder> = std::cell::RefCell::new(Rebuilder::new());
 }
 
 /// Copy shards `missing` of `c` from any serving node that still holds
@@ -1043,16 +1082,12 @@ async fn fetch(
     index: usize,
     throttle: &Throttle,
     careful: bool,
-) -> Option<Vec<u8>> {
+) -> Option<Bytes> {
     let client: &NodeClient = grid.client(node_id)?;
     let key = ShardKey::new(c.id, index).ok()?;
     throttle.take(u64::from(c.shard_len.max(1))).await;
     match client.get_shard(&key, None).await {
-        // Not careful: the header is enough, the rebuild verifies every
-        // checksum.
-        Ok(b) if (careful && shard_ok(&b, c, index)) || (!careful && header_ok(&b, c, index)) => {
-            Some(b.to_vec())
-        }
+        Ok(b) if usable(&b, c, index, careful) => Some(b),
         Ok(_) => {
             tracing::warn!(chunk = %hex::encode(c.id), index, node = node_id,
                 "peer served a bad shard; not used");

@@ -13,6 +13,7 @@
 
 use crate::file_io::IoBackend;
 use codec::shard::StreamVerifier;
+use metadata::model::CHUNK_ID_LEN;
 pub use metadata::ShardKey;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -135,9 +136,14 @@ impl ShardStore {
     }
 
     fn dir(&self, key: &ShardKey) -> PathBuf {
+        self.chunk_dir(&key.chunk)
+    }
+
+    /// Where every shard of `chunk` is.
+    fn chunk_dir(&self, chunk: &[u8; CHUNK_ID_LEN]) -> PathBuf {
         self.shards
-            .join(format!("{:02x}", key.chunk[0]))
-            .join(format!("{:02x}", key.chunk[1]))
+            .join(format!("{:02x}", chunk[0]))
+            .join(format!("{:02x}", chunk[1]))
     }
 
     /// Where a shard's file is (whether or not it exists). For tools and
@@ -281,6 +287,40 @@ impl ShardStore {
         self.used.fetch_sub(len, Ordering::SeqCst);
         self.count.fetch_sub(1, Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// The shards of `chunk` held here, as (index, length with header), in
+    /// index order. One directory listing: a chunk's shards share a
+    /// directory, so this costs one `getdents` where asking for each index
+    /// would cost a path lookup per index.
+    pub fn held(&self, chunk: &[u8; CHUNK_ID_LEN]) -> Result<Vec<(usize, u64)>, StoreError> {
+        let entries = match fs::read_dir(self.chunk_dir(chunk)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut held = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let Some(key) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| ShardKey::from_name(n).ok())
+            else {
+                continue;
+            };
+            if key.chunk != *chunk {
+                continue;
+            }
+            match entry.metadata() {
+                Ok(m) => held.push((usize::from(key.index), m.len())),
+                // Deleted since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        held.sort_unstable();
+        Ok(held)
     }
 
     /// Every shard held, in directory order (for the scrubber and the
