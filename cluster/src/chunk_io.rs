@@ -131,7 +131,7 @@ impl Grid {
     /// round when the grid has fewer placeable nodes), without repeats:
     /// where its chunk references go.
     pub fn placement(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        let order = self.chunk_order(id)?;
+        let order = self.chunk_order(id, shards)?;
         let mut out: Vec<String> = Vec::new();
         for node in order.iter().take(shards) {
             out.push(node.id.clone());
@@ -141,7 +141,7 @@ impl Grid {
 
     /// The placement node of each shard index (with wrap-round).
     pub fn shard_homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        let order = self.chunk_order(id)?;
+        let order = self.chunk_order(id, shards)?;
         if order.is_empty() {
             return Err(PlacementError::NotEnoughNodes {
                 needed: 1,
@@ -161,11 +161,10 @@ impl Grid {
         self.clients.get(node_id)
     }
 
-    /// Every placeable node, in this chunk's rendezvous order: the first
-    /// `k + m` are its placement, the rest its hand-off order.
-    fn chunk_order(&self, id: &ChunkId) -> Result<Vec<&Node>, PlacementError> {
-        let all = self.map.nodes.iter().filter(|n| n.placeable()).count();
-        placement::chunk_nodes(&self.map, &id.0, all)
+    /// Every placeable node, in this chunk's order: the homes of its
+    /// `shards` shards, then its hand-off order.
+    fn chunk_order(&self, id: &ChunkId, shards: usize) -> Result<Vec<&Node>, PlacementError> {
+        placement::chunk_order(&self.map, &id.0, shards)
     }
 }
 
@@ -189,7 +188,7 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
     let id = chunk.id();
     let n = chunk.shard_count();
     let order: Vec<String> = grid
-        .chunk_order(&id)?
+        .chunk_order(&id, n)?
         .into_iter()
         .map(|node| node.id.clone())
         .collect();
@@ -370,7 +369,7 @@ pub async fn get_chunk_with(
 ) -> Result<(Vec<u8>, ChunkReadReport), ChunkError> {
     let n = k + m;
     let order: Vec<String> = grid
-        .chunk_order(id)?
+        .chunk_order(id, n)?
         .into_iter()
         .map(|node| node.id.clone())
         .collect();

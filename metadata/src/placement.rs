@@ -4,10 +4,16 @@
 //! Rendezvous (highest random weight) hashing, one draw per shard index:
 //! shard `i` goes to a site chosen by rendezvous among the least-used sites,
 //! then to the node of that site with the highest capacity-weighted score
-//! for `(chunk, i)` that is placeable and not already chosen. Every gateway and node computes the
-//! same answer from the same map with no coordination, and a map change
-//! moves only the shards whose winner changed (about 1/N of them when one
-//! of N nodes comes or goes).
+//! for `(chunk, i)` that is not already chosen. Every gateway and node
+//! computes the same answer from the same map with no coordination, and a
+//! map change moves only the shards whose winner changed (about 1/N of
+//! them when one of N nodes is added).
+//!
+//! Down, draining and removed nodes still take part in the draws; a draw
+//! they win is then made again among the placeable nodes. So a node going
+//! down (or draining) moves exactly the shards it held, whatever the sites
+//! look like, coming back up moves them home again, and removing a drained
+//! node moves nothing.
 //!
 //! Site spread: each draw goes to a site holding the fewest of the item's
 //! shards so far, so `n` shards over `s` sites use `min(n, s)` sites and no
@@ -16,7 +22,6 @@
 //! take its share.
 
 use crate::model::{ClusterMap, Node};
-use std::collections::HashMap;
 
 /// Why no placement could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,11 +57,15 @@ fn node_score(domain: &[u8], item: &[u8], index: u32, node: &Node) -> f64 {
     -w / u.ln()
 }
 
-/// Pick `n` distinct nodes, one draw per index. Each draw first picks a
-/// site among those holding the fewest of this item's shards so far (so
-/// the shards spread over as many sites as exist, evenly), by rendezvous
-/// over site names; then the node within that site by weighted rendezvous.
-/// A node joining or leaving a site only changes draws inside that site.
+/// Pick `n` distinct placeable nodes, one draw per index.
+///
+/// The draws run over every node of the map, placeable or not; then each
+/// pick that is not placeable (down, draining, removed) is replaced by a
+/// draw among the placeable nodes left. A node going down or draining so
+/// moves only its own shards, and removing a drained node moves nothing.
+/// Drawing among the placeable nodes alone would change the site balance
+/// every later draw sees: in a site of two nodes, one dying would move
+/// about as many other shards as it held.
 fn pick<'a>(
     map: &'a ClusterMap,
     domain: &[u8],
@@ -70,47 +79,81 @@ fn pick<'a>(
             available: eligible.len(),
         });
     }
-    let mut sites: Vec<&str> = eligible.iter().map(|e| e.site.as_str()).collect();
-    sites.sort_unstable();
-    sites.dedup();
-    let mut used: HashMap<&str, usize> = HashMap::new();
-    let mut free: HashMap<&str, usize> = HashMap::new();
-    for e in &eligible {
-        *free.entry(e.site.as_str()).or_default() += 1;
+    let listed: Vec<&Node> = map.nodes.iter().collect();
+    let mut drawn: Vec<&Node> = Vec::with_capacity(n);
+    for index in 0..n {
+        match draw(&listed, domain, item, index, &drawn) {
+            Some(node) => drawn.push(node),
+            None => break,
+        }
     }
-    let mut taken = vec![false; eligible.len()];
-    let mut chosen: Vec<&Node> = Vec::with_capacity(n);
-    for index in 0..n as u32 {
-        let open = sites.iter().filter(|s| free[**s] > 0);
-        let fewest = open
-            .clone()
-            .map(|s| used.get(s).copied().unwrap_or(0))
-            .min();
-        let site = open
-            .filter(|s| Some(used.get(*s).copied().unwrap_or(0)) == fewest)
-            .max_by(|a, b| {
-                uniform(domain, item, index, a.as_bytes())
-                    .total_cmp(&uniform(domain, item, index, b.as_bytes()))
-                    .then_with(|| b.cmp(a))
-            })
-            .copied()
-            .expect("eligible.len() >= n leaves a site with a free node");
-        let (i, _) = eligible
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| !taken[*i] && e.site == site)
-            .map(|(i, e)| (i, node_score(domain, item, index, e)))
-            .max_by(|a, b| {
-                a.1.total_cmp(&b.1)
-                    .then_with(|| eligible[b.0].id.cmp(&eligible[a.0].id))
-            })
-            .expect("the site has a free node");
-        taken[i] = true;
-        *used.entry(site).or_default() += 1;
-        *free.entry(site).or_default() -= 1;
-        chosen.push(eligible[i]);
+    let mut chosen: Vec<Option<&Node>> = drawn
+        .into_iter()
+        .map(|node| Some(node).filter(|n| n.placeable()))
+        .collect();
+    chosen.resize(n, None);
+    for index in 0..n {
+        if chosen[index].is_none() {
+            let kept: Vec<&Node> = chosen.iter().flatten().copied().collect();
+            chosen[index] = draw(&eligible, domain, item, index, &kept);
+        }
     }
-    Ok(chosen)
+    // `eligible` has at least `n` nodes, so every index found one.
+    Ok(chosen.into_iter().flatten().collect())
+}
+
+/// Draw `index` among `candidates` not in `taken`: first a site among
+/// those with a free candidate that hold the fewest of `taken` (so an
+/// item's shards spread over as many sites as exist, evenly), by
+/// rendezvous over site names; then the node of that site by weighted
+/// rendezvous. A node joining or leaving a site only changes draws inside
+/// that site. `None` when every candidate is taken.
+fn draw<'a>(
+    candidates: &[&'a Node],
+    domain: &[u8],
+    item: &[u8],
+    index: usize,
+    taken: &[&'a Node],
+) -> Option<&'a Node> {
+    let index = index as u32;
+    let is_taken = |n: &Node| taken.iter().any(|t| t.id == n.id);
+    let free: Vec<&Node> = candidates
+        .iter()
+        .copied()
+        .filter(|n| !is_taken(n))
+        .collect();
+    let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
+    let fewest = free.iter().map(|n| held(&n.site)).min()?;
+    let site = free
+        .iter()
+        .map(|n| n.site.as_str())
+        .filter(|s| held(s) == fewest)
+        .max_by(|a, b| {
+            uniform(domain, item, index, a.as_bytes())
+                .total_cmp(&uniform(domain, item, index, b.as_bytes()))
+                .then_with(|| b.cmp(a))
+        })?;
+    free.into_iter()
+        .filter(|n| n.site == site)
+        .map(|n| (n, node_score(domain, item, index, n)))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.id.cmp(&a.0.id)))
+        .map(|(n, _)| n)
+}
+
+/// Every placeable node in chunk `chunk_id`'s order: its `homes` shard
+/// homes first (as [`chunk_nodes`] gives them), then the others in the
+/// order writes hand shards off to when a home is unavailable.
+pub fn chunk_order<'a>(
+    map: &'a ClusterMap,
+    chunk_id: &[u8],
+    homes: usize,
+) -> Result<Vec<&'a Node>, PlacementError> {
+    let eligible: Vec<&Node> = map.nodes.iter().filter(|n| n.placeable()).collect();
+    let mut order = pick(map, CHUNK_DOMAIN, chunk_id, homes.min(eligible.len()))?;
+    while let Some(next) = draw(&eligible, CHUNK_DOMAIN, chunk_id, order.len(), &order) {
+        order.push(next);
+    }
+    Ok(order)
 }
 
 /// Nodes for the shards of a chunk: element `i` holds shard `i`.

@@ -170,3 +170,58 @@ fn down_draining_and_empty_nodes_are_not_placed() {
         }
     );
 }
+
+#[test]
+fn a_node_going_down_or_draining_moves_only_its_own_shards() {
+    // Two nodes per site is where drawing among placeable nodes only
+    // cascaded: the dead node's site partner took its place in the site
+    // balance and later draws moved too.
+    for state in [NodeState::Down, NodeState::Draining] {
+        let base = map(&[2, 2, 2, 2]);
+        let n = 6;
+        for victim in [0usize, 3, 6] {
+            let mut after = base.clone();
+            after.nodes[victim].state = state as i32;
+            let gone = &base.nodes[victim].id;
+            let (mut moved, mut held) = (0, 0);
+            for c in 0..2000 {
+                let id = chunk_id(c);
+                let x = chunk_nodes(&base, &id, n).unwrap();
+                let y = chunk_nodes(&after, &id, n).unwrap();
+                for (p, q) in x.iter().zip(&y) {
+                    if &p.id == gone {
+                        held += 1;
+                        assert_ne!(&q.id, gone);
+                    } else {
+                        assert_eq!(p.id, q.id, "{state:?}: a shard not on {gone} moved");
+                    }
+                    moved += usize::from(p.id != q.id);
+                }
+                // The spread rule still holds: at most m = 2 per site.
+                assert!(per_site(&y).values().all(|&v| v <= 2), "{:?}", per_site(&y));
+            }
+            assert_eq!(moved, held);
+            assert!(held > 0);
+            // Removing it afterwards moves nothing more.
+            let mut removed = after.clone();
+            removed.nodes[victim].state = NodeState::Removed as i32;
+            assert_eq!(moved_fraction(&after, &removed, n, 2000), 0.0);
+        }
+    }
+}
+
+#[test]
+fn chunk_order_starts_with_the_homes_and_lists_every_placeable_node() {
+    let mut m = map(&[2, 2, 2, 2]);
+    m.nodes[5].state = NodeState::Down as i32;
+    for c in 0..200 {
+        let id = chunk_id(c);
+        let order = metadata::placement::chunk_order(&m, &id, 6).unwrap();
+        assert_eq!(ids(&order[..6]), ids(&chunk_nodes(&m, &id, 6).unwrap()));
+        let mut all = ids(&order);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 7, "every placeable node once");
+        assert!(!all.contains(&m.nodes[5].id));
+    }
+}

@@ -33,7 +33,7 @@ use codec::{ChunkId, Rebuilder};
 use metadata::db::{Batch, Table};
 use metadata::model::{ChunkReference, ClusterMap};
 use metadata::{Record, ShardKey};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ const PROPAGATED_KEY: &[u8] = b"repair/propagated_epoch";
 const REF_PAGE: usize = 1024;
 /// References pushed to one peer per call.
 const PUSH_BATCH: usize = 512;
+/// Chunks scanned between looks at the hints peers sent meanwhile.
+const HINT_CHECK: usize = 64;
 
 /// How hard repair may work.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +140,14 @@ impl RepairState {
         }
     }
 
+    fn has_hints(&self) -> bool {
+        !self
+            .hinted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     fn take_hints(&self) -> BTreeMap<[u8; 32], bool> {
         std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -171,7 +181,7 @@ struct Pass<'a> {
     settled: Option<&'a Grid>,
     push_failed: bool,
     report: ReconcileReport,
-    work: Vec<Work>,
+    rebuilds: Rebuilds,
     /// Per peer: references to give it and shards to tell it to look at,
     /// sent in batches.
     outbox: BTreeMap<String, Outgoing>,
@@ -240,12 +250,157 @@ struct ChunkRefs {
     refs: Vec<ChunkReference>,
 }
 
-/// A shard this node should hold and does not.
-struct Work {
+/// Shards of one chunk this node should hold and does not, waiting to be
+/// rebuilt; the heap serves the fewest `healthy` first, then the oldest.
+struct Waiting {
     chunk: Arc<ChunkRefs>,
     missing: Vec<usize>,
     /// Shards of the chunk the grid holds, as far as its homes say.
     healthy: usize,
+    seq: u64,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .healthy
+            .cmp(&self.healthy)
+            .then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// The rebuilds of one pass. They start as soon as the pass finds work,
+/// while it goes on looking, so a node whose scan is long (or that learns
+/// of its new shards from peers' hints during it) does not idle until the
+/// scan ends; of the work found so far, the chunks with the fewest healthy
+/// shards go first.
+struct Rebuilds {
+    node: Arc<Node>,
+    grid: Arc<Grid>,
+    /// The previous map: where a copy may still be, and how many of a
+    /// chunk's shards survive without asking their homes.
+    prev: Option<Arc<Grid>>,
+    waiting: BinaryHeap<Waiting>,
+    /// Chunks waiting or being rebuilt: one met again meanwhile (hinted
+    /// after the scan saw it) is not rebuilt twice, but looked at again,
+    /// through `again`, once its rebuild ends.
+    active: HashSet<[u8; 32]>,
+    again: HashSet<[u8; 32]>,
+    seq: u64,
+    running: JoinSet<RebuildDone>,
+    gate: Arc<Semaphore>,
+    throttle: Arc<Throttle>,
+}
+
+impl Rebuilds {
+    fn new(
+        node: &Arc<Node>,
+        grid: Arc<Grid>,
+        prev: Option<Arc<Grid>>,
+        limits: RepairLimits,
+    ) -> Self {
+        Self {
+            node: node.clone(),
+            grid,
+            prev,
+            waiting: BinaryHeap::new(),
+            active: HashSet::new(),
+            again: HashSet::new(),
+            seq: 0,
+            running: JoinSet::new(),
+            gate: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            throttle: Arc::new(Throttle::new(limits.bytes_per_sec)),
+        }
+    }
+
+    /// Queue the rebuild of shards `missing` of `chunk`.
+    async fn add(&mut self, chunk: ChunkRefs, missing: Vec<usize>, report: &mut ReconcileReport) {
+        if !self.active.insert(chunk.id) {
+            self.again.insert(chunk.id);
+            return;
+        }
+        let healthy = healthy_shards(&self.grid, self.prev.as_deref(), &chunk).await;
+        report.missing += missing.len() as u64;
+        self.node
+            .repair
+            .missing
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        self.seq += 1;
+        self.waiting.push(Waiting {
+            chunk: Arc::new(chunk),
+            missing,
+            healthy,
+            seq: self.seq,
+        });
+    }
+
+    /// Start waiting rebuilds while the concurrency limit allows, and
+    /// account for finished ones.
+    fn start(&mut self, stop: &AtomicBool, report: &mut ReconcileReport) {
+        while let Some(done) = self.running.try_join_next() {
+            self.settle(done, report);
+        }
+        while !stop.load(Ordering::Relaxed) && !self.waiting.is_empty() {
+            let Ok(permit) = self.gate.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some(w) = self.waiting.pop() else {
+                return;
+            };
+            let (n, grid, prev, throttle) = (
+                self.node.clone(),
+                self.grid.clone(),
+                self.prev.clone(),
+                self.throttle.clone(),
+            );
+            self.running.spawn(async move {
+                n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
+                let r = rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
+                n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+                (w.chunk.id, w.missing.len(), r)
+            });
+        }
+    }
+
+    /// Wait for one running rebuild to end; `false` when none runs.
+    async fn finish_one(&mut self, report: &mut ReconcileReport) -> bool {
+        match self.running.join_next().await {
+            Some(done) => {
+                self.settle(done, report);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn settle(
+        &mut self,
+        done: Result<RebuildDone, tokio::task::JoinError>,
+        report: &mut ReconcileReport,
+    ) {
+        if let Ok((id, _, _)) = &done {
+            self.active.remove(id);
+            if self.again.remove(id) {
+                self.node.repair.hint(*id, false);
+            }
+        }
+        account(&self.node, done, report);
+    }
 }
 
 /// Spreads rebuild traffic out so it stays under a byte rate.
@@ -316,7 +471,7 @@ pub async fn reconcile_pass(
         return Ok(ReconcileReport::default());
     };
     let epoch = map.epoch;
-    let grid = grid_of(node, map);
+    let grid = Arc::new(grid_of(node, map));
     let n = node.clone();
     let propagated = blocking(move || {
         Ok(n.db
@@ -348,24 +503,17 @@ pub async fn reconcile_pass(
             .filter(|p| push_all && p.map().epoch == propagated),
         push_failed: false,
         report: ReconcileReport::default(),
-        work: Vec::new(),
+        rebuilds: Rebuilds::new(node, grid.clone(), prev.clone(), limits),
         outbox: BTreeMap::new(),
     };
+    node.repair.missing.store(0, Ordering::Relaxed);
 
     let hinted = node.repair.take_hints();
-    for (&id, &verify) in &hinted {
-        if let Some(c) = load_chunk(node, id).await? {
-            pass.report.chunks += 1;
-            visit(node, &mut pass, c, verify).await?;
-        }
-    }
+    visit_hinted(node, &mut pass, &hinted, stop).await?;
     let mut after: Option<Vec<u8>> = None;
     // Hinted only: the scan below is for full passes.
     let mut scanning = full;
-    while scanning {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(pass.report);
-        }
+    while scanning && !stop.load(Ordering::Relaxed) {
         let n = node.clone();
         let start = after.clone();
         let page = blocking(move || {
@@ -401,28 +549,50 @@ pub async fn reconcile_pass(
                 }
             }
         }
-        for c in chunks {
+        for (i, c) in chunks.into_iter().enumerate() {
             if hinted.contains_key(&c.id) {
                 continue;
             }
             pass.report.chunks += 1;
             visit(node, &mut pass, c, false).await?;
+            pass.rebuilds.start(stop, &mut pass.report);
+            // Chunks peers name now (their new shards here) need not wait
+            // for the end of a long scan.
+            if i % HINT_CHECK == HINT_CHECK - 1 && node.repair.has_hints() {
+                let more = node.repair.take_hints();
+                visit_hinted(node, &mut pass, &more, stop).await?;
+            }
         }
         scanning = !last_page;
     }
     pass.flush_all().await;
-    if pass.push_all && !pass.push_failed {
+    if pass.push_all && !pass.push_failed && !stop.load(Ordering::Relaxed) {
         let n = node.clone();
         blocking(move || {
             Ok(n.db.put_raw(Table::System, PROPAGATED_KEY, &epoch.to_be_bytes())?)
         })
         .await?;
     }
-    let mut report = pass.report;
-    let work = pass.work;
-    report.missing = work.iter().map(|w| w.missing.len() as u64).sum();
-    node.repair.missing.store(report.missing, Ordering::Relaxed);
-    rebuild_all(node, &grid, prev, work, limits, stop, &mut report).await;
+    // Rebuild what was found; chunks hinted meanwhile join in, so the
+    // rebuilds never drain between one batch of hints and the next.
+    loop {
+        pass.rebuilds.start(stop, &mut pass.report);
+        if pass.rebuilds.waiting.is_empty()
+            && !stop.load(Ordering::Relaxed)
+            && node.repair.has_hints()
+        {
+            let more = node.repair.take_hints();
+            visit_hinted(node, &mut pass, &more, stop).await?;
+            pass.flush_all().await;
+            continue;
+        }
+        if !pass.rebuilds.finish_one(&mut pass.report).await
+            && (stop.load(Ordering::Relaxed) || !node.repair.has_hints())
+        {
+            break;
+        }
+    }
+    let report = pass.report;
     node.repair.passes.fetch_add(1, Ordering::Relaxed);
     node.repair
         .last_pass_ms
@@ -481,7 +651,27 @@ fn chunk_refs(refs: Vec<ChunkReference>) -> Option<ChunkRefs> {
     })
 }
 
-/// Reconcile one chunk: note missing home shards in `work`, hand back
+/// Visit the chunks in `hinted` (chunk -> verify its local shards).
+async fn visit_hinted(
+    node: &Arc<Node>,
+    pass: &mut Pass<'_>,
+    hinted: &BTreeMap<[u8; 32], bool>,
+    stop: &AtomicBool,
+) -> Result<(), NodeError> {
+    for (&id, &verify) in hinted {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(c) = load_chunk(node, id).await? {
+            pass.report.chunks += 1;
+            visit(node, pass, c, verify).await?;
+            pass.rebuilds.start(stop, &mut pass.report);
+        }
+    }
+    Ok(())
+}
+
+/// Reconcile one chunk: queue the rebuild of missing home shards, hand back
 /// foreign shards, push and drop references.
 async fn visit(
     node: &Arc<Node>,
@@ -615,11 +805,7 @@ async fn visit(
     }
 
     if !missing.is_empty() {
-        pass.work.push(Work {
-            chunk: Arc::new(c),
-            missing,
-            healthy: 0,
-        });
+        pass.rebuilds.add(c, missing, &mut pass.report).await;
     }
     Ok(())
 }
@@ -703,78 +889,22 @@ fn shard_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
         && c.hashes.get(index).is_none_or(|h| *h == v.header.checksum)
 }
 
-/// Rebuild everything in `work`, worst chunks first, `limits.concurrency`
-/// at a time.
-async fn rebuild_all(
-    node: &Arc<Node>,
-    grid: &Grid,
-    prev: Option<Arc<Grid>>,
-    mut work: Vec<Work>,
-    limits: RepairLimits,
-    stop: &AtomicBool,
-    report: &mut ReconcileReport,
-) {
-    if work.is_empty() {
-        return;
-    }
-    order_worst_first(grid, prev.as_deref(), &mut work).await;
-    let throttle = Arc::new(Throttle::new(limits.bytes_per_sec));
-    let gate = Arc::new(Semaphore::new(limits.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for w in work {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let Ok(permit) = gate.clone().acquire_owned().await else {
-            break;
-        };
-        let (n, grid, throttle, prev) =
-            (node.clone(), grid.clone(), throttle.clone(), prev.clone());
-        tasks.spawn(async move {
-            n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-            let r = rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
-            n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            (w.chunk.id, w.missing.len(), r)
-        });
-        while let Some(done) = tasks.try_join_next() {
-            account(node, done, report);
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
-        account(node, done, report);
-    }
-}
-
-/// Sort `work` by how many shards of each chunk the grid holds, fewest
-/// first. After a map change the previous map tells without a call: a
-/// shard whose home then is still serving is there. Without one, each
-/// chunk's homes are asked, 16 chunks at a time.
-async fn order_worst_first(grid: &Grid, prev: Option<&Grid>, work: &mut [Work]) {
+/// How many shards of `c` the grid holds. After a map change the previous
+/// map tells without a call: a shard whose home then is still serving is
+/// there. Without one, the chunk's homes are asked.
+async fn healthy_shards(grid: &Grid, prev: Option<&Grid>, c: &ChunkRefs) -> usize {
     use metadata::model::NodeState;
-    if let Some(prev) = prev {
-        let serving = |id: &String| {
-            grid.map().nodes.iter().any(|n| {
-                &n.id == id
-                    && (n.state == NodeState::Up as i32 || n.state == NodeState::Draining as i32)
-            })
-        };
-        for w in work.iter_mut() {
-            w.healthy = prev
-                .shard_homes(&ChunkId(w.chunk.id), w.chunk.n)
-                .map_or(0, |homes| homes.iter().filter(|h| serving(h)).count());
-        }
-    } else {
-        for batch in work.chunks_mut(16) {
-            let chunks: Vec<Arc<ChunkRefs>> = batch.iter().map(|w| w.chunk.clone()).collect();
-            let counts =
-                futures_util::future::join_all(chunks.iter().map(|c| count_healthy(grid, c))).await;
-            for (w, healthy) in batch.iter_mut().zip(counts) {
-                w.healthy = healthy;
-            }
-        }
-    }
-    work.sort_by_key(|w| w.healthy);
+    let Some(prev) = prev else {
+        return count_healthy(grid, c).await;
+    };
+    let serving = |id: &String| {
+        grid.map().nodes.iter().any(|n| {
+            &n.id == id
+                && (n.state == NodeState::Up as i32 || n.state == NodeState::Draining as i32)
+        })
+    };
+    prev.shard_homes(&ChunkId(c.id), c.n)
+        .map_or(0, |homes| homes.iter().filter(|h| serving(h)).count())
 }
 
 type RebuildDone = ([u8; 32], usize, Result<u64, NodeError>);
