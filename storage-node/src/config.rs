@@ -18,7 +18,7 @@
 //! reconcile_interval_secs = 300   # time between reconciliation passes; 0: none
 //! scrub_interval_secs = 604800    # time between full scrub passes; 0: none
 //! scrub_bytes_per_sec = 33554432  # scrub read budget; 0: unlimited
-//! concurrency = 4                 # rebuilds at once
+//! concurrency = 8                 # rebuilds at once (each holds ~2n shards in memory)
 //! bytes_per_sec = 0               # rebuild fetch budget; 0: unlimited
 //! heartbeat_secs = 5              # time between heartbeats; 0: no liveness
 //! down_after_secs = 25            # unreachable this long: marked down
@@ -138,7 +138,7 @@ impl Default for RepairConfig {
             reconcile_interval_secs: 300,
             scrub_interval_secs: 7 * 86_400,
             scrub_bytes_per_sec: 32 << 20,
-            concurrency: 4,
+            concurrency: 8,
             bytes_per_sec: 0,
             heartbeat_secs: 5,
             down_after_secs: 25,

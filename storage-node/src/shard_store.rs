@@ -193,6 +193,7 @@ impl ShardStore {
             tmp_path,
             written: 0,
             verifier: StreamVerifier::new(),
+            own: None,
             reservation: Some(reservation),
             vouched: None,
         })
@@ -224,6 +225,24 @@ impl ShardStore {
     /// Store a whole shard from memory.
     pub fn put(&self, key: ShardKey, shard: &[u8]) -> Result<(), StoreError> {
         let mut w = self.writer(key, shard.len() as u64)?;
+        w.write(shard)?;
+        w.commit()
+    }
+
+    /// Store a shard this process has just made, whose header checksum was
+    /// computed over these very bytes (a rebuild): the header is checked as
+    /// for any shard, the body is not hashed a second time.
+    pub fn put_own(&self, key: ShardKey, shard: &[u8]) -> Result<(), StoreError> {
+        let header = codec::shard::ShardHeader::parse(shard)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if header.shard_len() != shard.len() {
+            return Err(StoreError::Corrupt(
+                "shard length differs from its header".into(),
+            ));
+        }
+        check_identity(&key, &header)?;
+        let mut w = self.writer(key, shard.len() as u64)?;
+        w.own = Some(header);
         w.write(shard)?;
         w.commit()
     }
@@ -419,9 +438,8 @@ impl ShardReader {
     /// Exactly `len` bytes at `offset`, which must be inside the shard.
     pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         self.check_range(Some((offset, len)))?;
-        let mut buf = vec![0u8; len as usize];
-        let n = self.io.read_at(&self.file, &mut buf, offset)?;
-        if n != buf.len() {
+        let buf = self.io.read_vec_at(&self.file, len as usize, offset)?;
+        if buf.len() as u64 != len {
             return Err(StoreError::Io(io::Error::from(
                 io::ErrorKind::UnexpectedEof,
             )));
@@ -458,6 +476,9 @@ pub struct ShardWriter<'a> {
     tmp_path: PathBuf,
     written: u64,
     verifier: StreamVerifier,
+    /// The header of a shard this process made (see `put_own`): its body
+    /// is not hashed again.
+    own: Option<codec::shard::ShardHeader>,
     reservation: Option<Reservation>,
     vouched: Option<[u8; 32]>,
 }
@@ -476,9 +497,11 @@ impl ShardWriter<'_> {
         if self.written + data.len() as u64 > self.declared {
             return Err(StoreError::Corrupt("more bytes than declared".into()));
         }
-        self.verifier
-            .update(data)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if self.own.is_none() {
+            self.verifier
+                .update(data)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
         self.store.io.write_all_at(&self.file, data, self.written)?;
         self.written += data.len() as u64;
         Ok(())
@@ -493,9 +516,12 @@ impl ShardWriter<'_> {
             )));
         }
         let verifier = std::mem::take(&mut self.verifier);
-        let header = verifier
-            .finish()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let header = match self.own.take() {
+            Some(h) => h,
+            None => verifier
+                .finish()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        };
         check_identity(&self.key, &header)?;
         if self.vouched.is_some_and(|c| c != header.checksum) {
             return Err(StoreError::NotVouched);

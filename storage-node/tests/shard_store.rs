@@ -221,3 +221,62 @@ fn scrub_finds_bitrot_on_disk() {
         assert_eq!(store.iter().unwrap().count(), 1);
     }
 }
+
+#[test]
+fn reads_stop_at_end_of_file_and_held_lists_one_chunk() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        assert_eq!(
+            io.read_vec_at(&f, 1000, 5).unwrap(),
+            &data[5..1005],
+            "{io:?}"
+        );
+        // Past the end: what is there, then nothing.
+        assert_eq!(
+            io.read_vec_at(&f, 10_000, 195_000).unwrap(),
+            &data[195_000..]
+        );
+        assert!(io.read_vec_at(&f, 10, 300_000).unwrap().is_empty());
+
+        let store = open(dir.path(), io, None);
+        let (a, b) = (sealed(7, 100_000), sealed(8, 100_000));
+        for i in [0, 2, 5] {
+            store.put(key(&a, i), &a.shard(i)).unwrap();
+        }
+        store.put(key(&b, 1), &b.shard(1)).unwrap();
+        let held = store.held(&a.id().0).unwrap();
+        let want: Vec<(usize, u64)> = [0, 2, 5]
+            .iter()
+            .map(|&i| (i, a.shard(i).len() as u64))
+            .collect();
+        assert_eq!(held, want, "{io:?}");
+        assert!(store.held(&sealed(9, 10).id().0).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn own_shards_are_checked_on_their_header() {
+    for io in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), io, None);
+        let c = sealed(10, 100_000);
+        // Stored under another index, or cut short: refused, nothing left.
+        assert!(matches!(
+            store.put_own(key(&c, 1), &c.shard(0)),
+            Err(StoreError::Corrupt(_))
+        ));
+        let shard = c.shard(2);
+        assert!(matches!(
+            store.put_own(key(&c, 2), &shard[..shard.len() - 1]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(!store.contains(&key(&c, 1)) && !store.contains(&key(&c, 2)));
+        store.put_own(key(&c, 2), &shard).unwrap();
+        store.verify(&key(&c, 2)).unwrap();
+        assert_eq!(store.read(&key(&c, 2), None).unwrap(), shard, "{io:?}");
+    }
+}
