@@ -56,7 +56,7 @@ pub struct RepairReport {
     pub disk_write_mib_s: f64,
     /// rebuild / min(codec, disk).
     pub ratio: f64,
-    /// (seconds since the kill, MiB rebuilt so far), every 200 ms: where
+    /// (seconds since the kill, MiB rebuilt so far), every 100 ms: where
     /// the rebuild ran at full speed and where it waited.
     pub timeline: Vec<(f64, f64)>,
 }
@@ -309,7 +309,8 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 timeline,
             });
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every 100 ms: the window the rate is taken over is 1-2 s long.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

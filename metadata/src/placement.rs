@@ -92,14 +92,43 @@ fn pick<'a>(
         .map(|node| Some(node).filter(|n| n.placeable()))
         .collect();
     chosen.resize(n, None);
+    // A replacement may go to any site under the spread cap, not only to
+    // the emptiest: after a death in a site of two, the partner would
+    // otherwise inherit every shard its site must keep and rebuild them
+    // alone while the other nodes idle.
+    let mut sites: Vec<&str> = eligible.iter().map(|e| e.site.as_str()).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    let cap = n.div_ceil(sites.len().max(1));
     for index in 0..n {
         if chosen[index].is_none() {
             let kept: Vec<&Node> = chosen.iter().flatten().copied().collect();
-            chosen[index] = draw(&eligible, domain, item, index, &kept);
+            chosen[index] = draw_under(&eligible, domain, item, index, &kept, cap)
+                .or_else(|| draw(&eligible, domain, item, index, &kept));
         }
     }
     // `eligible` has at least `n` nodes, so every index found one.
     Ok(chosen.into_iter().flatten().collect())
+}
+
+/// Draw `index` among `candidates` not in `taken`, in a site holding
+/// fewer than `cap` of `taken`, by rendezvous over those sites, then over
+/// the site's nodes. `None` when no such site has a free candidate.
+fn draw_under<'a>(
+    candidates: &[&'a Node],
+    domain: &[u8],
+    item: &[u8],
+    index: usize,
+    taken: &[&'a Node],
+    cap: usize,
+) -> Option<&'a Node> {
+    let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
+    let open: Vec<&Node> = candidates
+        .iter()
+        .copied()
+        .filter(|n| held(&n.site) < cap)
+        .collect();
+    draw_in(&open, domain, item, index, taken, |_| true)
 }
 
 /// Draw `index` among `candidates` not in `taken`: first a site among
@@ -115,24 +144,40 @@ fn draw<'a>(
     index: usize,
     taken: &[&'a Node],
 ) -> Option<&'a Node> {
-    let index = index as u32;
-    let is_taken = |n: &Node| taken.iter().any(|t| t.id == n.id);
+    let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
     let free: Vec<&Node> = candidates
         .iter()
         .copied()
-        .filter(|n| !is_taken(n))
+        .filter(|n| !taken.iter().any(|t| t.id == n.id))
         .collect();
-    let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
     let fewest = free.iter().map(|n| held(&n.site)).min()?;
-    let site = free
+    draw_in(&free, domain, item, index, taken, |site| {
+        held(site) == fewest
+    })
+}
+
+/// The draw itself: a site among those of `candidates` (not in `taken`)
+/// that `site_ok` accepts, by rendezvous over site names, then the node of
+/// that site with the highest weighted score.
+fn draw_in<'a>(
+    candidates: &[&'a Node],
+    domain: &[u8],
+    item: &[u8],
+    index: usize,
+    taken: &[&'a Node],
+    site_ok: impl Fn(&str) -> bool,
+) -> Option<&'a Node> {
+    let index = index as u32;
+    let free: Vec<&Node> = candidates
         .iter()
-        .map(|n| n.site.as_str())
-        .filter(|s| held(s) == fewest)
-        .max_by(|a, b| {
-            uniform(domain, item, index, a.as_bytes())
-                .total_cmp(&uniform(domain, item, index, b.as_bytes()))
-                .then_with(|| b.cmp(a))
-        })?;
+        .copied()
+        .filter(|n| !taken.iter().any(|t| t.id == n.id) && site_ok(&n.site))
+        .collect();
+    let site = free.iter().map(|n| n.site.as_str()).max_by(|a, b| {
+        uniform(domain, item, index, a.as_bytes())
+            .total_cmp(&uniform(domain, item, index, b.as_bytes()))
+            .then_with(|| b.cmp(a))
+    })?;
     free.into_iter()
         .filter(|n| n.site == site)
         .map(|n| (n, node_score(domain, item, index, n)))

@@ -184,6 +184,7 @@ fn a_node_going_down_or_draining_moves_only_its_own_shards() {
             after.nodes[victim].state = state as i32;
             let gone = &base.nodes[victim].id;
             let (mut moved, mut held) = (0, 0);
+            let mut heirs: HashMap<String, usize> = HashMap::new();
             for c in 0..2000 {
                 let id = chunk_id(c);
                 let x = chunk_nodes(&base, &id, n).unwrap();
@@ -192,6 +193,7 @@ fn a_node_going_down_or_draining_moves_only_its_own_shards() {
                     if &p.id == gone {
                         held += 1;
                         assert_ne!(&q.id, gone);
+                        *heirs.entry(q.id.clone()).or_default() += 1;
                     } else {
                         assert_eq!(p.id, q.id, "{state:?}: a shard not on {gone} moved");
                     }
@@ -202,6 +204,11 @@ fn a_node_going_down_or_draining_moves_only_its_own_shards() {
             }
             assert_eq!(moved, held);
             assert!(held > 0);
+            // The dead node's work spreads: its site partner, which the
+            // spread rule favours, does not inherit the bulk of it.
+            let most = heirs.values().max().copied().unwrap_or(0);
+            eprintln!("{state:?} {gone}: {held} shards to {heirs:?}");
+            assert!(most * 10 < held * 4, "{heirs:?}");
             // Removing it afterwards moves nothing more.
             let mut removed = after.clone();
             removed.nodes[victim].state = NodeState::Removed as i32;

@@ -662,6 +662,11 @@ async fn visit_hinted(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        // Queued or being rebuilt already: every surviving home pushes the
+        // same new home the same hint, and looking again finds nothing new.
+        if !verify && pass.rebuilds.active.contains(&id) {
+            continue;
+        }
         if let Some(c) = load_chunk(node, id).await? {
             pass.report.chunks += 1;
             visit(node, pass, c, verify).await?;
