@@ -570,13 +570,39 @@ impl Rebuilder {
         shards: &[S],
         wanted: &[usize],
     ) -> Result<(Vec<Vec<u8>>, OpenReport)> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let report = self.rebuild_with(id, shards, wanted, |_, header, body| {
+            let mut shard = Vec::with_capacity(header.len() + body.len());
+            shard.extend_from_slice(header);
+            shard.extend_from_slice(body);
+            out.push(shard);
+            Ok::<(), CodecError>(())
+        })?;
+        Ok((out, report))
+    }
+
+    /// Like [`rebuild`](Self::rebuild), but hands each wanted shard to
+    /// `each` as (index, header, body) straight from the work buffer, so a
+    /// caller that writes it out copies it once, not twice.
+    pub fn rebuild_with<S, E>(
+        &mut self,
+        id: &ChunkId,
+        shards: &[S],
+        wanted: &[usize],
+        mut each: impl FnMut(usize, &[u8], &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<OpenReport, E>
+    where
+        S: AsRef<[u8]>,
+        E: From<CodecError>,
+    {
         let mut sel = select(id, shards, Check::Checksum)?;
         let n = sel.header.params.total();
         if let Some(&bad) = wanted.iter().find(|&&i| i >= n) {
             return Err(CodecError::CorruptShard {
                 index: bad,
                 reason: "requested index beyond k + m",
-            });
+            }
+            .into());
         }
         // Wanting only data shards, leave the parity the coder would also
         // recompute alone: half the coding work when one of two missing
@@ -584,17 +610,13 @@ impl Rebuilder {
         let data_only = wanted.iter().all(|&i| i < sel.header.params.data());
         assemble(&mut self.coders, &mut sel, &mut self.work, data_only)?;
         let body_len = sel.header.body_len as usize;
-        let mut out = Vec::with_capacity(wanted.len());
         for &index in wanted {
             let body = &self.work[index * body_len..(index + 1) * body_len];
             let mut h = sel.header.clone();
             h.index = index as u8;
             let header = h.encode(body);
-            let mut shard = Vec::with_capacity(header.len() + body.len());
-            shard.extend_from_slice(&header);
-            shard.extend_from_slice(body);
-            out.push(shard);
+            each(index, &header, body)?;
         }
-        Ok((out, sel.report))
+        Ok(sel.report)
     }
 }

@@ -28,6 +28,9 @@ pub enum NodeError {
     Db(#[from] DbError),
     #[error("{0}")]
     Refused(String),
+    /// Shards that would not rebuild (too few good ones, mismatched).
+    #[error("codec: {0}")]
+    Codec(#[from] codec::CodecError),
 }
 
 pub struct Node {

@@ -1111,38 +1111,51 @@ async fn rebuild_from(
     let (n, cc, wanted) = (node.clone(), c.clone(), missing.to_vec());
     let shards: Vec<Bytes> = have.into_values().take(c.k).collect();
     blocking(move || {
-        let rebuilt = REBUILDER
-            .with(|r| r.borrow_mut().rebuild(&ChunkId(cc.id), &shards, &wanted))
-            .map_err(fail)?
-            .0;
         let mut written = 0u64;
-        for (shard, &i) in rebuilt.iter().zip(&wanted) {
-            // The rebuilder hashed the body into the header just now: the
-            // header must carry the checksum the writer recorded, and the
-            // store need not hash the body again.
-            if !header_ok(shard, &cc, i) {
-                return Err(fail(format!(
-                    "chunk {}: rebuilt shard {i} does not match its recorded checksum",
-                    ChunkId(cc.id)
-                )));
-            }
-            let key = ShardKey::new(cc.id, i).map_err(fail)?;
-            // A stale or corrupt file in the way goes first.
-            n.store.delete(&key)?;
-            n.store.put_own(key, shard)?;
-            written += shard.len() as u64;
-            tracing::info!(chunk = %ChunkId(cc.id), index = i, bytes = shard.len(), "shard rebuilt");
-        }
+        with_rebuilder(|r| {
+            r.rebuild_with(&ChunkId(cc.id), &shards, &wanted, |i, header, body| {
+                // The rebuilder hashed the body into the header just now:
+                // the header must carry the checksum the writer recorded,
+                // and the store need not hash the body again.
+                let made = codec::shard::ShardHeader::parse(header)?;
+                if cc.hashes.get(i).is_some_and(|h| *h != made.checksum) {
+                    return Err(fail(format!(
+                        "chunk {}: rebuilt shard {i} does not match its recorded checksum",
+                        ChunkId(cc.id)
+                    )));
+                }
+                let key = ShardKey::new(cc.id, i).map_err(fail)?;
+                // A stale or corrupt file in the way goes first.
+                n.store.delete(&key)?;
+                n.store.put_own_parts(key, header, body)?;
+                let len = header.len() + body.len();
+                written += len as u64;
+                tracing::info!(chunk = %ChunkId(cc.id), index = i, bytes = len, "shard rebuilt");
+                Ok(())
+            })
+        })?;
         Ok(written)
     })
     .await
 }
 
-thread_local! {
-    // The rebuilder keeps its coding matrices and work buffer between
-    // chunks; one per blocking-pool thread saves allocating and zeroing
-    // both for every rebuild.
-    static REBUILDER: std::cell::RefCell<Rebuilder> = std::cell::RefCell::new(Rebuilder::new());
+/// Rebuilders kept between rebuilds. Each holds its coding matrices and a
+/// work buffer as large as the largest chunk it rebuilt, which a new one
+/// allocates and the kernel zeroes page by page again. Shared rather than
+/// one per thread: the blocking pool runs a hundred threads or more.
+static REBUILDERS: Mutex<Vec<Rebuilder>> = Mutex::new(Vec::new());
+/// More than the rebuilds a node runs at once is never needed.
+const KEPT_REBUILDERS: usize = 32;
+
+fn with_rebuilder<T>(f: impl FnOnce(&mut Rebuilder) -> T) -> T {
+    let kept = REBUILDERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let mut r = kept.unwrap_or_default();
+    let out = f(&mut r);
+    let mut pool = REBUILDERS.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.len() < KEPT_REBUILDERS {
+        pool.push(r);
+    }
+    out
 }
 
 /// Copy shards `missing` of `c` from any serving node that still holds

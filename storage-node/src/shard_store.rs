@@ -233,17 +233,34 @@ impl ShardStore {
     /// computed over these very bytes (a rebuild): the header is checked as
     /// for any shard, the body is not hashed a second time.
     pub fn put_own(&self, key: ShardKey, shard: &[u8]) -> Result<(), StoreError> {
-        let header = codec::shard::ShardHeader::parse(shard)
+        let split = codec::shard::ShardHeader::parse(shard)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .header_len
+            .min(shard.len());
+        self.put_own_parts(key, &shard[..split], &shard[split..])
+    }
+
+    /// [`put_own`](Self::put_own) for a shard held as its header and its
+    /// body apart (a rebuilder's work buffer), written without joining them.
+    pub fn put_own_parts(
+        &self,
+        key: ShardKey,
+        header: &[u8],
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let parsed = codec::shard::ShardHeader::parse(header)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if header.shard_len() != shard.len() {
+        let len = header.len() + body.len();
+        if parsed.header_len != header.len() || parsed.shard_len() != len {
             return Err(StoreError::Corrupt(
                 "shard length differs from its header".into(),
             ));
         }
-        check_identity(&key, &header)?;
-        let mut w = self.writer(key, shard.len() as u64)?;
-        w.own = Some(header);
-        w.write(shard)?;
+        check_identity(&key, &parsed)?;
+        let mut w = self.writer(key, len as u64)?;
+        w.own = Some(parsed);
+        w.write(header)?;
+        w.write(body)?;
         w.commit()
     }
 

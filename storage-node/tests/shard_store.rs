@@ -275,6 +275,16 @@ fn own_shards_are_checked_on_their_header() {
             Err(StoreError::Corrupt(_))
         ));
         assert!(!store.contains(&key(&c, 1)) && !store.contains(&key(&c, 2)));
+        // Header and body apart: the split must be where the header says.
+        let hl = codec::shard::ShardHeader::parse(&shard).unwrap().header_len;
+        assert!(matches!(
+            store.put_own_parts(key(&c, 2), &shard[..hl - 1], &shard[hl - 1..]),
+            Err(StoreError::Corrupt(_))
+        ));
+        store
+            .put_own_parts(key(&c, 3), &c.shard(3)[..hl], &c.shard(3)[hl..])
+            .unwrap();
+        store.verify(&key(&c, 3)).unwrap();
         store.put_own(key(&c, 2), &shard).unwrap();
         store.verify(&key(&c, 2)).unwrap();
         assert_eq!(store.read(&key(&c, 2), None).unwrap(), shard, "{io:?}");
