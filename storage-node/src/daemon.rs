@@ -362,7 +362,7 @@ async fn reconcile_loop(
 ) {
     // Hints that arrive while a pass runs wait for the next one: it starts
     // at once. Only an idle loop, woken by a first hint, waits a moment so
-    // a burst (a scrub finding many, a peer pushing a map's worth) gathers.
+    // a burst (a scrub finding many) gathers.
     const GATHER: Duration = Duration::from_millis(500);
     let mut last_pass = tokio::time::Instant::now();
     loop {
@@ -372,7 +372,8 @@ async fn reconcile_loop(
         let full = tokio::select! {
             () = tokio::time::sleep(interval) => true,
             () = node.repair.wake.notified() => {
-                if last_pass.elapsed() >= GATHER {
+                // A new map (a full pass asked for) starts at once.
+                if last_pass.elapsed() >= GATHER && !node.repair.full_requested() {
                     tokio::time::sleep(GATHER).await;
                 }
                 node.repair.take_full()

@@ -213,13 +213,23 @@ impl Liveness {
             .map_err(|e| NodeError::Refused(e.to_string()))??;
         tracing::warn!(epoch = next.epoch, changes = %changed.join(", "), "cluster map changed");
         let grid = self.grid_for(node, &next);
-        for p in next.nodes.iter().filter(|p| p.id != node.id) {
-            if let Some(c) = grid.client(&p.id) {
-                if let Err(e) = c.put_map(&next).await {
-                    tracing::debug!(node = %p.id, error = %e, "map push failed; it will pull");
+        // All at once: one at a time, a peer that is down (the usual news)
+        // would hold the others' copy back by its connect timeout, and
+        // with it the start of their repairs.
+        let pushes = next
+            .nodes
+            .iter()
+            .filter(|p| p.id != node.id)
+            .filter_map(|p| grid.client(&p.id).map(|c| (p.id.as_str(), c)))
+            .map(|(id, c)| {
+                let next = &next;
+                async move {
+                    if let Err(e) = c.put_map(next).await {
+                        tracing::debug!(node = %id, error = %e, "map push failed; it will pull");
+                    }
                 }
-            }
-        }
+            });
+        futures_util::future::join_all(pushes).await;
         Ok(Some(next.epoch))
     }
 }

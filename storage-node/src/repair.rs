@@ -117,6 +117,11 @@ impl RepairState {
         self.wake.notify_one();
     }
 
+    /// Whether a full pass is asked for, without taking the request.
+    pub fn full_requested(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
     /// Whether a full pass was asked for since the last look.
     pub fn take_full(&self) -> bool {
         self.full.swap(false, Ordering::Relaxed)
