@@ -46,6 +46,10 @@ pub struct RepairReport {
     /// The dead node's shard bytes restored per second, from the first
     /// rebuilt shard to full redundancy: what the ratio is taken of.
     pub rebuild_mib_s: f64,
+    /// The same, between 10 % and 90 % of the lost bytes restored: the
+    /// rate once every node is at work, without the first shards (found
+    /// while peers still scan) and the last.
+    pub steady_mib_s: f64,
     /// Every shard byte repair wrote per second in that time: the rebuilt
     /// ones and the shards the new map moved (copied, not rebuilt, from
     /// where they were).
@@ -302,6 +306,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 rebuild_start_s: start.as_secs_f64(),
                 full_redundancy_s: full.as_secs_f64(),
                 rebuild_mib_s: mib(lost) / secs,
+                steady_mib_s: steady_rate(&timeline, mib(lost)),
                 written_mib_s: mib(rebuilt) / secs,
                 codec_rebuild_mib_s: 0.0,
                 disk_write_mib_s: 0.0,
@@ -314,6 +319,16 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
     }
 }
 
+/// MiB per second between the samples where 10 % and 90 % of `lost` MiB
+/// were restored (0 when the timeline is too short to tell).
+fn steady_rate(timeline: &[(f64, f64)], lost: f64) -> f64 {
+    let at = |share: f64| timeline.iter().find(|(_, m)| *m >= lost * share).copied();
+    match (at(0.1), at(0.9)) {
+        (Some((t0, m0)), Some((t1, m1))) if t1 > t0 => (m1 - m0) / (t1 - t0),
+        _ => 0.0,
+    }
+}
+
 pub fn table(r: &RepairReport) -> String {
     format!(
         "self-healing after one of {} nodes ({} sites, {}) dies holding {:.0} MiB of {} MiB stored\n\
@@ -322,6 +337,7 @@ pub fn table(r: &RepairReport) -> String {
          first shard rebuilt            {:>8.1} s\n\
          full redundancy                {:>8.1} s\n\
          rebuild rate (lost bytes)      {:>8.1} MiB/s\n\
+           between 10 % and 90 % done   {:>8.1} MiB/s\n\
          repair writes (rebuilt+moved)  {:>8.1} MiB/s\n\
          codec rebuild (1 thread)       {:>8.1} MiB/s\n\
          disk write+fsync (256 KiB)     {:>8.1} MiB/s\n\
@@ -337,6 +353,7 @@ pub fn table(r: &RepairReport) -> String {
         r.rebuild_start_s,
         r.full_redundancy_s,
         r.rebuild_mib_s,
+        r.steady_mib_s,
         r.written_mib_s,
         r.codec_rebuild_mib_s,
         r.disk_write_mib_s,

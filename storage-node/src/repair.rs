@@ -554,12 +554,23 @@ pub async fn reconcile_pass(
                 }
             }
         }
-        for (i, c) in chunks.into_iter().enumerate() {
+        // What this node holds of the page's chunks, in one trip.
+        let (n, ids) = (
+            node.clone(),
+            chunks.iter().map(|c| c.id).collect::<Vec<_>>(),
+        );
+        let listed = blocking(move || {
+            ids.iter()
+                .map(|id| Ok(n.store.held(id)?))
+                .collect::<Result<Vec<_>, NodeError>>()
+        })
+        .await?;
+        for (i, (c, listed)) in chunks.into_iter().zip(listed).enumerate() {
             if hinted.contains_key(&c.id) {
                 continue;
             }
             pass.report.chunks += 1;
-            visit(node, &mut pass, c, false).await?;
+            visit(node, &mut pass, c, false, Some(listed)).await?;
             pass.rebuilds.start(stop, &mut pass.report);
             // Chunks peers name now (their new shards here) need not wait
             // for the end of a long scan.
@@ -674,7 +685,7 @@ async fn visit_hinted(
         }
         if let Some(c) = load_chunk(node, id).await? {
             pass.report.chunks += 1;
-            visit(node, pass, c, verify).await?;
+            visit(node, pass, c, verify, None).await?;
             pass.rebuilds.start(stop, &mut pass.report);
         }
     }
@@ -683,11 +694,15 @@ async fn visit_hinted(
 
 /// Reconcile one chunk: queue the rebuild of missing home shards, hand back
 /// foreign shards, push and drop references.
+///
+/// `listed`: the node's shards of the chunk (index, length) when the caller
+/// listed them already, a page of chunks in one trip to the blocking pool.
 async fn visit(
     node: &Arc<Node>,
     pass: &mut Pass<'_>,
     c: ChunkRefs,
     verify: bool,
+    listed: Option<Vec<(usize, u64)>>,
 ) -> Result<(), NodeError> {
     let chunk = ChunkId(c.id);
     let homes = match pass.grid.shard_homes(&chunk, c.n) {
@@ -699,35 +714,39 @@ async fn visit(
     };
     // What this node holds of the chunk, and whether each looks whole.
     let (n, id, len, shards) = (node.clone(), c.id, c.shard_len, c.n);
-    let held: Vec<(usize, bool)> = blocking(move || {
-        if !verify {
-            return Ok(n
-                .store
-                .held(&id)?
-                .into_iter()
-                .filter(|(i, _)| *i < shards)
-                .map(|(i, l)| (i, len == 0 || l == u64::from(len)))
-                .collect());
-        }
-        // A reader named this chunk: check our shards in full, and drop a
-        // bad one so it is rebuilt below.
-        let mut held = Vec::new();
-        for i in 0..shards {
-            let key = ShardKey::new(id, i).map_err(fail)?;
-            match n.store.verify(&key) {
-                Ok(()) => held.push((i, true)),
-                Err(crate::StoreError::NotFound) => {}
-                Err(crate::StoreError::Corrupt(reason)) => {
-                    tracing::warn!(shard = %key, %reason, "corrupt shard deleted for rebuild");
-                    n.repair.corrupt_found.fetch_add(1, Ordering::Relaxed);
-                    n.store.delete(&key)?;
-                }
-                Err(e) => return Err(e.into()),
+    let whole = move |listed: Vec<(usize, u64)>| -> Vec<(usize, bool)> {
+        listed
+            .into_iter()
+            .filter(|(i, _)| *i < shards)
+            .map(|(i, l)| (i, len == 0 || l == u64::from(len)))
+            .collect()
+    };
+    let held: Vec<(usize, bool)> = match listed {
+        Some(l) if !verify => whole(l),
+        _ => blocking(move || {
+            if !verify {
+                return Ok(whole(n.store.held(&id)?));
             }
-        }
-        Ok(held)
-    })
-    .await?;
+            // A reader named this chunk: check our shards in full, and drop a
+            // bad one so it is rebuilt below.
+            let mut held = Vec::new();
+            for i in 0..shards {
+                let key = ShardKey::new(id, i).map_err(fail)?;
+                match n.store.verify(&key) {
+                    Ok(()) => held.push((i, true)),
+                    Err(crate::StoreError::NotFound) => {}
+                    Err(crate::StoreError::Corrupt(reason)) => {
+                        tracing::warn!(shard = %key, %reason, "corrupt shard deleted for rebuild");
+                        n.repair.corrupt_found.fetch_add(1, Ordering::Relaxed);
+                        n.store.delete(&key)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(held)
+        })
+        .await?,
+    };
     let mine: Vec<usize> = (0..c.n).filter(|i| homes[*i] == node.id).collect();
     let missing: Vec<usize> = mine
         .iter()
