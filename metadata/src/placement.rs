@@ -123,12 +123,9 @@ fn draw_under<'a>(
     cap: usize,
 ) -> Option<&'a Node> {
     let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
-    let open: Vec<&Node> = candidates
-        .iter()
-        .copied()
-        .filter(|n| held(&n.site) < cap)
-        .collect();
-    draw_in(&open, domain, item, index, taken, |_| true)
+    draw_in(candidates, domain, item, index, taken, |site| {
+        held(site) < cap
+    })
 }
 
 /// Draw `index` among `candidates` not in `taken`: first a site among
