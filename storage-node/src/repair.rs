@@ -16,14 +16,17 @@
 //! - hands shards it holds but is not home for (hand-offs taken while a
 //!   home was down, or left by an older map) to their home, then drops its
 //!   own copy once the home holds one;
-//! - gives the chunk's references to every home when the map changed since
-//!   the last pass, or when this node is not a home itself (so a new home
-//!   learns what it should hold), and forgets them once it has no part in
-//!   the chunk any more.
+//! - gives the chunk's references to the homes the previous map did not
+//!   name when the map changed since the last pass (to every home when
+//!   this node did not propagate the previous map, or is not a home
+//!   itself), so a new home learns what it should hold, and forgets them
+//!   once it has no part in the chunk any more.
 //!
-//! Rebuilds go worst chunk first (fewest healthy shards on the grid), with
-//! bounded concurrency and bandwidth, and chunks named by a read that met a
-//! bad shard, or by the scrubber, jump the queue ([`RepairState::hint`]).
+//! Rebuilds start as soon as the pass finds them, while it scans on, worst
+//! chunk first among those found (fewest healthy shards on the grid), with
+//! bounded concurrency and bandwidth; chunks named by a read that met a bad
+//! shard, by the scrubber, or by a peer that pushed references join the
+//! running pass ([`RepairState::hint`]).
 
 use crate::node::{Node, NodeError};
 use bytes::Bytes;
@@ -1266,5 +1269,36 @@ async fn fetch(
             None
         }
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(id: u8, healthy: usize, seq: u64) -> Waiting {
+        Waiting {
+            chunk: Arc::new(ChunkRefs {
+                id: [id; 32],
+                k: 4,
+                n: 6,
+                shard_len: 0,
+                hashes: Vec::new(),
+                refs: Vec::new(),
+            }),
+            missing: vec![0],
+            healthy,
+            seq,
+        }
+    }
+
+    #[test]
+    fn the_queue_serves_the_fewest_healthy_shards_first_then_the_oldest() {
+        let mut q = BinaryHeap::new();
+        for (id, healthy, seq) in [(1, 5, 1), (2, 4, 2), (3, 5, 3), (4, 4, 4), (5, 3, 5)] {
+            q.push(waiting(id, healthy, seq));
+        }
+        let order: Vec<u8> = std::iter::from_fn(|| q.pop().map(|w| w.chunk.id[0])).collect();
+        assert_eq!(order, vec![5, 2, 4, 1, 3]);
     }
 }
