@@ -577,7 +577,7 @@ pub async fn reconcile_pass(
             pass.rebuilds.start(stop, &mut pass.report);
             // Chunks peers name now (their new shards here) need not wait
             // for the end of a long scan.
-            if i % HINT_CHECK == HINT_CHECK - 1 && node.repair.has_hints() {
+            if i % HINT_CHECK == HINT_CHECK - 1 && takes_hints(node) {
                 let more = node.repair.take_hints();
                 visit_hinted(node, &mut pass, &more, stop).await?;
             }
@@ -596,17 +596,14 @@ pub async fn reconcile_pass(
     // rebuilds never drain between one batch of hints and the next.
     loop {
         pass.rebuilds.start(stop, &mut pass.report);
-        if pass.rebuilds.waiting.is_empty()
-            && !stop.load(Ordering::Relaxed)
-            && node.repair.has_hints()
-        {
+        if pass.rebuilds.waiting.is_empty() && !stop.load(Ordering::Relaxed) && takes_hints(node) {
             let more = node.repair.take_hints();
             visit_hinted(node, &mut pass, &more, stop).await?;
             pass.flush_all().await;
             continue;
         }
         if !pass.rebuilds.finish_one(&mut pass.report).await
-            && (stop.load(Ordering::Relaxed) || !node.repair.has_hints())
+            && (stop.load(Ordering::Relaxed) || !takes_hints(node))
         {
             break;
         }
@@ -668,6 +665,13 @@ fn chunk_refs(refs: Vec<ChunkReference>) -> Option<ChunkRefs> {
         hashes,
         refs,
     })
+}
+
+/// Whether a running pass should take the hints that came in. Not once a
+/// new map asked for a full pass: this one places shards by the old map,
+/// and a steady stream of hints (a scrub) must not keep it from ending.
+fn takes_hints(node: &Node) -> bool {
+    node.repair.has_hints() && !node.repair.full_requested()
 }
 
 /// Visit the chunks in `hinted` (chunk -> verify its local shards).
