@@ -96,10 +96,7 @@ fn pick<'a>(
     // the emptiest: after a death in a site of two, the partner would
     // otherwise inherit every shard its site must keep and rebuild them
     // alone while the other nodes idle.
-    let mut sites: Vec<&str> = eligible.iter().map(|e| e.site.as_str()).collect();
-    sites.sort_unstable();
-    sites.dedup();
-    let cap = n.div_ceil(sites.len().max(1));
+    let cap = site_cap(map, n);
     for index in 0..n {
         if chosen[index].is_none() {
             let kept: Vec<&Node> = chosen.iter().flatten().copied().collect();

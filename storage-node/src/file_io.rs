@@ -45,24 +45,6 @@ impl IoBackend {
         }
     }
 
-    /// Fill `buf` from `offset`; returns fewer bytes only at end of file.
-    pub fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = match self {
-                IoBackend::Threads => file.read_at(&mut buf[done..], offset + done as u64),
-                IoBackend::Uring => uring::read_at(file, &mut buf[done..], offset + done as u64),
-            };
-            match n {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
-    }
-
     /// Up to `len` bytes from `offset` in a new buffer (fewer only at end
     /// of file). The buffer is not zeroed first: for a whole-shard read,
     /// zeroing cost about as much as the copy from the page cache.
@@ -185,14 +167,6 @@ mod uring {
             }
         }
         Ok(())
-    }
-
-    pub(super) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let len = buf.len().min(1 << 30) as u32;
-        let e = opcode::Read::new(types::Fd(file.as_raw_fd()), buf.as_mut_ptr(), len)
-            .offset(offset)
-            .build();
-        run(e)
     }
 
     /// Read into `len` bytes at `ptr`, which the caller guarantees valid

@@ -1175,7 +1175,8 @@ async fn rebuild_from(
 /// allocates and the kernel zeroes page by page again. Shared rather than
 /// one per thread: the blocking pool runs a hundred threads or more.
 static REBUILDERS: Mutex<Vec<Rebuilder>> = Mutex::new(Vec::new());
-/// More than the rebuilds a node runs at once is never needed.
+/// Kept at most; a process that runs more rebuilds at once (several
+/// in-process nodes) makes new ones for the excess and drops them after.
 const KEPT_REBUILDERS: usize = 32;
 
 fn with_rebuilder<T>(f: impl FnOnce(&mut Rebuilder) -> T) -> T {
@@ -1243,9 +1244,10 @@ async fn copy_from_holders(
         };
         let key = ShardKey::new(c.id, i).map_err(fail)?;
         let n = node.clone();
+        // `fetch` checked it in full (careful): not hashed again.
         blocking(move || {
             n.store.delete(&key)?;
-            Ok(n.store.put(key, &shard)?)
+            Ok(n.store.put_own(key, &shard)?)
         })
         .await?;
         copied.insert(i);

@@ -229,9 +229,10 @@ impl ShardStore {
         w.commit()
     }
 
-    /// Store a shard this process has just made, whose header checksum was
-    /// computed over these very bytes (a rebuild): the header is checked as
-    /// for any shard, the body is not hashed a second time.
+    /// Store a shard whose header checksum this process has just computed
+    /// (a rebuild) or verified (a copy checked on arrival) over these very
+    /// bytes: the header is checked as for any shard, the body is not
+    /// hashed a second time.
     pub fn put_own(&self, key: ShardKey, shard: &[u8]) -> Result<(), StoreError> {
         let split = codec::shard::ShardHeader::parse(shard)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?
@@ -493,8 +494,8 @@ pub struct ShardWriter<'a> {
     tmp_path: PathBuf,
     written: u64,
     verifier: StreamVerifier,
-    /// The header of a shard this process made (see `put_own`): its body
-    /// is not hashed again.
+    /// The header of a shard this process made or verified (see
+    /// `put_own`): its body is not hashed again.
     own: Option<codec::shard::ShardHeader>,
     reservation: Option<Reservation>,
     vouched: Option<[u8; 32]>,
