@@ -180,6 +180,26 @@ fn run_node(config: &std::path::Path) -> ExitCode {
     }
 }
 
+/// A bench's outcome: its report as JSON or as its table, or why it failed.
+fn print_report<R: serde::Serialize, E: std::fmt::Display>(
+    bench: &str,
+    report: Result<R, E>,
+    json: bool,
+    table: impl Fn(&R) -> String,
+) -> ExitCode {
+    match report {
+        Err(e) => {
+            eprintln!("gridstore bench {bench}: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(r) if json => print_json(&r),
+        Ok(r) => {
+            print!("{}", table(&r));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn print_json(report: &impl serde::Serialize) -> ExitCode {
     match serde_json::to_string_pretty(report) {
         Ok(s) => {
@@ -237,7 +257,7 @@ fn run_gateway(config: &std::path::Path) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Node { config } => return run_node(&config),
+        Command::Node { config } => run_node(&config),
         Command::Server {
             dir,
             listen,
@@ -249,46 +269,34 @@ fn main() -> ExitCode {
             scrub_interval_secs,
             jobs_listen,
             job_allow,
-        } => {
-            return run_server(embedded::ServerArgs {
-                dir,
-                listen,
-                webdav_listen,
-                reconcile_interval_secs,
-                scrub_interval_secs,
-                nodes,
-                sites,
-                region,
-                jobs_listen,
-                job_allow: job_allow.into_iter().filter(|p| !p.is_empty()).collect(),
-            })
-        }
-        Command::Gateway { config } => return run_gateway(&config),
+        } => run_server(embedded::ServerArgs {
+            dir,
+            listen,
+            webdav_listen,
+            reconcile_interval_secs,
+            scrub_interval_secs,
+            nodes,
+            sites,
+            region,
+            jobs_listen,
+            job_allow: job_allow.into_iter().filter(|p| !p.is_empty()).collect(),
+        }),
+        Command::Gateway { config } => run_gateway(&config),
         Command::Job(args) => {
             let Some(rt) = runtime("job") else {
                 return ExitCode::FAILURE;
             };
-            return rt.block_on(job::run(args));
+            rt.block_on(job::run(args))
         }
         Command::Admin(args) => {
             let Some(rt) = runtime("admin") else {
                 return ExitCode::FAILURE;
             };
-            return rt.block_on(admin::run(args));
+            rt.block_on(admin::run(args))
         }
         Command::Bench(Bench::Node { json, quick, dir }) => {
-            let report =
-                match bench::node_speed::run(bench::node_speed::timing(quick), dir.as_deref()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("gridstore bench node: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-            if json {
-                return print_json(&report);
-            }
-            print!("{}", bench::node_speed::table(&report));
+            let report = bench::node_speed::run(bench::node_speed::timing(quick), dir.as_deref());
+            print_report("node", report, json, bench::node_speed::table)
         }
         Command::Bench(Bench::Repair {
             json,
@@ -302,30 +310,12 @@ fn main() -> ExitCode {
                 heartbeat_secs,
                 down_after_secs,
             };
-            let report = match bench::repair_speed::run(args, dir.as_deref()) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("gridstore bench repair: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            if json {
-                return print_json(&report);
-            }
-            print!("{}", bench::repair_speed::table(&report));
+            let report = bench::repair_speed::run(args, dir.as_deref());
+            print_report("repair", report, json, bench::repair_speed::table)
         }
         Command::Bench(Bench::S3(args)) => {
-            let report = match bench::s3_load::run(&args) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("gridstore bench s3: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            if args.json {
-                return print_json(&report);
-            }
-            print!("{}", bench::s3_load::table(&report));
+            let report = bench::s3_load::run(&args);
+            print_report("s3", report, args.json, bench::s3_load::table)
         }
         Command::Bench(Bench::Codec { json, quick }) => {
             let timing = if quick {
@@ -333,13 +323,8 @@ fn main() -> ExitCode {
             } else {
                 bench::Timing::full()
             };
-            let report = bench::codec_speed::run(timing);
-            if json {
-                return print_json(&report);
-            } else {
-                print!("{}", bench::codec_speed::table(&report));
-            }
+            let report = Ok::<_, std::convert::Infallible>(bench::codec_speed::run(timing));
+            print_report("codec", report, json, bench::codec_speed::table)
         }
     }
-    ExitCode::SUCCESS
 }

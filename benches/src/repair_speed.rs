@@ -15,7 +15,7 @@ use cluster::chunk_io::Grid;
 use cluster::rpc_auth::RpcKey;
 use cluster::{ClientOptions, ErasureSpec, MasterKey, ObjectStore, PutOptions, StoreConfig};
 use codec::{DomainKey, ErasureParams, Rebuilder, SealConfig, Sealer};
-use metadata::model::{ClusterMap, Node, NodeState};
+use metadata::model::{ClusterMap, NodeState};
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use std::io::Write;
@@ -191,13 +191,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
             std::fs::write(&path, text).map_err(setup("node config"))?;
             let cfg = NodeConfig::load(&path).map_err(setup("node config"))?;
             let node = LocalNode::start(&cfg).await.map_err(setup("node"))?;
-            entries.push(Node {
-                id,
-                addr: node.addr.to_string(),
-                site: cfg.site.clone(),
-                capacity_bytes: 1 << 40,
-                state: NodeState::Up as i32,
-            });
+            entries.push(node.map_entry(1 << 40));
             nodes.push(Some(node));
         }
     }

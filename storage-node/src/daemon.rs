@@ -209,6 +209,18 @@ impl LocalNode {
         })
     }
 
+    /// This node as a cluster map lists it: up, at the address it serves,
+    /// weighted by `capacity_bytes`.
+    pub fn map_entry(&self, capacity_bytes: u64) -> metadata::model::Node {
+        metadata::model::Node {
+            id: self.node.id.clone(),
+            addr: self.addr.to_string(),
+            site: self.node.site.clone(),
+            capacity_bytes,
+            state: metadata::model::NodeState::Up as i32,
+        }
+    }
+
     /// One garbage collection pass as if the time were `now_ms` (see
     /// [`Node::gc_pass`]), on the blocking pool.
     pub async fn gc_pass(&self, now_ms: u64, grace_ms: u64) -> Result<GcReport, NodeError> {

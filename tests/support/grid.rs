@@ -4,7 +4,7 @@
 
 use cluster::chunk_io::Grid;
 use cluster::ClientOptions;
-use metadata::model::{ClusterMap, Node, NodeState};
+use metadata::model::{ClusterMap, Node};
 use std::time::Duration;
 use storage_node::config::IoChoice;
 use storage_node::config::RepairConfig;
@@ -70,13 +70,7 @@ impl TestGrid {
         cfg.data_dir = self.dir.path().join(id);
         let node = LocalNode::start(&cfg).await.unwrap();
         cfg.listen = node.addr;
-        let entry = Node {
-            id: id.to_string(),
-            addr: node.addr.to_string(),
-            site: site.to_string(),
-            capacity_bytes: 1 << 40,
-            state: NodeState::Up as i32,
-        };
+        let entry = node.map_entry(1 << 40);
         self.cfgs.push(cfg);
         self.nodes.push(Some(node));
         self.map.nodes.push(entry.clone());
@@ -125,13 +119,7 @@ impl TestGrid {
                 let node = LocalNode::start(&cfg).await.unwrap();
                 cfg.listen = node.addr;
                 cfgs.push(cfg.clone());
-                entries.push(Node {
-                    id,
-                    addr: node.addr.to_string(),
-                    site: cfg.site.clone(),
-                    capacity_bytes: 1 << 40,
-                    state: NodeState::Up as i32,
-                });
+                entries.push(node.map_entry(1 << 40));
                 nodes.push(Some(node));
             }
         }
