@@ -131,17 +131,16 @@ impl Grid {
     /// round when the grid has fewer placeable nodes), without repeats:
     /// where its chunk references go.
     pub fn placement(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        let order = self.chunk_order(id, shards)?;
-        let mut out: Vec<String> = Vec::new();
-        for node in order.iter().take(shards) {
-            out.push(node.id.clone());
-        }
-        Ok(out)
+        Ok(self
+            .homes(id, shards)?
+            .into_iter()
+            .map(|node| node.id.clone())
+            .collect())
     }
 
     /// The placement node of each shard index (with wrap-round).
     pub fn shard_homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        let order = self.chunk_order(id, shards)?;
+        let order = self.homes(id, shards)?;
         if order.is_empty() {
             return Err(PlacementError::NotEnoughNodes {
                 needed: 1,
@@ -166,6 +165,23 @@ impl Grid {
     fn chunk_order(&self, id: &ChunkId, shards: usize) -> Result<Vec<&Node>, PlacementError> {
         placement::chunk_order(&self.map, &id.0, shards)
     }
+
+    fn order_ids(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
+        Ok(self
+            .chunk_order(id, shards)?
+            .into_iter()
+            .map(|node| node.id.clone())
+            .collect())
+    }
+
+    /// The first `shards` nodes of [`chunk_order`](Self::chunk_order) (all
+    /// of it when fewer are placeable), without drawing the rest: what
+    /// every reconciliation visit asks, and the full order costs a draw
+    /// per node of the grid.
+    fn homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<&Node>, PlacementError> {
+        let placeable = self.map.nodes.iter().filter(|n| n.placeable()).count();
+        placement::chunk_nodes(&self.map, &id.0, shards.min(placeable))
+    }
 }
 
 /// Where each shard of a written chunk went.
@@ -187,18 +203,10 @@ fn try_elsewhere(e: &NodeError) -> bool {
 pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteReport, ChunkError> {
     let id = chunk.id();
     let n = chunk.shard_count();
-    let order: Vec<String> = grid
-        .chunk_order(&id, n)?
-        .into_iter()
-        .map(|node| node.id.clone())
-        .collect();
-    if order.is_empty() {
-        return Err(PlacementError::NotEnoughNodes {
-            needed: 1,
-            available: 0,
-        }
-        .into());
-    }
+    // Shard i's home; the rest of the chunk's order (every placeable node,
+    // a draw each) only once a home fails.
+    let homes = grid.shard_homes(&id, n)?;
+    let mut order: Option<Vec<String>> = None;
     let (_, m) = chunk.shape();
     let shards: Vec<Bytes> = (0..n).map(|i| Bytes::from(chunk.shard(i))).collect();
 
@@ -230,7 +238,7 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
     let mut planned: Vec<Option<String>> = vec![None; n];
     for (i, slot) in planned.iter_mut().enumerate() {
         // With fewer nodes than shards the placement wraps round.
-        let node = order[i % order.len()].clone();
+        let node = homes[i].clone();
         *slot = Some(node.clone());
         spawn(&mut tasks, i, node);
     }
@@ -257,6 +265,10 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
                         .flatten()
                         .any(|h| h == cand)
                 };
+                if order.is_none() {
+                    order = Some(grid.order_ids(&id, n)?);
+                }
+                let order = order.as_deref().unwrap_or_default();
                 let fresh = order.iter().find(|c| !dead.contains(c) && !busy(c));
                 let fallback = fresh.cloned().or_else(|| {
                     order
@@ -319,9 +331,7 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
         });
     }
     let holders: Vec<String> = holders.into_iter().flatten().collect();
-    let handed_off = (0..n)
-        .filter(|i| holders[*i] != order[*i % order.len()])
-        .collect();
+    let handed_off = (0..n).filter(|i| holders[*i] != homes[*i]).collect();
     Ok(ChunkWriteReport {
         holders,
         handed_off,
@@ -368,16 +378,13 @@ pub async fn get_chunk_with(
     m: usize,
 ) -> Result<(Vec<u8>, ChunkReadReport), ChunkError> {
     let n = k + m;
-    let order: Vec<String> = grid
-        .chunk_order(id, n)?
-        .into_iter()
-        .map(|node| node.id.clone())
-        .collect();
+    // The rest of the chunk's order is drawn only if a search is needed.
+    let homes = grid.shard_homes(id, n)?;
     let mut report = ChunkReadReport::default();
     // index -> (node, bytes)
     let mut have: BTreeMap<usize, (String, Bytes)> = BTreeMap::new();
     let mut tried: Vec<Vec<String>> = vec![Vec::new(); n];
-    let primary = |i: usize| order.get(i % order.len().max(1)).cloned();
+    let primary = |i: usize| homes.get(i).cloned();
 
     // Data shards first (no decoding), then parity as needed, nearest
     // site first, then a search.
@@ -431,6 +438,7 @@ pub async fn get_chunk_with(
             wanted.push(p);
         }
         if wanted.is_empty() {
+            let order = grid.order_ids(id, n)?;
             let mut found = search(grid, id, n, &order, &have, &mut tried).await;
             if found.is_empty() && !searched_again {
                 // Repair may be moving a shard from one node to another

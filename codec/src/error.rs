@@ -34,6 +34,9 @@ pub enum CodecError {
     #[error("unsupported shard format version {0}")]
     UnsupportedVersion(u8),
 
+    #[error("rebuilt shard {index} does not match the checksum it was written with: an input shard is corrupt")]
+    RebuiltMismatch { index: usize },
+
     #[error("shards disagree on chunk parameters")]
     MismatchedShards,
 

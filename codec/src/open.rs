@@ -111,13 +111,14 @@ fn for_each_subset(
 enum Check {
     /// Hash the body: for rebuilds, which have no key to authenticate with.
     Checksum,
-    /// Parse and length-check only: for opens, where the AEAD (plus the
-    /// zero-padding check) authenticates every byte of the data stripe, and
-    /// so every body that went into it, whether used directly or through
-    /// reconstruction. A failure sends the open down the slow path, which
-    /// hashes every shard to name the bad ones. This keeps a BLAKE3 pass off
-    /// the read path.
-    Aead,
+    /// Parse and length-check only, where something downstream covers
+    /// every body. Opens: the AEAD (plus the zero-padding check)
+    /// authenticates every byte of the data stripe, and so every body that
+    /// went into it, whether used directly or through reconstruction; a
+    /// failure sends the open down the slow path, which hashes every shard
+    /// to name the bad ones. Rebuilds with known checksums: see
+    /// [`Rebuilder::rebuild_expecting`]. This keeps a BLAKE3 pass off both.
+    Parse,
 }
 
 /// Parse (and, with `Check::Checksum`, hash) one shard and check that it
@@ -125,7 +126,7 @@ enum Check {
 fn check_shard<'a>(id: &ChunkId, bytes: &'a [u8], check: Check) -> Result<VerifiedShard<'a>> {
     let v = match check {
         Check::Checksum => shard::verify(bytes)?,
-        Check::Aead => shard::parse(bytes)?,
+        Check::Parse => shard::parse(bytes)?,
     };
     if v.header.chunk_id != *id {
         return Err(CodecError::CorruptShard {
@@ -329,7 +330,7 @@ impl Opener {
         shards: &[S],
         out: &mut Vec<u8>,
     ) -> Result<OpenReport> {
-        let mut sel = match select(id, shards, Check::Aead) {
+        let mut sel = match select(id, shards, Check::Parse) {
             Ok(sel) => sel,
             // Without hashing, a damaged header can pass for the reference
             // shape and make the honest shards look mismatched: let the slow
@@ -589,13 +590,65 @@ impl Rebuilder {
         id: &ChunkId,
         shards: &[S],
         wanted: &[usize],
+        each: impl FnMut(usize, &[u8], &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<OpenReport, E>
+    where
+        S: AsRef<[u8]>,
+        E: From<CodecError>,
+    {
+        self.rebuild_checked(id, shards, wanted, None, each)
+    }
+
+    /// Like [`rebuild_with`](Self::rebuild_with), for a caller that knows
+    /// the checksum each wanted shard was written with (`expected[j]` for
+    /// `wanted[j]`): the inputs are parsed, not hashed, and each rebuilt
+    /// shard must match its checksum before `each` sees it; a mismatch is
+    /// [`CodecError::RebuiltMismatch`].
+    ///
+    /// Checking the outputs checks every input body: in an MDS code a shard
+    /// rebuilt from k others is a combination of all k with non-zero
+    /// coefficients (a zero one would make k-1 of them plus the rebuilt
+    /// one a dependent set), and GF(2^8) has no zero divisors, so any byte
+    /// changed in any input changes that byte of every rebuilt shard. That
+    /// leaves one shard hashed per rebuilt shard instead of k + 1. The
+    /// mismatch cannot say which input was bad: gather again, verifying
+    /// each one.
+    pub fn rebuild_expecting<S, E>(
+        &mut self,
+        id: &ChunkId,
+        shards: &[S],
+        wanted: &[usize],
+        expected: &[[u8; 32]],
+        each: impl FnMut(usize, &[u8], &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<OpenReport, E>
+    where
+        S: AsRef<[u8]>,
+        E: From<CodecError>,
+    {
+        if expected.len() != wanted.len() {
+            return Err(CodecError::BadHeader("one expected checksum per wanted shard").into());
+        }
+        self.rebuild_checked(id, shards, wanted, Some(expected), each)
+    }
+
+    fn rebuild_checked<S, E>(
+        &mut self,
+        id: &ChunkId,
+        shards: &[S],
+        wanted: &[usize],
+        expected: Option<&[[u8; 32]]>,
         mut each: impl FnMut(usize, &[u8], &[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<OpenReport, E>
     where
         S: AsRef<[u8]>,
         E: From<CodecError>,
     {
-        let mut sel = select(id, shards, Check::Checksum)?;
+        let check = if expected.is_some() {
+            Check::Parse
+        } else {
+            Check::Checksum
+        };
+        let mut sel = select(id, shards, check)?;
         let n = sel.header.params.total();
         if let Some(&bad) = wanted.iter().find(|&&i| i >= n) {
             return Err(CodecError::CorruptShard {
@@ -610,11 +663,14 @@ impl Rebuilder {
         let data_only = wanted.iter().all(|&i| i < sel.header.params.data());
         assemble(&mut self.coders, &mut sel, &mut self.work, data_only)?;
         let body_len = sel.header.body_len as usize;
-        for &index in wanted {
+        for (j, &index) in wanted.iter().enumerate() {
             let body = &self.work[index * body_len..(index + 1) * body_len];
             let mut h = sel.header.clone();
             h.index = index as u8;
             let header = h.encode(body);
+            if expected.is_some_and(|e| e[j] != h.checksum) {
+                return Err(CodecError::RebuiltMismatch { index }.into());
+            }
             each(index, &header, body)?;
         }
         Ok(sel.report)

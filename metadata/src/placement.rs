@@ -167,11 +167,16 @@ fn draw_in<'a>(
         .copied()
         .filter(|n| !taken.iter().any(|t| t.id == n.id) && site_ok(&n.site))
         .collect();
-    let site = free.iter().map(|n| n.site.as_str()).max_by(|a, b| {
-        uniform(domain, item, index, a.as_bytes())
-            .total_cmp(&uniform(domain, item, index, b.as_bytes()))
-            .then_with(|| b.cmp(a))
-    })?;
+    // Each site scored once: scoring inside the comparison hashed two
+    // names per node, and placement runs for every chunk a node reconciles
+    // and every chunk a gateway reads or writes.
+    let mut sites: Vec<&str> = free.iter().map(|n| n.site.as_str()).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    let (site, _) = sites
+        .into_iter()
+        .map(|s| (s, uniform(domain, item, index, s.as_bytes())))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
     free.into_iter()
         .filter(|n| n.site == site)
         .map(|n| (n, node_score(domain, item, index, n)))

@@ -232,3 +232,45 @@ fn chunk_order_starts_with_the_homes_and_lists_every_placeable_node() {
         assert!(!all.contains(&m.nodes[5].id));
     }
 }
+
+/// Placement is part of the on-disk format: every gateway and node must
+/// compute the same homes, release after release, or an upgrade moves (or
+/// loses track of) data. This pins the answers for maps with mixed
+/// capacities, uneven sites and nodes down, draining and removed, for
+/// chunk order, shard homes and bucket replicas. Recompute only for a
+/// deliberate, migrated placement change.
+#[test]
+fn placement_answers_are_pinned() {
+    let mut uneven = map(&[3, 1, 2, 4, 2]);
+    uneven.nodes[2].capacity_bytes = 3 << 40;
+    uneven.nodes[5].capacity_bytes = 1 << 39;
+    let mut degraded = uneven.clone();
+    degraded.nodes[0].state = NodeState::Down as i32;
+    degraded.nodes[4].state = NodeState::Draining as i32;
+    degraded.nodes[7].state = NodeState::Removed as i32;
+    let maps = [map(&[2, 2, 2, 2]), uneven, degraded, map(&[2, 1, 3])];
+    let mut h = blake3::Hasher::new();
+    for m in &maps {
+        for i in 0..500u64 {
+            let id = chunk_id(i);
+            for shards in [3usize, 6] {
+                for n in chunk_nodes(m, &id, shards).expect("placement") {
+                    h.update(n.id.as_bytes());
+                }
+                h.update(b"|");
+            }
+            for n in metadata::placement::chunk_order(m, &id, 6).expect("order") {
+                h.update(n.id.as_bytes());
+            }
+            h.update(b"|");
+            for n in bucket_replicas(m, &id, 3).expect("replicas") {
+                h.update(n.id.as_bytes());
+            }
+            h.update(b"#");
+        }
+    }
+    assert_eq!(
+        h.finalize().to_hex().as_str(),
+        "9f747d7db70ccbecc9af508b677693b79d74c4e6dae3149667077c87afe49dab"
+    );
+}

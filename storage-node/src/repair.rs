@@ -645,13 +645,16 @@ fn chunk_refs(refs: Vec<ChunkReference>) -> Option<ChunkRefs> {
     let id: [u8; 32] = first.chunk_id.as_slice().try_into().ok()?;
     let erasure = first.erasure?;
     let with_hashes = refs.iter().find(|r| !r.shard_hashes.is_empty());
+    // All or none: one malformed entry would shift the rest onto the
+    // wrong indexes.
     let hashes = with_hashes
-        .map(|r| {
+        .and_then(|r| {
             r.shard_hashes
                 .iter()
-                .filter_map(|h| h.as_slice().try_into().ok())
-                .collect()
+                .map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+                .collect::<Option<Vec<_>>>()
         })
+        .filter(|h| h.len() == erasure.total())
         .unwrap_or_default();
     let shard_len = with_hashes
         .map(|r| r.shard_len)
@@ -1143,27 +1146,28 @@ async fn rebuild_from(
     let shards: Vec<Bytes> = have.into_values().take(c.k).collect();
     blocking(move || {
         let mut written = 0u64;
-        with_rebuilder(|r| {
-            r.rebuild_with(&ChunkId(cc.id), &shards, &wanted, |i, header, body| {
-                // The rebuilder hashed the body into the header just now:
-                // the header must carry the checksum the writer recorded,
-                // and the store need not hash the body again.
-                let made = codec::shard::ShardHeader::parse(header)?;
-                if cc.hashes.get(i).is_some_and(|h| *h != made.checksum) {
-                    return Err(fail(format!(
-                        "chunk {}: rebuilt shard {i} does not match its recorded checksum",
-                        ChunkId(cc.id)
-                    )));
-                }
-                let key = ShardKey::new(cc.id, i).map_err(fail)?;
-                // A stale or corrupt file in the way goes first.
-                n.store.delete(&key)?;
-                n.store.put_own_parts(key, header, body)?;
-                let len = header.len() + body.len();
-                written += len as u64;
-                tracing::info!(chunk = %ChunkId(cc.id), index = i, bytes = len, "shard rebuilt");
-                Ok(())
-            })
+        // The rebuilder hashed each body into its header just now, so the
+        // store need not hash it again; the header must carry the checksum
+        // the writer recorded.
+        let mut store = |i: usize, header: &[u8], body: &[u8]| -> Result<(), NodeError> {
+            let key = ShardKey::new(cc.id, i).map_err(fail)?;
+            // A stale or corrupt file in the way goes first.
+            n.store.delete(&key)?;
+            n.store.put_own_parts(key, header, body)?;
+            let len = header.len() + body.len();
+            written += len as u64;
+            tracing::info!(chunk = %ChunkId(cc.id), index = i, bytes = len, "shard rebuilt");
+            Ok(())
+        };
+        let id = ChunkId(cc.id);
+        // With every wanted shard's recorded checksum, checking the rebuilt
+        // shards checks the inputs (see `rebuild_expecting`): k fewer
+        // shards hashed per rebuild. Older references may lack them.
+        let expected: Option<Vec<[u8; 32]>> =
+            wanted.iter().map(|&i| cc.hashes.get(i).copied()).collect();
+        with_rebuilder(|r| match &expected {
+            Some(expected) => r.rebuild_expecting(&id, &shards, &wanted, expected, &mut store),
+            None => r.rebuild_with(&id, &shards, &wanted, &mut store),
         })?;
         Ok(written)
     })
