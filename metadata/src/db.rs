@@ -193,6 +193,26 @@ impl Db {
         Ok(txn.commit()?)
     }
 
+    /// [`write`](Self::write) without the puts of values already stored
+    /// as they are; nothing left, nothing written (no log sync). For
+    /// writes that peers repeat: after a map change every surviving home
+    /// of a chunk gives its new home the same references.
+    pub fn write_changed(&self, mut batch: Batch) -> Result<(), DbError> {
+        let mut kept = Vec::with_capacity(batch.ops.len());
+        for (table, key, value) in batch.ops.drain(..) {
+            if let Some(v) = &value {
+                if self.get_raw(table, &key)?.as_deref() == Some(v.as_slice()) {
+                    continue;
+                }
+            }
+            kept.push((table, key, value));
+        }
+        if kept.is_empty() {
+            return Ok(());
+        }
+        self.write(Batch { ops: kept })
+    }
+
     /// Keys in `[start, end)` (`end = None`: to the end of the table) in key
     /// order, at most `limit` of them. Pass `next` back as `start` for the
     /// following page.
