@@ -79,8 +79,14 @@ fn write_changed_applies_what_differs() {
         .put_raw(Table::ChunkRefs, b"new", b"3".to_vec())
         .delete(Table::Parts, b"gone");
     db.write_changed(b).unwrap();
-    assert_eq!(db.get_raw(Table::ChunkRefs, b"same").unwrap().unwrap(), b"1");
-    assert_eq!(db.get_raw(Table::ChunkRefs, b"changed").unwrap().unwrap(), b"2");
+    assert_eq!(
+        db.get_raw(Table::ChunkRefs, b"same").unwrap().unwrap(),
+        b"1"
+    );
+    assert_eq!(
+        db.get_raw(Table::ChunkRefs, b"changed").unwrap().unwrap(),
+        b"2"
+    );
     assert_eq!(db.get_raw(Table::ChunkRefs, b"new").unwrap().unwrap(), b"3");
     assert!(db.get_raw(Table::Parts, b"gone").unwrap().is_none());
     // Only repeats: nothing to write, and nothing changes.
@@ -88,7 +94,10 @@ fn write_changed_applies_what_differs() {
     b.put_raw(Table::ChunkRefs, b"same", b"1".to_vec());
     db.write_changed(b).unwrap();
     db.write_changed(Batch::new()).unwrap();
-    assert_eq!(db.get_raw(Table::ChunkRefs, b"same").unwrap().unwrap(), b"1");
+    assert_eq!(
+        db.get_raw(Table::ChunkRefs, b"same").unwrap().unwrap(),
+        b"1"
+    );
 }
 
 #[test]

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 /// Epoch of the map whose homes were last given every reference.
@@ -296,22 +296,40 @@ impl Ord for Waiting {
 /// of its new shards from peers' hints during it) does not idle until the
 /// scan ends; of the work found so far, the chunks with the fewest healthy
 /// shards go first.
+///
+/// Up to `concurrency` workers take the queued rebuilds one after another
+/// by themselves: a slot refilled only when the pass loop came round would
+/// stay empty while the pass waits on a peer or the disk for its scan.
 struct Rebuilds {
     node: Arc<Node>,
     grid: Arc<Grid>,
     /// The previous map: where a copy may still be, and how many of a
     /// chunk's shards survive without asking their homes.
     prev: Option<Arc<Grid>>,
-    waiting: BinaryHeap<Waiting>,
+    queue: Arc<Mutex<RebuildQueue>>,
+    /// A worker finished a rebuild.
+    finished: Arc<Notify>,
+    /// Workers stop taking rebuilds (the pass was told to stop).
+    halt: Arc<AtomicBool>,
+    concurrency: usize,
     /// Chunks waiting or being rebuilt: one met again meanwhile (hinted
     /// after the scan saw it) is not rebuilt twice, but looked at again,
     /// through `again`, once its rebuild ends.
     active: HashSet<[u8; 32]>,
     again: HashSet<[u8; 32]>,
     seq: u64,
-    running: JoinSet<RebuildDone>,
-    gate: Arc<Semaphore>,
+    workers: JoinSet<()>,
     throttle: Arc<Throttle>,
+}
+
+/// What the pass and the workers share.
+#[derive(Default)]
+struct RebuildQueue {
+    waiting: BinaryHeap<Waiting>,
+    /// Ended rebuilds the pass has not accounted for yet.
+    done: Vec<RebuildDone>,
+    /// Workers running (each exits when it finds the queue empty).
+    workers: usize,
 }
 
 impl Rebuilds {
@@ -325,14 +343,24 @@ impl Rebuilds {
             node: node.clone(),
             grid,
             prev,
-            waiting: BinaryHeap::new(),
+            queue: Arc::default(),
+            finished: Arc::new(Notify::new()),
+            halt: Arc::new(AtomicBool::new(false)),
+            concurrency: limits.concurrency.max(1),
             active: HashSet::new(),
             again: HashSet::new(),
             seq: 0,
-            running: JoinSet::new(),
-            gate: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            workers: JoinSet::new(),
             throttle: Arc::new(Throttle::new(limits.bytes_per_sec)),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RebuildQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn nothing_waiting(&self) -> bool {
+        self.lock().waiting.is_empty()
     }
 
     /// Queue the rebuild of shards `missing` of `chunk`.
@@ -348,7 +376,7 @@ impl Rebuilds {
             .missing
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
         self.seq += 1;
-        self.waiting.push(Waiting {
+        self.lock().waiting.push(Waiting {
             chunk: Arc::new(chunk),
             missing,
             healthy,
@@ -356,58 +384,109 @@ impl Rebuilds {
         });
     }
 
-    /// Start waiting rebuilds while the concurrency limit allows, and
-    /// account for finished ones.
+    /// Account for ended rebuilds and have enough workers on the queue
+    /// (none once `stop` is set).
     fn start(&mut self, stop: &AtomicBool, report: &mut ReconcileReport) {
-        while let Some(done) = self.running.try_join_next() {
-            self.settle(done, report);
+        while let Some(joined) = self.workers.try_join_next() {
+            self.reap(joined, report);
         }
-        while !stop.load(Ordering::Relaxed) && !self.waiting.is_empty() {
-            let Ok(permit) = self.gate.clone().try_acquire_owned() else {
-                return;
-            };
-            let Some(w) = self.waiting.pop() else {
-                return;
-            };
+        self.settle_done(report);
+        if stop.load(Ordering::Relaxed) {
+            self.halt.store(true, Ordering::Relaxed);
+            return;
+        }
+        let mut q = self.lock();
+        let wanted = self.concurrency.min(q.workers + q.waiting.len());
+        let spawn = wanted.saturating_sub(q.workers);
+        q.workers += spawn;
+        drop(q);
+        for _ in 0..spawn {
             let (n, grid, prev, throttle) = (
                 self.node.clone(),
                 self.grid.clone(),
                 self.prev.clone(),
                 self.throttle.clone(),
             );
-            self.running.spawn(async move {
-                n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-                let r = rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
-                n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-                (w.chunk.id, w.missing.len(), r)
+            let (queue, finished, halt) =
+                (self.queue.clone(), self.finished.clone(), self.halt.clone());
+            self.workers.spawn(async move {
+                loop {
+                    let next = {
+                        let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                        let next = if halt.load(Ordering::Relaxed) {
+                            None
+                        } else {
+                            q.waiting.pop()
+                        };
+                        if next.is_none() {
+                            q.workers -= 1;
+                        }
+                        next
+                    };
+                    let Some(w) = next else {
+                        finished.notify_one();
+                        return;
+                    };
+                    n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
+                    let r =
+                        rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
+                    n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
+                    queue.lock().unwrap_or_else(|p| p.into_inner()).done.push((
+                        w.chunk.id,
+                        w.missing.len(),
+                        r,
+                    ));
+                    finished.notify_one();
+                }
             });
         }
     }
 
-    /// Wait for one running rebuild to end; `false` when none runs.
+    /// Wait for running rebuilds to end (at least one); `false` when none
+    /// runs.
     async fn finish_one(&mut self, report: &mut ReconcileReport) -> bool {
-        match self.running.join_next().await {
-            Some(done) => {
-                self.settle(done, report);
-                true
+        loop {
+            if self.settle_done(report) > 0 {
+                return true;
             }
-            None => false,
+            if self.lock().workers == 0 {
+                return false;
+            }
+            // A rebuild ending between the look above and here leaves a
+            // permit, so this does not miss it.
+            tokio::select! {
+                _ = self.finished.notified() => {}
+                Some(joined) = self.workers.join_next() => self.reap(joined, report),
+            }
         }
     }
 
-    fn settle(
-        &mut self,
-        done: Result<RebuildDone, tokio::task::JoinError>,
-        report: &mut ReconcileReport,
-    ) {
-        if let Ok((id, _, _)) = &done {
-            self.active.remove(id);
-            if self.again.remove(id) {
-                self.node.repair.hint(*id, false);
-            }
+    /// A worker ended. One that panicked never took itself off the count,
+    /// and its rebuild failed.
+    fn reap(&mut self, joined: Result<(), tokio::task::JoinError>, report: &mut ReconcileReport) {
+        if let Err(e) = joined {
+            self.lock().workers -= 1;
+            report.failed += 1;
+            self.node
+                .repair
+                .failed_rebuilds
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "a rebuild worker failed; its chunk waits for the next pass");
         }
-        account(&self.node, done, report);
+    }
+
+    /// Account for the rebuilds the workers ended; how many there were.
+    fn settle_done(&mut self, report: &mut ReconcileReport) -> usize {
+        let done = std::mem::take(&mut self.lock().done);
+        let count = done.len();
+        for (id, shards, result) in done {
+            self.active.remove(&id);
+            if self.again.remove(&id) {
+                self.node.repair.hint(id, false);
+            }
+            account(&self.node, (id, shards, result), report);
+        }
+        count
     }
 }
 
@@ -596,7 +675,7 @@ pub async fn reconcile_pass(
     // rebuilds never drain between one batch of hints and the next.
     loop {
         pass.rebuilds.start(stop, &mut pass.report);
-        if pass.rebuilds.waiting.is_empty() && !stop.load(Ordering::Relaxed) && takes_hints(node) {
+        if pass.rebuilds.nothing_waiting() && !stop.load(Ordering::Relaxed) && takes_hints(node) {
             let more = node.repair.take_hints();
             visit_hinted(node, &mut pass, &more, stop).await?;
             pass.flush_all().await;
@@ -948,15 +1027,7 @@ async fn healthy_shards(grid: &Grid, prev: Option<&Grid>, c: &ChunkRefs) -> usiz
 
 type RebuildDone = ([u8; 32], usize, Result<u64, NodeError>);
 
-fn account(
-    node: &Node,
-    done: Result<RebuildDone, tokio::task::JoinError>,
-    report: &mut ReconcileReport,
-) {
-    let Ok((id, shards, result)) = done else {
-        report.failed += 1;
-        return;
-    };
+fn account(node: &Node, (id, shards, result): RebuildDone, report: &mut ReconcileReport) {
     match result {
         Ok(bytes) => {
             report.rebuilt += shards as u64;
