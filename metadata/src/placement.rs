@@ -92,10 +92,10 @@ fn pick<'a>(
         .map(|node| Some(node).filter(|n| n.placeable()))
         .collect();
     chosen.resize(n, None);
-    // A replacement may go to any site under the spread cap, not only to
-    // the emptiest: after a death in a site of two, the partner would
-    // otherwise inherit every shard its site must keep and rebuild them
-    // alone while the other nodes idle.
+    // A replacement may go to any node in a site under the spread cap,
+    // not only to the emptiest site: after a death in a site of two, the
+    // partner would otherwise inherit every shard its site must keep and
+    // rebuild them alone while the other nodes idle.
     let cap = site_cap(map, n);
     for index in 0..n {
         if chosen[index].is_none() {
@@ -109,8 +109,11 @@ fn pick<'a>(
 }
 
 /// Draw `index` among `candidates` not in `taken`, in a site holding
-/// fewer than `cap` of `taken`, by rendezvous over those sites, then over
-/// the site's nodes. `None` when no such site has a free candidate.
+/// fewer than `cap` of `taken`, by weighted rendezvous over those nodes
+/// directly. Not site first: a dead node's site partner is then the only
+/// node of a site that is nearly always under the cap, and it inherited
+/// twice the others' share of the rebuilds, the last to finish. `None`
+/// when no such site has a free candidate.
 fn draw_under<'a>(
     candidates: &[&'a Node],
     domain: &[u8],
@@ -120,9 +123,14 @@ fn draw_under<'a>(
     cap: usize,
 ) -> Option<&'a Node> {
     let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
-    draw_in(candidates, domain, item, index, taken, |site| {
-        held(site) < cap
-    })
+    let index = index as u32;
+    candidates
+        .iter()
+        .copied()
+        .filter(|n| !taken.iter().any(|t| t.id == n.id) && held(&n.site) < cap)
+        .map(|n| (n, node_score(domain, item, index, n)))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.id.cmp(&a.0.id)))
+        .map(|(n, _)| n)
 }
 
 /// Draw `index` among `candidates` not in `taken`: first a site among

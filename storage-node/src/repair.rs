@@ -49,6 +49,10 @@ const PROPAGATED_KEY: &[u8] = b"repair/propagated_epoch";
 const REF_PAGE: usize = 1024;
 /// References pushed to one peer per call.
 const PUSH_BATCH: usize = 512;
+/// A pass's first batch to each peer, doubling up to `PUSH_BATCH`: a new
+/// home can rebuild nothing before it has references, and a full first
+/// batch waits for hundreds of chunks to be scanned.
+const FIRST_PUSH: usize = 16;
 /// Chunks scanned between looks at the hints peers sent meanwhile.
 const HINT_CHECK: usize = 64;
 
@@ -193,6 +197,11 @@ struct Pass<'a> {
     /// Per peer: references to give it and shards to tell it to look at,
     /// sent in batches.
     outbox: BTreeMap<String, Outgoing>,
+    /// Per peer: the size of the next batch.
+    batch: BTreeMap<String, usize>,
+    /// Batches on their way; `Err` holds how many references went before
+    /// one failed.
+    sending: JoinSet<Result<u64, u64>>,
 }
 
 #[derive(Default)]
@@ -203,46 +212,64 @@ struct Outgoing {
 
 impl Pass<'_> {
     /// Queue references and hints for `target`; sends once a batch is full.
-    async fn send(&mut self, target: &str, refs: &[ChunkReference], hints: Vec<ShardKey>) {
+    fn send(&mut self, target: &str, refs: &[ChunkReference], hints: Vec<ShardKey>) {
         let out = self.outbox.entry(target.to_string()).or_default();
         out.refs.extend_from_slice(refs);
         out.hints.extend(hints);
-        if out.refs.len() >= PUSH_BATCH || out.hints.len() >= PUSH_BATCH {
-            self.flush(target).await;
+        let limit = self.batch.entry(target.to_string()).or_insert(FIRST_PUSH);
+        if out.refs.len() >= *limit || out.hints.len() >= *limit {
+            *limit = (*limit * 2).min(PUSH_BATCH);
+            self.flush(target);
         }
     }
 
-    async fn flush(&mut self, target: &str) {
+    /// Send what is queued for `target` in the background: the scan goes
+    /// on meanwhile, so peers learn of their work while the machine is
+    /// busy rebuilding, not one round trip at a time.
+    fn flush(&mut self, target: &str) {
         let Some(out) = self.outbox.remove(target) else {
             return;
         };
-        let Some(client) = self.grid.client(target) else {
+        let Some(client) = self.grid.client(target).cloned() else {
             self.push_failed = true;
             return;
         };
-        for batch in out.refs.chunks(PUSH_BATCH) {
-            match client.refs_add(batch.to_vec()).await {
-                Ok(()) => self.report.refs_pushed += batch.len() as u64,
-                Err(e) => {
-                    self.push_failed = true;
+        let target = target.to_string();
+        self.sending.spawn(async move {
+            let mut pushed = 0u64;
+            for batch in out.refs.chunks(PUSH_BATCH) {
+                if let Err(e) = client.refs_add(batch.to_vec()).await {
                     tracing::debug!(%target, error = %e, "reference push failed");
-                    return;
+                    return Err(pushed);
+                }
+                pushed += batch.len() as u64;
+            }
+            // The references are there: the peer looks at those chunks now
+            // rather than at its next full pass.
+            for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
+                if let Err(e) = client.repair_hint(batch, false).await {
+                    tracing::debug!(%target, error = %e, "repair hint not delivered");
                 }
             }
-        }
-        // The references are there: the peer looks at those chunks now
-        // rather than at its next full pass.
-        for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
-            if let Err(e) = client.repair_hint(batch, false).await {
-                tracing::debug!(%target, error = %e, "repair hint not delivered");
-            }
-        }
+            Ok(pushed)
+        });
     }
 
+    /// Send everything queued and wait until it is delivered (or failed).
     async fn flush_all(&mut self) {
         let targets: Vec<String> = self.outbox.keys().cloned().collect();
         for t in targets {
-            self.flush(&t).await;
+            self.flush(&t);
+        }
+        while let Some(sent) = self.sending.join_next().await {
+            match sent {
+                Ok(Ok(pushed)) => self.report.refs_pushed += pushed,
+                Ok(Err(pushed)) => {
+                    self.report.refs_pushed += pushed;
+                    self.push_failed = true;
+                }
+                Err(_) => self.push_failed = true,
+            }
         }
     }
 }
@@ -592,6 +619,8 @@ pub async fn reconcile_pass(
         report: ReconcileReport::default(),
         rebuilds: Rebuilds::new(node, grid.clone(), prev.clone(), limits),
         outbox: BTreeMap::new(),
+        batch: BTreeMap::new(),
+        sending: JoinSet::new(),
     };
     node.repair.missing.store(0, Ordering::Relaxed);
 
@@ -882,7 +911,7 @@ async fn visit(
             .unwrap_or_default();
         for target in targets.into_iter().filter(|t| !before.contains(*t)) {
             let hints = hints_for(target);
-            pass.send(target, &c.refs, hints).await;
+            pass.send(target, &c.refs, hints);
         }
     } else if !is_home {
         // A stale holder: the homes must have the references before this
@@ -893,7 +922,7 @@ async fn visit(
                 Ok(()) => {
                     pass.report.refs_pushed += c.refs.len() as u64;
                     let hints = hints_for(target);
-                    pass.send(target, &[], hints).await;
+                    pass.send(target, &[], hints);
                 }
                 Err(e) => {
                     all_ok = false;
