@@ -23,6 +23,7 @@ use metadata::model::{ClusterMap, Node};
 use metadata::placement::{self, PlacementError};
 use metadata::ShardKey;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,37 @@ pub struct Grid {
     local_site: Option<String>,
     key: RpcKey,
     opts: ClientOptions,
+    /// Shard homes placed lately under `map`, shared by clones.
+    homes: Arc<HomesCache>,
+}
+
+/// Placement hashes a few dozen times per chunk, and a repair pass asks for
+/// one chunk's homes several times (its visit, the queue order, the
+/// rebuild, and again for each peer's hint): the answers, kept for a while.
+#[derive(Default)]
+struct HomesCache(Mutex<HashMap<(ChunkId, usize), Vec<String>>>);
+
+/// Entries kept at most; a full cache starts over (it only saves work).
+const HOMES_CACHED: usize = 4096;
+
+impl HomesCache {
+    fn get_or(
+        &self,
+        key: (ChunkId, usize),
+        place: impl FnOnce() -> Result<Vec<String>, PlacementError>,
+    ) -> Result<Vec<String>, PlacementError> {
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(homes) = lock().get(&key) {
+            return Ok(homes.clone());
+        }
+        let homes = place()?;
+        let mut cache = lock();
+        if cache.len() >= HOMES_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, homes.clone());
+        Ok(homes)
+    }
 }
 
 impl Grid {
@@ -86,6 +118,7 @@ impl Grid {
             local_site: None,
             key,
             opts,
+            homes: Arc::default(),
         }
     }
 
@@ -109,6 +142,7 @@ impl Grid {
             local_site: self.local_site.clone(),
             key: self.key.clone(),
             opts: self.opts.clone(),
+            homes: Arc::default(),
         }
     }
 
@@ -140,16 +174,18 @@ impl Grid {
 
     /// The placement node of each shard index (with wrap-round).
     pub fn shard_homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        let order = self.homes(id, shards)?;
-        if order.is_empty() {
-            return Err(PlacementError::NotEnoughNodes {
-                needed: 1,
-                available: 0,
-            });
-        }
-        Ok((0..shards)
-            .map(|i| order[i % order.len()].id.clone())
-            .collect())
+        self.homes.get_or((*id, shards), || {
+            let order = self.homes(id, shards)?;
+            if order.is_empty() {
+                return Err(PlacementError::NotEnoughNodes {
+                    needed: 1,
+                    available: 0,
+                });
+            }
+            Ok((0..shards)
+                .map(|i| order[i % order.len()].id.clone())
+                .collect())
+        })
     }
 
     pub fn map(&self) -> &ClusterMap {
@@ -633,5 +669,58 @@ async fn open(
             }
         }
         Err(e) => Err(OpenFailure::Fatal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metadata::model::NodeState;
+
+    fn grid() -> Grid {
+        let nodes = (0..8)
+            .map(|i| Node {
+                id: format!("n{i}"),
+                addr: format!("127.0.0.1:{}", 9000 + i),
+                site: format!("site-{}", i / 2),
+                capacity_bytes: 1 << 40,
+                state: NodeState::Up as i32,
+            })
+            .collect();
+        Grid::new(
+            ClusterMap { epoch: 1, nodes },
+            RpcKey::from_secret(b"test"),
+            ClientOptions::default(),
+        )
+    }
+
+    /// Cached homes are the placement's, before and after the cache fills
+    /// and starts over, and a grid under another map does not see them.
+    #[test]
+    fn cached_homes_are_the_placements() {
+        let g = grid();
+        let place = |g: &Grid, id: &ChunkId| -> Vec<String> {
+            placement::chunk_nodes(&g.map, &id.0, 6)
+                .unwrap()
+                .into_iter()
+                .map(|n| n.id.clone())
+                .collect()
+        };
+        let ids: Vec<ChunkId> = (0..HOMES_CACHED as u64 + 100)
+            .map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        for _ in 0..2 {
+            for id in &ids {
+                assert_eq!(g.shard_homes(id, 6).unwrap(), place(&g, id));
+            }
+        }
+        let mut map = g.map.clone();
+        map.nodes[0].state = NodeState::Down as i32;
+        let other = g.with_map(map);
+        for id in &ids[..200] {
+            let homes = other.shard_homes(id, 6).unwrap();
+            assert!(!homes.contains(&"n0".to_string()));
+            assert_eq!(homes, place(&other, id));
+        }
     }
 }
