@@ -123,14 +123,11 @@ fn draw_under<'a>(
     cap: usize,
 ) -> Option<&'a Node> {
     let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
-    let index = index as u32;
-    candidates
+    let open = candidates
         .iter()
         .copied()
-        .filter(|n| !taken.iter().any(|t| t.id == n.id) && held(&n.site) < cap)
-        .map(|n| (n, node_score(domain, item, index, n)))
-        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.id.cmp(&a.0.id)))
-        .map(|(n, _)| n)
+        .filter(|n| !taken.iter().any(|t| t.id == n.id) && held(&n.site) < cap);
+    best_node(open, domain, item, index as u32)
 }
 
 /// Draw `index` among `candidates` not in `taken`: first a site among
@@ -146,6 +143,7 @@ fn draw<'a>(
     index: usize,
     taken: &[&'a Node],
 ) -> Option<&'a Node> {
+    let index = index as u32;
     let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
     let free: Vec<&Node> = candidates
         .iter()
@@ -153,40 +151,37 @@ fn draw<'a>(
         .filter(|n| !taken.iter().any(|t| t.id == n.id))
         .collect();
     let fewest = free.iter().map(|n| held(&n.site)).min()?;
-    draw_in(&free, domain, item, index, taken, |site| {
-        held(site) == fewest
-    })
-}
-
-/// The draw itself: a site among those of `candidates` (not in `taken`)
-/// that `site_ok` accepts, by rendezvous over site names, then the node of
-/// that site with the highest weighted score.
-fn draw_in<'a>(
-    candidates: &[&'a Node],
-    domain: &[u8],
-    item: &[u8],
-    index: usize,
-    taken: &[&'a Node],
-    site_ok: impl Fn(&str) -> bool,
-) -> Option<&'a Node> {
-    let index = index as u32;
-    let free: Vec<&Node> = candidates
-        .iter()
-        .copied()
-        .filter(|n| !taken.iter().any(|t| t.id == n.id) && site_ok(&n.site))
-        .collect();
     // Each site scored once: scoring inside the comparison hashed two
     // names per node, and placement runs for every chunk a node reconciles
     // and every chunk a gateway reads or writes.
-    let mut sites: Vec<&str> = free.iter().map(|n| n.site.as_str()).collect();
+    let mut sites: Vec<&str> = free
+        .iter()
+        .map(|n| n.site.as_str())
+        .filter(|site| held(site) == fewest)
+        .collect();
     sites.sort_unstable();
     sites.dedup();
     let (site, _) = sites
         .into_iter()
         .map(|s| (s, uniform(domain, item, index, s.as_bytes())))
         .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
-    free.into_iter()
-        .filter(|n| n.site == site)
+    best_node(
+        free.into_iter().filter(|n| n.site == site),
+        domain,
+        item,
+        index,
+    )
+}
+
+/// The node of `nodes` with the highest weighted score for draw `index`
+/// (ties to the smaller id).
+fn best_node<'a>(
+    nodes: impl Iterator<Item = &'a Node>,
+    domain: &[u8],
+    item: &[u8],
+    index: u32,
+) -> Option<&'a Node> {
+    nodes
         .map(|n| (n, node_score(domain, item, index, n)))
         .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.id.cmp(&a.0.id)))
         .map(|(n, _)| n)
