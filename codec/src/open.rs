@@ -600,9 +600,9 @@ impl Rebuilder {
     }
 
     /// Like [`rebuild_with`](Self::rebuild_with), for a caller that knows
-    /// the checksum each wanted shard was written with (`expected[j]` for
-    /// `wanted[j]`): the inputs are parsed, not hashed, and each rebuilt
-    /// shard must match its checksum before `each` sees it; a mismatch is
+    /// the checksum each wanted shard was written with (`wanted`: index and
+    /// checksum): the inputs are parsed, not hashed, and each rebuilt shard
+    /// must match its checksum before `each` sees it; a mismatch is
     /// [`CodecError::RebuiltMismatch`].
     ///
     /// Checking the outputs checks every input body: in an MDS code a shard
@@ -617,18 +617,15 @@ impl Rebuilder {
         &mut self,
         id: &ChunkId,
         shards: &[S],
-        wanted: &[usize],
-        expected: &[[u8; 32]],
+        wanted: &[(usize, [u8; 32])],
         each: impl FnMut(usize, &[u8], &[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<OpenReport, E>
     where
         S: AsRef<[u8]>,
         E: From<CodecError>,
     {
-        if expected.len() != wanted.len() {
-            return Err(CodecError::BadHeader("one expected checksum per wanted shard").into());
-        }
-        self.rebuild_checked(id, shards, wanted, Some(expected), each)
+        let (indexes, expected): (Vec<usize>, Vec<[u8; 32]>) = wanted.iter().copied().unzip();
+        self.rebuild_checked(id, shards, &indexes, Some(&expected), each)
     }
 
     fn rebuild_checked<S, E>(
