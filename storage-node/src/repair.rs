@@ -38,7 +38,7 @@ use metadata::model::{ChunkReference, ClusterMap};
 use metadata::{Record, ShardKey};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -349,6 +349,10 @@ struct Rebuilds {
     throttle: Arc<Throttle>,
 }
 
+fn lock_queue(queue: &Mutex<RebuildQueue>) -> MutexGuard<'_, RebuildQueue> {
+    queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What the pass and the workers share.
 #[derive(Default)]
 struct RebuildQueue {
@@ -382,8 +386,8 @@ impl Rebuilds {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RebuildQueue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, RebuildQueue> {
+        lock_queue(&self.queue)
     }
 
     fn nothing_waiting(&self) -> bool {
@@ -439,7 +443,7 @@ impl Rebuilds {
             self.workers.spawn(async move {
                 loop {
                     let next = {
-                        let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut q = lock_queue(&queue);
                         let next = if halt.load(Ordering::Relaxed) {
                             None
                         } else {
@@ -458,11 +462,9 @@ impl Rebuilds {
                     let r =
                         rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
                     n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
-                    queue.lock().unwrap_or_else(|p| p.into_inner()).done.push((
-                        w.chunk.id,
-                        w.missing.len(),
-                        r,
-                    ));
+                    lock_queue(&queue)
+                        .done
+                        .push((w.chunk.id, w.missing.len(), r));
                     finished.notify_one();
                 }
             });
@@ -1246,9 +1248,9 @@ async fn rebuild_from(
     let shards: Vec<Bytes> = have.into_values().take(c.k).collect();
     blocking(move || {
         let mut written = 0u64;
-        // The rebuilder hashed each body into its header just now, so the
-        // store need not hash it again; the header must carry the checksum
-        // the writer recorded.
+        // The rebuilder hashed each body into its header just now (and,
+        // with the recorded checksums, compared them): the store need not
+        // hash it again.
         let mut store = |i: usize, header: &[u8], body: &[u8]| -> Result<(), NodeError> {
             let key = ShardKey::new(cc.id, i).map_err(fail)?;
             // A stale or corrupt file in the way goes first.
@@ -1263,10 +1265,12 @@ async fn rebuild_from(
         // With every wanted shard's recorded checksum, checking the rebuilt
         // shards checks the inputs (see `rebuild_expecting`): k fewer
         // shards hashed per rebuild. Older references may lack them.
-        let expected: Option<Vec<[u8; 32]>> =
-            wanted.iter().map(|&i| cc.hashes.get(i).copied()).collect();
+        let expected: Option<Vec<(usize, [u8; 32])>> = wanted
+            .iter()
+            .map(|&i| cc.hashes.get(i).map(|h| (i, *h)))
+            .collect();
         with_rebuilder(|r| match &expected {
-            Some(expected) => r.rebuild_expecting(&id, &shards, &wanted, expected, &mut store),
+            Some(expected) => r.rebuild_expecting(&id, &shards, expected, &mut store),
             None => r.rebuild_with(&id, &shards, &wanted, &mut store),
         })?;
         Ok(written)
