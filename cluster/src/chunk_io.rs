@@ -68,7 +68,7 @@ pub struct Grid {
     key: RpcKey,
     opts: ClientOptions,
     /// Shard homes placed lately under `map`, shared by clones.
-    homes: Arc<HomesCache>,
+    placed: Arc<HomesCache>,
 }
 
 /// Placement hashes a few dozen times per chunk, and a repair pass asks for
@@ -118,7 +118,7 @@ impl Grid {
             local_site: None,
             key,
             opts,
-            homes: Arc::default(),
+            placed: Arc::default(),
         }
     }
 
@@ -142,7 +142,7 @@ impl Grid {
             local_site: self.local_site.clone(),
             key: self.key.clone(),
             opts: self.opts.clone(),
-            homes: Arc::default(),
+            placed: Arc::default(),
         }
     }
 
@@ -174,7 +174,7 @@ impl Grid {
 
     /// The placement node of each shard index (with wrap-round).
     pub fn shard_homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        self.homes.get_or((*id, shards), || {
+        self.placed.get_or((*id, shards), || {
             let order = self.homes(id, shards)?;
             if order.is_empty() {
                 return Err(PlacementError::NotEnoughNodes {
