@@ -4,24 +4,12 @@
 //! paid thousands of times per second during a rebuild.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use metadata::model::{ClusterMap, Node, NodeState};
+use metadata::model::NodeState;
 use metadata::placement::{chunk_nodes, chunk_order};
 
-fn map(sites: usize, per_site: usize) -> ClusterMap {
-    let mut nodes = Vec::new();
-    for s in 0..sites {
-        for i in 0..per_site {
-            nodes.push(Node {
-                id: format!("s{s}n{i}"),
-                addr: format!("127.0.0.1:{}", 7000 + nodes.len()),
-                site: format!("site-{s}"),
-                capacity_bytes: 1 << 40,
-                state: NodeState::Up as i32,
-            });
-        }
-    }
-    ClusterMap { epoch: 1, nodes }
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::map;
 
 fn placement(c: &mut Criterion) {
     let mut g = c.benchmark_group("placement");
@@ -30,7 +18,7 @@ fn placement(c: &mut Criterion) {
         .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
         .collect();
     for (sites, per_site) in [(4usize, 2usize), (16, 4)] {
-        let all_up = map(sites, per_site);
+        let all_up = map(&vec![per_site; sites]);
         let mut one_down = all_up.clone();
         one_down.nodes[1].state = NodeState::Down as i32;
         let label = format!("{}x{}", sites, per_site);

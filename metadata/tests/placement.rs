@@ -1,26 +1,13 @@
 //! Placement properties: deterministic, spread over sites, and stable when
 //! one node of N comes or goes.
 
+mod support;
+
 use metadata::model::{ClusterMap, Node, NodeState};
 use metadata::placement::{bucket_replicas, chunk_nodes, site_cap, PlacementError};
 use proptest::prelude::*;
 use std::collections::HashMap;
-
-fn map(nodes_per_site: &[usize]) -> ClusterMap {
-    let mut nodes = Vec::new();
-    for (s, &n) in nodes_per_site.iter().enumerate() {
-        for i in 0..n {
-            nodes.push(Node {
-                id: format!("node-{s}-{i}"),
-                addr: format!("127.0.0.1:{}", 7000 + nodes.len()),
-                site: format!("site-{s}"),
-                capacity_bytes: 1 << 40,
-                state: NodeState::Up as i32,
-            });
-        }
-    }
-    ClusterMap { epoch: 1, nodes }
-}
+use support::map;
 
 fn ids(nodes: &[&Node]) -> Vec<String> {
     nodes.iter().map(|n| n.id.clone()).collect()
