@@ -33,28 +33,42 @@ pub enum PlacementError {
 const CHUNK_DOMAIN: &[u8] = b"gridstore placement chunk v1";
 const BUCKET_DOMAIN: &[u8] = b"gridstore placement bucket v1";
 
-/// A uniform value in (0, 1) for draw `index` of `item` against `name`.
-fn uniform(domain: &[u8], item: &[u8], index: u32, name: &[u8]) -> f64 {
-    let mut h = blake3::Hasher::new();
-    h.update(domain);
-    h.update(&(item.len() as u32).to_le_bytes());
-    h.update(item);
-    h.update(&index.to_le_bytes());
-    h.update(name);
-    let b = h.finalize();
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b.as_bytes()[..8]);
-    // 53 random bits, strictly inside (0, 1).
-    ((u64::from_le_bytes(x) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-}
+/// Draw `index` of `item`: the hash state every name scored in the draw
+/// starts from. Hashed once per draw rather than once per name, which
+/// halves the hashing (a chunk's prefix is a whole BLAKE3 block): a node
+/// reconciling after a map change places every chunk it holds twice.
+#[derive(Clone)]
+struct Draw(blake3::Hasher);
 
-/// Weighted-rendezvous score `-w / ln(u)`: a node with twice the capacity
-/// wins twice as often.
-fn node_score(domain: &[u8], item: &[u8], index: u32, node: &Node) -> f64 {
-    let u = uniform(domain, item, index, node.id.as_bytes());
-    // Capacity in GiB as the weight, so the float stays well-conditioned.
-    let w = (node.capacity_bytes as f64 / (1u64 << 30) as f64).max(1e-6);
-    -w / u.ln()
+impl Draw {
+    fn new(domain: &[u8], item: &[u8], index: usize) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(domain);
+        h.update(&(item.len() as u32).to_le_bytes());
+        h.update(item);
+        h.update(&(index as u32).to_le_bytes());
+        Self(h)
+    }
+
+    /// A uniform value in (0, 1) for this draw against `name`.
+    fn uniform(&self, name: &[u8]) -> f64 {
+        let mut h = self.0.clone();
+        h.update(name);
+        let b = h.finalize();
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b.as_bytes()[..8]);
+        // 53 random bits, strictly inside (0, 1).
+        ((u64::from_le_bytes(x) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Weighted-rendezvous score `-w / ln(u)`: a node with twice the
+    /// capacity wins twice as often.
+    fn node_score(&self, node: &Node) -> f64 {
+        let u = self.uniform(node.id.as_bytes());
+        // Capacity in GiB as the weight, so the float stays well-conditioned.
+        let w = (node.capacity_bytes as f64 / (1u64 << 30) as f64).max(1e-6);
+        -w / u.ln()
+    }
 }
 
 /// Pick `n` distinct placeable nodes, one draw per index.
@@ -80,9 +94,10 @@ fn pick<'a>(
         });
     }
     let listed: Vec<&Node> = map.nodes.iter().collect();
+    let draws: Vec<Draw> = (0..n).map(|i| Draw::new(domain, item, i)).collect();
     let mut drawn: Vec<&Node> = Vec::with_capacity(n);
-    for index in 0..n {
-        match draw(&listed, domain, item, index, &drawn) {
+    for d in &draws {
+        match draw(&listed, d, &drawn) {
             Some(node) => drawn.push(node),
             None => break,
         }
@@ -100,15 +115,16 @@ fn pick<'a>(
     for index in 0..n {
         if chosen[index].is_none() {
             let kept: Vec<&Node> = chosen.iter().flatten().copied().collect();
-            chosen[index] = draw_under(&eligible, domain, item, index, &kept, cap)
-                .or_else(|| draw(&eligible, domain, item, index, &kept));
+            let d = &draws[index];
+            chosen[index] =
+                draw_under(&eligible, d, &kept, cap).or_else(|| draw(&eligible, d, &kept));
         }
     }
     // `eligible` has at least `n` nodes, so every index found one.
     Ok(chosen.into_iter().flatten().collect())
 }
 
-/// Draw `index` among `candidates` not in `taken`, in a site holding
+/// Draw `d` among `candidates` not in `taken`, in a site holding
 /// fewer than `cap` of `taken`, by weighted rendezvous over those nodes
 /// directly. Not site first: a dead node's site partner is then the only
 /// node of a site that is nearly always under the cap, and it inherited
@@ -116,9 +132,7 @@ fn pick<'a>(
 /// when no such site has a free candidate.
 fn draw_under<'a>(
     candidates: &[&'a Node],
-    domain: &[u8],
-    item: &[u8],
-    index: usize,
+    d: &Draw,
     taken: &[&'a Node],
     cap: usize,
 ) -> Option<&'a Node> {
@@ -127,23 +141,16 @@ fn draw_under<'a>(
         .iter()
         .copied()
         .filter(|n| !taken.iter().any(|t| t.id == n.id) && held(&n.site) < cap);
-    best_node(open, domain, item, index as u32)
+    best_node(open, d)
 }
 
-/// Draw `index` among `candidates` not in `taken`: first a site among
+/// Draw `d` among `candidates` not in `taken`: first a site among
 /// those with a free candidate that hold the fewest of `taken` (so an
 /// item's shards spread over as many sites as exist, evenly), by
 /// rendezvous over site names; then the node of that site by weighted
 /// rendezvous. A node joining or leaving a site only changes draws inside
 /// that site. `None` when every candidate is taken.
-fn draw<'a>(
-    candidates: &[&'a Node],
-    domain: &[u8],
-    item: &[u8],
-    index: usize,
-    taken: &[&'a Node],
-) -> Option<&'a Node> {
-    let index = index as u32;
+fn draw<'a>(candidates: &[&'a Node], d: &Draw, taken: &[&'a Node]) -> Option<&'a Node> {
     let held = |site: &str| taken.iter().filter(|t| t.site == site).count();
     let free: Vec<&Node> = candidates
         .iter()
@@ -163,26 +170,16 @@ fn draw<'a>(
     sites.dedup();
     let (site, _) = sites
         .into_iter()
-        .map(|s| (s, uniform(domain, item, index, s.as_bytes())))
+        .map(|s| (s, d.uniform(s.as_bytes())))
         .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
-    best_node(
-        free.into_iter().filter(|n| n.site == site),
-        domain,
-        item,
-        index,
-    )
+    best_node(free.into_iter().filter(|n| n.site == site), d)
 }
 
-/// The node of `nodes` with the highest weighted score for draw `index`
-/// (ties to the smaller id).
-fn best_node<'a>(
-    nodes: impl Iterator<Item = &'a Node>,
-    domain: &[u8],
-    item: &[u8],
-    index: u32,
-) -> Option<&'a Node> {
+/// The node of `nodes` with the highest weighted score in draw `d` (ties
+/// to the smaller id).
+fn best_node<'a>(nodes: impl Iterator<Item = &'a Node>, d: &Draw) -> Option<&'a Node> {
     nodes
-        .map(|n| (n, node_score(domain, item, index, n)))
+        .map(|n| (n, d.node_score(n)))
         .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.id.cmp(&a.0.id)))
         .map(|(n, _)| n)
 }
@@ -197,7 +194,11 @@ pub fn chunk_order<'a>(
 ) -> Result<Vec<&'a Node>, PlacementError> {
     let eligible: Vec<&Node> = map.nodes.iter().filter(|n| n.placeable()).collect();
     let mut order = pick(map, CHUNK_DOMAIN, chunk_id, homes.min(eligible.len()))?;
-    while let Some(next) = draw(&eligible, CHUNK_DOMAIN, chunk_id, order.len(), &order) {
+    while let Some(next) = draw(
+        &eligible,
+        &Draw::new(CHUNK_DOMAIN, chunk_id, order.len()),
+        &order,
+    ) {
         order.push(next);
     }
     Ok(order)
