@@ -188,3 +188,110 @@ mod uring {
         run(opcode::Fsync::new(types::Fd(file.as_raw_fd())).build()).map(|_| ())
     }
 }
+
+/// Reads that never wait on the disk: served from the kernel's caches or
+/// not at all. An async caller can answer a hot read on its own thread
+/// and send only a cold one through the blocking pool (a trip there costs
+/// two thread wake-ups, more than copying a shard from the page cache).
+pub mod cached {
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    /// What a cached read found.
+    #[derive(Debug)]
+    pub enum Cached<T> {
+        Hit(T),
+        /// Not all of it is in memory (or the file is shorter).
+        Miss,
+        /// This kernel or filesystem cannot tell: no use asking again.
+        Unsupported,
+    }
+
+    fn answer<T>(e: io::Error) -> io::Result<Cached<T>> {
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(Cached::Miss),
+            // No openat2 or RWF_NOWAIT here (old kernel, seccomp filter,
+            // filesystem without the flag).
+            Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::E2BIG | libc::EPERM) => {
+                Ok(Cached::Unsupported)
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Open `path` read-only if every component of it is in the dentry
+    /// cache (`openat2` with `RESOLVE_CACHED`, Linux 5.12+).
+    pub fn open(path: &Path) -> io::Result<Cached<File>> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: open_how is plain data; all-zero is its documented
+        // default before the fields are set.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_CACHED;
+        // SAFETY: `c` is a NUL-terminated path and `how` a valid open_how
+        // of the size passed; the kernel reads both during the call only.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return answer(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us alone.
+        Ok(Cached::Hit(unsafe { File::from_raw_fd(fd as libc::c_int) }))
+    }
+
+    /// Exactly `len` bytes at `offset` if all of them are in the page cache
+    /// (`preadv2` with `RWF_NOWAIT`).
+    #[cfg(target_env = "gnu")]
+    pub fn read(file: &File, len: usize, offset: u64) -> io::Result<Cached<Vec<u8>>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let done = buf.len();
+            let iov = libc::iovec {
+                iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+                iov_len: len - done,
+            };
+            // SAFETY: the iovec points into the spare capacity, valid for
+            // `len - done` bytes of writes, and the kernel writes at most
+            // that many.
+            let r = unsafe {
+                libc::preadv2(
+                    file.as_raw_fd(),
+                    &iov,
+                    1,
+                    (offset + done as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return answer(e);
+            }
+            if r == 0 {
+                return Ok(Cached::Miss);
+            }
+            // SAFETY: the kernel initialised `r <= len - done` more bytes.
+            unsafe { buf.set_len(done + (r as usize).min(len - done)) };
+        }
+        Ok(Cached::Hit(buf))
+    }
+
+    #[cfg(not(target_env = "gnu"))]
+    pub fn read(_file: &File, _len: usize, _offset: u64) -> io::Result<Cached<Vec<u8>>> {
+        Ok(Cached::Unsupported)
+    }
+}

@@ -290,6 +290,8 @@ struct ChunkRefs {
 struct Waiting {
     chunk: Arc<ChunkRefs>,
     missing: Vec<usize>,
+    /// The chunk's shards this node held whole when the pass looked.
+    held: Vec<usize>,
     /// Shards of the chunk the grid holds, as far as its homes say.
     healthy: usize,
     seq: u64,
@@ -394,8 +396,15 @@ impl Rebuilds {
         self.lock().waiting.is_empty()
     }
 
-    /// Queue the rebuild of shards `missing` of `chunk`.
-    async fn add(&mut self, chunk: ChunkRefs, missing: Vec<usize>, report: &mut ReconcileReport) {
+    /// Queue the rebuild of shards `missing` of `chunk`, of which this
+    /// node holds shards `held`.
+    async fn add(
+        &mut self,
+        chunk: ChunkRefs,
+        missing: Vec<usize>,
+        held: Vec<usize>,
+        report: &mut ReconcileReport,
+    ) {
         if !self.active.insert(chunk.id) {
             self.again.insert(chunk.id);
             return;
@@ -410,6 +419,7 @@ impl Rebuilds {
         self.lock().waiting.push(Waiting {
             chunk: Arc::new(chunk),
             missing,
+            held,
             healthy,
             seq: self.seq,
         });
@@ -459,8 +469,7 @@ impl Rebuilds {
                         return;
                     };
                     n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-                    let r =
-                        rebuild(&n, &grid, prev.as_deref(), &w.chunk, &w.missing, &throttle).await;
+                    let r = rebuild(&n, &grid, prev.as_deref(), &w, &throttle).await;
                     n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
                     lock_queue(&queue)
                         .done
@@ -954,7 +963,8 @@ async fn visit(
     }
 
     if !missing.is_empty() {
-        pass.rebuilds.add(c, missing, &mut pass.report).await;
+        let held = held.iter().filter(|(_, w)| *w).map(|(i, _)| *i).collect();
+        pass.rebuilds.add(c, missing, held, &mut pass.report).await;
     }
     Ok(())
 }
@@ -1106,16 +1116,16 @@ async fn count_healthy(grid: &Grid, c: &ChunkRefs) -> usize {
     healthy
 }
 
-/// Rebuild shards `missing` of chunk `c` here from `k` good shards found on
-/// the grid (local ones first). Returns the bytes written.
+/// Rebuild the shards `w` misses here from `k` good shards found on the
+/// grid (local ones first). Returns the bytes written.
 async fn rebuild(
     node: &Arc<Node>,
     grid: &Grid,
     prev: Option<&Grid>,
-    c: &Arc<ChunkRefs>,
-    missing: &[usize],
+    w: &Waiting,
     throttle: &Throttle,
 ) -> Result<u64, NodeError> {
+    let (c, missing) = (&w.chunk, &w.missing);
     let chunk = ChunkId(c.id);
     // A node added or drained leaves the shards where they were: copying
     // the very shard moves one shard's bytes where rebuilding moves k.
@@ -1136,47 +1146,60 @@ async fn rebuild(
     // Fetched shards are taken on their headers and the rebuild checks
     // their bytes; should one be bad, gather again checking each fully,
     // so the bad one is passed over for another.
-    let built = match rebuild_from(node, grid, c, &missing, throttle, false).await {
+    let built = match rebuild_from(node, grid, c, &missing, Some(&w.held), throttle).await {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(chunk = %chunk, error = %e, "rebuild failed; gathering again, verifying each shard");
-            rebuild_from(node, grid, c, &missing, throttle, true).await?
+            rebuild_from(node, grid, c, &missing, None, throttle).await?
         }
     };
     Ok(written + built)
 }
 
-/// Rebuild `missing` from `k` shards gathered here and from peers (each
-/// fully verified when `careful`). Returns the bytes written.
+/// Rebuild `missing` from `k` shards gathered here and from peers. With
+/// `held` (what the pass saw here), the shards are taken on their headers;
+/// without, every one is fully verified (`careful`) and this node's
+/// directory listed again. Returns the bytes written.
 async fn rebuild_from(
     node: &Arc<Node>,
     grid: &Grid,
     c: &Arc<ChunkRefs>,
     missing: &[usize],
+    held: Option<&[usize]>,
     throttle: &Throttle,
-    careful: bool,
 ) -> Result<u64, NodeError> {
+    let careful = held.is_none();
     let chunk = ChunkId(c.id);
     let homes = grid.shard_homes(&chunk, c.n).map_err(fail)?;
     let mut have: BTreeMap<usize, Bytes> = BTreeMap::new();
     // Shards already here (this node may be home to several), taken like
-    // fetched ones.
-    let (n, cc) = (node.clone(), c.clone());
-    let local: Vec<(usize, Bytes)> = blocking(move || {
-        let mut out = Vec::new();
-        for (i, _) in n.store.held(&cc.id)? {
-            let Ok(key) = ShardKey::new(cc.id, i) else {
-                continue;
-            };
-            if let Ok(b) = n.store.read(&key, None) {
-                if usable(&b, &cc, i, careful) {
-                    out.push((i, Bytes::from(b)));
+    // fetched ones. A new home usually has none: no trip to the blocking
+    // pool for it.
+    let (n, cc, held) = (node.clone(), c.clone(), held.map(<[usize]>::to_vec));
+    let local: Vec<(usize, Bytes)> = match held {
+        Some(h) if h.is_empty() => Vec::new(),
+        _ => {
+            blocking(move || {
+                let listed = match held {
+                    Some(h) => h,
+                    None => n.store.held(&cc.id)?.into_iter().map(|(i, _)| i).collect(),
+                };
+                let mut out = Vec::new();
+                for i in listed {
+                    let Ok(key) = ShardKey::new(cc.id, i) else {
+                        continue;
+                    };
+                    if let Ok(b) = n.store.read(&key, None) {
+                        if usable(&b, &cc, i, careful) {
+                            out.push((i, Bytes::from(b)));
+                        }
+                    }
                 }
-            }
+                Ok(out)
+            })
+            .await?
         }
-        Ok(out)
-    })
-    .await?;
+    };
     have.extend(local);
     // Then from their homes, data shards first (any k serve), as many at
     // once as are still needed: a rebuild waits on the slowest of them,
@@ -1401,6 +1424,7 @@ mod tests {
                 refs: Vec::new(),
             }),
             missing: vec![0],
+            held: Vec::new(),
             healthy,
             seq,
         }

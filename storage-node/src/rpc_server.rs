@@ -713,6 +713,13 @@ async fn put_shard(node: &Arc<Node>, req: Request<Incoming>, content_hash: [u8; 
 async fn get_shard(node: &Arc<Node>, req: &Request<Incoming>) -> Reply {
     let key = shard_key(req)?;
     let range = api::parse_range_query(req.uri().query()).map_err(Failure::bad_request)?;
+    // A shard in memory is answered here; the blocking pool is for the
+    // disk. A failure here is left to the blocking read to report.
+    if let Ok(Some(bytes)) = node.store.read_cached(&key, range, READ_PIECE) {
+        let len = bytes.len() as u64;
+        node.metrics.bytes_sent.inc_by(len);
+        return Ok(sized(full(bytes), len));
+    }
     let n = node.clone();
     let (reader, offset, len, first) = blocking(move || {
         let reader = n.store.open_shard(&key)?;
@@ -727,10 +734,16 @@ async fn get_shard(node: &Arc<Node>, req: &Request<Incoming>) -> Reply {
     } else {
         stream_rest(reader, offset, len, first)
     };
+    Ok(sized(body, len))
+}
+
+/// A 200 answer of `len` bytes, declared up front (also for a streamed
+/// body), so a reader can tell a cut-off answer.
+fn sized(body: ResponseBody, len: u64) -> Response<ResponseBody> {
     let mut resp = Response::new(body);
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
-    Ok(resp)
+    resp
 }
 
 /// A body fed piece by piece by a blocking reader, at most two pieces

@@ -18,7 +18,7 @@ pub use metadata::ShardKey;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,8 @@ pub struct ShardStore {
     used: Arc<AtomicU64>,
     count: AtomicU64,
     tmp_seq: AtomicU64,
+    /// Whether to try [`read_cached`](Self::read_cached) at all.
+    cached_reads: AtomicBool,
 }
 
 impl ShardStore {
@@ -119,6 +121,7 @@ impl ShardStore {
             used: Arc::new(AtomicU64::new(0)),
             count: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
+            cached_reads: AtomicBool::new(true),
         };
         let (mut used, mut count) = (0, 0);
         for key in store.iter()? {
@@ -298,6 +301,54 @@ impl ShardStore {
         let reader = self.open_shard(key)?;
         let (offset, len) = reader.check_range(range)?;
         reader.read(offset, len)
+    }
+
+    /// Read `len` bytes at `offset` (the whole shard with `None`) if the
+    /// kernel can serve them from memory without waiting on the disk,
+    /// for at most `max_len` bytes: `Ok(None)` when it cannot (read with
+    /// [`read`](Self::read) on a thread that may block), and also for a
+    /// shard that is absent or a range outside it, which the ordinary
+    /// read then reports.
+    pub fn read_cached(
+        &self,
+        key: &ShardKey,
+        range: Option<(u64, u64)>,
+        max_len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        use crate::file_io::cached::{self, Cached};
+        if !self.cached_reads.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let unsupported = || {
+            self.cached_reads.store(false, Ordering::Relaxed);
+            tracing::info!(
+                "cached reads unsupported here; every read goes through the blocking pool"
+            );
+            Ok(None)
+        };
+        let file = match cached::open(&self.path(key)) {
+            Ok(Cached::Hit(f)) => f,
+            Ok(Cached::Miss) => return Ok(None),
+            Ok(Cached::Unsupported) => return unsupported(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let reader = ShardReader {
+            len: file.metadata()?.len(),
+            file,
+            io: self.io,
+        };
+        let Ok((offset, len)) = reader.check_range(range) else {
+            return Ok(None);
+        };
+        if len > max_len {
+            return Ok(None);
+        }
+        match cached::read(&reader.file, len as usize, offset)? {
+            Cached::Hit(bytes) => Ok(Some(bytes)),
+            Cached::Miss => Ok(None),
+            Cached::Unsupported => unsupported(),
+        }
     }
 
     /// Re-read a shard and check it (what the scrubber does).

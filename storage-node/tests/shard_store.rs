@@ -290,3 +290,46 @@ fn own_shards_are_checked_on_their_header() {
         assert_eq!(store.read(&key(&c, 2), None).unwrap(), shard, "{io:?}");
     }
 }
+
+/// Cached reads answer from memory or not at all: the same bytes as a read
+/// when they answer, nothing for an absent shard or a range outside it,
+/// and nothing once the shard's pages have left the page cache.
+#[test]
+fn cached_reads_serve_memory_only() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), IoBackend::Threads, None);
+    let c = sealed(5, 300_000);
+    let k = key(&c, 2);
+    let shard = c.shard(2);
+    let len = shard.len() as u64;
+    store.put(k.clone(), &shard).unwrap();
+    let Some(whole) = store.read_cached(&k, None, u64::MAX).unwrap() else {
+        // tmpfs and some kernels cannot read without waiting: the
+        // ordinary read then does it all (the other tests cover that).
+        eprintln!("no cached reads on this filesystem or kernel");
+        return;
+    };
+    assert_eq!(whole, shard);
+    assert_eq!(
+        store.read_cached(&k, Some((100, 1000)), u64::MAX).unwrap(),
+        Some(shard[100..1100].to_vec())
+    );
+    // Longer than the caller takes this way, outside the shard, absent.
+    assert_eq!(store.read_cached(&k, None, len - 1).unwrap(), None);
+    assert_eq!(
+        store
+            .read_cached(&k, Some((len - 10, 11)), u64::MAX)
+            .unwrap(),
+        None
+    );
+    let other = key(&c, 3);
+    assert_eq!(store.read_cached(&other, None, u64::MAX).unwrap(), None);
+    // The file is clean after its fsync, so the kernel drops its pages.
+    let f = std::fs::File::open(store.shard_path(&k)).unwrap();
+    // SAFETY: plain advice on an open descriptor.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+    assert_eq!(store.read_cached(&k, None, u64::MAX).unwrap(), None);
+    assert_eq!(store.read(&k, None).unwrap(), shard);
+}
