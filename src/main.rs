@@ -9,16 +9,6 @@ mod job;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// jemalloc, not glibc's malloc. A node moves every shard through
-/// short-lived buffers of a few hundred KiB; glibc hands freed ones back
-/// to the kernel (unmapped, or trimmed from the top of an arena), so the
-/// next one faults in and zeroes fresh pages, and on a VM whose free pages
-/// go back to the host each such page costs the host a fault as well.
-/// jemalloc keeps freed pages for reuse a few seconds before returning
-/// them. It also keeps far fewer arenas than glibc's per-thread ones.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Parser)]
 #[command(
     name = "gridstore",
