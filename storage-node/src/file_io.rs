@@ -49,39 +49,20 @@ impl IoBackend {
     /// of file). The buffer is not zeroed first: for a whole-shard read,
     /// zeroing cost about as much as the copy from the page cache.
     pub fn read_vec_at(&self, file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        while buf.len() < len {
-            let done = buf.len();
-            let want = len - done;
-            // Only a raw pointer to the spare capacity is handed out (to the
-            // kernel): no reference to uninitialised bytes is ever made.
-            let ptr = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
-            let at = offset + done as u64;
-            let n = match self {
-                IoBackend::Threads => {
-                    // SAFETY: `ptr` is valid for `want` bytes of writes (the
-                    // spare capacity) and pread writes at most that many.
-                    let r = unsafe {
-                        libc::pread(file.as_raw_fd(), ptr.cast(), want, at as libc::off_t)
-                    };
-                    if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(r as usize)
-                    }
+        read_new(len, offset, |ptr, want, at| match self {
+            IoBackend::Threads => {
+                // SAFETY: `ptr` is valid for `want` bytes of writes (see
+                // `read_new`) and pread writes at most that many.
+                let r =
+                    unsafe { libc::pread(file.as_raw_fd(), ptr.cast(), want, at as libc::off_t) };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r as usize)
                 }
-                IoBackend::Uring => uring::read_raw(file, ptr, want, at),
-            };
-            match n {
-                Ok(0) => break,
-                // SAFETY: the kernel initialised `n <= want` bytes after
-                // the `done` already there.
-                Ok(n) => unsafe { buf.set_len(done + n.min(want)) },
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
-        }
-        Ok(buf)
+            IoBackend::Uring => uring::read_raw(file, ptr, want, at),
+        })
     }
 
     pub fn sync_all(&self, file: &File) -> io::Result<()> {
@@ -90,6 +71,34 @@ impl IoBackend {
             IoBackend::Uring => uring::fsync(file),
         }
     }
+}
+
+/// Up to `len` bytes from `offset` in a new, unzeroed buffer, by calls of
+/// `read(ptr, want, at)`, each of which may write at most `want` bytes at
+/// `ptr` and returns how many it wrote; 0 is the end of the file, so the
+/// buffer is shorter only there. Interrupted calls are retried.
+fn read_new(
+    len: usize,
+    offset: u64,
+    mut read: impl FnMut(*mut u8, usize, u64) -> io::Result<usize>,
+) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let want = len - done;
+        // Only a raw pointer to the spare capacity is handed out (to the
+        // kernel): no reference to uninitialised bytes is ever made.
+        let ptr = buf.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        match read(ptr, want, offset + done as u64) {
+            Ok(0) => break,
+            // SAFETY: the call initialised `n <= want` bytes after the
+            // `done` already there.
+            Ok(n) => unsafe { buf.set_len(done + n.min(want)) },
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
 }
 
 mod uring {
@@ -255,39 +264,34 @@ pub mod cached {
     /// (`preadv2` with `RWF_NOWAIT`).
     #[cfg(target_env = "gnu")]
     pub fn read(file: &File, len: usize, offset: u64) -> io::Result<Cached<Vec<u8>>> {
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        while buf.len() < len {
-            let done = buf.len();
+        let got = super::read_new(len, offset, |ptr, want, at| {
             let iov = libc::iovec {
-                iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
-                iov_len: len - done,
+                iov_base: ptr.cast(),
+                iov_len: want,
             };
-            // SAFETY: the iovec points into the spare capacity, valid for
-            // `len - done` bytes of writes, and the kernel writes at most
-            // that many.
+            // SAFETY: the iovec covers `want` bytes valid for writes (see
+            // `read_new`), and the kernel writes at most that many.
             let r = unsafe {
                 libc::preadv2(
                     file.as_raw_fd(),
                     &iov,
                     1,
-                    (offset + done as u64) as libc::off_t,
+                    at as libc::off_t,
                     libc::RWF_NOWAIT,
                 )
             };
             if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return answer(e);
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as usize)
             }
-            if r == 0 {
-                return Ok(Cached::Miss);
-            }
-            // SAFETY: the kernel initialised `r <= len - done` more bytes.
-            unsafe { buf.set_len(done + (r as usize).min(len - done)) };
+        });
+        match got {
+            Ok(buf) if buf.len() == len => Ok(Cached::Hit(buf)),
+            // The file ended first.
+            Ok(_) => Ok(Cached::Miss),
+            Err(e) => answer(e),
         }
-        Ok(Cached::Hit(buf))
     }
 
     #[cfg(not(target_env = "gnu"))]
