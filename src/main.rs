@@ -133,6 +133,9 @@ enum Bench {
         heartbeat_secs: u64,
         #[arg(long, default_value_t = 25)]
         down_after_secs: u64,
+        /// Rebuilds each node runs at once (`[repair] concurrency`).
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
         /// Where the nodes keep their data (a temp dir inside it).
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
@@ -256,6 +259,12 @@ fn run_gateway(config: &std::path::Path) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bench's report is its output; its nodes' logs only when asked for
+    // (`RUST_LOG=debug` shows when each node adopted a map, started a
+    // pass and rebuilt each shard).
+    if matches!(cli.command, Command::Bench(_)) && std::env::var_os("RUST_LOG").is_some() {
+        init_logging();
+    }
     match cli.command {
         Command::Node { config } => run_node(&config),
         Command::Server {
@@ -303,12 +312,14 @@ fn main() -> ExitCode {
             size_mib,
             heartbeat_secs,
             down_after_secs,
+            concurrency,
             dir,
         }) => {
             let args = bench::repair_speed::RepairArgs {
                 data_mib: size_mib,
                 heartbeat_secs,
                 down_after_secs,
+                concurrency,
             };
             let report = bench::repair_speed::run(args, dir.as_deref());
             print_report("repair", report, json, bench::repair_speed::table)

@@ -35,6 +35,8 @@ pub struct RepairReport {
     pub erasure: String,
     pub heartbeat_secs: u64,
     pub down_after_secs: u64,
+    /// Rebuilds each node ran at once.
+    pub concurrency: usize,
     /// Shard bytes the dead node held.
     pub lost_mib: f64,
     /// From the kill to a map epoch marking it down.
@@ -89,6 +91,8 @@ pub struct RepairArgs {
     pub data_mib: u64,
     pub heartbeat_secs: u64,
     pub down_after_secs: u64,
+    /// Rebuilds each node runs at once.
+    pub concurrency: usize,
 }
 
 pub fn run(args: RepairArgs, dir: Option<&Path>) -> Result<RepairReport, RepairBenchError> {
@@ -189,10 +193,11 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 "node_id = {id:?}\nsite = \"site-{s}\"\nlisten = \"127.0.0.1:0\"\n\
                  data_dir = {:?}\ncluster_secret = {SECRET:?}\nreserve_bytes = 0\n\
                  gc_interval_secs = 0\n[repair]\nheartbeat_secs = {}\n\
-                 down_after_secs = {}\nscrub_interval_secs = 0\n",
+                 down_after_secs = {}\nscrub_interval_secs = 0\nconcurrency = {}\n",
                 dir.join(&id),
                 args.heartbeat_secs,
                 args.down_after_secs,
+                args.concurrency,
             );
             std::fs::write(&path, text).map_err(setup("node config"))?;
             let cfg = NodeConfig::load(&path).map_err(setup("node config"))?;
@@ -308,6 +313,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 erasure: "4+2".into(),
                 heartbeat_secs: args.heartbeat_secs,
                 down_after_secs: args.down_after_secs,
+                concurrency: args.concurrency,
                 lost_mib: mib(lost),
                 detect_s: detect.map_or(0.0, |d| d.as_secs_f64()),
                 rebuild_start_s: start.as_secs_f64(),

@@ -81,21 +81,32 @@ struct HomesCache(Mutex<HashMap<(ChunkId, usize), Vec<String>>>);
 const HOMES_CACHED: usize = 4096;
 
 impl HomesCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ChunkId, usize), Vec<String>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &(ChunkId, usize)) -> Option<Vec<String>> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(&self, key: (ChunkId, usize), homes: Vec<String>) {
+        let mut cache = self.lock();
+        if cache.len() >= HOMES_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, homes);
+    }
+
     fn get_or(
         &self,
         key: (ChunkId, usize),
         place: impl FnOnce() -> Result<Vec<String>, PlacementError>,
     ) -> Result<Vec<String>, PlacementError> {
-        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(homes) = lock().get(&key) {
-            return Ok(homes.clone());
+        if let Some(homes) = self.get(&key) {
+            return Ok(homes);
         }
         let homes = place()?;
-        let mut cache = lock();
-        if cache.len() >= HOMES_CACHED {
-            cache.clear();
-        }
-        cache.insert(key, homes.clone());
+        self.put(key, homes.clone());
         Ok(homes)
     }
 }
@@ -174,18 +185,43 @@ impl Grid {
 
     /// The placement node of each shard index (with wrap-round).
     pub fn shard_homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<String>, PlacementError> {
-        self.placed.get_or((*id, shards), || {
-            let order = self.homes(id, shards)?;
-            if order.is_empty() {
-                return Err(PlacementError::NotEnoughNodes {
-                    needed: 1,
-                    available: 0,
-                });
-            }
-            Ok((0..shards)
-                .map(|i| order[i % order.len()].id.clone())
-                .collect())
-        })
+        self.placed
+            .get_or((*id, shards), || homes_of(self.homes(id, shards)?, shards))
+    }
+
+    /// [`shard_homes`](Self::shard_homes) under this grid's map and under
+    /// `other`'s, placed together: when the maps differ only in node
+    /// states (before and after a node went down), the draws are shared.
+    #[allow(clippy::type_complexity)]
+    pub fn shard_homes_beside(
+        &self,
+        other: &Grid,
+        id: &ChunkId,
+        shards: usize,
+    ) -> (
+        Result<Vec<String>, PlacementError>,
+        Result<Vec<String>, PlacementError>,
+    ) {
+        let key = (*id, shards);
+        if let (Some(a), Some(b)) = (self.placed.get(&key), other.placed.get(&key)) {
+            return (Ok(a), Ok(b));
+        }
+        let (a, b) = placement::chunk_nodes_under_both(
+            &self.map,
+            shards.min(placeable(&self.map)),
+            &other.map,
+            shards.min(placeable(&other.map)),
+            &id.0,
+        );
+        let a = a.and_then(|nodes| homes_of(nodes, shards));
+        let b = b.and_then(|nodes| homes_of(nodes, shards));
+        if let Ok(a) = &a {
+            self.placed.put(key, a.clone());
+        }
+        if let Ok(b) = &b {
+            other.placed.put(key, b.clone());
+        }
+        (a, b)
     }
 
     pub fn map(&self) -> &ClusterMap {
@@ -215,9 +251,26 @@ impl Grid {
     /// every reconciliation visit asks, and the full order costs a draw
     /// per node of the grid.
     fn homes(&self, id: &ChunkId, shards: usize) -> Result<Vec<&Node>, PlacementError> {
-        let placeable = self.map.nodes.iter().filter(|n| n.placeable()).count();
-        placement::chunk_nodes(&self.map, &id.0, shards.min(placeable))
+        placement::chunk_nodes(&self.map, &id.0, shards.min(placeable(&self.map)))
     }
+}
+
+fn placeable(map: &ClusterMap) -> usize {
+    map.nodes.iter().filter(|n| n.placeable()).count()
+}
+
+/// Shard `i`'s home from the homes placed (fewer than the shards when
+/// fewer nodes are placeable: then they wrap round).
+fn homes_of(order: Vec<&Node>, shards: usize) -> Result<Vec<String>, PlacementError> {
+    if order.is_empty() {
+        return Err(PlacementError::NotEnoughNodes {
+            needed: 1,
+            available: 0,
+        });
+    }
+    Ok((0..shards)
+        .map(|i| order[i % order.len()].id.clone())
+        .collect())
 }
 
 /// Where each shard of a written chunk went.

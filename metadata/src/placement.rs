@@ -86,6 +86,41 @@ fn pick<'a>(
     item: &[u8],
     n: usize,
 ) -> Result<Vec<&'a Node>, PlacementError> {
+    let draws = draws(domain, item, n);
+    let drawn = drawn(map, &draws);
+    complete(map, &draws, &drawn, n)
+}
+
+fn draws(domain: &[u8], item: &[u8], n: usize) -> Vec<Draw> {
+    (0..n).map(|i| Draw::new(domain, item, i)).collect()
+}
+
+/// The winners of `draws` over every node of the map, placeable or not,
+/// as positions in `map.nodes`: the same for any map listing the same
+/// nodes (ids, sites, capacities) in the same order, whatever their states.
+fn drawn(map: &ClusterMap, draws: &[Draw]) -> Vec<usize> {
+    let listed: Vec<&Node> = map.nodes.iter().collect();
+    let mut drawn: Vec<&Node> = Vec::with_capacity(draws.len());
+    for d in draws {
+        match draw(&listed, d, &drawn) {
+            Some(node) => drawn.push(node),
+            None => break,
+        }
+    }
+    drawn
+        .into_iter()
+        .filter_map(|won| map.nodes.iter().position(|n| std::ptr::eq(n, won)))
+        .collect()
+}
+
+/// The pick under `map` from the winners `drawn` of `draws` over its
+/// nodes: winners that are not placeable replaced (see [`pick`]).
+fn complete<'a>(
+    map: &'a ClusterMap,
+    draws: &[Draw],
+    drawn: &[usize],
+    n: usize,
+) -> Result<Vec<&'a Node>, PlacementError> {
     let eligible: Vec<&Node> = map.nodes.iter().filter(|n| n.placeable()).collect();
     if eligible.len() < n {
         return Err(PlacementError::NotEnoughNodes {
@@ -93,18 +128,9 @@ fn pick<'a>(
             available: eligible.len(),
         });
     }
-    let listed: Vec<&Node> = map.nodes.iter().collect();
-    let draws: Vec<Draw> = (0..n).map(|i| Draw::new(domain, item, i)).collect();
-    let mut drawn: Vec<&Node> = Vec::with_capacity(n);
-    for d in &draws {
-        match draw(&listed, d, &drawn) {
-            Some(node) => drawn.push(node),
-            None => break,
-        }
-    }
     let mut chosen: Vec<Option<&Node>> = drawn
-        .into_iter()
-        .map(|node| Some(node).filter(|n| n.placeable()))
+        .iter()
+        .map(|&i| Some(&map.nodes[i]).filter(|n| n.placeable()))
         .collect();
     chosen.resize(n, None);
     // A replacement may go to any node in a site under the spread cap,
@@ -122,6 +148,47 @@ fn pick<'a>(
     }
     // `eligible` has at least `n` nodes, so every index found one.
     Ok(chosen.into_iter().flatten().collect())
+}
+
+/// Whether every draw comes out the same under `a` and `b`: the same
+/// nodes, in the same order, with the same sites and capacities (their
+/// states may differ, as before and after a node goes down).
+fn same_draws(a: &ClusterMap, b: &ClusterMap) -> bool {
+    a.nodes.len() == b.nodes.len()
+        && a.nodes
+            .iter()
+            .zip(&b.nodes)
+            .all(|(x, y)| x.id == y.id && x.site == y.site && x.capacity_bytes == y.capacity_bytes)
+}
+
+/// [`chunk_nodes`] under two maps at once, `shards_a` under `a` and
+/// `shards_b` under `b`. When the maps differ only in node states (a node
+/// went down, came back, is draining), the draws over all nodes are made
+/// once: a node reconciling after a map change asks both for every chunk
+/// it holds, and the draws are nearly all of placement's cost.
+#[allow(clippy::type_complexity)]
+pub fn chunk_nodes_under_both<'a, 'b>(
+    a: &'a ClusterMap,
+    shards_a: usize,
+    b: &'b ClusterMap,
+    shards_b: usize,
+    chunk_id: &[u8],
+) -> (
+    Result<Vec<&'a Node>, PlacementError>,
+    Result<Vec<&'b Node>, PlacementError>,
+) {
+    if shards_a != shards_b || !same_draws(a, b) {
+        return (
+            chunk_nodes(a, chunk_id, shards_a),
+            chunk_nodes(b, chunk_id, shards_b),
+        );
+    }
+    let draws = draws(CHUNK_DOMAIN, chunk_id, shards_a);
+    let drawn = drawn(a, &draws);
+    (
+        complete(a, &draws, &drawn, shards_a),
+        complete(b, &draws, &drawn, shards_b),
+    )
 }
 
 /// Draw `d` among `candidates` not in `taken`, in a site holding

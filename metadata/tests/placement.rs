@@ -4,7 +4,9 @@
 mod support;
 
 use metadata::model::{ClusterMap, Node, NodeState};
-use metadata::placement::{bucket_replicas, chunk_nodes, site_cap, PlacementError};
+use metadata::placement::{
+    bucket_replicas, chunk_nodes, chunk_nodes_under_both, site_cap, PlacementError,
+};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use support::map;
@@ -70,6 +72,42 @@ proptest! {
         let map = map(&sites);
         let r = bucket_replicas(&map, &seed.to_le_bytes(), 3).unwrap();
         prop_assert_eq!(per_site(&r).len(), 3);
+    }
+
+    /// Placing under two maps at once gives exactly what placing under
+    /// each does: with the same nodes in other states (the draws shared),
+    /// and with a node more or less (placed apart).
+    #[test]
+    fn placing_under_two_maps_at_once_changes_no_answer(
+        sites in prop::collection::vec(1usize..4, 1..5),
+        states_a in prop::collection::vec(0u8..4, 12),
+        states_b in prop::collection::vec(0u8..4, 12),
+        (n_a, n_b) in prop::sample::select(vec![(6usize, 6usize), (3, 3), (6, 5)]),
+        drop_one in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let state = |s: u8| match s {
+            0 => NodeState::Down,
+            1 => NodeState::Draining,
+            _ => NodeState::Up,
+        };
+        let mut a = map(&sites);
+        let mut b = a.clone();
+        for (node, s) in a.nodes.iter_mut().zip(&states_a) {
+            node.state = state(*s) as i32;
+        }
+        for (node, s) in b.nodes.iter_mut().zip(&states_b) {
+            node.state = state(*s) as i32;
+        }
+        if drop_one && b.nodes.len() > 1 {
+            b.nodes.pop();
+        }
+        let id = chunk_id(seed);
+        let (both_a, both_b) = chunk_nodes_under_both(&a, n_a, &b, n_b, &id);
+        let apart_a = chunk_nodes(&a, &id, n_a);
+        let apart_b = chunk_nodes(&b, &id, n_b);
+        prop_assert_eq!(both_a.map(|v| ids(&v)), apart_a.map(|v| ids(&v)));
+        prop_assert_eq!(both_b.map(|v| ids(&v)), apart_b.map(|v| ids(&v)));
     }
 }
 

@@ -288,6 +288,12 @@ struct Healing {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A node's background work, in a span naming it: several nodes may share
+/// a process (`gridstore server`, the benches, the tests).
+fn in_node_span<F: std::future::Future>(node: &Node, f: F) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(f, tracing::info_span!("node", id = %node.id))
+}
+
 impl Healing {
     fn start(node: &Arc<Node>, cfg: &NodeConfig) -> Healing {
         let r: RepairConfig = cfg.repair;
@@ -299,30 +305,39 @@ impl Healing {
                 concurrency: r.concurrency,
                 bytes_per_sec: r.bytes_per_sec,
             };
-            tasks.push(tokio::spawn(reconcile_loop(
-                node.clone(),
-                Duration::from_secs(r.reconcile_interval_secs),
-                limits,
-                stop.clone(),
-                quit.subscribe(),
+            tasks.push(tokio::spawn(in_node_span(
+                node,
+                reconcile_loop(
+                    node.clone(),
+                    Duration::from_secs(r.reconcile_interval_secs),
+                    limits,
+                    stop.clone(),
+                    quit.subscribe(),
+                ),
             )));
         }
         if r.scrub_interval_secs > 0 {
-            tasks.push(tokio::spawn(scrub_loop(
-                node.clone(),
-                Duration::from_secs(r.scrub_interval_secs),
-                r.scrub_bytes_per_sec,
-                stop.clone(),
-                quit.subscribe(),
+            tasks.push(tokio::spawn(in_node_span(
+                node,
+                scrub_loop(
+                    node.clone(),
+                    Duration::from_secs(r.scrub_interval_secs),
+                    r.scrub_bytes_per_sec,
+                    stop.clone(),
+                    quit.subscribe(),
+                ),
             )));
         }
         if r.anti_entropy_interval_secs > 0 {
-            tasks.push(tokio::spawn(anti_entropy_loop(
-                node.clone(),
-                Duration::from_secs(r.anti_entropy_interval_secs),
-                r.metadata_replicas,
-                stop.clone(),
-                quit.subscribe(),
+            tasks.push(tokio::spawn(in_node_span(
+                node,
+                anti_entropy_loop(
+                    node.clone(),
+                    Duration::from_secs(r.anti_entropy_interval_secs),
+                    r.metadata_replicas,
+                    stop.clone(),
+                    quit.subscribe(),
+                ),
             )));
         }
         if r.heartbeat_secs > 0 {
@@ -330,11 +345,9 @@ impl Healing {
                 heartbeat: Duration::from_secs(r.heartbeat_secs),
                 down_after: Duration::from_secs(r.down_after_secs.max(r.heartbeat_secs)),
             };
-            tasks.push(tokio::spawn(liveness_loop(
-                node.clone(),
-                lc,
-                stop.clone(),
-                quit.subscribe(),
+            tasks.push(tokio::spawn(in_node_span(
+                node,
+                liveness_loop(node.clone(), lc, stop.clone(), quit.subscribe()),
             )));
         }
         Healing { stop, quit, tasks }
@@ -384,9 +397,17 @@ async fn reconcile_loop(
         let full = tokio::select! {
             () = tokio::time::sleep(interval) => true,
             () = node.repair.wake.notified() => {
-                // A new map (a full pass asked for) starts at once.
-                if last_pass.elapsed() >= GATHER && !node.repair.full_requested() {
-                    tokio::time::sleep(GATHER).await;
+                // A new map (a full pass asked for) starts at once, also
+                // when it comes while hints gather: peers that adopted it
+                // first hint a new home before the map reaches it.
+                if last_pass.elapsed() >= GATHER {
+                    let until = tokio::time::Instant::now() + GATHER;
+                    while !node.repair.full_requested() {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => break,
+                            () = node.repair.wake.notified() => {}
+                        }
+                    }
                 }
                 node.repair.take_full()
             }
@@ -395,6 +416,7 @@ async fn reconcile_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        tracing::debug!(full, "reconciliation pass starting");
         let result = repair::reconcile_pass(&node, limits, &stop, full).await;
         last_pass = tokio::time::Instant::now();
         match result {

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Epoch of the map whose homes were last given every reference.
 const PROPAGATED_KEY: &[u8] = b"repair/propagated_epoch";
@@ -235,24 +236,27 @@ impl Pass<'_> {
             return;
         };
         let target = target.to_string();
-        self.sending.spawn(async move {
-            let mut pushed = 0u64;
-            for batch in out.refs.chunks(PUSH_BATCH) {
-                if let Err(e) = client.refs_add(batch.to_vec()).await {
-                    tracing::debug!(%target, error = %e, "reference push failed");
-                    return Err(pushed);
+        self.sending.spawn(
+            async move {
+                let mut pushed = 0u64;
+                for batch in out.refs.chunks(PUSH_BATCH) {
+                    if let Err(e) = client.refs_add(batch.to_vec()).await {
+                        tracing::debug!(%target, error = %e, "reference push failed");
+                        return Err(pushed);
+                    }
+                    pushed += batch.len() as u64;
                 }
-                pushed += batch.len() as u64;
-            }
-            // The references are there: the peer looks at those chunks now
-            // rather than at its next full pass.
-            for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
-                if let Err(e) = client.repair_hint(batch, false).await {
-                    tracing::debug!(%target, error = %e, "repair hint not delivered");
+                // The references are there: the peer looks at those chunks now
+                // rather than at its next full pass.
+                for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
+                    if let Err(e) = client.repair_hint(batch, false).await {
+                        tracing::debug!(%target, error = %e, "repair hint not delivered");
+                    }
                 }
+                Ok(pushed)
             }
-            Ok(pushed)
-        });
+            .in_current_span(),
+        );
     }
 
     /// Send everything queued and wait until it is delivered (or failed).
@@ -450,33 +454,36 @@ impl Rebuilds {
             );
             let (queue, finished, halt) =
                 (self.queue.clone(), self.finished.clone(), self.halt.clone());
-            self.workers.spawn(async move {
-                loop {
-                    let next = {
-                        let mut q = lock_queue(&queue);
-                        let next = if halt.load(Ordering::Relaxed) {
-                            None
-                        } else {
-                            q.waiting.pop()
+            self.workers.spawn(
+                async move {
+                    loop {
+                        let next = {
+                            let mut q = lock_queue(&queue);
+                            let next = if halt.load(Ordering::Relaxed) {
+                                None
+                            } else {
+                                q.waiting.pop()
+                            };
+                            if next.is_none() {
+                                q.workers -= 1;
+                            }
+                            next
                         };
-                        if next.is_none() {
-                            q.workers -= 1;
-                        }
-                        next
-                    };
-                    let Some(w) = next else {
+                        let Some(w) = next else {
+                            finished.notify_one();
+                            return;
+                        };
+                        n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
+                        let r = rebuild(&n, &grid, prev.as_deref(), &w, &throttle).await;
+                        n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
+                        lock_queue(&queue)
+                            .done
+                            .push((w.chunk.id, w.missing.len(), r));
                         finished.notify_one();
-                        return;
-                    };
-                    n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-                    let r = rebuild(&n, &grid, prev.as_deref(), &w, &throttle).await;
-                    n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
-                    lock_queue(&queue)
-                        .done
-                        .push((w.chunk.id, w.missing.len(), r));
-                    finished.notify_one();
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
     }
 
@@ -567,7 +574,10 @@ pub(crate) fn fail(e: impl std::fmt::Display) -> NodeError {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
-    tokio::task::spawn_blocking(f)
+    // Its logs name the node, like the task's (several nodes may share a
+    // process: `gridstore server`, the benches).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| fail(format!("background task did not finish: {e}")))?
 }
@@ -738,25 +748,27 @@ pub async fn reconcile_pass(
 /// Every reference to chunk `id` on this node.
 async fn load_chunk(node: &Arc<Node>, id: [u8; 32]) -> Result<Option<ChunkRefs>, NodeError> {
     let n = node.clone();
-    let refs = blocking(move || {
-        let mut refs = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page =
-                n.db.scan_prefix(Table::ChunkRefs, &id, after.as_deref(), REF_PAGE)?;
-            for (_, v) in &page.items {
-                if let Ok(r) = ChunkReference::decode_record(v) {
-                    refs.push(r);
-                }
-            }
-            after = page.items.last().map(|(k, _)| k.clone());
-            if page.next.is_none() {
-                return Ok(refs);
+    blocking(move || refs_of(&n, &id)).await
+}
+
+/// [`load_chunk`] on a thread that may block.
+fn refs_of(node: &Node, id: &[u8; 32]) -> Result<Option<ChunkRefs>, NodeError> {
+    let mut refs = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = node
+            .db
+            .scan_prefix(Table::ChunkRefs, id, after.as_deref(), REF_PAGE)?;
+        for (_, v) in &page.items {
+            if let Ok(r) = ChunkReference::decode_record(v) {
+                refs.push(r);
             }
         }
-    })
-    .await?;
-    Ok(chunk_refs(refs))
+        after = page.items.last().map(|(k, _)| k.clone());
+        if page.next.is_none() {
+            return Ok(chunk_refs(refs));
+        }
+    }
 }
 
 fn chunk_refs(refs: Vec<ChunkReference>) -> Option<ChunkRefs> {
@@ -803,19 +815,45 @@ async fn visit_hinted(
     hinted: &BTreeMap<[u8; 32], bool>,
     stop: &AtomicBool,
 ) -> Result<(), NodeError> {
-    for (&id, &verify) in hinted {
+    // Queued or being rebuilt already: every surviving home pushes the
+    // same new home the same hint, and looking again finds nothing new.
+    let wanted: Vec<([u8; 32], bool)> = hinted
+        .iter()
+        .filter(|(id, verify)| **verify || !pass.rebuilds.active.contains(*id))
+        .map(|(id, verify)| (*id, *verify))
+        .collect();
+    // References and listings for a batch of chunks in one trip to the
+    // blocking pool: after a map change a new home is hinted a chunk for
+    // each shard it gained, and two trips per chunk (four thread wake-ups)
+    // cost more than the reading.
+    for batch in wanted.chunks(HINT_CHECK) {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        // Queued or being rebuilt already: every surviving home pushes the
-        // same new home the same hint, and looking again finds nothing new.
-        if !verify && pass.rebuilds.active.contains(&id) {
-            continue;
-        }
-        if let Some(c) = load_chunk(node, id).await? {
-            pass.report.chunks += 1;
-            visit(node, pass, c, verify, None).await?;
-            pass.rebuilds.start(stop, &mut pass.report);
+        let (n, ids) = (node.clone(), batch.to_vec());
+        let loaded = blocking(move || {
+            let mut out = Vec::with_capacity(ids.len());
+            for (id, verify) in ids {
+                let c = refs_of(&n, &id)?;
+                // A verifying visit checks the shards itself.
+                let listed = match (&c, verify) {
+                    (Some(_), false) => Some(n.store.held(&id)?),
+                    _ => None,
+                };
+                out.push((c, listed));
+            }
+            Ok(out)
+        })
+        .await?;
+        for (&(_, verify), (c, listed)) in batch.iter().zip(loaded) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Some(c) = c {
+                pass.report.chunks += 1;
+                visit(node, pass, c, verify, listed).await?;
+                pass.rebuilds.start(stop, &mut pass.report);
+            }
         }
     }
     Ok(())
@@ -834,7 +872,13 @@ async fn visit(
     listed: Option<Vec<(usize, u64)>>,
 ) -> Result<(), NodeError> {
     let chunk = ChunkId(c.id);
-    let homes = match pass.grid.shard_homes(&chunk, c.n) {
+    // Placed under the previous map too, in the same draws: the pushes
+    // below, the queue order and a copy from a previous home all ask.
+    let homes = match pass.rebuilds.prev.as_deref() {
+        Some(prev) => pass.grid.shard_homes_beside(prev, &chunk, c.n).0,
+        None => pass.grid.shard_homes(&chunk, c.n),
+    };
+    let homes = match homes {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(chunk = %chunk, error = %e, "no placement for a referenced chunk");
