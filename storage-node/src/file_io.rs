@@ -299,3 +299,89 @@ pub mod cached {
         Ok(Cached::Unsupported)
     }
 }
+
+/// Writes that bypass the page cache (`O_DIRECT`), for shards nobody is
+/// about to read: a rebuilt shard is cold. Through the page cache each
+/// byte is copied into pages the kernel must first find and zero (and on
+/// a VM whose free pages go back to the host, the host must fault in
+/// too), and those pages then push hot shards out of the cache.
+pub mod direct {
+    use std::fs::{File, OpenOptions};
+    use std::io;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Offsets, lengths and buffer addresses of direct writes are
+    /// multiples of this (the largest logical block size in use).
+    pub const ALIGN: usize = 4096;
+
+    /// Open `path` (an existing file) for direct writes; `None` where the
+    /// filesystem refuses `O_DIRECT`.
+    pub fn open(path: &Path) -> io::Result<Option<File>> {
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if refused(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The filesystem or device does not do direct I/O (or not with this
+    /// alignment): write through the page cache instead.
+    pub fn refused(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+    }
+
+    /// Aligned buffers kept between writes: a new one would be faulted in
+    /// and zeroed page by page, the cost direct writes avoid.
+    static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    const KEPT: usize = 16;
+
+    /// `parts` laid end to end, cut after the last whole block: `f` gets
+    /// those bytes at an aligned address (nothing when they are shorter
+    /// than a block). The rest is [`tail`]'s.
+    pub fn with_blocks<T>(parts: &[&[u8]], f: impl FnOnce(&[u8]) -> T) -> T {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let whole = total / ALIGN * ALIGN;
+        let mut buf = BUFFERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if buf.len() < whole + ALIGN {
+            buf.resize(whole + ALIGN, 0);
+        }
+        let start = (ALIGN - buf.as_ptr() as usize % ALIGN) % ALIGN;
+        let blocks = &mut buf[start..start + whole];
+        let mut at = 0;
+        for p in parts {
+            let n = p.len().min(whole - at);
+            blocks[at..at + n].copy_from_slice(&p[..n]);
+            at += n;
+        }
+        let out = f(&buf[start..start + whole]);
+        let mut kept = BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < KEPT {
+            kept.push(buf);
+        }
+        out
+    }
+
+    /// The bytes of `parts` (laid end to end) from `skip` on.
+    pub fn tail<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+            } else {
+                out.push(&p[skip..]);
+                skip = 0;
+            }
+        }
+        out
+    }
+}

@@ -92,6 +92,8 @@ pub struct ShardStore {
     tmp_seq: AtomicU64,
     /// Whether to try [`read_cached`](Self::read_cached) at all.
     cached_reads: AtomicBool,
+    /// Whether to try direct writes for [`put_own_parts`](Self::put_own_parts).
+    direct_writes: AtomicBool,
 }
 
 impl ShardStore {
@@ -122,6 +124,7 @@ impl ShardStore {
             count: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
             cached_reads: AtomicBool::new(true),
+            direct_writes: AtomicBool::new(true),
         };
         let (mut used, mut count) = (0, 0);
         for key in store.iter()? {
@@ -263,8 +266,7 @@ impl ShardStore {
         check_identity(&key, &parsed)?;
         let mut w = self.writer(key, len as u64)?;
         w.own = Some(parsed);
-        w.write(header)?;
-        w.write(body)?;
+        w.write_cold(&[header, body])?;
         w.commit()
     }
 
@@ -294,6 +296,12 @@ impl ShardStore {
             len,
             io: self.io,
         })
+    }
+
+    /// Whether shards this process made are written around the page cache
+    /// (false once the filesystem refused a direct write).
+    pub fn direct_writes(&self) -> bool {
+        self.direct_writes.load(Ordering::Relaxed)
     }
 
     /// Read `len` bytes at `offset` (the whole shard with `None`).
@@ -573,6 +581,52 @@ impl ShardWriter<'_> {
         }
         self.store.io.write_all_at(&self.file, data, self.written)?;
         self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Write the whole shard, `parts` end to end, around the page cache
+    /// where the filesystem allows (see [`file_io::direct`]): for a shard
+    /// this process made (rebuilt or copied), which nobody reads soon.
+    fn write_cold(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+        use crate::file_io::direct;
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let eligible = self.own.is_some() && self.written == 0 && total == self.declared;
+        if eligible && self.store.direct_writes.load(Ordering::Relaxed) {
+            match self.write_direct(parts) {
+                Ok(()) => {
+                    self.written = total;
+                    return Ok(());
+                }
+                Err(e) if direct::refused(&e) => {
+                    self.store.direct_writes.store(false, Ordering::Relaxed);
+                    tracing::info!(error = %e, "direct writes refused here; writing through the page cache");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for p in parts {
+            self.write(p)?;
+        }
+        Ok(())
+    }
+
+    /// The whole blocks of `parts` through a second, `O_DIRECT` descriptor
+    /// of the temp file, the rest (less than a block) through the usual
+    /// one; `commit`'s fsync makes both durable.
+    fn write_direct(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        use crate::file_io::direct;
+        let Some(file) = direct::open(&self.tmp_path)? else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let io = self.store.io;
+        let whole = direct::with_blocks(parts, |blocks| {
+            io.write_all_at(&file, blocks, 0).map(|()| blocks.len())
+        })?;
+        let mut at = whole as u64;
+        for piece in direct::tail(parts, whole) {
+            io.write_all_at(&self.file, piece, at)?;
+            at += piece.len() as u64;
+        }
         Ok(())
     }
 
