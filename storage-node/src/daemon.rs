@@ -288,10 +288,14 @@ struct Healing {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// A node's background work, in a span naming it: several nodes may share
-/// a process (`gridstore server`, the benches, the tests).
-fn in_node_span<F: std::future::Future>(node: &Node, f: F) -> tracing::instrument::Instrumented<F> {
-    tracing::Instrument::instrument(f, tracing::info_span!("node", id = %node.id))
+/// Spawn a node's background loop in a span naming the node: several
+/// nodes may share a process (`gridstore server`, the benches, the tests).
+fn spawn_for(
+    node: &Node,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let span = tracing::info_span!("node", id = %node.id);
+    tokio::spawn(tracing::Instrument::instrument(work, span))
 }
 
 impl Healing {
@@ -305,50 +309,35 @@ impl Healing {
                 concurrency: r.concurrency,
                 bytes_per_sec: r.bytes_per_sec,
             };
-            tasks.push(tokio::spawn(in_node_span(
-                node,
-                reconcile_loop(
-                    node.clone(),
-                    Duration::from_secs(r.reconcile_interval_secs),
-                    limits,
-                    stop.clone(),
-                    quit.subscribe(),
-                ),
-            )));
+            let every = Duration::from_secs(r.reconcile_interval_secs);
+            let work = reconcile_loop(node.clone(), every, limits, stop.clone(), quit.subscribe());
+            tasks.push(spawn_for(node, work));
         }
         if r.scrub_interval_secs > 0 {
-            tasks.push(tokio::spawn(in_node_span(
-                node,
-                scrub_loop(
-                    node.clone(),
-                    Duration::from_secs(r.scrub_interval_secs),
-                    r.scrub_bytes_per_sec,
-                    stop.clone(),
-                    quit.subscribe(),
-                ),
-            )));
+            let every = Duration::from_secs(r.scrub_interval_secs);
+            let rate = r.scrub_bytes_per_sec;
+            let work = scrub_loop(node.clone(), every, rate, stop.clone(), quit.subscribe());
+            tasks.push(spawn_for(node, work));
         }
         if r.anti_entropy_interval_secs > 0 {
-            tasks.push(tokio::spawn(in_node_span(
-                node,
-                anti_entropy_loop(
-                    node.clone(),
-                    Duration::from_secs(r.anti_entropy_interval_secs),
-                    r.metadata_replicas,
-                    stop.clone(),
-                    quit.subscribe(),
-                ),
-            )));
+            let every = Duration::from_secs(r.anti_entropy_interval_secs);
+            let replicas = r.metadata_replicas;
+            let work = anti_entropy_loop(
+                node.clone(),
+                every,
+                replicas,
+                stop.clone(),
+                quit.subscribe(),
+            );
+            tasks.push(spawn_for(node, work));
         }
         if r.heartbeat_secs > 0 {
             let lc = LivenessConfig {
                 heartbeat: Duration::from_secs(r.heartbeat_secs),
                 down_after: Duration::from_secs(r.down_after_secs.max(r.heartbeat_secs)),
             };
-            tasks.push(tokio::spawn(in_node_span(
-                node,
-                liveness_loop(node.clone(), lc, stop.clone(), quit.subscribe()),
-            )));
+            let work = liveness_loop(node.clone(), lc, stop.clone(), quit.subscribe());
+            tasks.push(spawn_for(node, work));
         }
         Healing { stop, quit, tasks }
     }
