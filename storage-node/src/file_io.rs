@@ -316,18 +316,13 @@ pub mod direct {
     /// multiples of this (the largest logical block size in use).
     pub const ALIGN: usize = 4096;
 
-    /// Open `path` (an existing file) for direct writes; `None` where the
-    /// filesystem refuses `O_DIRECT`.
-    pub fn open(path: &Path) -> io::Result<Option<File>> {
-        match OpenOptions::new()
+    /// Open `path` (an existing file) for direct writes. A filesystem
+    /// without `O_DIRECT` fails this with an error [`refused`] matches.
+    pub fn open(path: &Path) -> io::Result<File> {
+        OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
             .open(path)
-        {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if refused(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// The filesystem or device does not do direct I/O (or not with this

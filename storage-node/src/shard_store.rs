@@ -590,7 +590,11 @@ impl ShardWriter<'_> {
     fn write_cold(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
         use crate::file_io::direct;
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let eligible = self.own.is_some() && self.written == 0 && total == self.declared;
+        // Shorter than a block, it would all go through the cache anyway.
+        let eligible = self.own.is_some()
+            && self.written == 0
+            && total == self.declared
+            && total >= direct::ALIGN as u64;
         if eligible && self.store.direct_writes.load(Ordering::Relaxed) {
             match self.write_direct(parts) {
                 Ok(()) => {
@@ -613,11 +617,9 @@ impl ShardWriter<'_> {
     /// The whole blocks of `parts` through a second, `O_DIRECT` descriptor
     /// of the temp file, the rest (less than a block) through the usual
     /// one; `commit`'s fsync makes both durable.
-    fn write_direct(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+    fn write_direct(&self, parts: &[&[u8]]) -> io::Result<()> {
         use crate::file_io::direct;
-        let Some(file) = direct::open(&self.tmp_path)? else {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        };
+        let file = direct::open(&self.tmp_path)?;
         let io = self.store.io;
         let whole = direct::with_blocks(parts, |blocks| {
             io.write_all_at(&file, blocks, 0).map(|()| blocks.len())
