@@ -5,10 +5,11 @@
 use crate::cluster_file::{FileError, GatewayFile, MapFile};
 use crate::embedded::{ServerState, MAP_FILE, STATE_FILE};
 use clap::{Args, Subcommand};
-use cluster::chunk_io::Grid;
-use cluster::rpc_auth::RpcKey;
 use cluster::secrets::MasterKey;
-use cluster::{ClientOptions, ErasureSpec, ObjectStore, StoreConfig};
+use cluster::{ErasureSpec, ObjectStore, StoreConfig};
+use grid::chunk_io::Grid;
+use grid::rpc_auth::RpcKey;
+use grid::ClientOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -134,7 +135,7 @@ pub enum AdminError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Membership(#[from] cluster::membership::MembershipError),
+    Membership(#[from] grid::membership::MembershipError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -294,7 +295,7 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
 }
 
 async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminError> {
-    use cluster::membership::{apply, current_map, Change};
+    use grid::membership::{apply, current_map, Change};
     let grid = s.grid();
     let change = match cmd {
         NodeCommand::List => {
@@ -341,7 +342,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
 /// One node's answer to a status call, or why there was none.
 type RepairRow = (
     metadata::model::Node,
-    Result<cluster::node_api::NodeStatus, String>,
+    Result<grid::node_api::NodeStatus, String>,
 );
 
 async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
@@ -359,7 +360,7 @@ async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
 
 fn repair_table(rows: &[RepairRow]) -> String {
     use std::fmt::Write;
-    let now = cluster::rpc_auth::now_ms();
+    let now = grid::rpc_auth::now_ms();
     let ago = |ms: u64| {
         if ms == 0 {
             "never".to_string()

@@ -5,10 +5,11 @@
 //! start and kept in `DIR/server.toml`; restarting on DIR keeps everything.
 
 use crate::cluster_file::{write_private, FileError, MapFile, MapNode};
-use cluster::chunk_io::Grid;
-use cluster::rpc_auth::RpcKey;
 use cluster::secrets::MasterKey;
-use cluster::{ClientOptions, ObjectStore, StoreConfig};
+use cluster::{ObjectStore, StoreConfig};
+use grid::chunk_io::Grid;
+use grid::rpc_auth::RpcKey;
+use grid::ClientOptions;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -146,9 +147,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
                 heartbeat_secs: 0,
                 ..storage_node::config::RepairConfig::default()
             },
-            jobs: storage_node::jobs::JobsConfig {
+            jobs: storage_node::config::JobsConfig {
                 allowed: args.job_allow.clone(),
-                ..storage_node::jobs::JobsConfig::default()
+                ..storage_node::config::JobsConfig::default()
             },
         };
         let node = LocalNode::start(&cfg)
@@ -167,7 +168,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     }
     // Ports change between starts; the epoch only grows.
     let map_file = MapFile {
-        epoch: cluster::rpc_auth::now_ms(),
+        epoch: grid::rpc_auth::now_ms(),
         nodes: entries,
     };
     map_file.save(&args.dir.join(MAP_FILE))?;
@@ -178,7 +179,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ..ClientOptions::default()
     };
     for n in &map.nodes {
-        let c = cluster::NodeClient::new(n.addr.clone(), key.clone(), opts.clone());
+        let c = grid::NodeClient::new(n.addr.clone(), key.clone(), opts.clone());
         if let Err(e) = c.put_map(&map).await {
             tracing::warn!(node = %n.id, error = %e, "could not hand the cluster map to a node");
         }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use cluster::chunk_io::{get_chunk, put_chunk, ChunkError};
+use ::grid::chunk_io::{get_chunk, put_chunk, ChunkError};
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
 use std::collections::HashMap;
 use support::grid::TestGrid;

@@ -11,7 +11,7 @@ use cluster::jobs::{
 use cluster::{ErasureSpec, GetOptions, ObjectStore, PutOptions, StoreConfig};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use storage_node::jobs::JobsConfig;
+use storage_node::config::JobsConfig;
 use support::grid::TestGrid;
 use support::objects::{read_all, store_on, stream_of, OWNER};
 
@@ -384,7 +384,7 @@ print("uid", os.getuid(), "env", sorted(os.environ))
     assert!(!out.contains("LISTED"), "{out}");
     assert!(!out.contains("CONNECTED"), "{out}");
     assert_eq!(out.matches("refused").count(), paths.len() + 3, "{out}");
-    let sandbox = grid.node(&grid.map.nodes[0].id).node.jobs.sandbox().clone();
+    let sandbox = grid.node(&grid.map.nodes[0].id).jobs.sandbox().clone();
     if sandbox.run_as.is_some() {
         assert!(out.contains("uid 65534"), "{out}");
     }

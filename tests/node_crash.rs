@@ -3,15 +3,15 @@
 
 mod support;
 
+use ::grid::node_api as api;
+use ::grid::node_client::read_response;
 use bytes::Bytes;
-use cluster::node_api as api;
-use cluster::node_client::read_response;
 use codec::SealedChunk;
 use http::Method;
 use metadata::ShardKey;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use storage_node::{ShardStore, StoreConfig};
+use storage_node::{ShardStore, ShardStoreConfig};
 use support::*;
 
 /// Start a streamed shard put, send the first half of the body, and hand
@@ -21,9 +21,9 @@ async fn half_sent_put(
     chunk: &SealedChunk,
     index: usize,
 ) -> (
-    tokio::sync::mpsc::Sender<Result<Bytes, cluster::node_client::BodyError>>,
+    tokio::sync::mpsc::Sender<Result<Bytes, ::grid::node_client::BodyError>>,
     Bytes,
-    tokio::task::JoinHandle<Result<Bytes, cluster::NodeError>>,
+    tokio::task::JoinHandle<Result<Bytes, ::grid::RpcError>>,
 ) {
     let shard = Bytes::from(chunk.shard(index));
     let path = api::shard_path(&shard_key(chunk, index));
@@ -119,7 +119,7 @@ async fn sigkill_during_shard_writes_loses_no_acknowledged_shard() {
     node.kill9();
 
     // Every shard file on disk is whole and verifies; no temp file is left.
-    let store = ShardStore::open(StoreConfig::new(dir.path().join("data"))).unwrap();
+    let store = ShardStore::open(ShardStoreConfig::new(dir.path().join("data"))).unwrap();
     let mut n = 0;
     for k in store.iter().unwrap() {
         store.verify(&k.unwrap()).unwrap();

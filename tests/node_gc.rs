@@ -4,8 +4,8 @@
 //! are driven by their `now_ms` argument, never by the clock, except for
 //! the one test of the background loop.
 
-use cluster::rpc_auth::RpcKey;
-use cluster::{ClientOptions, NodeClient};
+use ::grid::rpc_auth::RpcKey;
+use ::grid::{ClientOptions, NodeClient};
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
 use metadata::model::{ChunkReference, ErasureSpec, Referrer, BUCKET_ID_LEN, VERSION_ID_LEN};
 use metadata::ShardKey;

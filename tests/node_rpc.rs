@@ -4,10 +4,10 @@
 
 mod support;
 
+use ::grid::node_api::{self as api, MetaOp, RefQuery};
+use ::grid::rpc_auth::RpcKey;
+use ::grid::{ClientOptions, NodeClient, RpcError};
 use bytes::Bytes;
-use cluster::node_api::{self as api, MetaOp, RefQuery};
-use cluster::rpc_auth::RpcKey;
-use cluster::{ClientOptions, NodeClient, NodeError};
 use http::Method;
 use metadata::db::Table;
 use metadata::model::{
@@ -93,7 +93,7 @@ async fn shard_calls(c: &NodeClient, seed: u64) {
         .get_shard(&keys[3], Some((whole.len() as u64 - 7, 8)))
         .await;
     assert!(
-        matches!(past_end, Err(NodeError::Rejected { status: 416, .. })),
+        matches!(past_end, Err(RpcError::Rejected { status: 416, .. })),
         "{past_end:?}"
     );
 
@@ -108,7 +108,7 @@ async fn shard_calls(c: &NodeClient, seed: u64) {
     assert_eq!(lens[6], 0);
     assert!(matches!(
         c.get_shard(&absent, None).await,
-        Err(NodeError::NotFound)
+        Err(RpcError::NotFound)
     ));
 
     assert!(c.delete_shard(&keys[0]).await.unwrap());
@@ -173,7 +173,7 @@ async fn record_calls(c: &NodeClient, run: &str) {
     ));
     assert!(matches!(
         c.meta_batch(bad).await,
-        Err(NodeError::Rejected { status: 400, .. })
+        Err(RpcError::Rejected { status: 400, .. })
     ));
     assert_eq!(
         c.meta_get(Table::Versions, format!("{run}obj-00").as_bytes())
@@ -395,17 +395,17 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
     );
     assert!(matches!(
         stranger.put_shard(&k0, shard0.clone()).await,
-        Err(NodeError::Unauthorized(_))
+        Err(RpcError::Unauthorized(_))
     ));
     assert!(matches!(
         stranger
             .meta_put(Table::Buckets, b"x", bucket("x").encode_record())
             .await,
-        Err(NodeError::Unauthorized(_))
+        Err(RpcError::Unauthorized(_))
     ));
     assert!(matches!(
         stranger.status().await,
-        Err(NodeError::Unauthorized(_))
+        Err(RpcError::Unauthorized(_))
     ));
     // Signed for one shard, sent to another path.
     let req = signed(
@@ -459,7 +459,7 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
         .unwrap();
     assert_eq!(status_of(&c, req).await, 401);
     // Signed too long ago (outside the 30 s window).
-    let old = cluster::rpc_auth::now_ms() - 120_000;
+    let old = ::grid::rpc_auth::now_ms() - 120_000;
     let req = signed(
         &key(),
         &node.addr,
@@ -572,24 +572,24 @@ async fn malformed_ids_paths_and_bodies_are_rejected() {
     let k1 = shard_key(&chunk, 1);
     let wrong = c.put_shard(&k1, shard.clone()).await;
     assert!(
-        matches!(wrong, Err(NodeError::Rejected { status: 400, .. })),
+        matches!(wrong, Err(RpcError::Rejected { status: 400, .. })),
         "{wrong:?}"
     );
     let garbage = c.put_shard(&k0, Bytes::from(vec![0x5a; 5000])).await;
     assert!(
-        matches!(garbage, Err(NodeError::Rejected { status: 400, .. })),
+        matches!(garbage, Err(RpcError::Rejected { status: 400, .. })),
         "{garbage:?}"
     );
     let cut = c.put_shard(&k0, shard.slice(..shard.len() - 1)).await;
     assert!(
-        matches!(cut, Err(NodeError::Rejected { status: 400, .. })),
+        matches!(cut, Err(RpcError::Rejected { status: 400, .. })),
         "{cut:?}"
     );
     let mut flipped = chunk.shard(0);
     flipped[200] ^= 0x10;
     let bitrot = c.put_shard(&k0, flipped.into()).await;
     assert!(
-        matches!(bitrot, Err(NodeError::Rejected { status: 400, .. })),
+        matches!(bitrot, Err(RpcError::Rejected { status: 400, .. })),
         "{bitrot:?}"
     );
     assert_eq!(c.has_shards(&[k0, k1]).await.unwrap(), vec![0, 0]);
@@ -597,13 +597,13 @@ async fn malformed_ids_paths_and_bodies_are_rejected() {
         .meta_put(Table::Versions, b"k", b"\x01\xff\xff\xff".to_vec())
         .await;
     assert!(
-        matches!(rec, Err(NodeError::Rejected { status: 400, .. })),
+        matches!(rec, Err(RpcError::Rejected { status: 400, .. })),
         "{rec:?}"
     );
     let future_version = c.meta_put(Table::Versions, b"k", b"\x09abc".to_vec()).await;
     assert!(matches!(
         future_version,
-        Err(NodeError::Rejected { status: 400, .. })
+        Err(RpcError::Rejected { status: 400, .. })
     ));
 
     // A declared length over the limit is refused before any body byte is
@@ -656,7 +656,7 @@ async fn at_quota_writes_get_507_and_reads_continue() {
         let k = shard_key(&chunk, 0);
         match c.put_shard(&k, chunk.shard(0).into()).await {
             Ok(()) => stored.push((k, chunk.shard(0))),
-            Err(NodeError::InsufficientStorage(msg)) => {
+            Err(RpcError::InsufficientStorage(msg)) => {
                 refused = Some((k, chunk.shard(0), msg));
                 break;
             }

@@ -5,9 +5,10 @@
 
 mod support;
 
-use cluster::chunk_io::Grid;
-use cluster::{ClientOptions, MasterKey, ObjectStore};
+use ::grid::chunk_io::Grid;
+use ::grid::ClientOptions;
 use cluster::{GetOptions, PutOptions, StoreConfig};
+use cluster::{MasterKey, ObjectStore};
 use metadata::model::{ClusterMap, Node, NodeState};
 use support::objects::{sha256_of, Data, OWNER};
 use support::NodeProc;

@@ -331,11 +331,11 @@ fn home_changes(a: &ClusterMap, b: &ClusterMap, chunks: &BTreeMap<[u8; 32], usiz
         .sum()
 }
 
-fn grid_view(map: &ClusterMap) -> cluster::chunk_io::Grid {
-    cluster::chunk_io::Grid::new(
+fn grid_view(map: &ClusterMap) -> ::grid::chunk_io::Grid {
+    ::grid::chunk_io::Grid::new(
         map.clone(),
         support::key(),
-        cluster::ClientOptions::default(),
+        ::grid::ClientOptions::default(),
     )
 }
 
@@ -344,7 +344,7 @@ fn grid_view(map: &ClusterMap) -> cluster::chunk_io::Grid {
 /// rebuild), in the background, with reads right throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_and_adding_nodes_move_only_what_placement_requires() {
-    use cluster::membership::{apply, Change};
+    use ::grid::membership::{apply, Change};
     let (mut grid, store) = fast_healing_grid().await;
     store
         .create_bucket("move", OWNER, Some(ErasureSpec::new(4, 2)))
@@ -633,13 +633,13 @@ async fn kill_9_two_node_processes_under_load() {
     for p in &procs {
         p.client().put_map(&map).await.unwrap();
     }
-    let grid = cluster::chunk_io::Grid::new(
+    let grid = ::grid::chunk_io::Grid::new(
         map.clone(),
         support::key(),
-        cluster::ClientOptions {
+        ::grid::ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
-            ..cluster::ClientOptions::default()
+            ..::grid::ClientOptions::default()
         },
     );
     // Five metadata replicas (quorum three): two dead nodes can be two of
@@ -770,7 +770,7 @@ async fn kill_9_two_node_processes_under_load() {
 
     // The chunks of acknowledged data: a put refused while the nodes died
     // may leave shards nobody references, which GC removes, not repair.
-    let live: Vec<cluster::NodeClient> = procs
+    let live: Vec<::grid::NodeClient> = procs
         .iter()
         .enumerate()
         .filter(|(i, _)| !dead.contains(i))

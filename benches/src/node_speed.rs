@@ -12,9 +12,9 @@
 
 use crate::{median, median_ratio, Case, Timing};
 use bytes::Bytes;
-use cluster::rpc_auth::RpcKey;
-use cluster::{ClientOptions, NodeClient};
 use codec::{DomainKey, ErasureParams, SealConfig, Sealer};
+use grid::rpc_auth::RpcKey;
+use grid::{ClientOptions, NodeClient};
 use metadata::ShardKey;
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;

@@ -11,10 +11,11 @@
 //! ceilings a rebuild cannot pass.
 
 use bytes::Bytes;
-use cluster::chunk_io::Grid;
-use cluster::rpc_auth::RpcKey;
-use cluster::{ClientOptions, ErasureSpec, MasterKey, ObjectStore, PutOptions, StoreConfig};
+use cluster::{ErasureSpec, MasterKey, ObjectStore, PutOptions, StoreConfig};
 use codec::{DomainKey, ErasureParams, Rebuilder, SealConfig, Sealer};
+use grid::chunk_io::Grid;
+use grid::rpc_auth::RpcKey;
+use grid::ClientOptions;
 use metadata::model::{ClusterMap, NodeState};
 use rand::{RngCore, SeedableRng};
 use serde::Serialize;

@@ -7,27 +7,59 @@
 //! chunks. Neither depends on the object's size.
 
 use crate::checksum::{ChecksumAlgorithm, DigestResult, Digests};
-use crate::chunk_io::{self, ChunkSecret};
 use crate::error::{Error, Result};
 use crate::secrets::Sealing;
-use crate::store::{ObjectStore, RepairHint};
+use crate::store::{RepairHint, StoreConfig};
 use bytes::Bytes;
 use codec::{ChunkId, Chunker, ErasureParams, SealConfig, SealedChunk, Sealer};
 use futures_util::{Stream, StreamExt};
+use grid::chunk_io::{self, ChunkSecret, Grid};
 use metadata::model::{ChunkRef, ChunkReference, ErasureSpec, ObjectVersion, Referrer};
 use metadata::ShardKey;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// An object's bytes as they arrive from the grid.
 pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// Where damaged or short chunks a read meets are reported: the repair
+/// daemon's queue, when the process has one.
+#[derive(Clone, Default)]
+pub(crate) struct RepairSink(pub Option<mpsc::Sender<RepairHint>>);
+
+impl RepairSink {
+    /// Queue a hint (or log it when no queue is attached). Hints are
+    /// dropped, with a warning, when the queue is full: scrubbing finds
+    /// what a dropped hint would have named.
+    pub(crate) fn report(&self, hint: RepairHint) {
+        if let Some(tx) = &self.0 {
+            if tx.try_send(hint).is_err() {
+                tracing::warn!("repair queue full or closed; dropping a hint");
+            }
+        } else if !hint.missing.is_empty() || !hint.corrupt.is_empty() {
+            tracing::info!(chunk = %hint.chunk, missing = ?hint.missing, corrupt = ?hint.corrupt,
+                "damaged chunk read (no repair queue attached)");
+        }
+    }
+}
+
+/// What moving chunks needs of the object layer, and nothing more: the
+/// grid as of the request, the tunables, and the repair sink.
+#[derive(Clone)]
+pub(crate) struct ChunkIo {
+    pub grid: Arc<Grid>,
+    pub cfg: Arc<StoreConfig>,
+    pub repair: RepairSink,
+}
+
 /// What to write and under which name.
 #[derive(Clone)]
 pub(crate) struct WriteCtx {
-    pub store: ObjectStore,
+    pub io: ChunkIo,
     pub sealing: Sealing,
     pub erasure: ErasureSpec,
     pub referrer: Referrer,
@@ -39,7 +71,9 @@ pub(crate) struct WriteCtx {
 /// What a write produced.
 pub(crate) struct Written {
     pub size: u64,
-    pub chunks: Vec<ChunkRef>,
+    /// The chunks written, referenced under the write's referrer until a
+    /// record names them.
+    pub refs: PendingRefs,
     pub inline: Vec<u8>,
     pub digests: DigestResult,
 }
@@ -84,9 +118,9 @@ fn seal_on_this_thread(
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    grid::blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("worker thread: {e}")))
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// Read `body` to its end, storing it as chunks (or returning it sealed
@@ -96,7 +130,7 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
-    let cfg = ctx.store.config();
+    let cfg = &ctx.io.cfg;
     let max_size = cfg.max_object_size;
     let in_flight = cfg.chunks_in_flight.max(1);
     let mut chunker = Chunker::new(cfg.chunker.with_seed(ctx.sealing.domain().cdc_seed()))
@@ -197,12 +231,13 @@ where
             }
         }
     }
+    let refs = PendingRefs::new(&ctx.io, ctx.referrer.clone(), chunks);
     let digests = digester
         .await
         .map_err(|e| Error::Internal(format!("digest thread: {e}")))?;
     Ok(Written {
         size,
-        chunks,
+        refs,
         inline,
         digests,
     })
@@ -224,7 +259,9 @@ async fn abandon(
     for h in pending {
         h.abort();
     }
-    remove_refs(&ctx.store, &ctx.referrer, done).await;
+    PendingRefs::new(&ctx.io, ctx.referrer.clone(), done.to_vec())
+        .release()
+        .await;
 }
 
 fn chunk_id_for(sealing: &Sealing, plain: &[u8]) -> ChunkId {
@@ -243,14 +280,14 @@ fn reference(ctx: &WriteCtx, id: &ChunkId) -> ChunkReference {
         erasure: Some(ctx.erasure),
         shard_len: 0,
         referrer: Some(ctx.referrer.clone()),
-        created_ms: crate::rpc_auth::now_ms(),
+        created_ms: grid::rpc_auth::now_ms(),
         shard_hashes: Vec::new(),
     }
 }
 
 /// Store one chunk (or find it already stored) and reference it.
 async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRef> {
-    let grid = ctx.store.grid();
+    let grid = &ctx.io.grid;
     let n = ctx.erasure.total();
     let len = plain.len() as u64;
     let sealing = ctx.sealing.clone();
@@ -293,7 +330,7 @@ async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRe
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let report = chunk_io::put_chunk(&grid, &sealed).await?;
+        let report = chunk_io::put_chunk(grid, &sealed).await?;
         match reference_holders(&ctx, &full, &report.holders, &homes).await {
             Ok(()) => break,
             Err(detail) if attempt < 3 => {
@@ -322,7 +359,7 @@ async fn reference_holders(
     holders: &[String],
     homes: &[String],
 ) -> std::result::Result<(), String> {
-    let grid = ctx.store.grid();
+    let grid = &ctx.io.grid;
     let holders: BTreeSet<String> = holders.iter().cloned().collect();
     let mut targets = holders.clone();
     targets.extend(homes.iter().cloned());
@@ -359,7 +396,7 @@ async fn reference_holders(
 /// Add this write's reference on every home of chunk `id` and ask each
 /// whether it holds its shards; `Some(shard length)` if all are there.
 async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Option<u32> {
-    let grid = ctx.store.grid();
+    let grid = &ctx.io.grid;
     let mut by_node: BTreeMap<&str, Vec<ShardKey>> = BTreeMap::new();
     for (i, node) in homes.iter().enumerate() {
         by_node
@@ -393,10 +430,76 @@ async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Optio
     }
 }
 
+/// Chunk references a write added under one referrer that no durable
+/// record names yet. Every way out settles them: [`PendingRefs::keep`]
+/// once a record names them, [`PendingRefs::release`] on a failure; a
+/// guard dropped unsettled (an early `?`, a client gone mid-request)
+/// releases them in the background, so nothing waits for the orphan
+/// sweep that a failure path forgot.
+#[must_use = "pending references must be kept or released"]
+pub(crate) struct PendingRefs {
+    io: ChunkIo,
+    referrer: Referrer,
+    chunks: Vec<ChunkRef>,
+}
+
+impl PendingRefs {
+    pub(crate) fn new(io: &ChunkIo, referrer: Referrer, chunks: Vec<ChunkRef>) -> Self {
+        Self {
+            io: io.clone(),
+            referrer,
+            chunks,
+        }
+    }
+
+    pub(crate) fn chunks(&self) -> &[ChunkRef] {
+        &self.chunks
+    }
+
+    /// A record now names these chunks: the references stay.
+    pub(crate) fn keep(mut self) {
+        self.chunks.clear();
+    }
+
+    /// Remove the references (best effort: what fails here the orphan
+    /// sweep removes later).
+    pub(crate) async fn release(mut self) {
+        let chunks = std::mem::take(&mut self.chunks);
+        remove_refs(&self.io, &self.referrer, &chunks).await;
+    }
+
+    /// Keep the references if `r` succeeded, release them if it failed.
+    pub(crate) async fn settle<T>(self, r: Result<T>) -> Result<T> {
+        match r {
+            Ok(v) => {
+                self.keep();
+                Ok(v)
+            }
+            Err(e) => {
+                self.release().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for PendingRefs {
+    fn drop(&mut self) {
+        if self.chunks.is_empty() {
+            return;
+        }
+        let (io, referrer) = (self.io.clone(), self.referrer.clone());
+        let chunks = std::mem::take(&mut self.chunks);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { remove_refs(&io, &referrer, &chunks).await });
+        }
+    }
+}
+
 /// Remove `referrer`'s references to `chunks` from their homes (best
 /// effort: what fails here the orphan sweep removes later).
-pub(crate) async fn remove_refs(store: &ObjectStore, referrer: &Referrer, chunks: &[ChunkRef]) {
-    let grid = store.grid();
+pub(crate) async fn remove_refs(io: &ChunkIo, referrer: &Referrer, chunks: &[ChunkRef]) {
+    let grid = &io.grid;
     let mut by_node: BTreeMap<String, Vec<ChunkReference>> = BTreeMap::new();
     for c in chunks {
         let Some(id) = chunk_id_of(c) else { continue };
@@ -413,19 +516,20 @@ pub(crate) async fn remove_refs(store: &ObjectStore, referrer: &Referrer, chunks
             });
         }
     }
-    send_refs(store, by_node, false).await;
+    send_refs(io, by_node, false).await;
 }
 
 /// Add references for `referrer` to `chunks` on their homes. A node may
 /// fail; the call fails only when some chunk ends up referenced on fewer
-/// homes than it has data shards.
+/// homes than it has data shards. The references are pending until the
+/// caller keeps them (a record now names them) or releases them.
 pub(crate) async fn add_refs(
-    store: &ObjectStore,
+    io: &ChunkIo,
     referrer: &Referrer,
     chunks: &[ChunkRef],
-) -> Result<()> {
-    let grid = store.grid();
-    let now = crate::rpc_auth::now_ms();
+) -> Result<PendingRefs> {
+    let grid = &io.grid;
+    let now = grid::rpc_auth::now_ms();
     let mut by_node: BTreeMap<String, Vec<ChunkReference>> = BTreeMap::new();
     let mut homes_of: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
     for c in chunks {
@@ -449,7 +553,10 @@ pub(crate) async fn add_refs(
         }
         homes_of.insert(c.id.clone(), nodes);
     }
-    let failed = send_refs(store, by_node, true).await;
+    let failed = send_refs(io, by_node, true).await;
+    // Whatever happens next, these references are pending: a failure
+    // below releases those that did land.
+    let refs = PendingRefs::new(io, referrer.clone(), chunks.to_vec());
     // Each chunk needs its reference on enough homes to outlive the
     // collection of the old referrer: at least its data shards' count.
     for c in chunks {
@@ -457,6 +564,7 @@ pub(crate) async fn add_refs(
         let ok = homes.iter().filter(|h| !failed.contains(*h)).count();
         let need = c.erasure.map_or(1, |e| e.data as usize).min(homes.len());
         if ok < need {
+            refs.release().await;
             return Err(Error::Chunk(chunk_io::ChunkError::Quorum {
                 chunk: chunk_id_of(c).unwrap_or(ChunkId([0; 32])),
                 stored: ok,
@@ -465,7 +573,7 @@ pub(crate) async fn add_refs(
             }));
         }
     }
-    Ok(())
+    Ok(refs)
 }
 
 fn chunk_id_of(c: &ChunkRef) -> Option<ChunkId> {
@@ -475,11 +583,11 @@ fn chunk_id_of(c: &ChunkRef) -> Option<ChunkId> {
 /// Send reference batches (add or remove) to their nodes in parallel;
 /// returns the nodes that failed.
 async fn send_refs(
-    store: &ObjectStore,
+    io: &ChunkIo,
     by_node: BTreeMap<String, Vec<ChunkReference>>,
     add: bool,
 ) -> BTreeSet<String> {
-    let grid = store.grid();
+    let grid = &io.grid;
     let mut tasks = JoinSet::new();
     for (node, refs) in by_node {
         let client = grid.client(&node).cloned();
@@ -487,7 +595,7 @@ async fn send_refs(
             let Some(c) = client else {
                 return (node, false);
             };
-            for batch in refs.chunks(crate::node_api::MAX_ITEMS) {
+            for batch in refs.chunks(grid::node_api::MAX_ITEMS) {
                 let r = if add {
                     c.refs_add(batch.to_vec()).await
                 } else {
@@ -544,7 +652,7 @@ pub(crate) async fn open_inline(key: &ReadKey, sealed: Vec<u8>) -> Result<Vec<u8
 /// The bytes `[start, end)` of the object `v` as a stream. Only the chunks
 /// covering the range are fetched, two at a time ahead of the reader.
 pub(crate) fn read_stream(
-    store: ObjectStore,
+    io: ChunkIo,
     v: &ObjectVersion,
     key: ReadKey,
     start: u64,
@@ -569,10 +677,10 @@ pub(crate) fn read_stream(
         .cloned()
         .collect();
     let fetches = futures_util::stream::iter(wanted).map(move |c| {
-        let store = store.clone();
+        let io = io.clone();
         let key = key.clone();
         async move {
-            let plain = fetch_chunk(&store, &key, &c).await?;
+            let plain = fetch_chunk(&io, &key, &c).await?;
             let s = start.saturating_sub(c.offset) as usize;
             let e = ((end - c.offset).min(c.len)) as usize;
             Ok(Bytes::from(plain).slice(s..e))
@@ -582,11 +690,7 @@ pub(crate) fn read_stream(
 }
 
 /// One chunk's plaintext, checked against the manifest's length.
-pub(crate) async fn fetch_chunk(
-    store: &ObjectStore,
-    key: &ReadKey,
-    c: &ChunkRef,
-) -> Result<Vec<u8>> {
+pub(crate) async fn fetch_chunk(io: &ChunkIo, key: &ReadKey, c: &ChunkRef) -> Result<Vec<u8>> {
     let id = chunk_id_of(c).ok_or_else(|| Error::Corrupt("chunk id length".into()))?;
     let erasure = c
         .erasure
@@ -596,17 +700,17 @@ pub(crate) async fn fetch_chunk(
         ReadKey::Customer(k) => ChunkSecret::Key(k.chunk_key(&id)),
     };
     let (k, m) = (erasure.data as usize, erasure.parity as usize);
-    let result = chunk_io::get_chunk_with(&store.grid(), &secret, &id, k, m).await;
+    let result = chunk_io::get_chunk_with(&io.grid, &secret, &id, k, m).await;
     match &result {
         Ok((_, report)) if !report.missing.is_empty() || !report.corrupt.is_empty() => {
-            store.report_repair(RepairHint {
+            io.repair.report(RepairHint {
                 chunk: id,
                 erasure,
                 missing: report.missing.clone(),
                 corrupt: report.corrupt.clone(),
             });
         }
-        Err(chunk_io::ChunkError::Unreadable { .. }) => store.report_repair(RepairHint {
+        Err(chunk_io::ChunkError::Unreadable { .. }) => io.repair.report(RepairHint {
             chunk: id,
             erasure,
             missing: (0..k + m).collect(),

@@ -1,10 +1,10 @@
 //! The object layer's error: what went wrong, in terms a front end maps
 //! to its protocol's codes (S3 error codes, WebDAV statuses).
 
-use crate::chunk_io::ChunkError;
 use crate::naming::NameError;
-use crate::replicas::MetaError;
 use crate::secrets::KeyError;
+use grid::chunk_io::ChunkError;
+use grid::replicas::MetaError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,11 +61,22 @@ pub enum Error {
     #[error(transparent)]
     Chunk(#[from] ChunkError),
     #[error(transparent)]
-    Metadata(#[from] MetaError),
+    Metadata(MetaError),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<MetaError> for Error {
+    fn from(e: MetaError) -> Self {
+        match e {
+            // A record that does not decode is damage, not unavailability:
+            // retrying will not help.
+            MetaError::Corrupt { what, source } => Error::Corrupt(format!("{what}: {source}")),
+            e => Error::Metadata(e),
+        }
+    }
 }
 
 impl Error {

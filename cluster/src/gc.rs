@@ -7,13 +7,12 @@
 
 use crate::error::Result;
 use crate::layout;
-use crate::node_api::RefQuery;
-use crate::replicas::{self, ReplicaSet};
-use crate::store::{version_revision, ObjectStore};
+use crate::store::ObjectStore;
 use crate::version_id::VersionId;
-use metadata::db::Table;
+use grid::node_api::RefQuery;
+use grid::replicas::ReplicaSet;
+use grid::table::Table;
 use metadata::model::{ChunkReference, MultipartUpload, ObjectVersion, Referrer};
-use metadata::Record;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -38,21 +37,23 @@ impl ObjectStore {
                 return false;
             };
             let key = layout::version_key(&r.bucket_id, &r.key, &vid);
-            match replicas::read(&self.grid(), &set, Table::Versions, &key).await {
-                Ok(answers) => match replicas::pick_latest(answers, version_revision).0 {
-                    Some(b) => ObjectVersion::decode_record(&b).map_or(true, |v| !v.purged),
-                    None => false,
-                },
+            match Table::<ObjectVersion>::new(self.grid(), set)
+                .get(&key)
+                .await
+            {
+                Ok(Some(v)) => !v.purged,
+                Ok(None) => false,
+                // Unreadable counts as alive, as an unreachable quorum does.
                 Err(_) => true,
             }
         } else {
             let key = layout::upload_key(&r.bucket_id, &r.key, &r.version);
-            let rev = |b: &[u8]| MultipartUpload::decode_record(b).ok().map(|u| u.revision);
-            match replicas::read(&self.grid(), &set, Table::Uploads, &key).await {
-                Ok(answers) => match replicas::pick_latest(answers, rev).0 {
-                    Some(b) => MultipartUpload::decode_record(&b).map_or(true, |u| !u.closed),
-                    None => false,
-                },
+            match Table::<MultipartUpload>::new(self.grid(), set)
+                .get(&key)
+                .await
+            {
+                Ok(Some(u)) => !u.closed,
+                Ok(None) => false,
                 Err(_) => true,
             }
         }
@@ -65,7 +66,7 @@ impl ObjectStore {
         let Some(client) = self.grid().client(node_id).cloned() else {
             return Ok(report);
         };
-        let cutoff = crate::rpc_auth::now_ms().saturating_sub(grace.as_millis() as u64);
+        let cutoff = grid::rpc_auth::now_ms().saturating_sub(grace.as_millis() as u64);
         let mut alive: HashMap<Vec<u8>, bool> = HashMap::new();
         let mut start_after = None;
         loop {

@@ -15,10 +15,6 @@
 use crate::version_id::VersionId;
 use metadata::model::{BUCKET_ID_LEN, VERSION_ID_LEN};
 
-/// Where every bucket's record lives: the root replicas are chosen by
-/// hashing this name.
-pub const ROOT_PLACEMENT: &[u8] = b"gridstore bucket directory";
-
 /// Upload ids are 16 bytes (clock-ordered, like version ids).
 pub const UPLOAD_ID_LEN: usize = 16;
 

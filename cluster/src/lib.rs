@@ -1,13 +1,10 @@
 //! The object layer every front end uses: [`ObjectStore`] turns byte
 //! streams into sealed, erasure-coded chunks on the grid and back, with
 //! buckets, versions, listing, multipart uploads, dedup and garbage
-//! collection. Below it: the node RPC (its authentication [`rpc_auth`],
-//! protocol [`node_api`], shared with the server in `storage-node`, and
-//! typed client [`node_client`]), chunk I/O ([`chunk_io`]) and metadata
-//! replica sets ([`replicas`]).
+//! collection. Below it, the `grid` crate: node RPC, chunk I/O across
+//! nodes and metadata replica sets.
 
 pub mod checksum;
-pub mod chunk_io;
 mod chunk_stream;
 pub mod erasure_default;
 pub mod error;
@@ -17,15 +14,10 @@ pub mod layout;
 mod listing;
 pub mod locks;
 pub mod map_follow;
-pub mod membership;
 mod multipart;
 pub mod naming;
-pub mod node_api;
-pub mod node_client;
 mod objects;
 mod repair_hints;
-pub mod replicas;
-pub mod rpc_auth;
 pub mod secrets;
 mod store;
 pub mod users;
@@ -40,11 +32,10 @@ pub use multipart::{
     CompletedPart, ListPartsPage, ListUploadsPage, MultipartOptions, PartInfo, PartOptions,
     UploadInfo,
 };
-pub use node_client::{ClientOptions, NodeClient, NodeError};
 pub use objects::{
     ByteRange, Conditions, CopyOptions, GetOptions, GetResult, ObjectBody, ObjectInfo, PutOptions,
     PutResult, Trailer,
 };
 pub use secrets::{CustomerKey, MasterKey};
-pub use store::{BucketInfo, ObjectStore, RepairHint, StoreConfig};
+pub use store::{BucketHandle, BucketInfo, BucketRef, ObjectStore, RepairHint, StoreConfig};
 pub use versions::DeleteResult;

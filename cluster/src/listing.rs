@@ -6,10 +6,9 @@
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::objects::{info_of, version_text, ObjectInfo};
-use crate::replicas::MergedScan;
-use crate::store::{decode, version_revision, BucketCtx, ObjectStore};
+use crate::store::BucketRef;
+use crate::store::{BucketHandle, ObjectStore};
 use crate::version_id::VersionId;
-use metadata::db::Table;
 use metadata::model::ObjectVersion;
 
 /// Most keys one page may return (S3's limit).
@@ -66,7 +65,7 @@ pub(crate) fn common_prefix(prefix: &str, delimiter: Option<&str>, key: &str) ->
 /// is a common prefix (a key ending with the delimiter always rolls up
 /// into one), else just past it.
 fn resume_after(
-    b: &BucketCtx,
+    b: &BucketHandle,
     prefix: &str,
     delimiter: Option<&str>,
     marker: &str,
@@ -81,7 +80,7 @@ fn resume_after(
 impl ObjectStore {
     pub async fn list_objects(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         params: &ListObjectsParams,
     ) -> Result<ListObjectsPage> {
         let b = self.bucket(bucket).await?;
@@ -99,26 +98,19 @@ impl ObjectStore {
                 None => return Ok(page),
             }
         }
-        let grid = self.grid();
-        let mut scan = MergedScan::new(
-            grid,
-            &b.replicas,
-            Table::Versions,
-            start,
-            end,
-            version_revision,
-        )
-        .with_page((max as u32 + 1).clamp(16, 1000));
+        let mut scan = self
+            .bucket_table::<ObjectVersion>(&b)
+            .scan(start, end)
+            .with_page((max as u32 + 1).clamp(16, 1000));
         let mut decided: Option<String> = None;
         let mut count = 0;
-        while let Some((raw, value)) = scan.next().await? {
+        while let Some((raw, v)) = scan.next().await? {
             let Some((key, _)) = layout::parse_version_key(b.id(), &raw) else {
                 return Err(Error::Corrupt("version key".into()));
             };
             if decided.as_deref() == Some(key.as_str()) {
                 continue;
             }
-            let v: ObjectVersion = decode("version", &value)?;
             if v.purged {
                 continue;
             }
@@ -156,7 +148,7 @@ impl ObjectStore {
 
     pub async fn list_object_versions(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         params: &ListVersionsParams,
     ) -> Result<ListVersionsPage> {
         let b = self.bucket(bucket).await?;
@@ -202,22 +194,15 @@ impl ObjectStore {
                 None => return Ok(page),
             }
         }
-        let grid = self.grid();
-        let mut scan = MergedScan::new(
-            grid,
-            &b.replicas,
-            Table::Versions,
-            start,
-            end,
-            version_revision,
-        )
-        .with_page((max as u32 + 1).clamp(16, 1000));
+        let mut scan = self
+            .bucket_table::<ObjectVersion>(&b)
+            .scan(start, end)
+            .with_page((max as u32 + 1).clamp(16, 1000));
         let mut count = 0;
-        while let Some((raw, value)) = scan.next().await? {
+        while let Some((raw, v)) = scan.next().await? {
             let Some((key, _)) = layout::parse_version_key(b.id(), &raw) else {
                 return Err(Error::Corrupt("version key".into()));
             };
-            let v: ObjectVersion = decode("version", &value)?;
             if v.purged {
                 continue;
             }

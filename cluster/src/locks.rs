@@ -11,21 +11,15 @@
 //! withdraw and their clients retry.
 
 use crate::error::Result;
-use crate::node_api::MetaOp;
-use crate::replicas::{self, MergedScan};
-use crate::store::{decode, ObjectStore};
-use metadata::db::Table;
+use crate::store::ObjectStore;
+use grid::table::Table;
+use metadata::db::prefix_end;
 pub use metadata::model::Lock;
-use metadata::Record;
 
 /// Tombstones of locks that lapsed this long ago are deleted outright: by
 /// then a stale replica bringing the live record back would bring back a
 /// lock that has already expired.
 const TOMBSTONE_KEEP_MS: u64 = 3_600_000;
-
-fn lock_revision(b: &[u8]) -> Option<u64> {
-    Lock::decode_record(b).ok().map(|l| l.revision)
-}
 
 /// `path ‖ 0 ‖ token`: the locks on one path sort together, and a prefix
 /// scan of a path finds the locks on it and below it.
@@ -35,18 +29,6 @@ fn lock_key(path: &str, token: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(token.as_bytes());
     k
-}
-
-/// The first key after every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 impl ObjectStore {
@@ -68,32 +50,23 @@ impl ObjectStore {
     }
 
     async fn write_lock(&self, l: &Lock) -> Result<()> {
-        let set = self.root_replicas()?;
-        let op = MetaOp::put(
-            Table::Locks,
-            &lock_key(&l.path, &l.token),
-            l.encode_record(),
-        );
-        replicas::write(&self.grid(), &set, vec![op]).await?;
-        Ok(())
+        let locks = self.root_table::<Lock>()?;
+        Ok(locks.put(&lock_key(&l.path, &l.token), l).await?)
     }
 
     /// The live (not withdrawn, not lapsed at `now_ms`) locks whose path
     /// starts with `prefix`, read from a quorum. Old tombstones met on the
     /// way are deleted.
     pub async fn list_locks(&self, prefix: &str, now_ms: u64) -> Result<Vec<Lock>> {
-        let set = self.root_replicas()?;
+        let locks = self.root_table::<Lock>()?;
         let start = prefix.as_bytes().to_vec();
         let end = prefix_end(&start);
-        let grid = self.grid();
-        let mut scan =
-            MergedScan::new(grid, &set, Table::Locks, start, end, lock_revision).with_page(1000);
+        let mut scan = locks.scan(start, end).with_page(1000);
         let mut live = Vec::new();
         let mut purge = Vec::new();
-        while let Some((key, value)) = scan.next().await? {
-            let l: Lock = decode("lock", &value)?;
+        while let Some((key, l)) = scan.next().await? {
             if l.expires_ms.saturating_add(TOMBSTONE_KEEP_MS) < now_ms {
-                purge.push(MetaOp::delete(Table::Locks, &key));
+                purge.push(Table::<Lock>::delete_op(&key));
             } else if !l.deleted && l.expires_ms > now_ms {
                 live.push(l);
             }
@@ -101,9 +74,8 @@ impl ObjectStore {
         scan.repair_stale();
         if !purge.is_empty() {
             // Housekeeping only: a failure leaves them for the next listing.
-            let grid = self.grid().clone();
             tokio::spawn(async move {
-                if let Err(e) = replicas::write(&grid, &set, purge).await {
+                if let Err(e) = locks.apply(purge).await {
                     tracing::debug!(error = %e, "old lock records not purged");
                 }
             });

@@ -9,18 +9,16 @@ use crate::chunk_stream::{self, WriteCtx};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::naming;
-use crate::node_api::MetaOp;
 use crate::objects::{verify_digests, Conditions, PutResult};
-use crate::replicas::{self, MergedScan};
 use crate::secrets::CustomerKey;
-use crate::store::{decode, BucketCtx, ObjectStore};
+use crate::store::BucketRef;
+use crate::store::{BucketHandle, ObjectStore};
 use crate::version_id::VersionId;
 use bytes::Bytes;
 use futures_util::Stream;
+use grid::table::Table;
 use md5::{Digest, Md5};
-use metadata::db::Table;
 use metadata::model::{ChunkRef, MultipartUpload, ObjectVersion, Part, Referrer, VersioningState};
-use metadata::Record;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -93,14 +91,6 @@ pub struct PartOptions {
     pub trailer: Option<crate::objects::Trailer>,
 }
 
-fn upload_revision(b: &[u8]) -> Option<u64> {
-    MultipartUpload::decode_record(b).ok().map(|u| u.revision)
-}
-
-fn part_revision(b: &[u8]) -> Option<u64> {
-    Part::decode_record(b).ok().map(|p| p.revision)
-}
-
 fn upload_id_bytes(text: &str) -> Option<Vec<u8>> {
     VersionId::from_text(text).map(|v| v.0.to_vec())
 }
@@ -130,7 +120,7 @@ fn part_info(p: &Part) -> PartInfo {
     }
 }
 
-fn part_referrer(b: &BucketCtx, key: &str, upload: &[u8], part_number: u32) -> Referrer {
+fn part_referrer(b: &BucketHandle, key: &str, upload: &[u8], part_number: u32) -> Referrer {
     Referrer {
         bucket_id: b.id().to_vec(),
         key: key.to_string(),
@@ -142,7 +132,7 @@ fn part_referrer(b: &BucketCtx, key: &str, upload: &[u8], part_number: u32) -> R
 impl ObjectStore {
     pub async fn create_multipart_upload(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         owner: &str,
         opts: MultipartOptions,
@@ -179,36 +169,31 @@ impl ObjectStore {
             erasure: Some(erasure),
             ..Default::default()
         };
-        let op = MetaOp::put(
-            Table::Uploads,
-            &layout::upload_key(b.id(), key, &id.0),
-            u.encode_record(),
-        );
-        replicas::write(&self.grid(), &b.replicas, vec![op]).await?;
+        self.bucket_table(&b)
+            .put(&layout::upload_key(b.id(), key, &id.0), &u)
+            .await?;
         Ok(info_of(&u))
     }
 
     /// The upload record, closed or not.
     async fn upload_record(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         key: &str,
         upload_id: &str,
     ) -> Result<(MultipartUpload, Vec<u8>)> {
         let no_upload = || Error::NoSuchUpload(upload_id.to_string());
         let id = upload_id_bytes(upload_id).ok_or_else(no_upload)?;
         let table_key = layout::upload_key(b.id(), key, &id);
-        let answers = replicas::read(&self.grid(), &b.replicas, Table::Uploads, &table_key).await?;
-        let (winner, _) = replicas::pick_latest(answers, upload_revision);
-        match winner {
-            Some(bytes) => Ok((decode("upload", &bytes)?, id)),
+        match self.bucket_table(b).get(&table_key).await? {
+            Some(u) => Ok((u, id)),
             None => Err(no_upload()),
         }
     }
 
     async fn open_upload(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         key: &str,
         upload_id: &str,
     ) -> Result<(MultipartUpload, Vec<u8>)> {
@@ -220,14 +205,12 @@ impl ObjectStore {
     }
 
     /// Every part record of an upload, by part number.
-    async fn parts_of(&self, b: &BucketCtx, upload: &[u8]) -> Result<BTreeMap<u32, Part>> {
+    async fn parts_of(&self, b: &BucketHandle, upload: &[u8]) -> Result<BTreeMap<u32, Part>> {
         let start = layout::parts_prefix(b.id(), upload);
         let end = metadata::db::prefix_end(&start);
-        let grid = self.grid();
-        let mut scan = MergedScan::new(grid, &b.replicas, Table::Parts, start, end, part_revision);
+        let mut scan = self.bucket_table::<Part>(b).scan(start, end);
         let mut parts = BTreeMap::new();
-        while let Some((_, value)) = scan.next().await? {
-            let p: Part = decode("part", &value)?;
+        while let Some((_, p)) = scan.next().await? {
             parts.insert(p.part_number, p);
         }
         scan.repair_stale();
@@ -237,7 +220,7 @@ impl ObjectStore {
     #[allow(clippy::too_many_arguments)]
     pub async fn upload_part<S, E>(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         upload_id: &str,
         part_number: u32,
@@ -279,7 +262,7 @@ impl ObjectStore {
             None => self.erasure_for(&b.record, Some(&u.storage_class))?,
         };
         let ctx = WriteCtx {
-            store: self.clone(),
+            io: self.chunk_io(),
             sealing: b.sealing(opts.customer_key.as_ref()),
             erasure,
             referrer: referrer.clone(),
@@ -287,38 +270,32 @@ impl ObjectStore {
             inline_threshold: 0,
         };
         let written = chunk_stream::write_stream(ctx, body).await?;
-        let mut expected = opts.expected_checksums.clone();
-        if let Some(t) = &opts.trailer {
-            expected.extend((t.0)());
-        }
-        if let Err(e) = verify_digests(&written.digests, opts.content_md5.as_ref(), &expected) {
-            chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
-            return Err(e);
-        }
-        let table_key = layout::part_key(b.id(), &id, part_number);
-        let previous = {
-            let answers =
-                replicas::read(&self.grid(), &b.replicas, Table::Parts, &table_key).await?;
-            match replicas::pick_latest(answers, part_revision).0 {
-                Some(bytes) => Some(decode::<Part>("part", &bytes)?),
-                None => None,
+        let refs = written.refs;
+        let stored: Result<_> = async {
+            let mut expected = opts.expected_checksums.clone();
+            if let Some(t) = &opts.trailer {
+                expected.extend((t.0)());
             }
-        };
-        let p = Part {
-            upload_id: u.upload_id.clone(),
-            part_number,
-            size: written.size,
-            etag: hex::encode(written.digests.md5),
-            chunks: written.chunks,
-            last_modified_ms: crate::rpc_auth::now_ms(),
-            checksums: written.digests.checksums,
-            revision: self.revision(),
-        };
-        let op = MetaOp::put(Table::Parts, &table_key, p.encode_record());
-        if let Err(e) = replicas::write(&self.grid(), &b.replicas, vec![op]).await {
-            chunk_stream::remove_refs(self, &referrer, &p.chunks).await;
-            return Err(e.into());
+            verify_digests(&written.digests, opts.content_md5.as_ref(), &expected)?;
+            let table_key = layout::part_key(b.id(), &id, part_number);
+            let parts = self.bucket_table::<Part>(&b);
+            let previous = parts.get(&table_key).await?;
+            let p = Part {
+                upload_id: u.upload_id.clone(),
+                part_number,
+                size: written.size,
+                etag: hex::encode(written.digests.md5),
+                chunks: refs.chunks().to_vec(),
+                last_modified_ms: grid::rpc_auth::now_ms(),
+                checksums: written.digests.checksums,
+                revision: self.revision(),
+            };
+            parts.put(&table_key, &p).await?;
+            Ok((p, previous))
         }
+        .await;
+        // The part record now names its chunks, or the part failed.
+        let (p, previous) = refs.settle(stored).await?;
         if let Some(old) = previous {
             // Same referrer: only chunks the new part does not use go.
             let gone: Vec<ChunkRef> = old
@@ -326,14 +303,14 @@ impl ObjectStore {
                 .into_iter()
                 .filter(|c| !p.chunks.iter().any(|n| n.id == c.id))
                 .collect();
-            chunk_stream::remove_refs(self, &referrer, &gone).await;
+            chunk_stream::remove_refs(&self.chunk_io(), &referrer, &gone).await;
         }
         Ok(part_info(&p))
     }
 
     pub async fn complete_multipart_upload(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
@@ -346,7 +323,7 @@ impl ObjectStore {
     /// (If-Match / If-None-Match, as a conditional PUT).
     pub async fn complete_multipart_upload_if(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         upload_id: &str,
         parts: &[CompletedPart],
@@ -454,7 +431,7 @@ impl ObjectStore {
             version: vid.0.to_vec(),
             part_number: 0,
         };
-        chunk_stream::add_refs(self, &referrer, &chunks).await?;
+        let refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &chunks).await?;
         let mut user_metadata = u.user_metadata.clone();
         let mut tags = BTreeMap::new();
         user_metadata.retain(|k, v| match k.strip_prefix(TAG_PREFIX) {
@@ -486,7 +463,7 @@ impl ObjectStore {
             sse_customer_key_md5: u.sse_customer_key_md5.clone(),
             tags,
         };
-        self.commit_version(&b, &v, &referrer).await?;
+        self.commit_version(&b, &v, Some(refs)).await?;
         let mut done = u.clone();
         done.completed_etag = etag.clone();
         done.completed_version = vid.0.to_vec();
@@ -505,7 +482,7 @@ impl ObjectStore {
     /// Tombstone the upload, drop its part records and their references.
     async fn close_upload(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         u: &MultipartUpload,
         id: &[u8],
         parts: &BTreeMap<u32, Part>,
@@ -514,30 +491,27 @@ impl ObjectStore {
         tomb.closed = true;
         tomb.revision = self.revision();
         tomb.user_metadata.clear();
-        let mut ops = vec![MetaOp::put(
-            Table::Uploads,
+        let uploads = self.bucket_table::<MultipartUpload>(b);
+        let mut ops = vec![Table::put_op(
             &layout::upload_key(b.id(), &u.key, id),
-            tomb.encode_record(),
+            &tomb,
         )];
         for n in parts.keys() {
-            ops.push(MetaOp::delete(
-                Table::Parts,
-                &layout::part_key(b.id(), id, *n),
-            ));
+            ops.push(Table::<Part>::delete_op(&layout::part_key(b.id(), id, *n)));
         }
-        for batch in ops.chunks(crate::node_api::MAX_ITEMS) {
-            replicas::write(&self.grid(), &b.replicas, batch.to_vec()).await?;
+        for batch in ops.chunks(grid::node_api::MAX_ITEMS) {
+            uploads.apply(batch.to_vec()).await?;
         }
         for p in parts.values() {
             let r = part_referrer(b, &u.key, id, p.part_number);
-            chunk_stream::remove_refs(self, &r, &p.chunks).await;
+            chunk_stream::remove_refs(&self.chunk_io(), &r, &p.chunks).await;
         }
         Ok(())
     }
 
     pub async fn abort_multipart_upload(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         upload_id: &str,
     ) -> Result<()> {
@@ -549,7 +523,7 @@ impl ObjectStore {
 
     pub async fn list_parts(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         upload_id: &str,
         part_number_marker: Option<u32>,
@@ -577,7 +551,7 @@ impl ObjectStore {
     /// Unfinished uploads in key order (then by initiation).
     pub async fn list_multipart_uploads(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         prefix: &str,
         delimiter: Option<&str>,
         key_marker: Option<&str>,
@@ -598,7 +572,7 @@ impl ObjectStore {
 
     async fn uploads_page(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         prefix: &str,
         delimiter: Option<&str>,
         key_marker: Option<&str>,
@@ -623,17 +597,8 @@ impl ObjectStore {
                 start = start.max(a);
             }
         }
-        let grid = self.grid();
-        let mut scan = MergedScan::new(
-            grid,
-            &b.replicas,
-            Table::Uploads,
-            start,
-            end,
-            upload_revision,
-        );
-        while let Some((_, value)) = scan.next().await? {
-            let u: MultipartUpload = decode("upload", &value)?;
+        let mut scan = self.bucket_table::<MultipartUpload>(b).scan(start, end);
+        while let Some((_, u)) = scan.next().await? {
             if u.closed {
                 continue;
             }
@@ -668,29 +633,20 @@ impl ObjectStore {
     }
 
     /// Abort every unfinished upload of a bucket (bucket deletion).
-    pub(crate) async fn abort_all_uploads(&self, b: &BucketCtx) -> Result<()> {
+    pub(crate) async fn abort_all_uploads(&self, b: &BucketHandle) -> Result<()> {
         self.abort_uploads_where(b, |_| true).await.map(drop)
     }
 
     async fn abort_uploads_where(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         pred: impl Fn(&MultipartUpload) -> bool,
     ) -> Result<usize> {
         let (start, end) = layout::bucket_range(b.id(), "");
         let mut doomed = Vec::new();
         {
-            let grid = self.grid();
-            let mut scan = MergedScan::new(
-                grid,
-                &b.replicas,
-                Table::Uploads,
-                start,
-                end,
-                upload_revision,
-            );
-            while let Some((raw, value)) = scan.next().await? {
-                let u: MultipartUpload = decode("upload", &value)?;
+            let mut scan = self.bucket_table::<MultipartUpload>(b).scan(start, end);
+            while let Some((raw, u)) = scan.next().await? {
                 if !u.closed && pred(&u) {
                     if let Some((_, id)) = layout::parse_upload_key(b.id(), &raw) {
                         doomed.push((u, id));
@@ -712,7 +668,7 @@ impl ObjectStore {
     /// Abort uploads initiated more than `max_age` ago, in every bucket.
     /// Returns how many were aborted.
     pub async fn abort_stale_uploads(&self, max_age: Duration) -> Result<usize> {
-        let cutoff = crate::rpc_auth::now_ms().saturating_sub(max_age.as_millis() as u64);
+        let cutoff = grid::rpc_auth::now_ms().saturating_sub(max_age.as_millis() as u64);
         let mut total = 0;
         for info in self.list_buckets().await? {
             let b = match self.bucket(&info.name).await {

@@ -1,11 +1,12 @@
 //! Objects: put, get (ranges, part numbers, conditions), head and copy.
 
 use crate::checksum::{self, ChecksumAlgorithm};
-use crate::chunk_stream::{self, ReadKey, WriteCtx};
+use crate::chunk_stream::{self, PendingRefs, ReadKey, WriteCtx};
 use crate::error::{Error, Result};
 use crate::naming;
 use crate::secrets::CustomerKey;
-use crate::store::{BucketCtx, ObjectStore};
+use crate::store::BucketRef;
+use crate::store::{BucketHandle, ObjectStore};
 use crate::version_id::VersionId;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -222,7 +223,7 @@ impl ObjectStore {
     /// Store `body` (any length, streamed) as `key` in `bucket`.
     pub async fn put_object<S, E>(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         body: S,
         opts: PutOptions,
@@ -254,7 +255,7 @@ impl ObjectStore {
             algorithms.push(a);
         }
         let ctx = WriteCtx {
-            store: self.clone(),
+            io: self.chunk_io(),
             sealing: b.sealing(opts.customer_key.as_ref()),
             erasure,
             referrer: referrer.clone(),
@@ -262,62 +263,60 @@ impl ObjectStore {
             inline_threshold: self.inner.cfg.inline_threshold,
         };
         let written = chunk_stream::write_stream(ctx, body).await?;
-        let mut expected = opts.expected_checksums.clone();
-        if let Some(t) = &opts.trailer {
-            expected.extend((t.0)());
-        }
-        if let Err(e) = verify_digests(&written.digests, opts.content_md5.as_ref(), &expected) {
-            chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
-            return Err(e);
-        }
-        if let Err(e) = self
-            .check_write_conditions(&b, key, &opts.write_conditions)
-            .await
-        {
-            chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
-            return Err(e);
-        }
-        let vid = self.inner.hlc.next();
-        let version_referrer = Referrer {
-            version: vid.0.to_vec(),
-            ..referrer.clone()
-        };
-        if !written.chunks.is_empty() {
-            if let Err(e) = chunk_stream::add_refs(self, &version_referrer, &written.chunks).await {
-                chunk_stream::remove_refs(self, &referrer, &written.chunks).await;
-                return Err(e);
+        // The write-time references are released however this ends: on
+        // success the version's own references have replaced them.
+        let write_refs = written.refs;
+        let committed: Result<_> = async {
+            let mut expected = opts.expected_checksums.clone();
+            if let Some(t) = &opts.trailer {
+                expected.extend((t.0)());
             }
+            verify_digests(&written.digests, opts.content_md5.as_ref(), &expected)?;
+            self.check_write_conditions(&b, key, &opts.write_conditions)
+                .await?;
+            let vid = self.inner.hlc.next();
+            let version_referrer = Referrer {
+                version: vid.0.to_vec(),
+                ..referrer.clone()
+            };
+            let chunks = write_refs.chunks().to_vec();
+            let version_refs = if chunks.is_empty() {
+                None
+            } else {
+                Some(chunk_stream::add_refs(&self.chunk_io(), &version_referrer, &chunks).await?)
+            };
+            let null = b.versioning() != VersioningState::Enabled;
+            let v = ObjectVersion {
+                bucket: b.name().to_string(),
+                key: key.to_string(),
+                version_id: vid.0.to_vec(),
+                null_version: null,
+                delete_marker: false,
+                size: written.size,
+                etag: hex::encode(written.digests.md5),
+                content_type: opts.content_type.unwrap_or_default(),
+                user_metadata: opts.user_metadata,
+                chunks,
+                inline_data: written.inline,
+                created_ms: vid.time_ms(),
+                storage_class: opts.storage_class.unwrap_or_default(),
+                checksums: written.digests.checksums,
+                revision: 0,
+                purged: false,
+                part_sizes: Vec::new(),
+                sse_customer_key_md5: opts
+                    .customer_key
+                    .as_ref()
+                    .map(|k| k.md5_b64().to_string())
+                    .unwrap_or_default(),
+                tags: opts.tags,
+            };
+            self.commit_version(&b, &v, version_refs).await?;
+            Ok((v, vid, null))
         }
-        let null = b.versioning() != VersioningState::Enabled;
-        let v = ObjectVersion {
-            bucket: b.name().to_string(),
-            key: key.to_string(),
-            version_id: vid.0.to_vec(),
-            null_version: null,
-            delete_marker: false,
-            size: written.size,
-            etag: hex::encode(written.digests.md5),
-            content_type: opts.content_type.unwrap_or_default(),
-            user_metadata: opts.user_metadata,
-            chunks: written.chunks,
-            inline_data: written.inline,
-            created_ms: vid.time_ms(),
-            storage_class: opts.storage_class.unwrap_or_default(),
-            checksums: written.digests.checksums,
-            revision: 0,
-            purged: false,
-            part_sizes: Vec::new(),
-            sse_customer_key_md5: opts
-                .customer_key
-                .as_ref()
-                .map(|k| k.md5_b64().to_string())
-                .unwrap_or_default(),
-            tags: opts.tags,
-        };
-        let committed = self.commit_version(&b, &v, &version_referrer).await;
-        // The write-time references are no longer needed either way.
-        chunk_stream::remove_refs(self, &referrer, &v.chunks).await;
-        committed?;
+        .await;
+        write_refs.release().await;
+        let (v, vid, null) = committed?;
         Ok(PutResult {
             version_id: (!null).then(|| vid.to_text()),
             etag: v.etag,
@@ -332,7 +331,7 @@ impl ObjectStore {
     /// 404 when there is no object and 412 when the ETag differs.
     pub(crate) async fn check_write_conditions(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         key: &str,
         c: &Conditions,
     ) -> Result<()> {
@@ -364,17 +363,20 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// Write a new version's manifest; on failure drop its chunk
-    /// references. A null version then replaces the previous null one.
+    /// Write a new version's manifest, which settles its chunk references
+    /// (`refs`: none for an inline or empty object): kept once the
+    /// manifest is written, released if it is not. A null version then
+    /// replaces the previous null one.
     pub(crate) async fn commit_version(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         v: &ObjectVersion,
-        referrer: &Referrer,
+        refs: Option<PendingRefs>,
     ) -> Result<()> {
-        if let Err(e) = self.write_version(b, v).await {
-            chunk_stream::remove_refs(self, referrer, &v.chunks).await;
-            return Err(e);
+        let written = self.write_version(b, v).await;
+        match refs {
+            Some(refs) => refs.settle(written).await?,
+            None => written?,
         }
         if v.null_version {
             self.settle_null(b, &v.key).await?;
@@ -384,7 +386,7 @@ impl ObjectStore {
 
     pub async fn head_object(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         opts: &GetOptions,
     ) -> Result<ObjectInfo> {
@@ -398,7 +400,12 @@ impl ObjectStore {
         Ok(info_of(&v, latest))
     }
 
-    pub async fn get_object(&self, bucket: &str, key: &str, opts: GetOptions) -> Result<GetResult> {
+    pub async fn get_object(
+        &self,
+        bucket: impl Into<BucketRef<'_>>,
+        key: &str,
+        opts: GetOptions,
+    ) -> Result<GetResult> {
         let b = self.bucket(bucket).await?;
         let (v, latest) = self.find_version(&b, key, opts.version.as_deref()).await?;
         opts.conditions.check(&v)?;
@@ -414,7 +421,7 @@ impl ObjectStore {
             }
             (None, None) => (0, v.size, false),
         };
-        let body = chunk_stream::read_stream(self.clone(), &v, read_key, start, end);
+        let body = chunk_stream::read_stream(self.chunk_io(), &v, read_key, start, end);
         Ok(GetResult {
             info: info_of(&v, latest),
             range: ranged.then_some((start, end)),
@@ -426,7 +433,7 @@ impl ObjectStore {
     /// for an inline object): for tools and tests.
     pub async fn object_chunks(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         version: Option<&str>,
     ) -> Result<Vec<(u64, u64)>> {
@@ -441,13 +448,15 @@ impl ObjectStore {
     /// the destination's key as it streams through.
     pub async fn copy_object(
         &self,
-        src_bucket: &str,
+        src_bucket: impl Into<BucketRef<'_>>,
         src_key: &str,
-        dst_bucket: &str,
+        dst_bucket: impl Into<BucketRef<'_>>,
         dst_key: &str,
         opts: CopyOptions,
     ) -> Result<PutResult> {
         naming::check_object_key(dst_key)?;
+        let (src_bucket, dst_bucket) = (src_bucket.into(), dst_bucket.into());
+        let same_bucket = src_bucket.name() == dst_bucket.name();
         let src = self.bucket(src_bucket).await?;
         let (v, _) = self
             .find_version(&src, src_key, opts.source_version.as_deref())
@@ -456,7 +465,7 @@ impl ObjectStore {
             Error::NotModified { .. } => Error::PreconditionFailed,
             e => e,
         })?;
-        let same_place = src_bucket == dst_bucket && src_key == dst_key;
+        let same_place = same_bucket && src_key == dst_key;
         if same_place
             && opts.replace_metadata.is_none()
             && opts.replace_tags.is_none()
@@ -473,7 +482,7 @@ impl ObjectStore {
             None => (v.content_type.clone(), v.user_metadata.clone()),
         };
         let tags = opts.replace_tags.clone().unwrap_or_else(|| v.tags.clone());
-        let dst = if src_bucket == dst_bucket {
+        let dst = if same_bucket {
             src.clone()
         } else {
             self.bucket(dst_bucket).await?
@@ -494,7 +503,7 @@ impl ObjectStore {
                 version: vid.0.to_vec(),
                 part_number: 0,
             };
-            chunk_stream::add_refs(self, &referrer, &v.chunks).await?;
+            let refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &v.chunks).await?;
             let null = dst.versioning() != VersioningState::Enabled;
             let mut copy = v.clone();
             copy.key = dst_key.to_string();
@@ -505,7 +514,7 @@ impl ObjectStore {
             copy.user_metadata = user_metadata;
             copy.tags = tags;
             copy.revision = 0;
-            self.commit_version(&dst, &copy, &referrer).await?;
+            self.commit_version(&dst, &copy, Some(refs)).await?;
             return Ok(PutResult {
                 version_id: (!null).then(|| vid.to_text()),
                 etag: copy.etag,
@@ -515,7 +524,7 @@ impl ObjectStore {
             });
         }
         let read_key = read_key(&src, &v, opts.source_customer_key.as_ref())?;
-        let body = chunk_stream::read_stream(self.clone(), &v, read_key, 0, v.size);
+        let body = chunk_stream::read_stream(self.chunk_io(), &v, read_key, 0, v.size);
         let algorithms = v
             .checksums
             .keys()
@@ -563,7 +572,7 @@ fn check_customer_key(v: &ObjectVersion, given: Option<&CustomerKey>) -> Result<
     }
 }
 
-fn read_key(b: &BucketCtx, v: &ObjectVersion, given: Option<&CustomerKey>) -> Result<ReadKey> {
+fn read_key(b: &BucketHandle, v: &ObjectVersion, given: Option<&CustomerKey>) -> Result<ReadKey> {
     check_customer_key(v, given)?;
     Ok(match given {
         Some(k) if !v.sse_customer_key_md5.is_empty() => ReadKey::Customer(k.clone()),

@@ -2,8 +2,8 @@
 //! that should hold those shards, which reconcile the chunk at once rather
 //! than at their next pass (or the next scrub).
 
-use crate::chunk_io::Grid;
 use crate::store::{ObjectStore, RepairHint};
+use grid::chunk_io::Grid;
 use metadata::ShardKey;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;

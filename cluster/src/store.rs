@@ -3,21 +3,22 @@
 //! One `ObjectStore` per gateway process; it is cheap to clone and every
 //! method is safe to call concurrently. Gateways keep no state of their
 //! own: every bucket, version and upload lives on metadata replicas on the
-//! nodes (see [`crate::replicas`]), so any number of gateways can serve the
+//! nodes (see [`grid::replicas`]), so any number of gateways can serve the
 //! same grid.
 
-use crate::chunk_io::Grid;
+use crate::chunk_stream::{ChunkIo, RepairSink};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::naming;
-use crate::node_api::MetaOp;
-use crate::replicas::{self, MergedScan, ReplicaSet};
 use crate::secrets::{CustomerKey, MasterKey, Sealing};
 use crate::version_id::Hlc;
 use codec::{ChunkId, ChunkerConfig, DomainKey};
-use metadata::db::Table;
+use grid::chunk_io::Grid;
+use grid::replicas::ReplicaSet;
+use grid::table::Table;
 use metadata::model::{Bucket, ErasureSpec, ObjectVersion, VersioningState, BUCKET_ID_LEN};
-use metadata::Record;
+use metadata::Replicated;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -75,7 +76,7 @@ pub(crate) struct Inner {
     /// ([`ObjectStore::set_map`]); a request keeps the grid it started with.
     pub grid: std::sync::RwLock<Arc<Grid>>,
     pub master: MasterKey,
-    pub cfg: StoreConfig,
+    pub cfg: Arc<StoreConfig>,
     pub hlc: Hlc,
     pub repair: Option<mpsc::Sender<RepairHint>>,
 }
@@ -96,16 +97,65 @@ pub struct BucketInfo {
     pub public: bool,
 }
 
-/// A bucket resolved for one request: its record, replicas and key.
+/// A bucket resolved once for a request: its record, its metadata
+/// replicas and its key domain. A front end gets one from
+/// [`ObjectStore::open_bucket`] when it authorises a request and passes it
+/// to every call the request makes, so the bucket record is read once.
+/// It is a snapshot: a request that started before a change of the bucket
+/// (versioning, public) finishes under the state it started with.
 #[derive(Clone)]
-pub(crate) struct BucketCtx {
-    pub record: Bucket,
-    pub replicas: ReplicaSet,
-    pub domain: DomainKey,
+pub struct BucketHandle {
+    pub(crate) record: Bucket,
+    pub(crate) replicas: ReplicaSet,
+    pub(crate) domain: DomainKey,
 }
 
-impl BucketCtx {
-    pub fn id(&self) -> &[u8] {
+impl std::fmt::Debug for BucketHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the domain key.
+        f.debug_struct("BucketHandle")
+            .field("name", &self.record.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which bucket a call is about: a name, looked up by the call, or a
+/// handle a front end already holds.
+#[derive(Debug, Clone, Copy)]
+pub enum BucketRef<'a> {
+    Name(&'a str),
+    Handle(&'a BucketHandle),
+}
+
+impl BucketRef<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            BucketRef::Name(n) => n,
+            BucketRef::Handle(b) => b.name(),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for BucketRef<'a> {
+    fn from(name: &'a str) -> Self {
+        BucketRef::Name(name)
+    }
+}
+
+impl<'a> From<&'a String> for BucketRef<'a> {
+    fn from(name: &'a String) -> Self {
+        BucketRef::Name(name)
+    }
+}
+
+impl<'a> From<&'a BucketHandle> for BucketRef<'a> {
+    fn from(b: &'a BucketHandle) -> Self {
+        BucketRef::Handle(b)
+    }
+}
+
+impl BucketHandle {
+    pub(crate) fn id(&self) -> &[u8] {
         &self.record.id
     }
 
@@ -113,28 +163,24 @@ impl BucketCtx {
         &self.record.name
     }
 
+    pub fn owner(&self) -> &str {
+        &self.record.owner
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.record.public
+    }
+
     pub fn versioning(&self) -> VersioningState {
         VersioningState::try_from(self.record.versioning).unwrap_or(VersioningState::Unversioned)
     }
 
-    pub fn sealing(&self, customer: Option<&CustomerKey>) -> Sealing {
+    pub(crate) fn sealing(&self, customer: Option<&CustomerKey>) -> Sealing {
         match customer {
             Some(c) => Sealing::Customer(self.domain.clone(), c.clone()),
             None => Sealing::Domain(self.domain.clone()),
         }
     }
-}
-
-pub(crate) fn bucket_revision(b: &[u8]) -> Option<u64> {
-    Bucket::decode_record(b).ok().map(|b| b.revision)
-}
-
-pub(crate) fn version_revision(b: &[u8]) -> Option<u64> {
-    ObjectVersion::decode_record(b).ok().map(|v| v.revision)
-}
-
-pub(crate) fn decode<R: Record>(what: &str, bytes: &[u8]) -> Result<R> {
-    R::decode_record(bytes).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
 }
 
 impl ObjectStore {
@@ -147,7 +193,7 @@ impl ObjectStore {
             inner: Arc::new(Inner {
                 grid: std::sync::RwLock::new(Arc::new(grid)),
                 master,
-                cfg,
+                cfg: Arc::new(cfg),
                 hlc: Hlc::new(),
                 repair: None,
             }),
@@ -203,9 +249,21 @@ impl ObjectStore {
     pub(crate) fn root_replicas(&self) -> Result<ReplicaSet> {
         Ok(ReplicaSet::place(
             &self.grid(),
-            layout::ROOT_PLACEMENT,
+            grid::replicas::ROOT_PLACEMENT,
             self.inner.cfg.metadata_replicas,
         )?)
+    }
+
+    /// Records of kind `R` kept with the bucket directory (buckets,
+    /// users, locks).
+    pub(crate) fn root_table<R: Replicated>(&self) -> Result<Table<R>> {
+        Ok(Table::new(self.grid(), self.root_replicas()?))
+    }
+
+    /// Records of kind `R` kept on `b`'s replicas (versions, uploads,
+    /// parts).
+    pub(crate) fn bucket_table<R: Replicated>(&self, b: &BucketHandle) -> Table<R> {
+        Table::new(self.grid(), b.replicas.clone())
     }
 
     pub(crate) fn bucket_replicas(&self, bucket_id: &[u8]) -> Result<ReplicaSet> {
@@ -247,30 +305,29 @@ impl ObjectStore {
     /// The current bucket record from a read quorum of the directory
     /// (tombstones included).
     async fn bucket_record(&self, name: &str) -> Result<Option<Bucket>> {
-        let set = self.root_replicas()?;
-        let answers = replicas::read(&self.grid(), &set, Table::Buckets, name.as_bytes()).await?;
-        let (winner, stale) = replicas::pick_latest(answers, bucket_revision);
-        let Some(bytes) = winner else {
-            return Ok(None);
-        };
-        if !stale.is_empty() {
-            replicas::repair(
-                &self.grid(),
-                stale,
-                Table::Buckets,
-                name.as_bytes().to_vec(),
-                bytes.clone(),
-            );
-        }
-        decode("bucket", &bytes).map(Some)
+        Ok(self.root_table::<Bucket>()?.get(name.as_bytes()).await?)
     }
 
-    pub(crate) async fn bucket(&self, name: &str) -> Result<BucketCtx> {
+    /// `bucket` resolved: looked up by a quorum read when named, as is
+    /// when a handle.
+    pub(crate) async fn bucket<'a>(
+        &self,
+        bucket: impl Into<BucketRef<'a>>,
+    ) -> Result<Cow<'a, BucketHandle>> {
+        match bucket.into() {
+            BucketRef::Handle(b) => Ok(Cow::Borrowed(b)),
+            BucketRef::Name(name) => self.open_bucket(name).await.map(Cow::Owned),
+        }
+    }
+
+    /// Look `name` up (one quorum read of the bucket directory) for the
+    /// calls of one request.
+    pub async fn open_bucket(&self, name: &str) -> Result<BucketHandle> {
         match self.bucket_record(name).await? {
             Some(record) if !record.deleted => {
                 let replicas = self.bucket_replicas(&record.id)?;
                 let domain = self.inner.master.bucket_domain(&record.id);
-                Ok(BucketCtx {
+                Ok(BucketHandle {
                     record,
                     replicas,
                     domain,
@@ -293,10 +350,10 @@ impl ObjectStore {
     }
 
     async fn write_bucket(&self, b: &Bucket) -> Result<()> {
-        let set = self.root_replicas()?;
-        let op = MetaOp::put(Table::Buckets, b.name.as_bytes(), b.encode_record());
-        replicas::write(&self.grid(), &set, vec![op]).await?;
-        Ok(())
+        Ok(self
+            .root_table::<Bucket>()?
+            .put(b.name.as_bytes(), b)
+            .await?)
     }
 
     /// Create `name` for `owner` (S3 naming rules). `erasure` overrides the
@@ -332,7 +389,7 @@ impl ObjectStore {
                 });
             }
         }
-        let now = crate::rpc_auth::now_ms();
+        let now = grid::rpc_auth::now_ms();
         let record = Bucket {
             name: name.to_string(),
             id: rand::random::<[u8; BUCKET_ID_LEN]>().to_vec(),
@@ -357,25 +414,20 @@ impl ObjectStore {
     }
 
     pub async fn head_bucket(&self, name: &str) -> Result<BucketInfo> {
-        let b = self.bucket(name).await?;
-        Ok(self.info(&b.record))
+        let b = self.open_bucket(name).await?;
+        Ok(self.bucket_info(&b))
+    }
+
+    /// What callers see of a bucket they hold a handle to.
+    pub fn bucket_info(&self, b: &BucketHandle) -> BucketInfo {
+        self.info(&b.record)
     }
 
     /// Every live bucket, by name.
     pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
-        let set = self.root_replicas()?;
-        let grid = self.grid();
-        let mut scan = MergedScan::new(
-            grid,
-            &set,
-            Table::Buckets,
-            Vec::new(),
-            None,
-            bucket_revision,
-        );
+        let mut scan = self.root_table::<Bucket>()?.scan(Vec::new(), None);
         let mut out = Vec::new();
-        while let Some((_, v)) = scan.next().await? {
-            let b: Bucket = decode("bucket", &v)?;
+        while let Some((_, b)) = scan.next().await? {
             if !b.deleted {
                 out.push(self.info(&b));
             }
@@ -389,18 +441,11 @@ impl ObjectStore {
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         let b = self.bucket(name).await?;
         let (start, end) = layout::bucket_range(b.id(), "");
-        let grid = self.grid();
-        let mut scan = MergedScan::new(
-            grid,
-            &b.replicas,
-            Table::Versions,
-            start,
-            end,
-            version_revision,
-        )
-        .with_page(100);
+        let mut scan = self
+            .bucket_table::<ObjectVersion>(&b)
+            .scan(start, end)
+            .with_page(100);
         while let Some((_, v)) = scan.next().await? {
-            let v: ObjectVersion = decode("version", &v)?;
             if !v.purged {
                 return Err(Error::BucketNotEmpty(name.to_string()));
             }
@@ -414,7 +459,7 @@ impl ObjectStore {
 
     async fn update_bucket(&self, name: &str, change: impl FnOnce(&mut Bucket)) -> Result<()> {
         let b = self.bucket(name).await?;
-        let mut record = b.record;
+        let mut record = b.record.clone();
         change(&mut record);
         record.revision = self.revision();
         self.write_bucket(&record).await
@@ -436,15 +481,13 @@ impl ObjectStore {
         self.update_bucket(name, |b| b.public = public).await
     }
 
-    /// Queue a repair hint (or log it when no queue is attached).
-    pub(crate) fn report_repair(&self, hint: RepairHint) {
-        if let Some(tx) = &self.inner.repair {
-            if tx.try_send(hint).is_err() {
-                tracing::warn!("repair queue full or closed; dropping a hint");
-            }
-        } else if !hint.missing.is_empty() || !hint.corrupt.is_empty() {
-            tracing::info!(chunk = %hint.chunk, missing = ?hint.missing, corrupt = ?hint.corrupt,
-                "damaged chunk read (no repair queue attached)");
+    /// What moving one request's chunks needs: the grid as of now, the
+    /// tunables and the repair queue.
+    pub(crate) fn chunk_io(&self) -> ChunkIo {
+        ChunkIo {
+            grid: self.grid(),
+            cfg: self.inner.cfg.clone(),
+            repair: RepairSink(self.inner.repair.clone()),
         }
     }
 }

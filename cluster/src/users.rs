@@ -3,13 +3,9 @@
 //! key, so the nodes that store them cannot use them.
 
 use crate::error::{Error, Result};
-use crate::node_api::MetaOp;
-use crate::replicas::{self, MergedScan};
-use crate::store::{decode, ObjectStore};
+use crate::store::ObjectStore;
 use codec::{ChunkId, ChunkKey, ErasureParams, SealConfig, SealedChunk, Sealer};
-use metadata::db::Table;
 use metadata::model::User;
-use metadata::Record;
 use rand::Rng;
 
 const USER_SECRET_CONTEXT: &str = "gridstore 2026-11 user secret v1";
@@ -21,10 +17,6 @@ pub struct UserInfo {
     pub name: String,
     pub admin: bool,
     pub created_ms: u64,
-}
-
-fn user_revision(b: &[u8]) -> Option<u64> {
-    User::decode_record(b).ok().map(|u| u.revision)
 }
 
 fn random_text(len: usize, alphabet: &[u8]) -> String {
@@ -83,23 +75,10 @@ impl ObjectStore {
     }
 
     async fn user_record(&self, access_key: &str) -> Result<Option<User>> {
-        let set = self.root_replicas()?;
-        let answers =
-            replicas::read(&self.grid(), &set, Table::Users, access_key.as_bytes()).await?;
-        let (winner, stale) = replicas::pick_latest(answers, user_revision);
-        let Some(bytes) = winner else {
-            return Ok(None);
-        };
-        if !stale.is_empty() {
-            replicas::repair(
-                &self.grid(),
-                stale,
-                Table::Users,
-                access_key.as_bytes().to_vec(),
-                bytes.clone(),
-            );
-        }
-        Ok(Some(decode("user", &bytes)?))
+        Ok(self
+            .root_table::<User>()?
+            .get(access_key.as_bytes())
+            .await?)
     }
 
     /// Create a user. `access_key`/`secret_key` are generated when absent.
@@ -134,7 +113,7 @@ impl ObjectStore {
             access_key: ak.clone(),
             sealed_secret: self.seal_secret(&sk)?,
             name: name.to_string(),
-            created_ms: crate::rpc_auth::now_ms(),
+            created_ms: grid::rpc_auth::now_ms(),
             revision: self.revision(),
             deleted: false,
             admin,
@@ -162,7 +141,7 @@ impl ObjectStore {
             access_key: access_key.to_string(),
             sealed_secret: self.seal_secret(secret_key)?,
             name: name.to_string(),
-            created_ms: crate::rpc_auth::now_ms(),
+            created_ms: grid::rpc_auth::now_ms(),
             revision: self.revision(),
             deleted: false,
             admin,
@@ -171,14 +150,8 @@ impl ObjectStore {
     }
 
     async fn write_user(&self, user: &User) -> Result<()> {
-        let set = self.root_replicas()?;
-        let op = MetaOp::put(
-            Table::Users,
-            user.access_key.as_bytes(),
-            user.encode_record(),
-        );
-        replicas::write(&self.grid(), &set, vec![op]).await?;
-        Ok(())
+        let users = self.root_table::<User>()?;
+        Ok(users.put(user.access_key.as_bytes(), user).await?)
     }
 
     /// The secret of a live access key and whether it is an admin.
@@ -190,12 +163,9 @@ impl ObjectStore {
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
-        let set = self.root_replicas()?;
-        let grid = self.grid();
-        let mut scan = MergedScan::new(grid, &set, Table::Users, Vec::new(), None, user_revision);
+        let mut scan = self.root_table::<User>()?.scan(Vec::new(), None);
         let mut out = Vec::new();
-        while let Some((_, v)) = scan.next().await? {
-            let u: User = decode("user", &v)?;
+        while let Some((_, u)) = scan.next().await? {
             if !u.deleted {
                 out.push(UserInfo {
                     access_key: u.access_key,

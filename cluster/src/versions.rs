@@ -12,14 +12,12 @@ use crate::chunk_stream;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::naming;
-use crate::node_api::MetaOp;
 use crate::objects::version_text;
-use crate::replicas::{self, MergedScan};
-use crate::store::{decode, version_revision, BucketCtx, ObjectStore};
+use crate::store::BucketRef;
+use crate::store::{BucketHandle, ObjectStore};
 use crate::version_id::VersionId;
-use metadata::db::Table;
+use grid::table::Scan;
 use metadata::model::{ObjectVersion, Referrer, VersioningState};
-use metadata::Record;
 
 /// What a delete did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -41,40 +39,33 @@ pub(crate) fn referrer_of(bucket_id: &[u8], v: &ObjectVersion) -> Referrer {
 }
 
 impl ObjectStore {
-    pub(crate) async fn write_version(&self, b: &BucketCtx, v: &ObjectVersion) -> Result<()> {
+    pub(crate) async fn write_version(&self, b: &BucketHandle, v: &ObjectVersion) -> Result<()> {
         let vid = VersionId::from_slice(&v.version_id)
             .ok_or_else(|| Error::Internal("version id length".into()))?;
         let key = layout::version_key(b.id(), &v.key, &vid);
-        replicas::write(
-            &self.grid(),
-            &b.replicas,
-            vec![MetaOp::put(Table::Versions, &key, v.encode_record())],
-        )
-        .await?;
-        Ok(())
+        Ok(self.bucket_table(b).put(&key, v).await?)
     }
 
     /// The versions of one object, newest first, from a read quorum.
-    fn key_scan(&self, b: &BucketCtx, key: &str, page: u32) -> MergedScan {
-        let grid = self.grid();
-        MergedScan::new(
-            grid,
-            &b.replicas,
-            Table::Versions,
-            layout::object_prefix(b.id(), key),
-            Some(layout::after_object(b.id(), key)),
-            version_revision,
-        )
-        .with_page(page)
+    fn key_scan(&self, b: &BucketHandle, key: &str, page: u32) -> Scan<ObjectVersion> {
+        self.bucket_table(b)
+            .scan(
+                layout::object_prefix(b.id(), key),
+                Some(layout::after_object(b.id(), key)),
+            )
+            .with_page(page)
     }
 
     /// Every version of `key` that is not purged, newest first. Objects
     /// have few versions; the scan pages anyway.
-    pub(crate) async fn versions_of(&self, b: &BucketCtx, key: &str) -> Result<Vec<ObjectVersion>> {
+    pub(crate) async fn versions_of(
+        &self,
+        b: &BucketHandle,
+        key: &str,
+    ) -> Result<Vec<ObjectVersion>> {
         let mut scan = self.key_scan(b, key, 64);
         let mut out = Vec::new();
-        while let Some((_, value)) = scan.next().await? {
-            let v: ObjectVersion = decode("version", &value)?;
+        while let Some((_, v)) = scan.next().await? {
             if !v.purged {
                 out.push(v);
             }
@@ -92,12 +83,11 @@ impl ObjectStore {
     /// The newest version of `key` that is not purged (maybe a marker).
     pub(crate) async fn latest_version(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         key: &str,
     ) -> Result<Option<ObjectVersion>> {
         let mut scan = self.key_scan(b, key, 8);
-        while let Some((_, value)) = scan.next().await? {
-            let v: ObjectVersion = decode("version", &value)?;
+        while let Some((_, v)) = scan.next().await? {
             if !v.purged {
                 scan.repair_stale();
                 if let Some(id) = VersionId::from_slice(&v.version_id) {
@@ -112,35 +102,23 @@ impl ObjectStore {
     /// One version by id from a read quorum.
     async fn version_by_id(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         key: &str,
         vid: &VersionId,
     ) -> Result<Option<ObjectVersion>> {
         let table_key = layout::version_key(b.id(), key, vid);
-        let answers =
-            replicas::read(&self.grid(), &b.replicas, Table::Versions, &table_key).await?;
-        let (winner, stale) = replicas::pick_latest(answers, version_revision);
-        let Some(bytes) = winner else {
-            return Ok(None);
-        };
-        if !stale.is_empty() {
-            replicas::repair(
-                &self.grid(),
-                stale,
-                Table::Versions,
-                table_key,
-                bytes.clone(),
-            );
-        }
-        let v: ObjectVersion = decode("version", &bytes)?;
-        Ok((!v.purged).then_some(v))
+        let v = self
+            .bucket_table::<ObjectVersion>(b)
+            .get(&table_key)
+            .await?;
+        Ok(v.filter(|v| !v.purged))
     }
 
     /// The version a read names (None: the latest) and whether it is the
     /// latest. A delete marker is an error here, as in S3.
     pub(crate) async fn find_version(
         &self,
-        b: &BucketCtx,
+        b: &BucketHandle,
         key: &str,
         version: Option<&str>,
     ) -> Result<(ObjectVersion, bool)> {
@@ -201,7 +179,7 @@ impl ObjectStore {
     }
 
     /// Replace `v` by a tombstone, then drop its chunk references.
-    pub(crate) async fn purge(&self, b: &BucketCtx, v: &ObjectVersion) -> Result<()> {
+    pub(crate) async fn purge(&self, b: &BucketHandle, v: &ObjectVersion) -> Result<()> {
         let tomb = ObjectVersion {
             bucket: v.bucket.clone(),
             key: v.key.clone(),
@@ -214,12 +192,12 @@ impl ObjectStore {
             ..Default::default()
         };
         self.write_version(b, &tomb).await?;
-        chunk_stream::remove_refs(self, &referrer_of(b.id(), v), &v.chunks).await;
+        chunk_stream::remove_refs(&self.chunk_io(), &referrer_of(b.id(), v), &v.chunks).await;
         Ok(())
     }
 
     /// Keep only the newest null version of `key`.
-    pub(crate) async fn settle_null(&self, b: &BucketCtx, key: &str) -> Result<()> {
+    pub(crate) async fn settle_null(&self, b: &BucketHandle, key: &str) -> Result<()> {
         let all = self.versions_of(b, key).await?;
         for old in all.iter().filter(|v| v.null_version).skip(1) {
             self.purge(b, old).await?;
@@ -227,7 +205,7 @@ impl ObjectStore {
         Ok(())
     }
 
-    async fn write_marker(&self, b: &BucketCtx, key: &str, null: bool) -> Result<ObjectVersion> {
+    async fn write_marker(&self, b: &BucketHandle, key: &str, null: bool) -> Result<ObjectVersion> {
         let vid = self.inner.hlc.next();
         let marker = ObjectVersion {
             bucket: b.name().to_string(),
@@ -249,7 +227,7 @@ impl ObjectStore {
     /// remove the object (unversioned) or add a delete marker.
     pub async fn delete_object(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         version: Option<&str>,
     ) -> Result<DeleteResult> {
@@ -311,7 +289,7 @@ impl ObjectStore {
     /// rewritten in place under the same version id.
     pub async fn set_object_tags(
         &self,
-        bucket: &str,
+        bucket: impl Into<BucketRef<'_>>,
         key: &str,
         version: Option<&str>,
         tags: std::collections::BTreeMap<String, String>,

@@ -3,7 +3,7 @@
 //! name that parses has exactly one spelling.
 #![no_main]
 
-use cluster::node_api as api;
+use grid::node_api as api;
 use libfuzzer_sys::fuzz_target;
 use metadata::model::{Bucket, ChunkReference, ClusterMap, MultipartUpload, ObjectVersion, Part};
 use metadata::{Record, ShardKey};

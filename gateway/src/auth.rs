@@ -96,13 +96,15 @@ impl S3Access for PublicReadAccess {
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
             S3Path::Root => return Err(s3_error!(AccessDenied)),
         };
-        let public = match self.store.head_bucket(&bucket).await {
-            Ok(b) => b.public,
+        let handle = match self.store.open_bucket(&bucket).await {
+            Ok(b) => b,
             // A missing bucket is no secret (its name is free for anyone).
             Err(cluster::Error::NoSuchBucket(_)) => return Err(s3_error!(NoSuchBucket)),
-            Err(_) => false,
+            Err(_) => return Err(s3_error!(AccessDenied)),
         };
-        if public && PUBLIC_READS.contains(&cx.s3_op().name()) {
+        if handle.is_public() && PUBLIC_READS.contains(&cx.s3_op().name()) {
+            // The handler uses this lookup instead of making its own.
+            cx.extensions_mut().insert(handle);
             Ok(())
         } else {
             Err(s3_error!(AccessDenied))

@@ -1,13 +1,13 @@
 //! Conversions between s3s's types and the object layer's.
 
 use cluster::{ByteRange, ChecksumAlgorithm, Conditions, CustomerKey, ObjectInfo};
-use s3s::dto::{ChecksumType, ETag, ETagCondition, Range, Timestamp};
+use s3s::dto::{ChecksumType, ETag, ETagCondition, Metadata, Range, Timestamp};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 use std::collections::BTreeMap;
 
 /// Standard headers S3 stores with an object, kept in its metadata map
 /// under names no `x-amz-meta-*` header can produce.
-pub const HDR_PREFIX: &str = "\u{1}h:";
+const HDR_PREFIX: &str = "\u{1}h:";
 
 pub fn timestamp(ms: u64) -> Timestamp {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -178,6 +178,42 @@ pub fn checksum_type(map: &BTreeMap<String, String>) -> Option<ChecksumType> {
     } else {
         ChecksumType::FULL_OBJECT
     }))
+}
+
+/// User metadata and the standard headers S3 keeps with an object, as one
+/// map to store (the inverse of [`split_metadata`]).
+pub fn stored_metadata(
+    metadata: Option<Metadata>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<&Timestamp>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = metadata.unwrap_or_default().into_iter().collect();
+    for (name, v) in [
+        ("cache-control", cache_control),
+        ("content-disposition", content_disposition),
+        ("content-encoding", strip_aws_chunked(content_encoding)),
+        ("content-language", content_language),
+        ("expires", expires.map(|t| millis(t).to_string())),
+    ] {
+        if let Some(v) = v {
+            out.insert(format!("{HDR_PREFIX}{name}"), v);
+        }
+    }
+    out
+}
+
+/// Content-Encoding without the `aws-chunked` of the upload's framing.
+fn strip_aws_chunked(v: Option<String>) -> Option<String> {
+    let v = v?;
+    let kept: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 /// Split stored metadata into user metadata and the standard headers.

@@ -7,6 +7,8 @@
 //!   can be added without breaking readers on either side).
 //! * [`placement`]: which nodes hold a chunk's shards and a bucket's
 //!   metadata replicas (weighted rendezvous hashing, spread over sites).
+//! * [`replicated`]: the record kinds kept on metadata replicas, their
+//!   tables and revisions.
 //! * [`db`]: a node's RocksDB tables behind a small typed API.
 //! * [`shard_key`]: the address of one shard (chunk id, index).
 
@@ -14,7 +16,9 @@ pub mod db;
 pub mod model;
 pub mod placement;
 pub mod record;
+pub mod replicated;
 pub mod shard_key;
 
 pub use record::{Record, RecordError};
+pub use replicated::Replicated;
 pub use shard_key::{InvalidShardKey, ShardKey, MAX_SHARDS};

@@ -42,9 +42,7 @@ impl ErasureSpec {
     }
 
     fn validate(&self) -> Result<(), RecordError> {
-        if self.data == 0
-            || self.data as usize + self.parity as usize > crate::shard_key::MAX_SHARDS
-        {
+        if self.data == 0 || self.data as usize + self.parity as usize > codec::MAX_SHARDS {
             return Err(RecordError::Invalid("erasure shape out of range"));
         }
         Ok(())

@@ -3,9 +3,9 @@
 use crate::model::CHUNK_ID_LEN;
 use std::fmt;
 
-/// Most shards a chunk can have (Reed-Solomon over GF(2^8) as the codec
-/// configures it: `k + m <= 64`).
-pub const MAX_SHARDS: usize = 64;
+/// Most shards a chunk can have: the codec's limit, re-exported so the
+/// data model checks the same bound the erasure coder enforces.
+pub use codec::MAX_SHARDS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid shard key: {0}")]

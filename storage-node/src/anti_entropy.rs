@@ -22,13 +22,12 @@
 
 use crate::node::{Node, NodeError};
 use crate::repair::{blocking, fail, grid_of};
-use cluster::layout::ROOT_PLACEMENT;
-use cluster::node_api::{KeyValue, RangeDigest};
-use cluster::replicas::ReplicaSet;
-use cluster::NodeClient;
+use grid::node_api::{KeyValue, RangeDigest};
+use grid::replicas::ReplicaSet;
+use grid::replicas::ROOT_PLACEMENT;
+use grid::NodeClient;
 use metadata::db::{prefix_end, Table};
-use metadata::model::{Bucket, Lock, MultipartUpload, ObjectVersion, Part, User, BUCKET_ID_LEN};
-use metadata::Record;
+use metadata::model::BUCKET_ID_LEN;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -66,31 +65,6 @@ pub struct SyncReport {
 type Range = (Table, Vec<u8>, Option<Vec<u8>>);
 /// This node's and the peer's record of one key.
 type Pair = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-fn revision_of(table: Table, bytes: &[u8]) -> Option<u64> {
-    match table {
-        Table::Buckets => Bucket::decode_record(bytes).ok().map(|r| r.revision),
-        Table::Versions => ObjectVersion::decode_record(bytes).ok().map(|r| r.revision),
-        Table::Uploads => MultipartUpload::decode_record(bytes)
-            .ok()
-            .map(|r| r.revision),
-        Table::Parts => Part::decode_record(bytes).ok().map(|r| r.revision),
-        Table::Users => User::decode_record(bytes).ok().map(|r| r.revision),
-        Table::Locks => Lock::decode_record(bytes).ok().map(|r| r.revision),
-        Table::ChunkRefs | Table::System => None,
-    }
-}
-
-/// Whether `a` should replace `b` (both records of `table`).
-fn newer(table: Table, a: &[u8], b: &[u8]) -> bool {
-    match (revision_of(table, a), revision_of(table, b)) {
-        (Some(x), Some(y)) if x != y => x > y,
-        // An undecodable record loses to a decodable one.
-        (Some(_), None) => true,
-        (None, Some(_)) => false,
-        _ => blake3::hash(a).as_bytes() > blake3::hash(b).as_bytes(),
-    }
-}
 
 impl Node {
     /// Visit every record of `table` in `[start, end)` in key order.
@@ -374,7 +348,7 @@ async fn merge_page(
     for (key, (mine, theirs)) in both {
         let take = match (&mine, &theirs) {
             (Some(a), Some(b)) if a == b => continue,
-            (Some(a), Some(b)) => !newer(table, a, b),
+            (Some(a), Some(b)) => !metadata::replicated::newer(table, a, b),
             (None, Some(_)) => true,
             (Some(_), None) => false,
             (None, None) => continue,

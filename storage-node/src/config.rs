@@ -103,7 +103,7 @@ pub struct NodeConfig {
     pub repair: RepairConfig,
     /// The job runner: allowed programs and limits.
     #[serde(default)]
-    pub jobs: crate::jobs::JobsConfig,
+    pub jobs: JobsConfig,
 }
 
 /// `[repair]` in `node.toml`: how often and how hard the node heals.
@@ -265,6 +265,49 @@ impl NodeConfig {
             IoChoice::Auto => None,
             IoChoice::IoUring => Some(IoBackend::Uring),
             IoChoice::Threads => Some(IoBackend::Threads),
+        }
+    }
+}
+
+/// `[jobs]` in node.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Programs a task may run (its argv[0]): names looked up on `path`,
+    /// or absolute paths. Empty: this node runs no tasks.
+    pub allowed: Vec<String>,
+    /// Where names in `allowed` are looked up, and the tasks' PATH.
+    pub path: String,
+    /// Tasks running at once; more wait.
+    pub concurrency: usize,
+    /// Caps on what a task may ask for.
+    pub max_timeout_secs: u64,
+    pub max_cpu_secs: u64,
+    pub max_memory_mb: u64,
+    /// A task writing more to stdout (or to one file) is killed.
+    pub max_output_bytes: u64,
+    /// Parent of the tasks' temporary directories (default: the system
+    /// temp dir's `gridstore-jobs/<node id>`).
+    pub work_dir: Option<PathBuf>,
+    /// The unprivileged user and group tasks run as when the node runs
+    /// as root.
+    pub run_as_uid: u32,
+    pub run_as_gid: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            allowed: Vec::new(),
+            path: "/usr/local/bin:/usr/bin:/bin".into(),
+            concurrency: 2,
+            max_timeout_secs: 3600,
+            max_cpu_secs: 3600,
+            max_memory_mb: 2048,
+            max_output_bytes: 1 << 30,
+            work_dir: None,
+            run_as_uid: 65534,
+            run_as_gid: 65534,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::anti_entropy::{self, SyncReport};
 use crate::config::NodeConfig;
 use crate::config::RepairConfig;
 use crate::gc::GcReport;
+use crate::jobs::JobHost;
 use crate::liveness::{Liveness, LivenessConfig};
 use crate::node::{Node, NodeError};
 use crate::repair::{self, ReconcileReport, RepairLimits};
@@ -41,9 +42,11 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     println!("gridstore node {} listening on {addr}", node.id);
     let gc = GcTask::start(&node, &cfg);
     let healing = Healing::start(&node, &cfg);
+    let jobs = Arc::new(JobHost::new(&cfg.node_id, &cfg.data_dir, &cfg.jobs));
+    let served = rpc_server::Served { node, jobs };
     rpc_server::serve(
         listener,
-        node,
+        served,
         shutdown,
         Duration::from_secs(cfg.shutdown_grace_secs),
     )
@@ -119,7 +122,7 @@ async fn gc_loop(
         let n = node.clone();
         let s = stop.clone();
         // Wall-clock time: the marks it is compared with outlive restarts.
-        let now_ms = cluster::rpc_auth::now_ms();
+        let now_ms = grid::rpc_auth::now_ms();
         let pass = tokio::task::spawn_blocking(move || n.gc_pass_until(now_ms, grace_ms, &s));
         match pass.await {
             Ok(Ok(r)) => log_report(&r),
@@ -172,6 +175,8 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError>
 pub struct LocalNode {
     pub addr: SocketAddr,
     pub node: Arc<Node>,
+    /// The job runner the node's RPC server hands tasks to.
+    pub jobs: Arc<JobHost>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     gc: Option<GcTask>,
@@ -189,9 +194,14 @@ impl LocalNode {
             .local_addr()
             .map_err(|e| NodeError::Refused(format!("listener has no address: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let jobs = Arc::new(JobHost::new(&cfg.node_id, &cfg.data_dir, &cfg.jobs));
+        let served = rpc_server::Served {
+            node: node.clone(),
+            jobs: jobs.clone(),
+        };
         let task = tokio::spawn(rpc_server::serve(
             listener,
-            node.clone(),
+            served,
             async {
                 let _ = stopped.await;
             },
@@ -202,6 +212,7 @@ impl LocalNode {
         Ok(LocalNode {
             addr,
             node,
+            jobs,
             stop: Some(stop),
             task,
             gc,
@@ -460,7 +471,7 @@ async fn scrub_loop(
             .flatten();
         let wait = last.map_or(Duration::from_secs(60), |done| {
             let due = done.saturating_add(interval.as_millis() as u64);
-            Duration::from_millis(due.saturating_sub(cluster::rpc_auth::now_ms()))
+            Duration::from_millis(due.saturating_sub(grid::rpc_auth::now_ms()))
         });
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

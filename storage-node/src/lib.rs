@@ -1,9 +1,11 @@
 //! The node daemon: a shard store on disk ([`shard_store`]), metadata
 //! tables in RocksDB (`metadata::db`), and the authenticated node RPC over
-//! both ([`rpc_server`], protocol in `cluster::node_api`), run by
+//! both ([`rpc_server`], protocol in `grid::node_api`), run by
 //! `gridstore node --config node.toml` ([`daemon`]), which also collects
-//! unreferenced shards ([`gc`]). The repair daemon and the job runner host
-//! come later.
+//! unreferenced shards ([`gc`]), repairs and scrubs what it should hold
+//! ([`repair`], [`scrub`], [`anti_entropy`]) and runs job tasks beside the
+//! shards they read ([`jobs`]). The daemon owns the node core ([`node`])
+//! and hands it to each of these; none of them reaches back into another.
 
 pub mod anti_entropy;
 pub mod config;
@@ -15,6 +17,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod repair;
+pub mod repair_state;
 pub mod rpc_server;
 pub mod scrub;
 pub mod shard_store;
@@ -24,5 +27,5 @@ pub use file_io::IoBackend;
 pub use gc::GcReport;
 pub use node::{Node, NodeError};
 pub use shard_store::{
-    ShardKey, ShardReader, ShardStore, ShardWriter, StoreConfig, StoreError, Usage,
+    ShardKey, ShardReader, ShardStore, ShardStoreConfig, ShardWriter, StoreError, Usage,
 };

@@ -53,7 +53,7 @@ pub struct Liveness {
     up_since: HashMap<String, Instant>,
     /// Clients of the peers, kept across rounds so heartbeats reuse their
     /// connections; remade only for nodes whose address a new map changed.
-    grid: Option<cluster::chunk_io::Grid>,
+    grid: Option<grid::chunk_io::Grid>,
 }
 
 impl Liveness {
@@ -132,7 +132,7 @@ impl Liveness {
     }
 
     /// Clients for `map`, reusing those of the last round.
-    fn grid_for(&mut self, node: &Node, map: &ClusterMap) -> cluster::chunk_io::Grid {
+    fn grid_for(&mut self, node: &Node, map: &ClusterMap) -> grid::chunk_io::Grid {
         let grid = match self.grid.take() {
             Some(g) if g.map() == map => g,
             Some(g) => g.with_map(map.clone()),

@@ -19,6 +19,11 @@ pub struct OpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RepairLabels {
     pub what: &'static str,
 }
@@ -29,6 +34,9 @@ pub struct Metrics {
     /// at each scrape.
     pub repair: Family<RepairLabels, Gauge>,
     pub requests: Family<RequestLabels, Counter>,
+    /// Single-record metadata reads by table: what a quorum read costs
+    /// each replica (a bucket lookup is one per replica asked).
+    pub record_reads: Family<TableLabels, Counter>,
     pub duration: Family<OpLabels, Histogram>,
     pub auth_failures: Counter,
     pub bytes_received: Counter,
@@ -59,6 +67,7 @@ impl Metrics {
         let m = Self {
             repair: Family::default(),
             requests,
+            record_reads: Family::default(),
             duration,
             auth_failures: Counter::default(),
             bytes_received: Counter::default(),
@@ -76,6 +85,11 @@ impl Metrics {
             "requests",
             "RPC requests by operation and HTTP status",
             m.requests.clone(),
+        );
+        registry.register(
+            "record_reads",
+            "Single-record metadata reads by table",
+            m.record_reads.clone(),
         );
         registry.register(
             "request_duration_seconds",

@@ -3,9 +3,9 @@
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::metrics::Metrics;
-use crate::shard_store::{ShardStore, StoreConfig, StoreError};
+use crate::shard_store::{ShardStore, ShardStoreConfig, StoreError};
 use crate::IoBackend;
-use cluster::rpc_auth::{RpcKey, Verifier, DEFAULT_WINDOW};
+use grid::rpc_auth::{RpcKey, Verifier, DEFAULT_WINDOW};
 use metadata::db::{Db, DbError, Table};
 use metadata::model::ClusterMap;
 use metadata::Record;
@@ -43,9 +43,7 @@ pub struct Node {
     pub key: RpcKey,
     pub metrics: Metrics,
     /// Counters and work queue of self-healing ([`crate::repair`]).
-    pub repair: crate::repair::RepairState,
-    /// The job runner ([`crate::jobs`]).
-    pub jobs: crate::jobs::JobHost,
+    pub repair: crate::repair_state::RepairState,
     started: Instant,
     /// Held by garbage collection from its last look at a chunk's
     /// references to the deletion of its shards, and by every reference
@@ -68,7 +66,7 @@ impl Node {
             choice => choice,
         };
         std::fs::create_dir_all(&cfg.data_dir).map_err(StoreError::Io)?;
-        let store = ShardStore::open(StoreConfig {
+        let store = ShardStore::open(ShardStoreConfig {
             root: cfg.data_dir.clone(),
             quota: cfg.quota_bytes,
             reserve_bytes: cfg.reserve_bytes,
@@ -102,8 +100,7 @@ impl Node {
             verifier: Verifier::new(RpcKey::from_secret(&secret), DEFAULT_WINDOW),
             key: RpcKey::from_secret(&secret),
             metrics: Metrics::new(),
-            repair: crate::repair::RepairState::default(),
-            jobs: crate::jobs::JobHost::new(&cfg.node_id, &cfg.data_dir, &cfg.jobs),
+            repair: crate::repair_state::RepairState::default(),
             started: Instant::now(),
             gc_lock: Mutex::new(()),
         })

@@ -26,18 +26,18 @@
 //! chunk first among those found (fewest healthy shards on the grid), with
 //! bounded concurrency and bandwidth; chunks named by a read that met a bad
 //! shard, by the scrubber, or by a peer that pushed references join the
-//! running pass ([`RepairState::hint`]).
+//! running pass ([`crate::repair_state::RepairState::hint`]).
 
 use crate::node::{Node, NodeError};
 use bytes::Bytes;
-use cluster::chunk_io::Grid;
-use cluster::{ClientOptions, NodeClient, NodeError as RpcError};
 use codec::{ChunkId, Rebuilder};
+use grid::chunk_io::Grid;
+use grid::{ClientOptions, NodeClient, RpcError};
 use metadata::db::{Batch, Table};
 use metadata::model::{ChunkReference, ClusterMap};
 use metadata::{Record, ShardKey};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -72,97 +72,6 @@ impl Default for RepairLimits {
             concurrency: 8,
             bytes_per_sec: 0,
         }
-    }
-}
-
-/// What self-healing has seen and done, for `gridstore admin repair
-/// status` and the metrics. Counters since start, gauges from the last
-/// pass.
-#[derive(Default)]
-pub struct RepairState {
-    /// Home shards found missing by the last pass (or waiting since).
-    pub missing: AtomicU64,
-    /// Rebuilds in progress now.
-    pub rebuilding: AtomicU64,
-    pub rebuilt_shards: AtomicU64,
-    pub rebuilt_bytes: AtomicU64,
-    pub failed_rebuilds: AtomicU64,
-    /// Shards this node held for another home and handed back.
-    pub handed_back: AtomicU64,
-    pub passes: AtomicU64,
-    pub last_pass_ms: AtomicU64,
-    /// Shards verified by the scrubber, and found corrupt by it.
-    pub scrubbed_shards: AtomicU64,
-    pub scrubbed_bytes: AtomicU64,
-    pub corrupt_found: AtomicU64,
-    /// Chunks to look at before anything else (reported by readers, or
-    /// found corrupt by the scrubber).
-    /// Chunk -> whether its local shards must be re-verified.
-    hinted: Mutex<BTreeMap<[u8; 32], bool>>,
-    /// Wakes the reconciliation loop early.
-    pub wake: Notify,
-    /// The next pass must look at every chunk (the map changed), not only
-    /// the hinted ones.
-    full: AtomicBool,
-}
-
-impl RepairState {
-    /// Ask for chunk `id` to be reconciled soon (`verify`: re-read and
-    /// check its local shards, a reader found one bad).
-    pub fn hint(&self, id: [u8; 32], verify: bool) {
-        *self
-            .hinted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id)
-            .or_default() |= verify;
-        self.wake.notify_one();
-    }
-
-    /// Ask for a full pass soon (a new map may have moved shard homes).
-    pub fn request_full(&self) {
-        self.full.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-
-    /// Whether a full pass is asked for, without taking the request.
-    pub fn full_requested(&self) -> bool {
-        self.full.load(Ordering::Relaxed)
-    }
-
-    /// Whether a full pass was asked for since the last look.
-    pub fn take_full(&self) -> bool {
-        self.full.swap(false, Ordering::Relaxed)
-    }
-
-    /// The figures `status` reports.
-    pub fn snapshot(&self, last_scrub_ms: u64) -> cluster::node_api::RepairStatus {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        cluster::node_api::RepairStatus {
-            missing: get(&self.missing),
-            rebuilding: get(&self.rebuilding),
-            rebuilt_shards: get(&self.rebuilt_shards),
-            rebuilt_bytes: get(&self.rebuilt_bytes),
-            failed_rebuilds: get(&self.failed_rebuilds),
-            handed_back: get(&self.handed_back),
-            scrubbed_shards: get(&self.scrubbed_shards),
-            corrupt_found: get(&self.corrupt_found),
-            reconcile_passes: get(&self.passes),
-            last_reconcile_ms: get(&self.last_pass_ms),
-            last_scrub_ms,
-        }
-    }
-
-    fn has_hints(&self) -> bool {
-        !self
-            .hinted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
-    fn take_hints(&self) -> BTreeMap<[u8; 32], bool> {
-        std::mem::take(&mut *self.hinted.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -248,7 +157,7 @@ impl Pass<'_> {
                 }
                 // The references are there: the peer looks at those chunks now
                 // rather than at its next full pass.
-                for batch in out.hints.chunks(cluster::node_api::MAX_ITEMS) {
+                for batch in out.hints.chunks(grid::node_api::MAX_ITEMS) {
                     if let Err(e) = client.repair_hint(batch, false).await {
                         tracing::debug!(%target, error = %e, "repair hint not delivered");
                     }
@@ -574,12 +483,7 @@ pub(crate) fn fail(e: impl std::fmt::Display) -> NodeError {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
-    // Its logs name the node, like the task's (several nodes may share a
-    // process: `gridstore server`, the benches).
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| fail(format!("background task did not finish: {e}")))?
+    grid::blocking(f).await.map_err(fail)?
 }
 
 /// The grid as this node sees it: its map, and clients signed with its key.
@@ -741,7 +645,7 @@ pub async fn reconcile_pass(
     node.repair.passes.fetch_add(1, Ordering::Relaxed);
     node.repair
         .last_pass_ms
-        .store(cluster::rpc_auth::now_ms(), Ordering::Relaxed);
+        .store(grid::rpc_auth::now_ms(), Ordering::Relaxed);
     Ok(report)
 }
 

@@ -1,18 +1,18 @@
 //! The node RPC server: HTTP/1.1 and HTTP/2 (prior knowledge) on one port,
-//! every call authenticated (see `cluster::rpc_auth`), the protocol in
-//! `cluster::node_api`.
+//! every call authenticated (see `grid::rpc_auth`), the protocol in
+//! `grid::node_api`.
 //!
 //! Blocking work (file and RocksDB I/O, both of which fsync) runs on
 //! tokio's blocking pool so the reactor keeps serving other requests.
 
+use crate::jobs::JobHost;
 use crate::node::Node;
 use crate::shard_store::{ShardReader, StoreError};
 use bytes::Bytes;
-use cluster::node_api::{self as api};
-use cluster::node_client::ChannelBody;
-use cluster::rpc_auth::{AuthError, BodyCheck};
+use grid::node_api::{self as api};
+use grid::node_client::{BodyError, ChannelBody, ResponseBody};
+use grid::rpc_auth::{AuthError, BodyCheck};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,9 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-
-type BodyError = Box<dyn std::error::Error + Send + Sync>;
-pub type ResponseBody = BoxBody<Bytes, BodyError>;
 
 /// Shards are read and sent in pieces of this size.
 const READ_PIECE: u64 = 1 << 20;
@@ -118,12 +115,9 @@ fn no_content() -> Reply {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Failure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("worker failed: {e}"),
-        )
-    })?
+    grid::blocking(f)
+        .await
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 /// Which call a request is, for routing, metrics and logs.
@@ -217,19 +211,28 @@ impl Op {
             (Method::PUT, api::MAP) => Op::PutMap,
             (Method::POST, api::REPAIR_HINT) => Op::RepairHint,
             (Method::POST, api::META_DIGEST) => Op::MetaDigest,
-            (Method::POST, cluster::jobs::wire::TASK_RUN) => Op::JobTask,
+            (Method::POST, grid::task::TASK_RUN) => Op::JobTask,
             _ => Op::Unknown,
         }
     }
 }
 
 /// Handle one request: authenticate, route, answer. Never panics on input.
-pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<ResponseBody> {
+/// What the RPC server answers from: the node core and the job runner
+/// beside it, both owned by the daemon.
+#[derive(Clone)]
+pub struct Served {
+    pub node: Arc<Node>,
+    pub jobs: Arc<JobHost>,
+}
+
+pub async fn handle(served: Served, req: Request<Incoming>) -> Response<ResponseBody> {
+    let node = served.node.clone();
     let started = Instant::now();
     let op = Op::route(req.method(), req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = dispatch(&node, op, req).await;
+    let result = dispatch(&node, &served.jobs, op, req).await;
     let resp = match result {
         Ok(r) => r,
         Err(f) => {
@@ -258,7 +261,7 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Respons
     resp
 }
 
-async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
+async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<Incoming>) -> Reply {
     match op {
         Op::Health => return Ok(reply(StatusCode::OK, "ok\n")),
         Op::Metrics => return metrics(node).await,
@@ -296,7 +299,8 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
         }
         Op::JobTask => {
             let body = read_body(node, req, content_hash).await?;
-            crate::jobs::task_response(node, &body).map_err(|(status, m)| Failure::new(status, m))
+            crate::jobs::task_response(node, jobs, &body)
+                .map_err(|(status, m)| Failure::new(status, m))
         }
         Op::RepairHint => {
             let hints = read_record::<api::RepairHints>(node, req, content_hash).await?;
@@ -337,6 +341,12 @@ async fn dispatch(node: &Arc<Node>, op: Op, req: Request<Incoming>) -> Reply {
         }
         Op::MetaGet => {
             let (table, key) = meta_target(&req)?;
+            node.metrics
+                .record_reads
+                .get_or_create(&crate::metrics::TableLabels {
+                    table: table.name(),
+                })
+                .inc();
             let n = node.clone();
             match blocking(move || Ok(n.db.get_raw(table, &key)?)).await? {
                 Some(v) => {
@@ -818,7 +828,7 @@ async fn metrics(node: &Arc<Node>) -> Reply {
 /// cluster "kills" a node.
 pub async fn serve(
     listener: TcpListener,
-    node: Arc<Node>,
+    served: Served,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
@@ -840,10 +850,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let n = node.clone();
+                let s = served.clone();
                 let svc = hyper::service::service_fn(move |req| {
-                    let n = n.clone();
-                    async move { Ok::<_, Infallible>(handle(n, req).await) }
+                    let s = s.clone();
+                    async move { Ok::<_, Infallible>(handle(s, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

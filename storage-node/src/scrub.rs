@@ -112,7 +112,7 @@ impl Node {
         self.db.put_raw(
             Table::System,
             DONE_KEY,
-            &cluster::rpc_auth::now_ms().to_be_bytes(),
+            &grid::rpc_auth::now_ms().to_be_bytes(),
         )?;
         report.complete = true;
         Ok(report)

@@ -44,7 +44,7 @@ pub enum StoreError {
 }
 
 #[derive(Debug, Clone)]
-pub struct StoreConfig {
+pub struct ShardStoreConfig {
     pub root: PathBuf,
     /// Most bytes of shards this node will hold; `None`: the disk decides.
     pub quota: Option<u64>,
@@ -55,7 +55,7 @@ pub struct StoreConfig {
     pub io: Option<IoBackend>,
 }
 
-impl StoreConfig {
+impl ShardStoreConfig {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
@@ -99,7 +99,7 @@ pub struct ShardStore {
 impl ShardStore {
     /// Open (creating if needed) a store; removes temp files a crash left
     /// and counts the bytes held.
-    pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
+    pub fn open(cfg: ShardStoreConfig) -> Result<Self, StoreError> {
         let shards = cfg.root.join("shards");
         let tmp = cfg.root.join("tmp");
         fs::create_dir_all(&shards)?;

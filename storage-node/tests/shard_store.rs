@@ -4,7 +4,7 @@
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
 use rand::{RngCore, SeedableRng};
 use std::collections::BTreeSet;
-use storage_node::{IoBackend, ShardKey, ShardStore, StoreConfig, StoreError};
+use storage_node::{IoBackend, ShardKey, ShardStore, ShardStoreConfig, StoreError};
 
 fn backends() -> Vec<IoBackend> {
     let mut v = vec![IoBackend::Threads];
@@ -17,7 +17,7 @@ fn backends() -> Vec<IoBackend> {
 }
 
 fn open(dir: &std::path::Path, io: IoBackend, quota: Option<u64>) -> ShardStore {
-    let mut cfg = StoreConfig::new(dir);
+    let mut cfg = ShardStoreConfig::new(dir);
     cfg.io = Some(io);
     cfg.quota = quota;
     cfg.reserve_bytes = 0;
@@ -303,7 +303,7 @@ fn cached_reads_serve_memory_only() {
     let k = key(&c, 2);
     let shard = c.shard(2);
     let len = shard.len() as u64;
-    store.put(k.clone(), &shard).unwrap();
+    store.put(k, &shard).unwrap();
     let Some(whole) = store.read_cached(&k, None, u64::MAX).unwrap() else {
         // tmpfs and some kernels cannot read without waiting: the
         // ordinary read then does it all (the other tests cover that).
@@ -349,9 +349,7 @@ fn own_shards_of_any_length_are_written_around_the_page_cache() {
                 let shard = c.shard(i);
                 let hl = codec::shard::ShardHeader::parse(&shard).unwrap().header_len;
                 let k = key(&c, i);
-                store
-                    .put_own_parts(k.clone(), &shard[..hl], &shard[hl..])
-                    .unwrap();
+                store.put_own_parts(k, &shard[..hl], &shard[hl..]).unwrap();
                 if store.direct_writes() && shard.len() >= 2 * 4096 {
                     // A cold shard: its first block was never cached
                     // (before anything reads it).

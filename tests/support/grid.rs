@@ -2,14 +2,14 @@
 //! and shard files in a temp dir, and the cluster map that names them.
 #![allow(dead_code)]
 
-use cluster::chunk_io::Grid;
-use cluster::ClientOptions;
+use ::grid::chunk_io::Grid;
+use ::grid::ClientOptions;
 use metadata::model::{ClusterMap, Node};
 use std::time::Duration;
 use storage_node::config::IoChoice;
+use storage_node::config::JobsConfig;
 use storage_node::config::RepairConfig;
 use storage_node::daemon::LocalNode;
-use storage_node::jobs::JobsConfig;
 use storage_node::NodeConfig;
 
 pub struct TestGrid {

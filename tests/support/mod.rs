@@ -6,11 +6,11 @@ pub mod grid;
 pub mod objects;
 pub mod shards;
 
+use ::grid::node_api as api;
+use ::grid::node_client::{full_body, BodyError, ChannelBody, RequestBody};
+use ::grid::rpc_auth::{self, RpcKey};
+use ::grid::{ClientOptions, NodeClient};
 use bytes::Bytes;
-use cluster::node_api as api;
-use cluster::node_client::{full_body, BodyError, ChannelBody, RequestBody};
-use cluster::rpc_auth::{self, RpcKey};
-use cluster::{ClientOptions, NodeClient};
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
 use http::{Method, Request};
 use http_body_util::BodyExt;

@@ -2,8 +2,8 @@
 //! shards are (and are not) after faults and repair.
 #![allow(dead_code)]
 
-use cluster::chunk_io::Grid;
-use cluster::ClientOptions;
+use ::grid::chunk_io::Grid;
+use ::grid::ClientOptions;
 use codec::ChunkId;
 use metadata::model::ClusterMap;
 use metadata::ShardKey;
@@ -120,12 +120,12 @@ pub fn stale_list(
 /// Chunks that some node answering holds a reference to: the chunks
 /// acknowledged objects (or parts) use, and not those of a put that
 /// failed, whose shards nobody must keep.
-pub async fn referenced_chunks(nodes: &[cluster::NodeClient]) -> BTreeSet<[u8; 32]> {
+pub async fn referenced_chunks(nodes: &[::grid::NodeClient]) -> BTreeSet<[u8; 32]> {
     let mut out = BTreeSet::new();
     for c in nodes {
         let mut after = None;
         loop {
-            let q = cluster::node_api::RefQuery {
+            let q = ::grid::node_api::RefQuery {
                 chunk_id: None,
                 start_after: after.clone(),
                 limit: 1000,

@@ -5,7 +5,7 @@
 //! data-shard bytes of that object's chunks (then the most on its site,
 //! then the least loaded), which reads its own shards from its disk and
 //! fetches only the rest. The program's stdout streams back over the node
-//! RPC ([`wire`]) and is stored here, by the gateway, as
+//! RPC (`grid::task`) and is stored here, by the gateway, as
 //! `OUT_BUCKET/OUT_PREFIX/<key>`, so nodes never hold a key that writes;
 //! non-empty stderr is stored as `OUT_PREFIX/_logs/<key>`. An optional
 //! reduce task then reads every map output (concatenated, in key order)
@@ -22,18 +22,15 @@
 //! jobs. A summary of each finished job is stored as
 //! `OUT_PREFIX/_job/<id>.txt`.
 
-pub mod wire;
-
-use crate::chunk_io::Grid;
 use crate::chunk_stream::{open_inline, ReadKey};
 use crate::error::Error;
-use crate::node_api::content_hash;
-use crate::node_client::{full_body, NodeError};
-use crate::store::{BucketCtx, ObjectStore};
+use crate::store::{BucketHandle, ObjectStore};
 use crate::{ListObjectsParams, PutOptions};
 use bytes::Bytes;
 use codec::ChunkId;
-use http::Method;
+use grid::chunk_io::Grid;
+use grid::node_client::RpcError;
+use grid::task::{InputChunk, TaskFile, TaskInput, TaskReport, TaskRequest};
 use http_body_util::BodyExt;
 use metadata::model::{ChunkRef, NodeState};
 use metadata::Record;
@@ -43,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
-use wire::{InputChunk, TaskFile, TaskInput, TaskReport, TaskRequest};
 
 /// A node that sends nothing (not even an alive frame) for this long is
 /// taken for dead and its task retried elsewhere.
@@ -191,7 +187,7 @@ impl JobSpec {
             .iter()
             .chain(self.reduce.iter().flat_map(|r| r.files.iter()));
         for f in files {
-            if !wire::valid_file_name(f.file_name()) {
+            if !grid::task::valid_file_name(f.file_name()) {
                 return Err(JobError::Invalid(format!("program file {:?}", f.key)));
             }
         }
@@ -602,12 +598,12 @@ impl JobManager {
         crate::naming::check_object_key(&spec.reduce_key()).map_err(Error::from)?;
         let id = format!(
             "j{:x}{:06x}",
-            crate::rpc_auth::now_ms(),
+            grid::rpc_auth::now_ms(),
             rand::random::<u32>() & 0xff_ffff
         );
         let job = Arc::new(Job {
             id: id.clone(),
-            created_ms: crate::rpc_auth::now_ms(),
+            created_ms: grid::rpc_auth::now_ms(),
             state: Mutex::new(JobState {
                 phase: JobPhase::Running,
                 tasks: Vec::new(),
@@ -936,7 +932,7 @@ async fn drive(store: ObjectStore, job: Arc<Job>) {
         if let Err(e) = &result {
             st.error = Some(e.clone());
         }
-        st.finished_ms = Some(crate::rpc_auth::now_ms());
+        st.finished_ms = Some(grid::rpc_auth::now_ms());
         st.phase
     };
     tracing::info!(job = %job.id, phase = phase.name(), "job finished");
@@ -968,7 +964,7 @@ struct TaskCtx {
 async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
     let spec = &job.spec;
     let input = store
-        .bucket(&spec.bucket)
+        .open_bucket(&spec.bucket)
         .await
         .map_err(|e| e.to_string())?;
     let files = fetch_files(store, &spec.map.files).await?;
@@ -1055,7 +1051,7 @@ async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
     };
     job.state().phase = JobPhase::Reducing;
     let out = store
-        .bucket(&spec.out_bucket)
+        .open_bucket(&spec.out_bucket)
         .await
         .map_err(|e| e.to_string())?;
     let files = fetch_files(store, &reduce.files).await?;
@@ -1084,12 +1080,12 @@ async fn fetch_files(store: &ObjectStore, files: &[ProgramFile]) -> Result<Vec<T
             .get_object(&f.bucket, &f.key, Default::default())
             .await
             .map_err(|e| format!("program file {}/{}: {e}", f.bucket, f.key))?;
-        if got.info.size > wire::MAX_FILE_BYTES as u64 {
+        if got.info.size > grid::task::MAX_FILE_BYTES as u64 {
             return Err(format!(
                 "program file {}/{} is over {} bytes",
                 f.bucket,
                 f.key,
-                wire::MAX_FILE_BYTES
+                grid::task::MAX_FILE_BYTES
             ));
         }
         let mut data = Vec::with_capacity(got.info.size as usize);
@@ -1109,7 +1105,7 @@ async fn fetch_files(store: &ObjectStore, files: &[ProgramFile]) -> Result<Vec<T
 struct Task {
     /// Index of a map task; `None` for the reduce.
     idx: Option<usize>,
-    inputs: Vec<(BucketCtx, String)>,
+    inputs: Vec<(BucketHandle, String)>,
     argv: Vec<String>,
     files: Vec<TaskFile>,
     /// The reduce's output key (a map task's follows from its input).
@@ -1119,7 +1115,7 @@ struct Task {
 /// The task request's input for `key` and its chunk list.
 async fn plan_input(
     store: &ObjectStore,
-    b: &BucketCtx,
+    b: &BucketHandle,
     key: &str,
 ) -> Result<(TaskInput, Vec<ChunkRef>), Error> {
     let (v, _) = store.find_version(b, key, None).await?;
@@ -1154,7 +1150,7 @@ async fn plan_input(
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
     #[error("node {node}: {source}")]
-    Node { node: String, source: NodeError },
+    Node { node: String, source: RpcError },
     #[error("node {0} stopped answering")]
     Silent(String),
     #[error("node {node} sent a bad stream: {reason}")]
@@ -1310,33 +1306,19 @@ async fn attempt_on(
 ) -> Result<TaskReport, AttemptError> {
     let client = grid.client(node).ok_or_else(|| AttemptError::Node {
         node: node.to_string(),
-        source: NodeError::Unreachable {
+        source: RpcError::Unreachable {
             node: node.to_string(),
             reason: "not in the cluster map".into(),
         },
     })?;
-    let body = req.encode_record();
-    let hash = content_hash("POST", wire::TASK_RUN, &body);
-    let len = body.len() as u64;
     let node_err = |source| AttemptError::Node {
         node: node.to_string(),
         source,
     };
-    let request = client
-        .signed_request(Method::POST, wire::TASK_RUN, hash, len, full_body(body))
-        .map_err(node_err)?;
     let resp = tokio::select! {
-        r = client.send(request) => r.map_err(node_err)?,
+        r = client.run_task(&req) => r.map_err(node_err)?,
         () = ctx.job.cancelled() => return Err(AttemptError::Cancelled),
     };
-    if !resp.status().is_success() {
-        return Err(node_err(
-            crate::node_client::read_response(resp)
-                .await
-                .err()
-                .unwrap_or(NodeError::BadResponse("unexpected status".into())),
-        ));
-    }
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(4);
     let spec = &ctx.job.spec;
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -1380,7 +1362,7 @@ async fn read_frames(
 ) -> Result<TaskReport, AttemptError> {
     {
         let mut body = resp.into_body();
-        let mut frames = wire::FrameReader::default();
+        let mut frames = grid::task::FrameReader::default();
         loop {
             let next = tokio::select! {
                 n = tokio::time::timeout(IDLE_LIMIT, body.frame()) => n,
@@ -1413,12 +1395,12 @@ async fn read_frames(
                 })?;
                 let Some((kind, payload)) = f else { break };
                 match kind {
-                    wire::FRAME_STDOUT => {
+                    grid::task::FRAME_STDOUT => {
                         // The put failing first closes the channel; keep
                         // reading so the report still arrives.
                         let _ = tx.send(Ok(payload)).await;
                     }
-                    wire::FRAME_DONE => {
+                    grid::task::FRAME_DONE => {
                         let report = TaskReport::decode_record(&payload).map_err(|e| {
                             AttemptError::Stream {
                                 node: node.to_string(),

@@ -7,6 +7,7 @@
 
 pub mod fs;
 pub mod lock;
+mod meta;
 mod props;
 pub mod server;
 mod writer;

@@ -4,7 +4,7 @@
 //! sparse temporary file and committed on flush as one new version made
 //! of the staged ranges and, between them, the old version's bytes.
 
-use super::fs::{fs_error, Meta};
+use super::meta::{fs_error, Meta};
 use bytes::{Buf, Bytes};
 use cluster::{ByteRange, GetOptions, ObjectInfo, ObjectStore, PutOptions, PutResult};
 use dav_server::fs::{DavFile, DavMetaData, FsError, FsFuture, FsResult};

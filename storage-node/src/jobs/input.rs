@@ -7,8 +7,8 @@
 
 use crate::node::Node;
 use bytes::Bytes;
-use cluster::chunk_io::{self, ChunkSecret, Grid};
 use codec::{ChunkId, ChunkKey, Opener};
+use grid::chunk_io::{self, ChunkSecret, Grid};
 use metadata::model::ChunkRef;
 use metadata::ShardKey;
 use std::sync::Arc;

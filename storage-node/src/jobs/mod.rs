@@ -13,16 +13,15 @@
 pub mod input;
 pub mod sandbox;
 
+use crate::config::JobsConfig;
 use crate::node::Node;
-use crate::rpc_server::ResponseBody;
 use bytes::Bytes;
-use cluster::chunk_io::Grid;
-use cluster::jobs::wire::{self, TaskReport, TaskRequest};
-use cluster::node_client::ChannelBody;
+use grid::chunk_io::Grid;
+use grid::node_client::{ChannelBody, ResponseBody};
+use grid::task::{self, TaskReport, TaskRequest};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use metadata::Record;
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -37,49 +36,6 @@ use tokio::sync::{mpsc, Semaphore};
 const ALIVE_EVERY: Duration = Duration::from_secs(5);
 /// stderr kept for the report.
 const STDERR_KEEP: usize = 64 << 10;
-
-/// `[jobs]` in node.toml.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JobsConfig {
-    /// Programs a task may run (its argv[0]): names looked up on `path`,
-    /// or absolute paths. Empty: this node runs no tasks.
-    pub allowed: Vec<String>,
-    /// Where names in `allowed` are looked up, and the tasks' PATH.
-    pub path: String,
-    /// Tasks running at once; more wait.
-    pub concurrency: usize,
-    /// Caps on what a task may ask for.
-    pub max_timeout_secs: u64,
-    pub max_cpu_secs: u64,
-    pub max_memory_mb: u64,
-    /// A task writing more to stdout (or to one file) is killed.
-    pub max_output_bytes: u64,
-    /// Parent of the tasks' temporary directories (default: the system
-    /// temp dir's `gridstore-jobs/<node id>`).
-    pub work_dir: Option<PathBuf>,
-    /// The unprivileged user and group tasks run as when the node runs
-    /// as root.
-    pub run_as_uid: u32,
-    pub run_as_gid: u32,
-}
-
-impl Default for JobsConfig {
-    fn default() -> Self {
-        Self {
-            allowed: Vec::new(),
-            path: "/usr/local/bin:/usr/bin:/bin".into(),
-            concurrency: 2,
-            max_timeout_secs: 3600,
-            max_cpu_secs: 3600,
-            max_memory_mb: 2048,
-            max_output_bytes: 1 << 30,
-            work_dir: None,
-            run_as_uid: 65534,
-            run_as_gid: 65534,
-        }
-    }
-}
 
 /// A node's job runner: allowed programs, sandbox, slots.
 pub struct JobHost {
@@ -235,31 +191,31 @@ impl RunError {
 /// the request and answer with the task's frame stream.
 pub fn task_response(
     node: &Arc<Node>,
+    host: &Arc<JobHost>,
     body: &[u8],
 ) -> Result<Response<ResponseBody>, (StatusCode, String)> {
     let req =
         TaskRequest::decode_record(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    let host = &node.jobs;
     if host.allowed.is_empty() {
         return Err((
             StatusCode::FORBIDDEN,
             "this node runs no jobs ([jobs] allowed is empty)".into(),
         ));
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, cluster::node_client::BodyError>>(8);
-    tokio::spawn(run(node.clone(), req, tx));
+    let (tx, rx) = mpsc::channel::<Result<Bytes, grid::node_client::BodyError>>(8);
+    tokio::spawn(run(node.clone(), host.clone(), req, tx));
     Ok(Response::new(ChannelBody::new(rx).boxed()))
 }
 
-type Tx = mpsc::Sender<Result<Bytes, cluster::node_client::BodyError>>;
+type Tx = mpsc::Sender<Result<Bytes, grid::node_client::BodyError>>;
 
 async fn send(tx: &Tx, kind: u8, payload: &[u8]) -> Result<(), RunError> {
-    tx.send(Ok(wire::frame(kind, payload)))
+    tx.send(Ok(task::frame(kind, payload)))
         .await
         .map_err(|_| RunError::Cancelled)
 }
 
-async fn run(node: Arc<Node>, req: TaskRequest, tx: Tx) {
+async fn run(node: Arc<Node>, host: Arc<JobHost>, req: TaskRequest, tx: Tx) {
     let started = Instant::now();
     let mut report = TaskReport {
         node_id: node.id.clone(),
@@ -267,16 +223,16 @@ async fn run(node: Arc<Node>, req: TaskRequest, tx: Tx) {
     };
     let slot = loop {
         tokio::select! {
-            s = node.jobs.slots.clone().acquire_owned() => break s,
+            s = host.slots.clone().acquire_owned() => break s,
             () = tokio::time::sleep(ALIVE_EVERY) => {
-                if send(&tx, wire::FRAME_ALIVE, &[]).await.is_err() {
+                if send(&tx, task::FRAME_ALIVE, &[]).await.is_err() {
                     return;
                 }
             }
         }
     };
     let Ok(_slot) = slot else { return };
-    let result = execute(&node, &req, &tx, &mut report).await;
+    let result = execute(&node, &host, &req, &tx, &mut report).await;
     if let Err(e) = result {
         if matches!(e, RunError::Cancelled) {
             tracing::info!(node = %node.id, task = %req.task_id, "task cancelled");
@@ -288,7 +244,7 @@ async fn run(node: Arc<Node>, req: TaskRequest, tx: Tx) {
     report.wall_ms = started.elapsed().as_millis() as u64;
     tracing::debug!(node = %node.id, task = %req.task_id, outcome = %report.outcome(),
         local = report.bytes_local, site = report.bytes_site, remote = report.bytes_remote, "task ended");
-    let _ = send(&tx, wire::FRAME_DONE, &report.encode_record()).await;
+    let _ = send(&tx, task::FRAME_DONE, &report.encode_record()).await;
 }
 
 /// Removes the task's directory however the task ends.
@@ -311,11 +267,11 @@ impl Drop for Group {
 
 async fn execute(
     node: &Arc<Node>,
+    host: &JobHost,
     req: &TaskRequest,
     tx: &Tx,
     report: &mut TaskReport,
 ) -> Result<(), RunError> {
-    let host = &node.jobs;
     let cfg = &host.cfg;
     let program = host
         .allowed
@@ -387,7 +343,7 @@ async fn execute(
         tokio::spawn(async move {
             let mut counts = input::ReadBytes::default();
             let mut inline = 0u64;
-            let mut pieces: Vec<(Option<wire::InputChunk>, Vec<u8>)> = Vec::new();
+            let mut pieces: Vec<(Option<task::InputChunk>, Vec<u8>)> = Vec::new();
             for i in inputs {
                 if !i.inline_data.is_empty() {
                     pieces.push((None, i.inline_data));
@@ -396,7 +352,7 @@ async fn execute(
                     pieces.push((Some(c), Vec::new()));
                 }
             }
-            let read = |c: wire::InputChunk| {
+            let read = |c: task::InputChunk| {
                 let node = node.clone();
                 let grid = grid.clone();
                 tokio::spawn(async move {
@@ -478,7 +434,7 @@ async fn execute(
                         kill(pid);
                         out_open = false;
                     } else {
-                        send(tx, wire::FRAME_STDOUT, &buf[..n]).await?;
+                        send(tx, task::FRAME_STDOUT, &buf[..n]).await?;
                     }
                 }
             },
@@ -516,7 +472,7 @@ async fn execute(
                 report.timed_out = true;
                 kill(pid);
             },
-            _ = alive.tick() => send(tx, wire::FRAME_ALIVE, &[]).await?,
+            _ = alive.tick() => send(tx, task::FRAME_ALIVE, &[]).await?,
             () = tx.closed() => return Err(RunError::Cancelled),
         }
     }

@@ -9,7 +9,7 @@
 //! its change is in the map the nodes hold.
 
 use crate::chunk_io::Grid;
-use crate::node_client::NodeError;
+use crate::node_client::RpcError;
 use metadata::model::{ClusterMap, Node, NodeState};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ pub enum MembershipError {
     #[error("node {node:?} must be drained before it is removed (it is {state})")]
     NotDraining { node: String, state: String },
     #[error("node {node:?} did not answer ({source}); only a forced removal takes an unreachable node out")]
-    Unreachable { node: String, source: NodeError },
+    Unreachable { node: String, source: RpcError },
     #[error("the change did not stick after {0} tries (map changing under it)")]
     Raced(usize),
 }

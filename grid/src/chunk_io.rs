@@ -15,7 +15,7 @@
 //! were handed off. Every missing or rejected shard is reported, for the
 //! repair queue.
 
-use crate::node_client::{ClientOptions, NodeClient, NodeError};
+use crate::node_client::{ClientOptions, NodeClient, RpcError};
 use crate::rpc_auth::RpcKey;
 use bytes::Bytes;
 use codec::{ChunkId, ChunkKey, DomainKey, Opener, SealedChunk};
@@ -43,7 +43,7 @@ pub enum ChunkError {
     Refused {
         node: String,
         index: usize,
-        source: NodeError,
+        source: RpcError,
     },
     #[error("chunk {chunk} unreadable: {valid} usable shards of {needed} needed ({detail})")]
     Unreadable {
@@ -284,8 +284,8 @@ pub struct ChunkWriteReport {
 
 /// A node failure worth trying elsewhere, as opposed to a refusal that
 /// would repeat anywhere (the shard or our credentials are bad).
-fn try_elsewhere(e: &NodeError) -> bool {
-    e.is_transient() || matches!(e, NodeError::InsufficientStorage(_))
+fn try_elsewhere(e: &RpcError) -> bool {
+    e.is_transient() || matches!(e, RpcError::InsufficientStorage(_))
 }
 
 /// Store every shard of `chunk` (see the module docs for the rule).
@@ -312,11 +312,11 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
         tasks.spawn(async move {
             let result = match (client, key) {
                 (Some(c), Ok(k)) => c.put_shard(&k, shard).await,
-                (None, _) => Err(NodeError::Unreachable {
+                (None, _) => Err(RpcError::Unreachable {
                     node: node.clone(),
                     reason: "not in the cluster map".into(),
                 }),
-                (_, Err(e)) => Err(NodeError::Rejected {
+                (_, Err(e)) => Err(RpcError::Rejected {
                     status: 400,
                     message: e.to_string(),
                 }),
@@ -578,7 +578,7 @@ async fn fetch(
                 (Some(c), Ok(k)) => match c.get_shard(&k, None).await {
                     Ok(b) => Some(b),
                     Err(e) => {
-                        if !matches!(e, NodeError::NotFound) {
+                        if !matches!(e, RpcError::NotFound) {
                             tracing::debug!(%node, index, error = %e, "shard read failed");
                         }
                         None

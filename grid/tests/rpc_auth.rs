@@ -1,4 +1,4 @@
-use cluster::rpc_auth::*;
+use grid::rpc_auth::*;
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -13,14 +13,20 @@
 
 use crate::chunk_io::Grid;
 use crate::node_api::{KeyValue, MetaOp};
-use crate::node_client::NodeError;
+use crate::node_client::RpcError;
 use metadata::db::Table;
 use metadata::placement;
+use metadata::replicated::revision_of;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
+/// Where every bucket's record lives: the root replicas are chosen by
+/// hashing this name.
+pub const ROOT_PLACEMENT: &[u8] = b"gridstore bucket directory";
+
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetaError {
     #[error("metadata {op}: {acks} of {needed} replicas answered ({detail})")]
     Quorum {
@@ -31,6 +37,12 @@ pub enum MetaError {
     },
     #[error("metadata placement: {0}")]
     Placement(#[from] placement::PlacementError),
+    /// A quorum answered, but the winning record does not decode.
+    #[error("stored {what} record is unreadable: {source}")]
+    Corrupt {
+        what: &'static str,
+        source: metadata::RecordError,
+    },
 }
 
 /// The nodes holding one item's metadata and the quorums over them.
@@ -60,7 +72,7 @@ impl ReplicaSet {
     }
 }
 
-fn summarize(errors: &[(String, NodeError)]) -> String {
+fn summarize(errors: &[(String, RpcError)]) -> String {
     if errors.is_empty() {
         return "no errors".into();
     }
@@ -110,8 +122,8 @@ pub async fn write(grid: &Grid, set: &ReplicaSet, ops: Vec<MetaOp>) -> Result<()
     })
 }
 
-fn not_in_map(node: &str) -> NodeError {
-    NodeError::Unreachable {
+fn not_in_map(node: &str) -> RpcError {
+    RpcError::Unreachable {
         node: node.to_string(),
         reason: "not in the cluster map".into(),
     }
@@ -167,12 +179,14 @@ pub async fn read(
 /// read repair.
 pub fn pick_latest(
     answers: Vec<(String, Option<Vec<u8>>)>,
-    revision: impl Fn(&[u8]) -> Option<u64>,
+    table: Table,
 ) -> (Option<Vec<u8>>, Vec<String>) {
     let mut best: Option<(u64, Vec<u8>)> = None;
     for (_, v) in &answers {
         if let Some(v) = v {
-            let Some(r) = revision(v) else { continue };
+            let Some(r) = revision_of(table, v) else {
+                continue;
+            };
             if best.as_ref().is_none_or(|(br, _)| r > *br) {
                 best = Some((r, v.clone()));
             }
@@ -219,7 +233,6 @@ pub struct MergedScan {
     page: u32,
     need: usize,
     cursors: Vec<Cursor>,
-    revision: fn(&[u8]) -> Option<u64>,
     /// Replicas that differed from the merged value, for read repair.
     pub stale: Vec<(String, Vec<u8>, Vec<u8>)>,
 }
@@ -231,7 +244,6 @@ impl MergedScan {
         table: Table,
         start: Vec<u8>,
         end: Option<Vec<u8>>,
-        revision: fn(&[u8]) -> Option<u64>,
     ) -> Self {
         Self {
             grid,
@@ -248,7 +260,6 @@ impl MergedScan {
                     next: Some(start.clone()),
                 })
                 .collect(),
-            revision,
             stale: Vec::new(),
         }
     }
@@ -341,7 +352,7 @@ impl MergedScan {
                 let Some(kv) = c.buf.pop_front() else {
                     continue;
                 };
-                let rev = (self.revision)(&kv.value).unwrap_or(0);
+                let rev = revision_of(self.table, &kv.value).unwrap_or(0);
                 if best.as_ref().is_none_or(|(r, _)| rev > *r) {
                     best = Some((rev, kv.value.clone()));
                 }

@@ -21,9 +21,11 @@ use std::time::Duration;
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// The request body type the client sends.
 pub type RequestBody = BoxBody<Bytes, BodyError>;
+/// What a node's server answers with: whole or streamed.
+pub type ResponseBody = BoxBody<Bytes, BodyError>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+pub enum RpcError {
     #[error("node {node} unreachable: {reason}")]
     Unreachable { node: String, reason: String },
     #[error("node {node} timed out after {after:?}")]
@@ -42,13 +44,13 @@ pub enum NodeError {
     BadResponse(String),
 }
 
-impl NodeError {
+impl RpcError {
     /// Whether another attempt (or another node) might succeed: the node
     /// could not be reached or failed, rather than refusing the request.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            NodeError::Unreachable { .. } | NodeError::Timeout { .. } | NodeError::Server { .. }
+            RpcError::Unreachable { .. } | RpcError::Timeout { .. } | RpcError::Server { .. }
         )
     }
 }
@@ -127,7 +129,7 @@ impl NodeClient {
         content_hash: [u8; 32],
         content_len: u64,
         body: RequestBody,
-    ) -> Result<Request<RequestBody>, NodeError> {
+    ) -> Result<Request<RequestBody>, RpcError> {
         let signed = rpc_auth::sign(&self.key, method.as_str(), path_and_query, content_hash);
         let mut b = Request::builder()
             .method(method)
@@ -137,11 +139,11 @@ impl NodeClient {
             b = b.header(name, value);
         }
         b.body(body)
-            .map_err(|e| NodeError::BadResponse(format!("cannot build request: {e}")))
+            .map_err(|e| RpcError::BadResponse(format!("cannot build request: {e}")))
     }
 
     /// Send a request as is; the caller reads the response.
-    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, NodeError> {
+    pub async fn send(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, RpcError> {
         tokio::time::timeout(self.timeout, self.send_untimed(req))
             .await
             .map_err(|_| self.timed_out())?
@@ -150,18 +152,18 @@ impl NodeClient {
     async fn send_untimed(
         &self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, NodeError> {
+    ) -> Result<Response<Incoming>, RpcError> {
         self.http
             .request(req)
             .await
-            .map_err(|e| NodeError::Unreachable {
+            .map_err(|e| RpcError::Unreachable {
                 node: self.addr.clone(),
                 reason: error_chain(&e),
             })
     }
 
-    fn timed_out(&self) -> NodeError {
-        NodeError::Timeout {
+    fn timed_out(&self) -> RpcError {
+        RpcError::Timeout {
             node: self.addr.clone(),
             after: self.timeout,
         }
@@ -174,7 +176,7 @@ impl NodeClient {
         method: Method,
         path_and_query: &str,
         body: Bytes,
-    ) -> Result<Bytes, NodeError> {
+    ) -> Result<Bytes, RpcError> {
         let hash = api::content_hash(method.as_str(), path_and_query, &body);
         let len = body.len() as u64;
         let req = self.signed_request(method, path_and_query, hash, len, full_body(body))?;
@@ -192,15 +194,39 @@ impl NodeClient {
         method: Method,
         path: &str,
         body: Bytes,
-    ) -> Result<Resp, NodeError> {
+    ) -> Result<Resp, RpcError> {
         let bytes = self.call(method, path, body).await?;
-        Resp::decode_record(&bytes).map_err(|e| NodeError::BadResponse(e.to_string()))
+        Resp::decode_record(&bytes).map_err(|e| RpcError::BadResponse(e.to_string()))
+    }
+
+    /// Start a job task on this node (see [`crate::task`]). The response
+    /// is returned once its head arrives: its body is the task's frame
+    /// stream, which lasts as long as the task, so only sending is under
+    /// the call's timeout. A failure status is read and returned as an
+    /// error.
+    pub async fn run_task(
+        &self,
+        req: &crate::task::TaskRequest,
+    ) -> Result<Response<Incoming>, RpcError> {
+        let body = Bytes::from(req.encode_record());
+        let path = crate::task::TASK_RUN;
+        let hash = api::content_hash("POST", path, &body);
+        let len = body.len() as u64;
+        let request = self.signed_request(Method::POST, path, hash, len, full_body(body))?;
+        let resp = self.send(request).await?;
+        if !resp.status().is_success() {
+            return Err(read_response(resp)
+                .await
+                .err()
+                .unwrap_or(RpcError::BadResponse("unexpected status".into())));
+        }
+        Ok(resp)
     }
 
     // --- shards ---------------------------------------------------------
 
     /// Store a shard. The node verifies it before it acknowledges.
-    pub async fn put_shard(&self, key: &ShardKey, shard: Bytes) -> Result<(), NodeError> {
+    pub async fn put_shard(&self, key: &ShardKey, shard: Bytes) -> Result<(), RpcError> {
         self.call(Method::PUT, &api::shard_path(key), shard)
             .await
             .map(drop)
@@ -211,7 +237,7 @@ impl NodeClient {
         &self,
         key: &ShardKey,
         range: Option<(u64, u64)>,
-    ) -> Result<Bytes, NodeError> {
+    ) -> Result<Bytes, RpcError> {
         let mut path = api::shard_path(key);
         if let Some((offset, len)) = range {
             path.push_str(&format!("?offset={offset}&len={len}"));
@@ -220,19 +246,19 @@ impl NodeClient {
     }
 
     /// `true` if the shard was there.
-    pub async fn delete_shard(&self, key: &ShardKey) -> Result<bool, NodeError> {
+    pub async fn delete_shard(&self, key: &ShardKey) -> Result<bool, RpcError> {
         match self
             .call(Method::DELETE, &api::shard_path(key), Bytes::new())
             .await
         {
             Ok(_) => Ok(true),
-            Err(NodeError::NotFound) => Ok(false),
+            Err(RpcError::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
     /// For each key, the stored shard's length, or 0 if the node lacks it.
-    pub async fn has_shards(&self, keys: &[ShardKey]) -> Result<Vec<u64>, NodeError> {
+    pub async fn has_shards(&self, keys: &[ShardKey]) -> Result<Vec<u64>, RpcError> {
         let body = api::ShardList::new(keys).encode_record();
         let r: api::ShardLengths = self
             .call_record(Method::POST, api::SHARDS_HAVE, body.into())
@@ -242,14 +268,14 @@ impl NodeClient {
 
     /// Ask the node to reconcile these shards' chunks soon instead of at
     /// its next pass; `verify` when they were read and found bad.
-    pub async fn repair_hint(&self, keys: &[ShardKey], verify: bool) -> Result<(), NodeError> {
+    pub async fn repair_hint(&self, keys: &[ShardKey], verify: bool) -> Result<(), RpcError> {
         let body = api::RepairHints::new(keys, verify).encode_record();
         self.call(Method::POST, api::REPAIR_HINT, body.into())
             .await
             .map(drop)
     }
 
-    pub async fn delete_shards(&self, keys: &[ShardKey]) -> Result<Vec<bool>, NodeError> {
+    pub async fn delete_shards(&self, keys: &[ShardKey]) -> Result<Vec<bool>, RpcError> {
         let body = api::ShardList::new(keys).encode_record();
         let r: api::Deleted = self
             .call_record(Method::POST, api::SHARDS_DELETE, body.into())
@@ -259,36 +285,31 @@ impl NodeClient {
 
     // --- metadata records -----------------------------------------------
 
-    pub async fn meta_get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, NodeError> {
+    pub async fn meta_get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, RpcError> {
         match self
             .call(Method::GET, &api::meta_path(table, key), Bytes::new())
             .await
         {
             Ok(b) => Ok(Some(b.to_vec())),
-            Err(NodeError::NotFound) => Ok(None),
+            Err(RpcError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    pub async fn meta_put(
-        &self,
-        table: Table,
-        key: &[u8],
-        value: Vec<u8>,
-    ) -> Result<(), NodeError> {
+    pub async fn meta_put(&self, table: Table, key: &[u8], value: Vec<u8>) -> Result<(), RpcError> {
         self.call(Method::PUT, &api::meta_path(table, key), value.into())
             .await
             .map(drop)
     }
 
-    pub async fn meta_delete(&self, table: Table, key: &[u8]) -> Result<(), NodeError> {
+    pub async fn meta_delete(&self, table: Table, key: &[u8]) -> Result<(), RpcError> {
         self.call(Method::DELETE, &api::meta_path(table, key), Bytes::new())
             .await
             .map(drop)
     }
 
     /// Apply every op or none.
-    pub async fn meta_batch(&self, ops: Vec<MetaOp>) -> Result<(), NodeError> {
+    pub async fn meta_batch(&self, ops: Vec<MetaOp>) -> Result<(), RpcError> {
         let body = api::MetaBatch { ops }.encode_record();
         self.call(Method::POST, api::META_BATCH, body.into())
             .await
@@ -301,7 +322,7 @@ impl NodeClient {
         start: &[u8],
         end: Option<&[u8]>,
         limit: u32,
-    ) -> Result<api::ScanPage, NodeError> {
+    ) -> Result<api::ScanPage, RpcError> {
         let req = api::ScanRequest {
             table: api::table_to_wire(table),
             start: start.to_vec(),
@@ -318,7 +339,7 @@ impl NodeClient {
         table: Table,
         starts: Vec<Vec<u8>>,
         end: Option<Vec<u8>>,
-    ) -> Result<Vec<api::RangeDigest>, NodeError> {
+    ) -> Result<Vec<api::RangeDigest>, RpcError> {
         let n = starts.len();
         let req = api::DigestRequest {
             table: api::table_to_wire(table),
@@ -337,7 +358,7 @@ impl NodeClient {
         key: &[u8],
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
-    ) -> Result<api::CasResult, NodeError> {
+    ) -> Result<api::CasResult, RpcError> {
         let req = api::CasRequest {
             table: api::table_to_wire(table),
             key: key.to_vec(),
@@ -350,7 +371,7 @@ impl NodeClient {
 
     // --- chunk references -------------------------------------------------
 
-    pub async fn refs_add(&self, refs: Vec<ChunkReference>) -> Result<(), NodeError> {
+    pub async fn refs_add(&self, refs: Vec<ChunkReference>) -> Result<(), RpcError> {
         let body = api::RefList { refs }.encode_record();
         self.call(Method::POST, api::REFS_ADD, body.into())
             .await
@@ -359,35 +380,35 @@ impl NodeClient {
 
     /// Remove references (matched by chunk id and referrer); removing one
     /// that is not there is not an error.
-    pub async fn refs_remove(&self, refs: Vec<ChunkReference>) -> Result<(), NodeError> {
+    pub async fn refs_remove(&self, refs: Vec<ChunkReference>) -> Result<(), RpcError> {
         let body = api::RefList { refs }.encode_record();
         self.call(Method::POST, api::REFS_REMOVE, body.into())
             .await
             .map(drop)
     }
 
-    pub async fn refs_list(&self, query: api::RefQuery) -> Result<api::RefPage, NodeError> {
+    pub async fn refs_list(&self, query: api::RefQuery) -> Result<api::RefPage, RpcError> {
         self.call_record(Method::POST, api::REFS_LIST, query.encode_record().into())
             .await
     }
 
     // --- node -----------------------------------------------------------
 
-    pub async fn status(&self) -> Result<api::NodeStatus, NodeError> {
+    pub async fn status(&self) -> Result<api::NodeStatus, RpcError> {
         self.call_record(Method::GET, api::STATUS, Bytes::new())
             .await
     }
 
-    pub async fn get_map(&self) -> Result<Option<ClusterMap>, NodeError> {
+    pub async fn get_map(&self) -> Result<Option<ClusterMap>, RpcError> {
         match self.call_record(Method::GET, api::MAP, Bytes::new()).await {
             Ok(m) => Ok(Some(m)),
-            Err(NodeError::NotFound) => Ok(None),
+            Err(RpcError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Offer a map; the node keeps it only if its epoch is newer.
-    pub async fn put_map(&self, map: &ClusterMap) -> Result<api::MapAccepted, NodeError> {
+    pub async fn put_map(&self, map: &ClusterMap) -> Result<api::MapAccepted, RpcError> {
         self.call_record(Method::PUT, api::MAP, map.encode_record().into())
             .await
     }
@@ -419,38 +440,38 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-fn expect_len<T>(v: Vec<T>, n: usize) -> Result<Vec<T>, NodeError> {
+fn expect_len<T>(v: Vec<T>, n: usize) -> Result<Vec<T>, RpcError> {
     if v.len() == n {
         Ok(v)
     } else {
-        Err(NodeError::BadResponse(format!(
+        Err(RpcError::BadResponse(format!(
             "{} answers for {n} keys",
             v.len()
         )))
     }
 }
 
-/// Collect a response body, or turn an error status into a [`NodeError`].
-pub async fn read_response(resp: Response<Incoming>) -> Result<Bytes, NodeError> {
+/// Collect a response body, or turn an error status into a [`RpcError`].
+pub async fn read_response(resp: Response<Incoming>) -> Result<Bytes, RpcError> {
     let status = resp.status();
     let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
         .collect()
         .await
-        .map_err(|e| NodeError::BadResponse(format!("reading body: {e}")))?
+        .map_err(|e| RpcError::BadResponse(format!("reading body: {e}")))?
         .to_bytes();
     if status.is_success() {
         return Ok(body);
     }
     let message = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
     Err(match status {
-        StatusCode::UNAUTHORIZED => NodeError::Unauthorized(message),
-        StatusCode::NOT_FOUND => NodeError::NotFound,
-        StatusCode::INSUFFICIENT_STORAGE => NodeError::InsufficientStorage(message),
-        s if s.is_client_error() => NodeError::Rejected {
+        StatusCode::UNAUTHORIZED => RpcError::Unauthorized(message),
+        StatusCode::NOT_FOUND => RpcError::NotFound,
+        StatusCode::INSUFFICIENT_STORAGE => RpcError::InsufficientStorage(message),
+        s if s.is_client_error() => RpcError::Rejected {
             status: s.as_u16(),
             message,
         },
-        s => NodeError::Server {
+        s => RpcError::Server {
             status: s.as_u16(),
             message,
         },

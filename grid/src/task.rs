@@ -1,5 +1,5 @@
 //! The node RPC of the job runner: one call, `POST /v1/jobs/task:run`,
-//! shared by the scheduler (gateway side, [`super::JobManager`]) and the
+//! shared by the scheduler (gateway side, `cluster::jobs::JobManager`) and the
 //! runner host (`storage-node`'s `jobs` module).
 //!
 //! The request is a [`TaskRequest`] record (authenticated like every node
