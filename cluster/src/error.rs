@@ -7,6 +7,7 @@ use grid::chunk_io::ChunkError;
 use grid::replicas::MetaError;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
     InvalidName(#[from] NameError),

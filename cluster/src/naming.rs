@@ -1,6 +1,7 @@
 //! Names users choose: bucket names (the S3 rules) and object keys.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NameError {
     #[error("invalid bucket name: {0}")]
     Bucket(&'static str),

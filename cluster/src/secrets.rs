@@ -14,6 +14,7 @@ const CUSTOMER_CHUNK_CONTEXT: &str = "gridstore 2026-11 sse-c chunk key v1";
 pub const MASTER_KEY_ENV: &str = "GRIDSTORE_MASTER_KEY";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     #[error("master key must be 64 hex digits or a passphrase of at least 32 characters")]
     WeakMasterKey,

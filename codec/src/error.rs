@@ -4,6 +4,7 @@ use thiserror::Error;
 /// a shortage of shards is a repair problem, an authentication failure is a
 /// security problem, a bad header is a corrupt or foreign shard.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CodecError {
     #[error("invalid erasure parameters k={k} m={m}: need 1 <= k, 0 <= m, k + m <= {max}")]
     InvalidErasure { k: usize, m: usize, max: usize },

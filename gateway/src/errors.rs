@@ -77,7 +77,8 @@ pub fn to_s3(e: Error) -> S3Error {
             tracing::warn!(error = %e, "grid unavailable");
             S3ErrorCode::ServiceUnavailable
         }
-        Error::Corrupt(_) | Error::Internal(_) => {
+        // Corrupt, Internal, and whatever the object layer adds later.
+        _ => {
             tracing::error!(error = %e, "internal error");
             S3ErrorCode::InternalError
         }

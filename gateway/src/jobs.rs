@@ -34,6 +34,7 @@ const MAX_BODY: usize = 1 << 20;
 const MAX_WAIT_SECS: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobsApiError {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -212,6 +213,7 @@ fn job_error(e: JobError) -> Response<String> {
         JobError::Store(cluster::Error::NoSuchBucket(_)) => StatusCode::NOT_FOUND,
         JobError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Store(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error_reply(status, e)
 }

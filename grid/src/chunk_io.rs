@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChunkError {
     #[error(transparent)]
     Placement(#[from] PlacementError),

@@ -14,6 +14,7 @@ use metadata::model::{ClusterMap, Node, NodeState};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MembershipError {
     #[error("no node answered with a cluster map")]
     NoMap,

@@ -25,6 +25,7 @@ pub type RequestBody = BoxBody<Bytes, BodyError>;
 pub type ResponseBody = BoxBody<Bytes, BodyError>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     #[error("node {node} unreachable: {reason}")]
     Unreachable { node: String, reason: String },

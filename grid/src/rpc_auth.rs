@@ -31,6 +31,7 @@ const KEY_CONTEXT: &str = "gridstore 2026-11 node rpc mac v1";
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     #[error("missing header {0}")]
     Missing(&'static str),

@@ -256,6 +256,7 @@ pub fn frame(kind: u8, payload: &[u8]) -> Bytes {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(usize),

@@ -57,6 +57,7 @@ impl Table {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DbError {
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),

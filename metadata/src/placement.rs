@@ -25,6 +25,7 @@ use crate::model::{ClusterMap, Node};
 
 /// Why no placement could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlacementError {
     #[error("need {needed} placeable nodes, the map has {available}")]
     NotEnoughNodes { needed: usize, available: usize },

@@ -13,6 +13,7 @@ use thiserror::Error;
 pub const RECORD_TAG_V1: u8 = 1;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordError {
     #[error("empty record")]
     Empty,

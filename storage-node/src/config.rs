@@ -47,6 +47,7 @@ pub const SECRET_ENV: &str = "GRIDSTORE_CLUSTER_SECRET";
 pub const MIN_SECRET_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read {

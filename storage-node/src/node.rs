@@ -19,6 +19,7 @@ pub(crate) const MAP_KEY: &[u8] = b"cluster_map";
 const PREV_MAP_KEY: &[u8] = b"cluster_map_previous";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -49,6 +49,7 @@ const IDLE_LIMIT: Duration = Duration::from_secs(30);
 const STDERR_HEAD: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobError {
     #[error("no such job {0}")]
     NoSuchJob(String),

@@ -22,6 +22,7 @@ const REALM: &str = "Basic realm=\"gridstore\", charset=\"UTF-8\"";
 const MAX_REQUESTS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WebDavError {
     #[error("cannot listen on {addr}: {source}")]
     Listen {

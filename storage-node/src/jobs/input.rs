@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InputError {
     #[error("input chunk {0} malformed")]
     Malformed(String),
