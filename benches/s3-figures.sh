@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's S3 figures in one run: `gridstore bench s3` against a fresh
+# The S3 figures of docs/benchmarks.md in one run: `gridstore bench s3` against a fresh
 # `gridstore server` and against a loopback reference server
 # (benches/examples/s3_null_server.rs: the same s3s protocol layer and
 # hyper, SigV4 checked, bodies discarded and GETs served from a zeroed

@@ -1,4 +1,4 @@
-//! The job runner (issue 8) on in-process grids: map and reduce results
+//! The job runner on in-process grids: map and reduce results
 //! against a count computed here, locality against a random node choice
 //! in the same run, failing and timed-out tasks, a node killed mid-job,
 //! and what the sandbox keeps a task from.
@@ -226,7 +226,7 @@ async fn word_count_map_reduce_is_right_and_runs_beside_the_data() {
     assert!(local >= 0.9 * cl, "local {local} vs ceiling {cl}");
     // Own site: placement puts a chunk's 4 data shards on 4 different
     // sites here, so no node's site holds more than one: the ceiling is
-    // 1/4, which any node reaches (README: the ceilings per topology).
+    // 1/4, which any node reaches (docs/architecture.md, "Jobs": the ceilings per topology).
     assert!(site >= 0.9 * cs, "site {site} vs ceiling {cs}");
     assert!(site >= rs * 0.99, "site {site} vs random {rs}");
 }

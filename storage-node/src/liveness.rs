@@ -17,7 +17,7 @@
 //! shards actually stored, so a wrong "down" costs repair traffic, never
 //! data. The well-kept crates for agreement (openraft, chitchat) would
 //! bring a log or a UDP gossip layer that this one-record state does not
-//! need (README, "Self-healing in one screen").
+//! need (docs/architecture.md, "Self-healing").
 
 use crate::node::{Node, NodeError};
 use crate::repair::grid_of;

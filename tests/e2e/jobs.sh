@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The job runner end to end on a real `gridstore server` (issue 8): 500
+# The job runner end to end on a real `gridstore server`: 500
 # generated text objects, a Python word-count map (shipped as an object)
 # and reduce checked against a count computed here; the same map on
 # random nodes for the locality baseline; a failing task (exit code and

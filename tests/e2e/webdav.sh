@@ -153,7 +153,7 @@ open(out, "w").write(
     f'cluster_secret = "{s["cluster_secret"]}"\nmaster_key = "{s["master_key"]}"\n')
 EOF
     # glibc keeps up to 8 malloc arenas per core; two bound what freed
-    # chunk buffers can pin (see README, "The WebDAV gateway").
+    # chunk buffers can pin (see docs/benchmarks.md, "WebDAV gateway memory").
     MALLOC_ARENA_MAX=2 "$bin" gateway --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
     local gw=$!
     trap 'kill -TERM '"$gw"' 2>/dev/null || true' EXIT

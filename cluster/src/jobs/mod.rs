@@ -1,4 +1,4 @@
-//! Compute beside the data: the job scheduler (issue 8).
+//! Compute beside the data: the job scheduler.
 //!
 //! A job names a bucket and prefix and a program; every object under the
 //! prefix becomes one map task, run on the live node holding the most
