@@ -12,6 +12,7 @@ use grid::rpc_auth::RpcKey;
 use grid::ClientOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -47,6 +48,11 @@ enum AdminCommand {
 enum NodeCommand {
     /// The cluster map the nodes hold: every node and its state.
     List,
+    /// Hand the configured map (the gateway config's `cluster_map`, or the
+    /// server directory's) to every node that holds none yet: a new grid's
+    /// first map. Nodes holding a map are left alone. `gridstore gateway`
+    /// does this by itself at start and every few seconds.
+    Seed,
     /// Add a node (already running with the cluster secret); placement
     /// starts using it at once and the others move it its share.
     Add {
@@ -152,6 +158,7 @@ fn connect_parts(
     secret: &[u8],
     master: MasterKey,
     site: Option<String>,
+    metadata_replicas: usize,
 ) -> Connection {
     let grid = Grid::new(
         map.to_map(),
@@ -160,6 +167,7 @@ fn connect_parts(
     );
     let cfg = StoreConfig {
         local_site: site,
+        metadata_replicas,
         ..StoreConfig::default()
     };
     Connection {
@@ -186,6 +194,7 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
                 state.cluster_secret.as_bytes(),
                 master,
                 None,
+                StoreConfig::default().metadata_replicas,
             ))
         }
         (None, Some(config)) => {
@@ -196,6 +205,7 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
                 &g.cluster_secret()?,
                 g.master_key()?,
                 g.site.clone(),
+                g.metadata_replicas,
             ))
         }
         (None, None) => Err(AdminError::Usage(
@@ -298,6 +308,19 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
     use grid::membership::{apply, current_map, Change};
     let grid = s.grid();
     let change = match cmd {
+        NodeCommand::Seed => {
+            let seeded = grid::membership::seed(&grid).await;
+            if seeded.is_empty() {
+                println!("every node that answered already holds a cluster map");
+            } else {
+                println!(
+                    "cluster map epoch {} handed to: {}",
+                    grid.map().epoch,
+                    seeded.join(", ")
+                );
+            }
+            return Ok(());
+        }
         NodeCommand::List => {
             let map = current_map(&grid).await?;
             println!("epoch {}", map.epoch);
@@ -455,7 +478,18 @@ pub async fn run(args: AdminArgs) -> ExitCode {
 pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     let g = GatewayFile::load(config)?;
     let map = MapFile::load(&g.cluster_map)?;
-    let c = connect_parts(map, &g.cluster_secret()?, g.master_key()?, g.site.clone());
+    if g.metadata_replicas == 0 {
+        return Err(AdminError::Usage(
+            "metadata_replicas must be at least 1".into(),
+        ));
+    }
+    let c = connect_parts(
+        map,
+        &g.cluster_secret()?,
+        g.master_key()?,
+        g.site.clone(),
+        g.metadata_replicas,
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AdminError::Usage(format!("signal handler: {e}")))?;
     let listener = tokio::net::TcpListener::bind(g.listen)
@@ -481,6 +515,31 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         max_requests: g.max_requests,
         domain: None,
     };
+    // The first map: nodes started from their configs hold none until a
+    // gateway hands them the one this gateway was configured with. Keep
+    // offering it (nodes that were down, or wiped, get it when back); a
+    // node holding any map is never touched.
+    let seeding = {
+        let grid = store.grid();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let seeded = grid::membership::seed(&grid).await;
+                if !seeded.is_empty() {
+                    tracing::info!(nodes = ?seeded, epoch = grid.map().epoch, "first cluster map handed to nodes");
+                }
+            }
+        })
+    };
+    let duties = tokio::spawn(store.clone().run_duties(
+        crate::embedded::duty_holder("gateway"),
+        cluster::DutyConfig {
+            every: Duration::from_secs(g.housekeeping_secs.max(1)),
+            orphan_grace: Duration::from_secs(g.orphan_grace_secs),
+            upload_max_age: Duration::from_secs(g.upload_max_age_secs),
+        },
+    ));
     let service = gateway::server::service(store, &cfg);
     let addr = listener.local_addr().map_err(|source| AdminError::Listen {
         addr: g.listen,
@@ -499,6 +558,8 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         }
     };
     gateway::server::serve(listener, service, shutdown).await;
+    seeding.abort();
+    duties.abort();
     webdav.stop().await;
     jobs.stop().await;
     Ok(())

@@ -129,6 +129,37 @@ pub struct GatewayFile {
     pub site: Option<String>,
     #[serde(default = "default_max_requests")]
     pub max_requests: usize,
+    /// Copies of each bucket's metadata; the nodes' `[repair]
+    /// metadata_replicas` must say the same (anti-entropy syncs that many).
+    #[serde(default = "default_metadata_replicas")]
+    pub metadata_replicas: usize,
+    /// Seconds between housekeeping rounds (orphaned references, stale
+    /// uploads); one gateway of the grid does each round.
+    #[serde(default = "default_housekeeping_secs")]
+    pub housekeeping_secs: u64,
+    /// A chunk reference a crashed write left behind is removed once this
+    /// old.
+    #[serde(default = "default_orphan_grace_secs")]
+    pub orphan_grace_secs: u64,
+    /// An unfinished multipart upload is aborted once this old.
+    #[serde(default = "default_upload_max_age_secs")]
+    pub upload_max_age_secs: u64,
+}
+
+fn default_metadata_replicas() -> usize {
+    3
+}
+
+fn default_housekeeping_secs() -> u64 {
+    3600
+}
+
+fn default_orphan_grace_secs() -> u64 {
+    86_400
+}
+
+fn default_upload_max_age_secs() -> u64 {
+    7 * 86_400
 }
 
 fn default_listen() -> std::net::SocketAddr {

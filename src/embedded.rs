@@ -218,7 +218,11 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let jobs = gateway::jobs::start(args.jobs_listen, store.clone())
         .await
         .map_err(|e| ServerError::Invalid(e.to_string()))?;
-    let housekeeping = tokio::spawn(housekeeping(store.clone(), map_file.clone()));
+    let housekeeping = tokio::spawn(
+        store
+            .clone()
+            .run_duties(duty_holder("server"), cluster::DutyConfig::default()),
+    );
 
     println!(
         "gridstore server ready: S3 on http://{addr} (region {})",
@@ -269,32 +273,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Hourly: drop chunk references a crashed write left behind, and abort
-/// multipart uploads abandoned for a week.
-async fn housekeeping(store: ObjectStore, map: MapFile) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        for n in &map.nodes {
-            match store
-                .sweep_orphan_refs(&n.id, Duration::from_secs(86_400))
-                .await
-            {
-                Ok(r) if r.removed > 0 => {
-                    tracing::info!(node = %n.id, removed = r.removed, "orphan references removed")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(node = %n.id, error = %e, "orphan sweep failed"),
-            }
-        }
-        match store
-            .abort_stale_uploads(Duration::from_secs(7 * 86_400))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(aborted = n, "stale multipart uploads aborted"),
-            Err(e) => tracing::warn!(error = %e, "stale upload sweep failed"),
-        }
-    }
+/// This process's name in the housekeeping lease: unique per start, so a
+/// restarted gateway never mistakes its predecessor's lease for its own.
+pub fn duty_holder(kind: &str) -> String {
+    format!("{kind}-{:016x}", rand::random::<u64>())
 }

@@ -6,6 +6,7 @@
 
 pub mod checksum;
 mod chunk_stream;
+pub mod duties;
 pub mod erasure_default;
 pub mod error;
 pub mod gc;
@@ -25,6 +26,7 @@ pub mod version_id;
 mod versions;
 
 pub use checksum::ChecksumAlgorithm;
+pub use duties::{DutyConfig, DutyReport};
 pub use error::{Error, Result};
 pub use listing::{ListObjectsPage, ListObjectsParams, ListVersionsPage, ListVersionsParams};
 pub use metadata::model::{ErasureSpec, VersioningState};

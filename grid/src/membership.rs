@@ -68,6 +68,40 @@ pub async fn current_map(grid: &Grid) -> Result<ClusterMap, MembershipError> {
     best.ok_or(MembershipError::NoMap)
 }
 
+/// Hand the grid's own map to every node of it that holds no map yet: a
+/// grid's first map, written by the operator into the gateways' config
+/// (or a node whose data directory was wiped). Nodes that hold any map are
+/// left alone: they follow membership changes and liveness, which only
+/// ever move the epoch forward, and a seed must never roll them back.
+/// Returns the nodes seeded; nodes that did not answer are skipped (the
+/// next round reaches them).
+pub async fn seed(grid: &Grid) -> Vec<String> {
+    let map = grid.map();
+    let mut seeded = Vec::new();
+    for n in &map.nodes {
+        if n.state == NodeState::Removed as i32 {
+            continue;
+        }
+        let Some(c) = grid.client(&n.id) else {
+            continue;
+        };
+        match tokio::time::timeout(Duration::from_secs(3), c.get_map()).await {
+            Ok(Ok(None)) => match c.put_map(map).await {
+                Ok(_) => seeded.push(n.id.clone()),
+                Err(e) => {
+                    tracing::warn!(node = %n.id, error = %e, "cannot hand the first cluster map to a node")
+                }
+            },
+            Ok(Ok(Some(_))) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(node = %n.id, error = %e, "node unreachable while seeding the map")
+            }
+            Err(_) => tracing::debug!(node = %n.id, "node slow to answer while seeding the map"),
+        }
+    }
+    seeded
+}
+
 /// Whether `change` is already true of `map`.
 fn holds(map: &ClusterMap, change: &Change) -> bool {
     let state = |id: &str| map.nodes.iter().find(|n| n.id == id).map(|n| n.state);

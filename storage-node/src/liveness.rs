@@ -54,7 +54,11 @@ pub struct Liveness {
     /// Clients of the peers, kept across rounds so heartbeats reuse their
     /// connections; remade only for nodes whose address a new map changed.
     grid: Option<grid::chunk_io::Grid>,
+    /// When the node last said it has no map.
+    last_no_map_warning: Option<Instant>,
 }
+
+const NO_MAP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Liveness {
     pub fn new(cfg: LivenessConfig) -> Self {
@@ -64,6 +68,7 @@ impl Liveness {
             last_ok: HashMap::new(),
             up_since: HashMap::new(),
             grid: None,
+            last_no_map_warning: None,
         }
     }
 
@@ -76,6 +81,19 @@ impl Liveness {
             .await
             .map_err(|e| NodeError::Refused(e.to_string()))??
         else {
+            // Nothing heals, follows or syncs without a map: say so where
+            // an operator looks first, once a minute.
+            if self
+                .last_no_map_warning
+                .is_none_or(|t| t.elapsed() >= NO_MAP_WARNING_EVERY)
+            {
+                self.last_no_map_warning = Some(Instant::now());
+                tracing::warn!(
+                    "no cluster map yet: this node stores what it is sent but does not \
+                     repair, scrub against peers or sync metadata until a gateway hands it \
+                     the first map (gridstore gateway does at start; or gridstore admin node seed)"
+                );
+            }
             return Ok(None);
         };
         let grid = self.grid_for(node, &map);

@@ -263,7 +263,18 @@ pub async fn handle(served: Served, req: Request<Incoming>) -> Response<Response
 
 async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<Incoming>) -> Reply {
     match op {
-        Op::Health => return Ok(reply(StatusCode::OK, "ok\n")),
+        Op::Health => {
+            // Alive either way (a node without a map must still take
+            // the first one); the body tells a probe what it lacks.
+            let n = node.clone();
+            let has_map = blocking(move || Ok(n.cluster_map().is_ok_and(|m| m.is_some()))).await?;
+            let body = if has_map {
+                "ok\n"
+            } else {
+                "ok: no cluster map yet\n"
+            };
+            return Ok(reply(StatusCode::OK, body));
+        }
         Op::Metrics => return metrics(node).await,
         Op::Unknown => {
             // Answer unknown paths only to authenticated callers, so probing

@@ -1,0 +1,136 @@
+//! Background duties of the gateways: removing chunk references a crashed
+//! write left behind (the orphan sweep, see [`crate::gc`]) and aborting
+//! multipart uploads abandoned for too long. Every gateway runs the loop;
+//! a lease decides which one does the work, so that any number of
+//! gateways can serve a grid, none of them special, and the duties go on
+//! when one of them is lost.
+//!
+//! The lease is a lock record on the root replicas (as WebDAV locks,
+//! under a path no WebDAV path can take): each gateway writes its own
+//! candidacy with an expiry and lists the live candidacies with a quorum;
+//! the holder is the live candidate with the smallest id. Every read
+//! quorum meets every write quorum, so gateways that see each other agree
+//! on the holder; a holder that stops renewing lapses after the lease
+//! time and the next candidate takes over. In the moment two views
+//! differ, two gateways may both sweep: both duties are idempotent and
+//! check liveness before they remove anything, so that costs work, not
+//! data.
+
+use crate::error::Result;
+use crate::store::ObjectStore;
+use metadata::model::Lock;
+use std::time::Duration;
+
+/// Where duty leases live among the lock records: WebDAV lock paths start
+/// with `/`, so a listing of theirs never meets these.
+const DUTY_PREFIX: &str = "\u{1}gridstore/duty/";
+
+/// The gateway duties and how often they run.
+#[derive(Debug, Clone)]
+pub struct DutyConfig {
+    /// Time between two rounds (and the lease's renewal period).
+    pub every: Duration,
+    /// A chunk reference whose write never committed is removed once it
+    /// is this old.
+    pub orphan_grace: Duration,
+    /// An unfinished multipart upload is aborted once it is this old.
+    pub upload_max_age: Duration,
+}
+
+impl Default for DutyConfig {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(3600),
+            orphan_grace: Duration::from_secs(86_400),
+            upload_max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DutyReport {
+    /// Whether this gateway held the lease (and so did the work).
+    pub held: bool,
+    pub orphan_refs_removed: u64,
+    pub uploads_aborted: usize,
+    /// Nodes whose sweep failed (retried next round).
+    pub failed_nodes: Vec<String>,
+}
+
+impl ObjectStore {
+    /// Renew this gateway's candidacy for `duty` and say whether it holds
+    /// the lease. The lease lasts three rounds, so a holder missing one
+    /// renewal keeps it.
+    pub async fn hold_duty(&self, duty: &str, holder: &str, every: Duration) -> Result<bool> {
+        let now = grid::rpc_auth::now_ms();
+        let ttl = every.saturating_mul(3).max(Duration::from_secs(3));
+        let path = format!("{DUTY_PREFIX}{duty}");
+        self.put_lock(&Lock {
+            path: path.clone(),
+            token: holder.to_string(),
+            principal: holder.to_string(),
+            expires_ms: now + ttl.as_millis() as u64,
+            timeout_secs: ttl.as_secs(),
+            ..Lock::default()
+        })
+        .await?;
+        let live = self.list_locks(&path, now).await?;
+        let holder_now = live
+            .iter()
+            .filter(|l| l.path == path)
+            .map(|l| l.token.as_str())
+            .min();
+        Ok(holder_now == Some(holder))
+    }
+
+    /// One round of the duties, done only if this gateway holds the lease.
+    pub async fn run_duties_once(&self, holder: &str, cfg: &DutyConfig) -> Result<DutyReport> {
+        let mut report = DutyReport::default();
+        if !self.hold_duty("housekeeping", holder, cfg.every).await? {
+            return Ok(report);
+        }
+        report.held = true;
+        let nodes: Vec<String> = self
+            .grid()
+            .map()
+            .nodes
+            .iter()
+            .filter(|n| n.state != metadata::model::NodeState::Removed as i32)
+            .map(|n| n.id.clone())
+            .collect();
+        for node in nodes {
+            match self.sweep_orphan_refs(&node, cfg.orphan_grace).await {
+                Ok(r) => report.orphan_refs_removed += r.removed,
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "orphan sweep failed; retried next round");
+                    report.failed_nodes.push(node);
+                }
+            }
+        }
+        report.uploads_aborted = self.abort_stale_uploads(cfg.upload_max_age).await?;
+        Ok(report)
+    }
+
+    /// Run the duties every `cfg.every` until the task is dropped. The
+    /// first round runs at once, so a gateway restarted after a crash
+    /// cleans up what the crash left as soon as the grace allows.
+    pub async fn run_duties(self, holder: String, cfg: DutyConfig) {
+        let mut tick = tokio::time::interval(cfg.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.run_duties_once(&holder, &cfg).await {
+                Ok(r) if r.orphan_refs_removed > 0 || r.uploads_aborted > 0 => tracing::info!(
+                    removed_refs = r.orphan_refs_removed,
+                    aborted_uploads = r.uploads_aborted,
+                    "housekeeping: crash leftovers collected"
+                ),
+                Ok(r) => tracing::debug!(held = r.held, "housekeeping round"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "housekeeping round failed; retried next round")
+                }
+            }
+        }
+    }
+}
