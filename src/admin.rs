@@ -391,10 +391,12 @@ fn repair_table(rows: &[RepairRow]) -> String {
             format!("{}s ago", now.saturating_sub(ms) / 1000)
         }
     };
+    // The root crate has no hex dependency; ids are short.
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+        "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
         "node",
         "site",
         "epoch",
@@ -403,6 +405,8 @@ fn repair_table(rows: &[RepairRow]) -> String {
         "rebuilt",
         "rebuilt MiB",
         "failed",
+        "damaged",
+        "paused",
         "handed back",
         "scrubbed",
         "corrupt",
@@ -413,12 +417,19 @@ fn repair_table(rows: &[RepairRow]) -> String {
         match st {
             Ok(st) => {
                 let r = st.repair.clone().unwrap_or_default();
+                // Rebuilds paused for a full store: for how much longer.
+                let paused = if r.rebuilds_paused_until_ms > now {
+                    format!("{}s", (r.rebuilds_paused_until_ms - now).div_ceil(1000))
+                } else {
+                    "-".to_string()
+                };
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+                    "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
                     n.id, n.site, st.map_epoch, r.missing, r.rebuilding, r.rebuilt_shards,
-                    r.rebuilt_bytes >> 20, r.failed_rebuilds, r.handed_back, r.scrubbed_shards,
-                    r.corrupt_found, ago(r.last_reconcile_ms), ago(r.last_scrub_ms)
+                    r.rebuilt_bytes >> 20, r.failed_rebuilds, r.damaged_chunks, paused,
+                    r.handed_back, r.scrubbed_shards, r.corrupt_found, ago(r.last_reconcile_ms),
+                    ago(r.last_scrub_ms)
                 );
             }
             Err(e) => {
@@ -426,20 +437,87 @@ fn repair_table(rows: &[RepairRow]) -> String {
             }
         }
     }
+    // Which objects lost data: every damaged chunk a node lists, with the
+    // object versions (or multipart parts) that refer to it.
+    let repairs = rows
+        .iter()
+        .filter_map(|(n, st)| Some((n, st.as_ref().ok()?.repair.as_ref()?)));
+    let mut header = false;
+    for (n, r) in repairs {
+        if r.damaged_chunks == 0 {
+            continue;
+        }
+        if !header {
+            header = true;
+            let _ = writeln!(
+                out,
+                "\ndamaged chunks: fewer good shards exist than a rebuild needs; tried again on \
+                 a new cluster map, a repair hint naming them, or after an hour"
+            );
+        }
+        for d in &r.damaged {
+            let _ = writeln!(
+                out,
+                "{} on {}: {} of {} shards found, first found {}",
+                hex(&d.chunk_id),
+                n.id,
+                d.shards_found,
+                d.shards_needed,
+                ago(d.first_found_ms)
+            );
+            for rf in &d.referrers {
+                let _ = if rf.part_number > 0 {
+                    writeln!(
+                        out,
+                        "    bucket {} key {:?} upload {} part {}",
+                        hex(&rf.bucket_id),
+                        rf.key,
+                        hex(&rf.version),
+                        rf.part_number
+                    )
+                } else {
+                    writeln!(
+                        out,
+                        "    bucket {} key {:?} version {}",
+                        hex(&rf.bucket_id),
+                        rf.key,
+                        hex(&rf.version)
+                    )
+                };
+            }
+            let more = d.referrer_count.saturating_sub(d.referrers.len() as u64);
+            if more > 0 {
+                let _ = writeln!(out, "    and {more} more referrers");
+            }
+        }
+        let unlisted = r.damaged_chunks.saturating_sub(r.damaged.len() as u64);
+        if unlisted > 0 {
+            let _ = writeln!(out, "{}: {unlisted} more damaged chunks not listed", n.id);
+        }
+    }
     out
 }
 
 /// A progress bar over the shards missing at the start, until none are
-/// missing or being rebuilt on any node that answers.
+/// missing or being rebuilt on any node that answers. Damaged chunks (too
+/// few shards to rebuild) are not missing shards: nothing will rebuild
+/// them, so the watch ends without them and says how many there are.
 async fn watch_repair(s: &ObjectStore, first: &[RepairRow]) {
+    let now = grid::rpc_auth::now_ms;
     let sum = |rows: &[RepairRow]| {
         rows.iter()
             .filter_map(|(_, st)| st.as_ref().ok()?.repair.clone())
-            .fold((0u64, 0u64, 0u64), |(m, b, r), x| {
-                (m + x.missing, b + x.rebuilding, r + x.rebuilt_shards)
+            .fold((0u64, 0u64, 0u64, 0u64, 0u64), |(m, b, r, d, p), x| {
+                (
+                    m + x.missing,
+                    b + x.rebuilding,
+                    r + x.rebuilt_shards,
+                    d + x.damaged_chunks,
+                    p + u64::from(x.rebuilds_paused_until_ms > now()),
+                )
             })
     };
-    let (missing, _, rebuilt0) = sum(first);
+    let (missing, _, rebuilt0, _, _) = sum(first);
     let bar = indicatif::ProgressBar::new(missing.max(1));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -449,13 +527,27 @@ async fn watch_repair(s: &ObjectStore, first: &[RepairRow]) {
     );
     loop {
         let rows = repair_rows(s).await;
-        let (m, b, r) = sum(&rows);
+        let (m, b, r, damaged, paused) = sum(&rows);
         let done = r.saturating_sub(rebuilt0);
         bar.set_length((done + m).max(1));
         bar.set_position(done);
-        bar.set_message(format!("{b} in flight, {m} missing"));
+        let mut msg = format!("{b} in flight, {m} missing");
+        if paused > 0 {
+            msg.push_str(&format!(", paused on {paused} nodes (shard store full)"));
+        }
+        if damaged > 0 {
+            msg.push_str(&format!(", {damaged} damaged"));
+        }
+        bar.set_message(msg);
         if m == 0 && b == 0 {
-            bar.finish_with_message("full redundancy".to_string());
+            if damaged == 0 {
+                bar.finish_with_message("full redundancy".to_string());
+            } else {
+                bar.finish_with_message(format!(
+                    "done; {damaged} damaged chunks (per node) cannot be rebuilt: \
+                     see gridstore admin repair status"
+                ));
+            }
             return;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -56,9 +56,11 @@ fn start_gateway(dir: &Path, map: &Path) -> (GatewayProc, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // Keep reading: the gateway prints more lines, and a closed pipe would
+    // make its next print fail.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let Some(rest) = line
         .trim()
         .strip_prefix("gridstore gateway ready: S3 on http://")
@@ -77,15 +79,16 @@ fn start_gateway(dir: &Path, map: &Path) -> (GatewayProc, String) {
     (GatewayProc(child), addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
-    let root = tempfile::tempdir().unwrap();
+/// Six node processes on three sites and a gateway process, as README's
+/// "Running separate processes" starts them; returns once the gateway has
+/// handed every node the first map.
+async fn start_grid(root: &Path) -> (Vec<NodeProc>, GatewayProc, metadata::model::ClusterMap) {
     let fast = "[repair]\nheartbeat_secs = 1\ndown_after_secs = 3\nreconcile_interval_secs = 1\n\
                 anti_entropy_interval_secs = 1\nscrub_interval_secs = 0\n";
     let nodes: Vec<NodeProc> = (0..6)
         .map(|i| {
             let (id, site) = (format!("n{i}"), format!("site-{}", i / 2));
-            NodeProc::start_as(&root.path().join(&id), &id, &site, fast)
+            NodeProc::start_as(&root.join(&id), &id, &site, fast)
         })
         .collect();
     for n in &nodes {
@@ -104,10 +107,10 @@ async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
             i / 2
         ));
     }
-    let map_path = root.path().join("map.toml");
+    let map_path = root.join("map.toml");
     std::fs::write(&map_path, map_text).unwrap();
 
-    let (_gateway, s3_addr) = start_gateway(root.path(), &map_path);
+    let (gateway, s3_addr) = start_gateway(root, &map_path);
     assert!(!s3_addr.is_empty());
 
     // The first map reaches every node with no command.
@@ -123,14 +126,44 @@ async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
     .await;
     assert!(seeded, "nodes never got the first map from the gateway");
     let map = clients[0].get_map().await.unwrap().unwrap();
+    (nodes, gateway, map)
+}
 
-    // An object layer in the test, as a second gateway would have.
-    let grid = Grid::new(map.clone(), support::key(), ClientOptions::default());
-    let store = ObjectStore::new(
+fn store_for(map: &metadata::model::ClusterMap, opts: ClientOptions) -> ObjectStore {
+    let grid = Grid::new(map.clone(), support::key(), opts);
+    ObjectStore::new(
         grid,
         MasterKey::from_text(MASTER).unwrap(),
         StoreConfig::default(),
-    );
+    )
+}
+
+fn body_of(
+    data: &[u8],
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Unpin {
+    futures_util::stream::iter([Ok(Bytes::copy_from_slice(data))])
+}
+
+async fn read_all(store: &ObjectStore, bucket: &str, key: &str) -> Vec<u8> {
+    let got = store
+        .get_object(bucket, key, Default::default())
+        .await
+        .unwrap();
+    futures_util::TryStreamExt::try_concat(futures_util::TryStreamExt::map_ok(got.body, |b| {
+        b.to_vec()
+    }))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, _gateway, map) = start_grid(root.path()).await;
+    let clients: Vec<_> = nodes.iter().map(|n| n.client()).collect();
+
+    // An object layer in the test, as a second gateway would have.
+    let store = store_for(&map, ClientOptions::default());
     store
         .create_bucket("leftovers", "owner", None)
         .await
@@ -223,4 +256,64 @@ async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
         .await
         .unwrap();
     assert_eq!(bytes, body);
+}
+
+/// A node that hangs (SIGSTOP: connections accepted by the kernel, never
+/// answered) is read and written around: with an RPC timeout of ten
+/// minutes, every PUT and GET still completes, long before that timeout
+/// could fire. The latencies seen are printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_is_read_and_written_around() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, _gateway, map) = start_grid(root.path()).await;
+    let patient = ClientOptions {
+        timeout: Duration::from_secs(600),
+        ..ClientOptions::default()
+    };
+    let store = store_for(&map, patient);
+    store.create_bucket("hung", "owner", None).await.unwrap();
+    let data = support::objects::Data::bytes(2 << 20, 11);
+    for i in 0..6 {
+        store
+            .put_object(
+                "hung",
+                &format!("before-{i}"),
+                body_of(&data),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    nodes[3].signal(libc::SIGSTOP);
+    let mut took = Vec::new();
+    let work = async {
+        for i in 0..6 {
+            let t = std::time::Instant::now();
+            assert_eq!(read_all(&store, "hung", &format!("before-{i}")).await, data);
+            took.push(("get", t.elapsed()));
+            let t = std::time::Instant::now();
+            store
+                .put_object(
+                    "hung",
+                    &format!("during-{i}"),
+                    body_of(&data),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            took.push(("put", t.elapsed()));
+        }
+    };
+    // Ten minutes is the RPC timeout: finishing at all well before it
+    // means nothing waited for the hung node.
+    let finished = tokio::time::timeout(Duration::from_secs(300), work).await;
+    nodes[3].signal(libc::SIGCONT);
+    assert!(finished.is_ok(), "requests waited for the hung node");
+    for (op, t) in &took {
+        eprintln!("{op} while a node hung: {} ms", t.as_millis());
+    }
+    for i in 0..6 {
+        assert_eq!(read_all(&store, "hung", &format!("during-{i}")).await, data);
+    }
 }

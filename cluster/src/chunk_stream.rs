@@ -364,7 +364,7 @@ async fn reference_holders(
     let mut targets = holders.clone();
     targets.extend(homes.iter().cloned());
     let mut tasks = JoinSet::new();
-    for node in targets {
+    for node in targets.iter().cloned() {
         let client = grid.client(&node).cloned();
         let r = full.clone();
         tasks.spawn(async move {
@@ -375,9 +375,21 @@ async fn reference_holders(
             (node, result)
         });
     }
+    // A hung home that holds no shard of this write only misses a
+    // reference repair brings it later; a hung holder fails the attempt
+    // (the chunk is stored again around it).
+    let (answers, _) =
+        grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, r)| r.is_ok()).await;
+    let answered: BTreeSet<String> = answers.iter().map(|(n, _)| n.clone()).collect();
+    let mut results = answers;
+    for node in targets.difference(&answered) {
+        results.push((
+            node.clone(),
+            Err("too slow: no answer long after the others".into()),
+        ));
+    }
     let mut failed = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((node, result)) = joined else { continue };
+    for (node, result) in results {
         if let Err(e) = result {
             if holders.contains(&node) {
                 failed.push(format!(
@@ -414,9 +426,13 @@ async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Optio
         });
     }
     let mut shard_len = None;
-    let mut complete = true;
-    while let Some(joined) = tasks.join_next().await {
-        match joined.ok().flatten() {
+    // A hung home makes the chunk "not known stored": it is then written
+    // again, which hands its shard off.
+    let (answers, abandoned) =
+        grid::stragglers::join_all_but_stragglers(&mut tasks, Option::is_some).await;
+    let mut complete = abandoned == 0;
+    for answer in answers {
+        match answer {
             Some(lens) if lens.iter().all(|l| *l > 0) => {
                 shard_len = lens.first().map(|l| *l as u32);
             }
@@ -589,6 +605,7 @@ async fn send_refs(
 ) -> BTreeSet<String> {
     let grid = &io.grid;
     let mut tasks = JoinSet::new();
+    let tasks_nodes: BTreeSet<String> = by_node.keys().cloned().collect();
     for (node, refs) in by_node {
         let client = grid.client(&node).cloned();
         tasks.spawn(async move {
@@ -609,13 +626,16 @@ async fn send_refs(
             (node, true)
         });
     }
-    let mut failed = BTreeSet::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((node, false)) = joined {
-            failed.insert(node);
-        }
-    }
-    failed
+    let expected: BTreeSet<String> = tasks_nodes;
+    // A hung node counts as failed after about a second: callers decide by
+    // how many homes took the references, not by waiting for all.
+    let (done, _) = grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, ok)| *ok).await;
+    let succeeded: BTreeSet<String> = done
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(node, _)| node)
+        .collect();
+    expected.difference(&succeeded).cloned().collect()
 }
 
 /// How to open an object's chunks.

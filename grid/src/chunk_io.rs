@@ -17,6 +17,7 @@
 
 use crate::node_client::{ClientOptions, NodeClient, RpcError};
 use crate::rpc_auth::RpcKey;
+use crate::stragglers::{join_all_but_stragglers, Stragglers};
 use bytes::Bytes;
 use codec::{ChunkId, ChunkKey, DomainKey, Opener, SealedChunk};
 use metadata::model::{ClusterMap, Node};
@@ -332,12 +333,46 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
         *slot = Some(node.clone());
         spawn(&mut tasks, i, node);
     }
-    while let Some(joined) = tasks.join_next().await {
+    let mut stragglers = Stragglers::new();
+    loop {
+        let joined = match tokio::time::timeout_at(stragglers.deadline(), tasks.join_next()).await {
+            Ok(Some(joined)) => joined,
+            Ok(None) => break,
+            Err(_) => {
+                // Shards still in flight long after the others landed:
+                // their nodes are hung or overloaded. Count them as absent
+                // and hand their shards to the next nodes in the chunk's
+                // order, as for a node that refused.
+                tasks.abort_all();
+                for index in 0..n {
+                    if holders[index].is_some() {
+                        continue;
+                    }
+                    if let Some(node) = planned[index].clone() {
+                        tracing::debug!(%node, index, "shard write too slow; handing off");
+                        tasks.spawn(async move {
+                            let e = RpcError::Unreachable {
+                                node: node.clone(),
+                                reason: "too slow: no answer long after the chunk's other shards"
+                                    .into(),
+                            };
+                            (index, node, Err(e))
+                        });
+                    }
+                }
+                // The hand-offs get a fresh allowance.
+                stragglers = Stragglers::new();
+                continue;
+            }
+        };
         let Ok((index, node, result)) = joined else {
             continue;
         };
         match result {
-            Ok(()) => holders[index] = Some(node),
+            Ok(()) => {
+                stragglers.one_done();
+                holders[index] = Some(node)
+            }
             Err(e) if try_elsewhere(&e) => {
                 tracing::debug!(%node, index, error = %e, "shard write failed; handing off");
                 last_error.insert(index, e.to_string());
@@ -590,11 +625,12 @@ async fn fetch(
             (index, node, bytes)
         });
     }
-    let mut out = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        if let Ok(r) = r {
-            out.push(r);
-        }
+    let (out, abandoned) = join_all_but_stragglers(&mut tasks, |r| r.2.is_some()).await;
+    if abandoned > 0 {
+        // A hung or overloaded node: the caller reads around it (parity
+        // shards for what is missing) instead of waiting out the RPC
+        // timeout.
+        tracing::debug!(abandoned, "shard reads too slow; reading around them");
     }
     out
 }
@@ -648,8 +684,10 @@ async fn search(
         });
     }
     let mut found: Vec<(usize, String, Bytes)> = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        for (i, node, b) in r.unwrap_or_default() {
+    // Any answer, even "none here", shows what a live node's pace is.
+    let (answers, _) = join_all_but_stragglers(&mut tasks, |_| true).await;
+    for r in answers {
+        for (i, node, b) in r {
             if !found.iter().any(|(j, _, _)| *j == i) {
                 found.push((i, node, b));
             }

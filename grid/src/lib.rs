@@ -21,6 +21,7 @@ pub mod node_api;
 pub mod node_client;
 pub mod replicas;
 pub mod rpc_auth;
+pub mod stragglers;
 pub mod table;
 pub mod task;
 

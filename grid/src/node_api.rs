@@ -544,6 +544,52 @@ pub struct RepairStatus {
     /// When the last complete scrub ended (ms since the epoch; 0: none).
     #[prost(uint64, tag = "11")]
     pub last_scrub_ms: u64,
+    /// Chunks this node should hold shards of but cannot rebuild: fewer
+    /// than `k` good shards of them exist on the grid. Not retried until
+    /// something changes (a new map, a hint naming them, or a long wait).
+    #[prost(uint64, tag = "12")]
+    pub damaged_chunks: u64,
+    /// The first of them (at most [`MAX_DAMAGED_LISTED`]), in chunk id order.
+    #[prost(message, repeated, tag = "13")]
+    pub damaged: Vec<DamagedChunk>,
+    /// Until when rebuilds are paused because the node's shard store is
+    /// full (ms since the epoch; 0: not paused).
+    #[prost(uint64, tag = "14")]
+    pub rebuilds_paused_until_ms: u64,
+    /// Times rebuilds were paused for a full store, since start.
+    #[prost(uint64, tag = "15")]
+    pub store_full_pauses: u64,
+}
+
+/// Damaged chunks a status lists at most; the count covers them all.
+pub const MAX_DAMAGED_LISTED: usize = 100;
+/// Referrers a damaged chunk lists at most; the count covers them all.
+pub const MAX_DAMAGED_REFERRERS: usize = 8;
+
+/// A chunk too few good shards of exist to rebuild it: what an operator
+/// needs to find the objects that lost data.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DamagedChunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub chunk_id: Vec<u8>,
+    /// When this node first found it so (ms since the epoch).
+    #[prost(uint64, tag = "2")]
+    pub first_found_ms: u64,
+    /// When this node last tried to rebuild it (ms since the epoch).
+    #[prost(uint64, tag = "3")]
+    pub last_tried_ms: u64,
+    /// Good shards found then, and how many a rebuild needs (`k`).
+    #[prost(uint32, tag = "4")]
+    pub shards_found: u32,
+    #[prost(uint32, tag = "5")]
+    pub shards_needed: u32,
+    /// The object versions (or multipart parts) its references name, at
+    /// most [`MAX_DAMAGED_REFERRERS`].
+    #[prost(message, repeated, tag = "6")]
+    pub referrers: Vec<metadata::model::Referrer>,
+    /// References to it on this node, listed or not.
+    #[prost(uint64, tag = "7")]
+    pub referrer_count: u64,
 }
 
 /// Answer to a map push: whether it replaced the node's map (only a newer

@@ -14,6 +14,7 @@
 use crate::chunk_io::Grid;
 use crate::node_api::{KeyValue, MetaOp};
 use crate::node_client::RpcError;
+use crate::stragglers::join_all_but_stragglers;
 use metadata::db::Table;
 use metadata::placement;
 use metadata::replicated::revision_of;
@@ -302,8 +303,28 @@ impl MergedScan {
         }
         let mut failed = Vec::new();
         let mut errors = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((i, r)) = joined else { continue };
+        let asked: Vec<usize> = self
+            .cursors
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.buf.is_empty() && c.next.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        // A replica far slower than the others is dropped from the scan,
+        // as a failed one is, so a hung node does not stall a listing.
+        let (answers, _) = join_all_but_stragglers(&mut tasks, |(_, r)| r.is_ok()).await;
+        let answered: Vec<usize> = answers.iter().map(|(i, _)| *i).collect();
+        for i in asked.into_iter().filter(|i| !answered.contains(i)) {
+            errors.push((
+                self.cursors[i].node.clone(),
+                RpcError::Unreachable {
+                    node: self.cursors[i].node.clone(),
+                    reason: "far slower than the other replicas; left out of the scan".into(),
+                },
+            ));
+            failed.push(i);
+        }
+        for (i, r) in answers {
             match r {
                 Ok(page) => {
                     let c = &mut self.cursors[i];

@@ -389,13 +389,25 @@ async fn reconcile_loop(
     // at once. Only an idle loop, woken by a first hint, waits a moment so
     // a burst (a scrub finding many) gathers.
     const GATHER: Duration = Duration::from_millis(500);
+    // Rebuilds that failed for a reason that may pass (a peer not
+    // answering) are tried again this soon: peers may be back.
+    const RETRY: Duration = Duration::from_secs(10);
     let mut last_pass = tokio::time::Instant::now();
+    // A full pass due before the interval is over. One deadline, however
+    // many passes asked for one: a timer per failing pass would multiply
+    // (each full pass that failed again set one more), until passes ran
+    // back to back.
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        let wait = retry_at.map_or(interval, |at| {
+            at.saturating_duration_since(tokio::time::Instant::now())
+                .min(interval)
+        });
         let full = tokio::select! {
-            () = tokio::time::sleep(interval) => true,
+            () = tokio::time::sleep(wait) => true,
             () = node.repair.wake.notified() => {
                 // A new map (a full pass asked for) starts at once, also
                 // when it comes while hints gather: peers that adopted it
@@ -416,36 +428,69 @@ async fn reconcile_loop(
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        if full {
+            // This pass is the one a retry was waiting for.
+            retry_at = None;
+        }
         tracing::debug!(full, "reconciliation pass starting");
         let result = repair::reconcile_pass(&node, limits, &stop, full).await;
         last_pass = tokio::time::Instant::now();
-        match result {
-            Ok(r) if r.missing > 0 || r.handed_back > 0 || r.refs_dropped > 0 => {
+        // A pass that only put rebuilds off (the store is full) has nothing
+        // to say: the pause was said once, when it began.
+        let deferred_only = |r: &ReconcileReport| {
+            r.deferred > 0
+                && r.rebuilt == 0
+                && r.failed == 0
+                && r.damaged == 0
+                && r.handed_back == 0
+                && r.refs_dropped == 0
+        };
+        let failed = match result {
+            Ok(r)
+                if (r.missing > 0 || r.handed_back > 0 || r.refs_dropped > 0 || r.damaged > 0)
+                    && !deferred_only(&r) =>
+            {
                 tracing::info!(
                     chunks = r.chunks,
                     missing = r.missing,
                     rebuilt = r.rebuilt,
                     rebuilt_bytes = r.rebuilt_bytes,
                     failed = r.failed,
+                    damaged = r.damaged,
+                    left_damaged = r.left_damaged,
+                    deferred = r.deferred,
                     handed_back = r.handed_back,
                     refs_pushed = r.refs_pushed,
                     refs_dropped = r.refs_dropped,
                     "reconciliation pass"
                 );
-                if r.failed > 0 {
-                    // Peers may be back soon: do not wait a whole interval.
-                    let n = node.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(10)).await;
-                        n.repair.request_full();
-                    });
-                }
+                r.failed > 0
             }
-            Ok(r) => tracing::debug!(
-                chunks = r.chunks,
-                "reconciliation pass: all shards in place"
-            ),
-            Err(e) => tracing::warn!(error = %e, "reconciliation pass failed"),
+            Ok(r) => {
+                tracing::debug!(
+                    chunks = r.chunks,
+                    missing = r.missing,
+                    deferred = r.deferred,
+                    left_damaged = r.left_damaged,
+                    "reconciliation pass: nothing rebuilt or moved"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciliation pass failed");
+                false
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if let Some(left) = node.repair.rebuilds_paused() {
+            // The store is full: the rebuilds put off (the hints that named
+            // them are spent) are found again by a full pass when the pause
+            // ends, and not before.
+            retry_at = Some(now + left);
+        } else if failed {
+            // Peers may be back soon: do not wait a whole interval.
+            let at = now + RETRY;
+            retry_at = Some(retry_at.map_or(at, |t| t.min(at)));
         }
     }
 }

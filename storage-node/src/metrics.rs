@@ -30,8 +30,9 @@ pub struct RepairLabels {
 
 pub struct Metrics {
     registry: Registry,
-    /// Self-healing figures (see [`crate::repair::RepairState`]), copied in
-    /// at each scrape.
+    /// Self-healing figures (see [`crate::repair_state::RepairState`]):
+    /// the counters copied in at each scrape, the damaged chunks and the
+    /// full-store pause set by the repair loop as they change.
     pub repair: Family<RepairLabels, Gauge>,
     pub requests: Family<RequestLabels, Counter>,
     /// Single-record metadata reads by table: what a quorum read costs
@@ -140,10 +141,17 @@ impl Metrics {
         );
         registry.register(
             "repair",
-            "Self-healing: shards missing, rebuilding, rebuilt (count, bytes), failed rebuilds, handed back, scrubbed (count, bytes), corrupt found",
+            "Self-healing: shards missing, rebuilding, rebuilt (count, bytes), failed rebuilds, handed back, scrubbed (count, bytes), corrupt found, damaged chunks (too few shards to rebuild), rebuilds paused for a full store (1/0) and such pauses",
             m.repair.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// Set the self-healing figure `what` (`gridstore_node_repair{what=..}`).
+    pub fn set_repair(&self, what: &'static str, value: u64) {
+        self.repair
+            .get_or_create(&RepairLabels { what })
+            .set(value.min(i64::MAX as u64) as i64);
     }
 
     /// The text exposition format.

@@ -27,8 +27,22 @@
 //! bounded concurrency and bandwidth; chunks named by a read that met a bad
 //! shard, by the scrubber, or by a peer that pushed references join the
 //! running pass ([`crate::repair_state::RepairState::hint`]).
+//!
+//! Two failures are not retried pass after pass:
+//!
+//! - a chunk fewer than `k` good shards of exist anywhere (every node that
+//!   could hold one answered) is recorded as damaged, logged once, listed
+//!   in the node's status with the objects that refer to it, and left
+//!   alone until something could have changed: a new map, a hint naming
+//!   it, or [`crate::repair_state::DAMAGED_RETRY`];
+//! - a shard store with no room for a rebuilt shard pauses rebuilds for a
+//!   while, from [`crate::repair_state::PAUSE_MIN`] doubling up to
+//!   [`crate::repair_state::PAUSE_MAX`] while the store stays full, and no
+//!   rebuild fetches shards from peers before it has claimed room for what
+//!   it will write.
 
 use crate::node::{Node, NodeError};
+use crate::StoreError;
 use bytes::Bytes;
 use codec::{ChunkId, Rebuilder};
 use grid::chunk_io::Grid;
@@ -80,12 +94,21 @@ impl Default for RepairLimits {
 pub struct ReconcileReport {
     /// Distinct chunks with a reference on this node.
     pub chunks: u64,
-    /// Home shards missing at the start of the pass.
+    /// Home shards missing at the start of the pass (not counting those of
+    /// chunks left alone as damaged).
     pub missing: u64,
     pub rebuilt: u64,
     pub rebuilt_bytes: u64,
-    /// Rebuilds that could not find `k` good shards (retried next pass).
+    /// Rebuilds that failed for a reason that may pass (a peer that did not
+    /// answer, an I/O error): retried soon.
     pub failed: u64,
+    /// Chunks found damaged by this pass: fewer than `k` good shards exist
+    /// on the grid.
+    pub damaged: u64,
+    /// Chunks known damaged that this pass did not try again.
+    pub left_damaged: u64,
+    /// Chunks whose rebuild was put off because the shard store is full.
+    pub deferred: u64,
     pub handed_back: u64,
     /// References given to homes that might lack them.
     pub refs_pushed: u64,
@@ -96,6 +119,9 @@ pub struct ReconcileReport {
 /// A reconciliation pass in progress.
 struct Pass<'a> {
     grid: &'a Grid,
+    /// Chunks known damaged that this pass met (a complete pass forgets
+    /// the others: their references are gone).
+    met_damaged: HashSet<[u8; 32]>,
     /// Give every home the references (the map changed since last time).
     push_all: bool,
     /// The previous map, when its homes all have the references: then
@@ -262,6 +288,7 @@ struct Rebuilds {
     seq: u64,
     workers: JoinSet<()>,
     throttle: Arc<Throttle>,
+    room: Arc<Room>,
 }
 
 fn lock_queue(queue: &Mutex<RebuildQueue>) -> MutexGuard<'_, RebuildQueue> {
@@ -298,6 +325,7 @@ impl Rebuilds {
             seq: 0,
             workers: JoinSet::new(),
             throttle: Arc::new(Throttle::new(limits.bytes_per_sec)),
+            room: Arc::default(),
         }
     }
 
@@ -318,6 +346,17 @@ impl Rebuilds {
         held: Vec<usize>,
         report: &mut ReconcileReport,
     ) {
+        // The store is full: not even the peers are asked how the chunk
+        // fares. The pass after the pause finds it again.
+        if self.node.repair.rebuilds_paused().is_some() {
+            report.missing += missing.len() as u64;
+            report.deferred += 1;
+            self.node
+                .repair
+                .missing
+                .fetch_add(missing.len() as u64, Ordering::Relaxed);
+            return;
+        }
         if !self.active.insert(chunk.id) {
             self.again.insert(chunk.id);
             return;
@@ -355,11 +394,12 @@ impl Rebuilds {
         q.workers += spawn;
         drop(q);
         for _ in 0..spawn {
-            let (n, grid, prev, throttle) = (
+            let (n, grid, prev, throttle, room) = (
                 self.node.clone(),
                 self.grid.clone(),
                 self.prev.clone(),
                 self.throttle.clone(),
+                self.room.clone(),
             );
             let (queue, finished, halt) =
                 (self.queue.clone(), self.finished.clone(), self.halt.clone());
@@ -382,12 +422,28 @@ impl Rebuilds {
                             finished.notify_one();
                             return;
                         };
-                        n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-                        let r = rebuild(&n, &grid, prev.as_deref(), &w, &throttle).await;
-                        n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
+                        // Paused by another worker meanwhile: the queue
+                        // drains without a call to any peer.
+                        let r = if n.repair.rebuilds_paused().is_some() {
+                            Err(RebuildError::Paused)
+                        } else {
+                            n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
+                            let r = rebuild(&n, &grid, prev.as_deref(), &w, &throttle, &room).await;
+                            n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
+                            r
+                        };
+                        // At once, not when the pass accounts for it: the
+                        // other workers must stop fetching now.
+                        match &r {
+                            Ok(bytes) if *bytes > 0 => n.repair.store_took_shard(),
+                            Err(RebuildError::StoreFull { needed, available }) => {
+                                store_full(&n, *needed, *available)
+                            }
+                            _ => {}
+                        }
                         lock_queue(&queue)
                             .done
-                            .push((w.chunk.id, w.missing.len(), r));
+                            .push((w.chunk.clone(), w.missing.len(), r));
                         finished.notify_one();
                     }
                 }
@@ -433,14 +489,59 @@ impl Rebuilds {
     fn settle_done(&mut self, report: &mut ReconcileReport) -> usize {
         let done = std::mem::take(&mut self.lock().done);
         let count = done.len();
-        for (id, shards, result) in done {
-            self.active.remove(&id);
-            if self.again.remove(&id) {
-                self.node.repair.hint(id, false);
+        let epoch = self.grid.map().epoch;
+        for (chunk, shards, result) in done {
+            self.active.remove(&chunk.id);
+            if self.again.remove(&chunk.id) {
+                self.node.repair.hint(chunk.id, false);
             }
-            account(&self.node, (id, shards, result), report);
+            account(&self.node, epoch, (chunk, shards, result), report);
         }
         count
+    }
+}
+
+/// Bytes the pass's rebuilds have claimed for the shards they will write,
+/// from their look at the store's free space to the end of their writes:
+/// concurrent rebuilds that each saw room for one shard do not all fetch
+/// `k` shards for it.
+#[derive(Default)]
+struct Room {
+    claimed: Mutex<u64>,
+}
+
+/// Room held for one rebuild; given back when dropped.
+struct Claim<'a> {
+    room: &'a Room,
+    bytes: u64,
+}
+
+impl Room {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        // A plain counter: a panic elsewhere cannot leave it half-written.
+        self.claimed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim `bytes` of the `available` the store reports, less what other
+    /// rebuilds claimed already.
+    fn claim(&self, available: u64, bytes: u64) -> Result<Claim<'_>, RebuildError> {
+        let mut claimed = self.lock();
+        let free = available.saturating_sub(*claimed);
+        if bytes > free {
+            return Err(RebuildError::StoreFull {
+                needed: bytes,
+                available: free,
+            });
+        }
+        *claimed += bytes;
+        Ok(Claim { room: self, bytes })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claimed = self.room.lock();
+        *claimed = claimed.saturating_sub(self.bytes);
     }
 }
 
@@ -529,8 +630,10 @@ pub async fn reconcile_pass(
         .flatten()
         .map(|m| Arc::new(grid.with_map(m)));
     let push_all = full && propagated != epoch;
+    let started = Instant::now();
     let mut pass = Pass {
         grid: &grid,
+        met_damaged: HashSet::new(),
         // A new map may have named new homes: they learn from the old ones.
         push_all,
         // When every home under the previous map was given the references
@@ -548,6 +651,8 @@ pub async fn reconcile_pass(
         sending: JoinSet::new(),
     };
     node.repair.missing.store(0, Ordering::Relaxed);
+    // A pause that ran out shows as over from the first pass after it.
+    publish(node);
 
     let hinted = node.repair.take_hints();
     visit_hinted(node, &mut pass, &hinted, stop).await?;
@@ -606,7 +711,7 @@ pub async fn reconcile_pass(
                 continue;
             }
             pass.report.chunks += 1;
-            visit(node, &mut pass, c, false, Some(listed)).await?;
+            visit(node, &mut pass, c, false, false, Some(listed)).await?;
             pass.rebuilds.start(stop, &mut pass.report);
             // Chunks peers name now (their new shards here) need not wait
             // for the end of a long scan.
@@ -641,6 +746,13 @@ pub async fn reconcile_pass(
             break;
         }
     }
+    // Every reference was looked at: a damaged chunk not met has none left
+    // here (its objects were deleted), so it is no damage of this node's.
+    if full && !stop.load(Ordering::Relaxed) {
+        let met = std::mem::take(&mut pass.met_damaged);
+        node.repair.retain_damaged(started, |id| met.contains(id));
+    }
+    publish(node);
     let report = pass.report;
     node.repair.passes.fetch_add(1, Ordering::Relaxed);
     node.repair
@@ -749,14 +861,23 @@ async fn visit_hinted(
             Ok(out)
         })
         .await?;
-        for (&(_, verify), (c, listed)) in batch.iter().zip(loaded) {
+        for (&(id, verify), (c, listed)) in batch.iter().zip(loaded) {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            if let Some(c) = c {
-                pass.report.chunks += 1;
-                visit(node, pass, c, verify, listed).await?;
-                pass.rebuilds.start(stop, &mut pass.report);
+            match c {
+                Some(c) => {
+                    pass.report.chunks += 1;
+                    visit(node, pass, c, verify, true, listed).await?;
+                    pass.rebuilds.start(stop, &mut pass.report);
+                }
+                // No reference left: whatever its shards, no object here
+                // lost data through it.
+                None => {
+                    if node.repair.clear_damaged(&id) {
+                        publish(node);
+                    }
+                }
             }
         }
     }
@@ -768,11 +889,14 @@ async fn visit_hinted(
 ///
 /// `listed`: the node's shards of the chunk (index, length) when the caller
 /// listed them already, a page of chunks in one trip to the blocking pool.
+/// `hinted`: something named the chunk (a reader, the scrubber, a peer), so
+/// it is tried even if known damaged.
 async fn visit(
     node: &Arc<Node>,
     pass: &mut Pass<'_>,
     c: ChunkRefs,
     verify: bool,
+    hinted: bool,
     listed: Option<Vec<(usize, u64)>>,
 ) -> Result<(), NodeError> {
     let chunk = ChunkId(c.id);
@@ -910,10 +1034,27 @@ async fn visit(
         }
     }
 
-    if !missing.is_empty() {
-        let held = held.iter().filter(|(_, w)| *w).map(|(i, _)| *i).collect();
-        pass.rebuilds.add(c, missing, held, &mut pass.report).await;
+    let known_damaged = node.repair.is_damaged(&c.id);
+    if known_damaged {
+        pass.met_damaged.insert(c.id);
     }
+    if missing.is_empty() {
+        // Its shards here are whole (put back by hand, or this node is no
+        // home any more): nothing of it for this node to rebuild.
+        if known_damaged && node.repair.clear_damaged(&c.id) {
+            tracing::info!(chunk = %chunk, "damaged chunk no longer missing shards here");
+            publish(node);
+        }
+        return Ok(());
+    }
+    // Found damaged under this map: asking every peer again would find
+    // what it found then. A hint, a new map or a long wait may change that.
+    if !hinted && node.repair.damaged_rests(&c.id, pass.grid.map().epoch) {
+        pass.report.left_damaged += 1;
+        return Ok(());
+    }
+    let held = held.iter().filter(|(_, w)| *w).map(|(i, _)| *i).collect();
+    pass.rebuilds.add(c, missing, held, &mut pass.report).await;
     Ok(())
 }
 
@@ -1014,9 +1155,90 @@ async fn healthy_shards(grid: &Grid, prev: Option<&Grid>, c: &ChunkRefs) -> usiz
         .map_or(0, |homes| homes.iter().filter(|h| serving(h)).count())
 }
 
-type RebuildDone = ([u8; 32], usize, Result<u64, NodeError>);
+/// Why a rebuild did not happen. Only [`RebuildError::Unanswered`] and
+/// [`RebuildError::Node`] may pass by themselves: those are retried soon.
+#[derive(Debug, thiserror::Error)]
+enum RebuildError {
+    /// Fewer than `k` good shards exist, as every node that could hold one
+    /// says: nothing to rebuild from until something changes.
+    #[error("{found} good shards found, {needed} needed; every node that could hold one answered")]
+    TooFew { found: usize, needed: usize },
+    /// Fewer than `k` good shards found, but some serving node did not
+    /// answer: it may hold the ones missing.
+    #[error("{found} good shards found, {needed} needed; some nodes did not answer")]
+    Unanswered { found: usize, needed: usize },
+    /// The shard store has no room for the shards to write.
+    #[error("shard store full: {needed} bytes needed, {available} available")]
+    StoreFull { needed: u64, available: u64 },
+    /// Rebuilds are paused (the store was full); not tried.
+    #[error("rebuilds paused: the shard store is full")]
+    Paused,
+    #[error(transparent)]
+    Node(NodeError),
+}
 
-fn account(node: &Node, (id, shards, result): RebuildDone, report: &mut ReconcileReport) {
+impl From<NodeError> for RebuildError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Store(StoreError::InsufficientStorage { needed, available }) => {
+                RebuildError::StoreFull { needed, available }
+            }
+            e => RebuildError::Node(e),
+        }
+    }
+}
+
+type RebuildDone = (Arc<ChunkRefs>, usize, Result<u64, RebuildError>);
+
+/// The store refused a shard, or has no room for one: pause rebuilds, and
+/// say so once per pause.
+fn store_full(node: &Node, needed: u64, available: u64) {
+    if let Some(pause) = node.repair.pause_rebuilds() {
+        tracing::warn!(
+            needed,
+            available,
+            pause_secs = pause.as_secs(),
+            "shard store full: rebuilds paused"
+        );
+        publish(node);
+    }
+}
+
+/// Copy the repair figures only this module changes into the metrics
+/// (the server copies the counters of [`crate::repair_state::RepairState`]
+/// at each scrape itself).
+fn publish(node: &Node) {
+    let r = &node.repair;
+    let m = &node.metrics;
+    m.set_repair("damaged_chunks", r.damaged_count() as u64);
+    m.set_repair("rebuilds_paused", u64::from(r.rebuilds_paused().is_some()));
+    m.set_repair(
+        "store_full_pauses",
+        r.store_full_pauses.load(Ordering::Relaxed),
+    );
+}
+
+/// A referrer as an operator reads it: bucket id, key, version.
+fn describe(r: &metadata::model::Referrer) -> String {
+    let mut s = format!(
+        "bucket {} key {:?} version {}",
+        hex::encode(&r.bucket_id),
+        r.key,
+        hex::encode(&r.version)
+    );
+    if r.part_number > 0 {
+        s.push_str(&format!(" part {}", r.part_number));
+    }
+    s
+}
+
+fn account(
+    node: &Node,
+    epoch: u64,
+    (chunk, shards, result): RebuildDone,
+    report: &mut ReconcileReport,
+) {
+    let id = chunk.id;
     match result {
         Ok(bytes) => {
             report.rebuilt += shards as u64;
@@ -1033,6 +1255,51 @@ fn account(node: &Node, (id, shards, result): RebuildDone, report: &mut Reconcil
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
                     Some(m.saturating_sub(shards as u64))
                 });
+            if node.repair.clear_damaged(&id) {
+                tracing::info!(chunk = %hex::encode(id), "damaged chunk rebuilt: its shards came back");
+                publish(node);
+            }
+        }
+        Err(RebuildError::TooFew { found, needed }) => {
+            report.damaged += 1;
+            node.repair.failed_rebuilds.fetch_add(1, Ordering::Relaxed);
+            // Reported as damaged, not as missing: nothing will rebuild it.
+            let _ = node
+                .repair
+                .missing
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                    Some(m.saturating_sub(shards as u64))
+                });
+            let referrers = chunk.refs.iter().filter_map(|r| r.referrer.clone());
+            if node
+                .repair
+                .mark_damaged(id, epoch, found, needed, referrers)
+            {
+                let named: Vec<String> = chunk
+                    .refs
+                    .iter()
+                    .filter_map(|r| r.referrer.as_ref())
+                    .take(3)
+                    .map(describe)
+                    .collect();
+                tracing::error!(
+                    chunk = %hex::encode(id),
+                    found,
+                    needed,
+                    referrers = chunk.refs.len(),
+                    first = %named.join("; "),
+                    "chunk cannot be rebuilt: too few good shards exist on the grid; \
+                     not retried until a new cluster map, a repair hint naming it, or an hour"
+                );
+                publish(node);
+            } else {
+                tracing::debug!(chunk = %hex::encode(id), found, needed, "damaged chunk still cannot be rebuilt");
+            }
+        }
+        Err(e @ (RebuildError::StoreFull { .. } | RebuildError::Paused)) => {
+            // Said once, when the pause began (see `store_full`).
+            report.deferred += 1;
+            tracing::debug!(chunk = %hex::encode(id), error = %e, "rebuild put off");
         }
         Err(e) => {
             report.failed += 1;
@@ -1072,9 +1339,18 @@ async fn rebuild(
     prev: Option<&Grid>,
     w: &Waiting,
     throttle: &Throttle,
-) -> Result<u64, NodeError> {
+    room: &Room,
+) -> Result<u64, RebuildError> {
     let (c, missing) = (&w.chunk, &w.missing);
     let chunk = ChunkId(c.id);
+    // Room first: shards fetched for a store that cannot take what they
+    // rebuild are load on the peers for nothing. (A length of 0 is an
+    // older reference that did not record it: at least a full store is
+    // caught; a write that does not fit still pauses.)
+    let needed = u64::from(c.shard_len.max(1)) * missing.len() as u64;
+    let n = node.clone();
+    let available = blocking(move || Ok(n.store.usage()?.available)).await?;
+    let _claim = room.claim(available, needed)?;
     // A node added or drained leaves the shards where they were: copying
     // the very shard moves one shard's bytes where rebuilding moves k.
     let mut written = 0u64;
@@ -1093,15 +1369,36 @@ async fn rebuild(
     }
     // Fetched shards are taken on their headers and the rebuild checks
     // their bytes; should one be bad, gather again checking each fully,
-    // so the bad one is passed over for another.
+    // so the bad one is passed over for another. Too few shards, or a full
+    // store, would only be met again.
     let built = match rebuild_from(node, grid, c, &missing, Some(&w.held), throttle).await {
         Ok(b) => b,
-        Err(e) => {
+        Err(RebuildError::Node(e)) => {
             tracing::debug!(chunk = %chunk, error = %e, "rebuild failed; gathering again, verifying each shard");
             rebuild_from(node, grid, c, &missing, None, throttle).await?
         }
+        Err(e) => return Err(e),
     };
     Ok(written + built)
+}
+
+/// What asking a node for a shard told.
+enum Fetched {
+    Got(Bytes),
+    /// The node answered: it holds no good copy.
+    Absent,
+    /// No answer (unreachable, timed out, failed): it may hold one.
+    Unknown,
+}
+
+/// Whether `id` is serving under the grid's map: a node that is not (down,
+/// removed) not answering says nothing new, and a new map, which would
+/// bring it back, has damaged chunks looked at again anyway.
+fn serving(grid: &Grid, id: &str) -> bool {
+    use metadata::model::NodeState;
+    grid.map().nodes.iter().any(|n| {
+        n.id == id && (n.state == NodeState::Up as i32 || n.state == NodeState::Draining as i32)
+    })
 }
 
 /// Rebuild `missing` from `k` shards gathered here and from peers. With
@@ -1115,7 +1412,7 @@ async fn rebuild_from(
     missing: &[usize],
     held: Option<&[usize]>,
     throttle: &Throttle,
-) -> Result<u64, NodeError> {
+) -> Result<u64, RebuildError> {
     let careful = held.is_none();
     let chunk = ChunkId(c.id);
     let homes = grid.shard_homes(&chunk, c.n).map_err(fail)?;
@@ -1153,6 +1450,9 @@ async fn rebuild_from(
     // once as are still needed: a rebuild waits on the slowest of them,
     // not on their sum.
     let mut asked: BTreeSet<(usize, String)> = BTreeSet::new();
+    // A serving node that did not answer: too few shards is then no proof
+    // the chunk is damaged.
+    let mut unanswered = false;
     let mut candidates = homes
         .iter()
         .enumerate()
@@ -1171,10 +1471,14 @@ async fn rebuild_from(
         )
         .await;
         for ((i, home), got) in wave.into_iter().zip(fetched) {
-            asked.insert((i, home));
-            if let Some(b) = got {
-                have.insert(i, b);
+            match got {
+                Fetched::Got(b) => {
+                    have.insert(i, b);
+                }
+                Fetched::Absent => {}
+                Fetched::Unknown => unanswered |= serving(grid, &home),
             }
+            asked.insert((i, home));
         }
     }
     // Hand-offs: any node may hold a shard whose home was down.
@@ -1186,6 +1490,7 @@ async fn rebuild_from(
             let Some(client) = grid.client(&peer.id) else {
                 continue;
             };
+            let peer_serving = serving(grid, &peer.id);
             let keys: Vec<ShardKey> = (0..c.n)
                 .filter(|i| !have.contains_key(i) && !asked.contains(&(*i, peer.id.clone())))
                 .filter_map(|i| ShardKey::new(c.id, i).ok())
@@ -1194,6 +1499,7 @@ async fn rebuild_from(
                 continue;
             }
             let Ok(lens) = client.has_shards(&keys).await else {
+                unanswered |= peer_serving;
                 continue;
             };
             for (key, len) in keys.iter().zip(lens) {
@@ -1201,18 +1507,23 @@ async fn rebuild_from(
                     continue;
                 }
                 let i = key.index as usize;
-                if let Some(b) = fetch(grid, &peer.id, c, i, throttle, careful).await {
-                    have.insert(i, b);
+                match fetch(grid, &peer.id, c, i, throttle, careful).await {
+                    Fetched::Got(b) => {
+                        have.insert(i, b);
+                    }
+                    Fetched::Absent => {}
+                    Fetched::Unknown => unanswered |= peer_serving,
                 }
             }
         }
     }
     if have.len() < c.k {
-        return Err(fail(format!(
-            "chunk {chunk}: {} good shards found, {} needed",
-            have.len(),
-            c.k
-        )));
+        let (found, needed) = (have.len(), c.k);
+        return Err(if unanswered {
+            RebuildError::Unanswered { found, needed }
+        } else {
+            RebuildError::TooFew { found, needed }
+        });
     }
     // Rebuild and store in one trip to the blocking pool.
     let (n, cc, wanted) = (node.clone(), c.clone(), missing.to_vec());
@@ -1247,6 +1558,7 @@ async fn rebuild_from(
         Ok(written)
     })
     .await
+    .map_err(RebuildError::from)
 }
 
 /// Rebuilders kept between rebuilds. Each holds its coding matrices and a
@@ -1279,7 +1591,7 @@ async fn copy_from_holders(
     c: &Arc<ChunkRefs>,
     missing: &[usize],
     throttle: &Throttle,
-) -> Result<BTreeSet<usize>, NodeError> {
+) -> Result<BTreeSet<usize>, RebuildError> {
     use metadata::model::NodeState;
     // Only where the shards were under the previous map: asking every node
     // would cost a call per node and chunk when a dead node's shards are
@@ -1318,7 +1630,7 @@ async fn copy_from_holders(
     }
     let mut copied = BTreeSet::new();
     for (i, peer) in holders {
-        let Some(shard) = fetch(grid, &peer, c, i, throttle, true).await else {
+        let Fetched::Got(shard) = fetch(grid, &peer, c, i, throttle, true).await else {
             continue;
         };
         let key = ShardKey::new(c.id, i).map_err(fail)?;
@@ -1342,18 +1654,29 @@ async fn fetch(
     index: usize,
     throttle: &Throttle,
     careful: bool,
-) -> Option<Bytes> {
-    let client: &NodeClient = grid.client(node_id)?;
-    let key = ShardKey::new(c.id, index).ok()?;
+) -> Fetched {
+    // Not in the map (or no such shard index): nothing the grid can use.
+    let Some(client): Option<&NodeClient> = grid.client(node_id) else {
+        return Fetched::Absent;
+    };
+    let Ok(key) = ShardKey::new(c.id, index) else {
+        return Fetched::Absent;
+    };
     throttle.take(u64::from(c.shard_len.max(1))).await;
     match client.get_shard(&key, None).await {
-        Ok(b) if usable(&b, c, index, careful) => Some(b),
+        Ok(b) if usable(&b, c, index, careful) => Fetched::Got(b),
+        // A bad copy is no copy: the chunk is no better off for it.
         Ok(_) => {
             tracing::warn!(chunk = %hex::encode(c.id), index, node = node_id,
                 "peer served a bad shard; not used");
-            None
+            Fetched::Absent
         }
-        Err(_) => None,
+        Err(RpcError::NotFound) => Fetched::Absent,
+        Err(e) => {
+            tracing::debug!(chunk = %hex::encode(c.id), index, node = node_id, error = %e,
+                "shard not fetched");
+            Fetched::Unknown
+        }
     }
 }
 
