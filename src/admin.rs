@@ -604,7 +604,13 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
         region: g.region.clone(),
-        max_requests: g.max_requests,
+        admission: gateway::admission::AdmissionConfig {
+            max_requests: g.max_requests,
+            max_requests_per_key: g.max_requests_per_key,
+            body_idle_timeout: Duration::from_secs(g.body_idle_timeout_secs.max(1)),
+            body_min_bytes_per_sec: g.body_min_bytes_per_sec,
+            ..Default::default()
+        },
         domain: None,
     };
     // The first map: nodes started from their configs hold none until a

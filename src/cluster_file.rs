@@ -129,6 +129,15 @@ pub struct GatewayFile {
     pub site: Option<String>,
     #[serde(default = "default_max_requests")]
     pub max_requests: usize,
+    /// Requests in progress for one access key (default: half of
+    /// `max_requests`), so one key cannot lock the others out.
+    pub max_requests_per_key: Option<usize>,
+    /// A request body that sends nothing for this long is cut off.
+    #[serde(default = "default_body_idle_timeout_secs")]
+    pub body_idle_timeout_secs: u64,
+    /// After its first 10 s, a request body must average at least this.
+    #[serde(default = "default_body_min_bytes_per_sec")]
+    pub body_min_bytes_per_sec: u64,
     /// Copies of each bucket's metadata; the nodes' `[repair]
     /// metadata_replicas` must say the same (anti-entropy syncs that many).
     #[serde(default = "default_metadata_replicas")]
@@ -144,6 +153,14 @@ pub struct GatewayFile {
     /// An unfinished multipart upload is aborted once this old.
     #[serde(default = "default_upload_max_age_secs")]
     pub upload_max_age_secs: u64,
+}
+
+fn default_body_idle_timeout_secs() -> u64 {
+    30
+}
+
+fn default_body_min_bytes_per_sec() -> u64 {
+    1024
 }
 
 fn default_metadata_replicas() -> usize {

@@ -7,6 +7,7 @@
 //! cluster and decides what anonymous requests may do; [`server`] runs it
 //! all on hyper with a bound on concurrent requests.
 
+pub mod admission;
 pub mod auth;
 mod convert;
 pub mod errors;

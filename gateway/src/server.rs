@@ -1,6 +1,7 @@
 //! Serving the S3 service on hyper: HTTP/1.1 (and h2c), one task per
 //! connection, stopped by a shutdown signal.
 
+use crate::admission::AdmissionConfig;
 use crate::auth::{PublicReadAccess, StoreAuth};
 use crate::S3Gateway;
 use cluster::ObjectStore;
@@ -12,8 +13,8 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub region: String,
-    /// Requests handled at once before SlowDown.
-    pub max_requests: usize,
+    /// Requests in progress (in all and per key) and request body pacing.
+    pub admission: AdmissionConfig,
     /// Host names for virtual-hosted-style requests (`bucket.HOST`).
     pub domain: Option<String>,
 }
@@ -22,7 +23,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             region: "us-east-1".into(),
-            max_requests: 256,
+            admission: AdmissionConfig::default(),
             domain: None,
         }
     }
@@ -31,7 +32,12 @@ impl Default for GatewayConfig {
 /// The s3s service for `store`.
 pub fn service(store: ObjectStore, cfg: &GatewayConfig) -> s3s::service::S3Service {
     let auth = Arc::new(StoreAuth::new(store.clone()));
-    let gateway = S3Gateway::new(store.clone(), auth.clone(), &cfg.region, cfg.max_requests);
+    let gateway = S3Gateway::new(
+        store.clone(),
+        auth.clone(),
+        &cfg.region,
+        cfg.admission.clone(),
+    );
     let mut b = S3ServiceBuilder::new(gateway);
     b.set_auth(SharedAuth(auth));
     b.set_access(PublicReadAccess::new(store));

@@ -48,7 +48,7 @@ impl S3Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         let me = Self::caller(&req)?.to_string();
         if let Some(loc) = req
             .input
@@ -85,7 +85,7 @@ impl S3Gateway {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         self.authorize(&req, &req.input.bucket).await?;
         self.store

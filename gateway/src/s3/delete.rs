@@ -11,7 +11,7 @@ impl S3Gateway {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
@@ -31,7 +31,7 @@ impl S3Gateway {
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;

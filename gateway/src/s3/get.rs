@@ -164,7 +164,7 @@ impl S3Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        let slot = self.slot()?;
+        let slot = self.slot(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let opts = read_options!(i, i.range.as_ref().map(convert::range));
@@ -298,7 +298,7 @@ impl S3Gateway {
 struct BodyWithSlot {
     // Only ever reached through `&mut self` (`get_mut`): never locked.
     body: std::sync::Mutex<cluster::ObjectBody>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: crate::admission::Slot,
 }
 
 impl futures_util::Stream for BodyWithSlot {

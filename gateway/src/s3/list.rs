@@ -46,7 +46,7 @@ impl S3Gateway {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let url = url_encoding(&i.encoding_type);
@@ -89,7 +89,7 @@ impl S3Gateway {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let url = url_encoding(&i.encoding_type);
@@ -145,7 +145,7 @@ impl S3Gateway {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
         let url = url_encoding(&i.encoding_type);

@@ -4,13 +4,13 @@
 //! s3s wants one `impl S3`: here each of its methods hands the request to
 //! an inherent `handle_*` method in the file of its operation family.
 
+use crate::admission::{Admission, AdmissionConfig, Slot};
 use crate::auth::StoreAuth;
 use crate::errors::to_s3;
 use cluster::{BucketHandle, ObjectStore};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 // s3s generates each operation's input and output as a struct of its own:
 // the headers several operations share (the SSE-C key, x-amz-checksum-*,
@@ -86,9 +86,8 @@ pub struct S3Gateway {
     store: ObjectStore,
     auth: Arc<StoreAuth>,
     region: String,
-    /// Requests in progress; beyond it clients get SlowDown (503) so
-    /// memory stays bounded under a flood.
-    slots: Arc<Semaphore>,
+    /// Requests in progress, per key and in all, and body pacing.
+    admission: Arc<Admission>,
 }
 
 impl S3Gateway {
@@ -96,21 +95,35 @@ impl S3Gateway {
         store: ObjectStore,
         auth: Arc<StoreAuth>,
         region: &str,
-        max_requests: usize,
+        admission: AdmissionConfig,
     ) -> Self {
         Self {
             store,
             auth,
             region: region.to_string(),
-            slots: Arc::new(Semaphore::new(max_requests.max(1))),
+            admission: Arc::new(Admission::new(admission)),
         }
     }
 
-    fn slot(&self) -> S3Result<tokio::sync::OwnedSemaphorePermit> {
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| s3_error!(SlowDown, "too many requests in progress"))
+    /// A place among the requests in progress for this request's key;
+    /// beyond the bounds the client gets SlowDown (503) and retries.
+    fn slot<T>(&self, req: &S3Request<T>) -> S3Result<Slot> {
+        let key = req.credentials.as_ref().map(|c| c.access_key.as_str());
+        self.admission
+            .admit(key)
+            .map_err(|e| s3_error!(SlowDown, "{e}"))
+    }
+
+    /// A request body as the object layer reads it (none: empty), cut off
+    /// if it stalls or trickles.
+    fn body(
+        &self,
+        body: Option<StreamingBlob>,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Send + Unpin {
+        match body {
+            Some(b) => futures_util::future::Either::Left(self.admission.paced(b)),
+            None => futures_util::future::Either::Right(futures_util::stream::empty()),
+        }
     }
 
     fn caller<T>(req: &S3Request<T>) -> S3Result<&str> {

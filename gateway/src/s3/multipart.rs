@@ -2,7 +2,7 @@
 //! abort, and list parts and uploads.
 
 use super::list::{prefixes_of, url_encoding};
-use super::put::{body_stream, copy_source, storage_class, trailer_of};
+use super::put::{copy_source, storage_class, trailer_of};
 use super::tagging::parse_tagging;
 use super::{owner, S3Gateway};
 use crate::convert;
@@ -19,7 +19,7 @@ impl S3Gateway {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         let me = Self::caller(&req)?.to_string();
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;
@@ -56,7 +56,7 @@ impl S3Gateway {
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let trailer = trailer_of(&req);
@@ -79,7 +79,7 @@ impl S3Gateway {
                 &i.key,
                 &i.upload_id,
                 i.part_number.max(0) as u32,
-                body_stream(i.body),
+                self.body(i.body),
                 opts,
             )
             .await
@@ -96,7 +96,7 @@ impl S3Gateway {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let (src_bucket, src_key, src_version) = copy_source(&req.input.copy_source)?;
         let src = self.authorize(&req, &src_bucket).await?;
@@ -188,7 +188,7 @@ impl S3Gateway {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let i = req.input;

@@ -6,25 +6,13 @@ use super::tagging::parse_tagging;
 use super::S3Gateway;
 use crate::convert;
 use crate::errors::to_s3;
-use bytes::Bytes;
 use cluster::{ChecksumAlgorithm, CopyOptions, PutOptions, Trailer};
-use futures_util::{StreamExt, TryStreamExt};
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const MAX_PUT_BYTES: i64 = 5 << 30;
-
-/// A request body as the object layer reads it (none: empty).
-pub(super) fn body_stream(
-    body: Option<StreamingBlob>,
-) -> impl futures_util::Stream<Item = Result<Bytes, String>> + Send + Unpin {
-    match body {
-        Some(b) => b.map_err(|e| e.to_string()).left_stream(),
-        None => futures_util::stream::empty().right_stream(),
-    }
-}
 
 /// The x-amz-checksum-* trailers of an aws-chunked body, read once the
 /// body has been.
@@ -69,7 +57,7 @@ impl S3Gateway {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let handle = self.authorize(&req, &req.input.bucket).await?;
         let trailer = trailer_of(&req);
@@ -103,7 +91,7 @@ impl S3Gateway {
         };
         let r = self
             .store
-            .put_object(&handle, &i.key, body_stream(i.body), opts)
+            .put_object(&handle, &i.key, self.body(i.body), opts)
             .await
             .map_err(to_s3)?;
         let mut out = PutObjectOutput {
@@ -126,7 +114,7 @@ impl S3Gateway {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        let _slot = self.slot()?;
+        let _slot = self.slot(&req)?;
         Self::caller(&req)?;
         let (src_bucket, src_key, src_version) = copy_source(&req.input.copy_source)?;
         let src = self.authorize(&req, &src_bucket).await?;
