@@ -363,6 +363,9 @@ async fn reference_holders(
     let holders: BTreeSet<String> = holders.iter().cloned().collect();
     let mut targets = holders.clone();
     targets.extend(homes.iter().cloned());
+    // A home that hung lately and holds nothing of this write is skipped:
+    // repair brings it the reference later.
+    targets.retain(|n| holders.contains(n) || !grid.is_suspect(n));
     let mut tasks = JoinSet::new();
     for node in targets.iter().cloned() {
         let client = grid.client(&node).cloned();
@@ -383,6 +386,7 @@ async fn reference_holders(
     let answered: BTreeSet<String> = answers.iter().map(|(n, _)| n.clone()).collect();
     let mut results = answers;
     for node in targets.difference(&answered) {
+        grid.suspect(node);
         results.push((
             node.clone(),
             Err("too slow: no answer long after the others".into()),
@@ -417,21 +421,39 @@ async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Optio
             .push(ShardKey::new(id.0, i).ok()?);
     }
     let mut tasks = JoinSet::new();
+    let mut asked = Vec::new();
     for (node, keys) in by_node {
+        if grid.is_suspect(node) {
+            // Hung lately: the chunk cannot be known stored there; it is
+            // written again, which hands that shard off.
+            return None;
+        }
+        asked.push(node.to_string());
         let client = grid.client(node).cloned()?;
         let r = reference(ctx, id);
+        let name = node.to_string();
         tasks.spawn(async move {
-            client.refs_add(vec![r]).await.ok()?;
-            client.has_shards(&keys).await.ok()
+            let answer = async {
+                client.refs_add(vec![r]).await.ok()?;
+                client.has_shards(&keys).await.ok()
+            }
+            .await;
+            (name, answer)
         });
     }
     let mut shard_len = None;
     // A hung home makes the chunk "not known stored": it is then written
     // again, which hands its shard off.
     let (answers, abandoned) =
-        grid::stragglers::join_all_but_stragglers(&mut tasks, Option::is_some).await;
+        grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, a)| a.is_some()).await;
+    for node in asked
+        .iter()
+        .filter(|n| !answers.iter().any(|(a, _)| a == *n))
+    {
+        grid.suspect(node);
+    }
     let mut complete = abandoned == 0;
-    for answer in answers {
+    for (_, answer) in answers {
         match answer {
             Some(lens) if lens.iter().all(|l| *l > 0) => {
                 shard_len = lens.first().map(|l| *l as u32);
@@ -607,6 +629,10 @@ async fn send_refs(
     let mut tasks = JoinSet::new();
     let tasks_nodes: BTreeSet<String> = by_node.keys().cloned().collect();
     for (node, refs) in by_node {
+        if grid.is_suspect(&node) {
+            // Hung lately: counted as failed without waiting for it.
+            continue;
+        }
         let client = grid.client(&node).cloned();
         tasks.spawn(async move {
             let Some(c) = client else {
@@ -630,6 +656,12 @@ async fn send_refs(
     // A hung node counts as failed after about a second: callers decide by
     // how many homes took the references, not by waiting for all.
     let (done, _) = grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, ok)| *ok).await;
+    let answered: BTreeSet<String> = done.iter().map(|(n, _)| n.clone()).collect();
+    for node in expected.difference(&answered) {
+        if !grid.is_suspect(node) {
+            grid.suspect(node);
+        }
+    }
     let succeeded: BTreeSet<String> = done
         .into_iter()
         .filter(|(_, ok)| *ok)

@@ -71,7 +71,15 @@ pub struct Grid {
     opts: ClientOptions,
     /// Shard homes placed lately under `map`, shared by clones.
     placed: Arc<HomesCache>,
+    /// Nodes left behind lately as stragglers, shared by every clone and
+    /// map of this grid (see [`Grid::suspect`]).
+    suspects: Arc<Mutex<HashMap<String, std::time::Instant>>>,
 }
+
+/// How long a node that hung on a call is skipped where others can stand
+/// in for it: long enough that the stages of one request do not each wait
+/// for it again, short enough that a node back to its pace is soon used.
+const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Placement hashes a few dozen times per chunk, and a repair pass asks for
 /// one chunk's homes several times (its visit, the queue order, the
@@ -132,6 +140,7 @@ impl Grid {
             key,
             opts,
             placed: Arc::default(),
+            suspects: Arc::default(),
         }
     }
 
@@ -156,6 +165,29 @@ impl Grid {
             key: self.key.clone(),
             opts: self.opts.clone(),
             placed: Arc::default(),
+            suspects: self.suspects.clone(),
+        }
+    }
+
+    /// Note that `node` was left behind as a straggler: for a few seconds,
+    /// calls that can do without it (shard reads and writes, reference
+    /// updates beyond the holders, merged scans with a quorum to spare)
+    /// skip it instead of waiting for it again.
+    pub fn suspect(&self, node: &str) {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert(node.to_string(), std::time::Instant::now() + SUSPECT_FOR);
+    }
+
+    /// Whether `node` hung lately (see [`Grid::suspect`]).
+    pub fn is_suspect(&self, node: &str) -> bool {
+        let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        match s.get(node) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                s.remove(node);
+                false
+            }
+            None => false,
         }
     }
 
@@ -331,6 +363,17 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
         // With fewer nodes than shards the placement wraps round.
         let node = homes[i].clone();
         *slot = Some(node.clone());
+        if grid.is_suspect(&node) {
+            // Hung lately: hand its shard off at once.
+            tasks.spawn(async move {
+                let e = RpcError::Unreachable {
+                    node: node.clone(),
+                    reason: "hung on a recent call".into(),
+                };
+                (i, node, Err(e))
+            });
+            continue;
+        }
         spawn(&mut tasks, i, node);
     }
     let mut stragglers = Stragglers::new();
@@ -350,6 +393,7 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
                     }
                     if let Some(node) = planned[index].clone() {
                         tracing::debug!(%node, index, "shard write too slow; handing off");
+                        grid.suspect(&node);
                         tasks.spawn(async move {
                             let e = RpcError::Unreachable {
                                 node: node.clone(),
@@ -394,7 +438,9 @@ pub async fn put_chunk(grid: &Grid, chunk: &SealedChunk) -> Result<ChunkWriteRep
                     order = Some(grid.order_ids(&id, n)?);
                 }
                 let order = order.as_deref().unwrap_or_default();
-                let fresh = order.iter().find(|c| !dead.contains(c) && !busy(c));
+                let fresh = order
+                    .iter()
+                    .find(|c| !dead.contains(c) && !busy(c) && !grid.is_suspect(c));
                 let fallback = fresh.cloned().or_else(|| {
                     order
                         .iter()
@@ -604,9 +650,15 @@ async fn fetch(
     tried: &mut [Vec<String>],
 ) -> Fetched {
     let mut tasks = JoinSet::new();
+    let mut asked = Vec::new();
     for &index in wanted {
         let Some(node) = primary(index) else { continue };
         tried[index].push(node.clone());
+        if grid.is_suspect(&node) {
+            // Hung lately: read around it at once.
+            continue;
+        }
+        asked.push(node.clone());
         let client = grid.client(&node).cloned();
         let key = ShardKey::new(id.0, index);
         tasks.spawn(async move {
@@ -626,6 +678,9 @@ async fn fetch(
         });
     }
     let (out, abandoned) = join_all_but_stragglers(&mut tasks, |r| r.2.is_some()).await;
+    for node in asked.iter().filter(|n| !out.iter().any(|r| &r.1 == *n)) {
+        grid.suspect(node);
+    }
     if abandoned > 0 {
         // A hung or overloaded node: the caller reads around it (parity
         // shards for what is missing) instead of waiting out the RPC

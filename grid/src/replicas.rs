@@ -282,6 +282,18 @@ impl MergedScan {
     /// Refill every cursor whose buffer ran dry, in parallel. A replica
     /// that fails is dropped; below a read quorum the scan fails.
     async fn fill(&mut self) -> Result<(), MetaError> {
+        // A replica that hung lately is left out at once while the others
+        // still make a quorum.
+        while self.cursors.len() > self.need {
+            let Some(i) = self
+                .cursors
+                .iter()
+                .position(|c| self.grid.is_suspect(&c.node))
+            else {
+                break;
+            };
+            self.cursors.remove(i);
+        }
         let mut tasks = JoinSet::new();
         for (i, c) in self.cursors.iter().enumerate() {
             if !c.buf.is_empty() {
@@ -315,6 +327,7 @@ impl MergedScan {
         let (answers, _) = join_all_but_stragglers(&mut tasks, |(_, r)| r.is_ok()).await;
         let answered: Vec<usize> = answers.iter().map(|(i, _)| *i).collect();
         for i in asked.into_iter().filter(|i| !answered.contains(i)) {
+            self.grid.suspect(&self.cursors[i].node);
             errors.push((
                 self.cursors[i].node.clone(),
                 RpcError::Unreachable {
