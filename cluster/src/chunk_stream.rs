@@ -7,9 +7,9 @@
 //! chunks. Neither depends on the object's size.
 
 use crate::checksum::{ChecksumAlgorithm, DigestResult, Digests};
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::secrets::Sealing;
-use crate::store::{RepairHint, StoreConfig};
 use bytes::Bytes;
 use codec::{ChunkId, Chunker, ErasureParams, SealConfig, SealedChunk, Sealer};
 use futures_util::{Stream, StreamExt};
@@ -25,6 +25,18 @@ use tokio::task::JoinSet;
 
 /// An object's bytes as they arrive from the grid.
 pub type ObjectBody = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// A chunk a read found damaged or short of shards: work for the repair
+/// daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairHint {
+    pub chunk: ChunkId,
+    pub erasure: ErasureSpec,
+    /// Shard indexes no node asked had.
+    pub missing: Vec<usize>,
+    /// (shard index, node) pairs whose shard failed verification.
+    pub corrupt: Vec<(usize, String)>,
+}
 
 /// Where damaged or short chunks a read meets are reported: the repair
 /// daemon's queue, when the process has one.

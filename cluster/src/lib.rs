@@ -6,6 +6,7 @@
 
 pub mod checksum;
 mod chunk_stream;
+mod config;
 pub mod duties;
 pub mod erasure_default;
 pub mod error;
@@ -26,6 +27,8 @@ pub mod version_id;
 mod versions;
 
 pub use checksum::ChecksumAlgorithm;
+pub use chunk_stream::RepairHint;
+pub use config::StoreConfig;
 pub use duties::{DutyConfig, DutyReport};
 pub use error::{Error, Result};
 pub use listing::{ListObjectsPage, ListObjectsParams, ListVersionsPage, ListVersionsParams};
@@ -39,5 +42,5 @@ pub use objects::{
     PutResult, Trailer,
 };
 pub use secrets::{CustomerKey, MasterKey};
-pub use store::{BucketHandle, BucketInfo, BucketRef, ObjectStore, RepairHint, StoreConfig};
+pub use store::{BucketHandle, BucketInfo, BucketRef, ObjectStore};
 pub use versions::DeleteResult;

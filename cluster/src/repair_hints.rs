@@ -2,7 +2,8 @@
 //! that should hold those shards, which reconcile the chunk at once rather
 //! than at their next pass (or the next scrub).
 
-use crate::store::{ObjectStore, RepairHint};
+use crate::chunk_stream::RepairHint;
+use crate::store::ObjectStore;
 use grid::chunk_io::Grid;
 use metadata::ShardKey;
 use std::collections::BTreeMap;

@@ -6,13 +6,14 @@
 //! nodes (see [`grid::replicas`]), so any number of gateways can serve the
 //! same grid.
 
-use crate::chunk_stream::{ChunkIo, RepairSink};
+use crate::chunk_stream::{ChunkIo, RepairHint, RepairSink};
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::naming;
 use crate::secrets::{CustomerKey, MasterKey, Sealing};
 use crate::version_id::Hlc;
-use codec::{ChunkId, ChunkerConfig, DomainKey};
+use codec::DomainKey;
 use grid::chunk_io::Grid;
 use grid::replicas::ReplicaSet;
 use grid::table::Table;
@@ -21,55 +22,6 @@ use metadata::Replicated;
 use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// Tunables of the object layer.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Copies of each bucket's metadata (and of the bucket directory).
-    pub metadata_replicas: usize,
-    /// Objects up to this size live inside their manifest.
-    pub inline_threshold: usize,
-    /// Content-defined chunk sizes (the seed is set per bucket).
-    pub chunker: ChunkerConfig,
-    /// Chunks of one upload being hashed, sealed or sent at once: the
-    /// memory bound of an upload is about this many chunks.
-    pub chunks_in_flight: usize,
-    /// S3's minimum size of every part but the last.
-    pub min_part_size: u64,
-    pub max_object_size: u64,
-    /// The gateway's site: reads prefer shards held there.
-    pub local_site: Option<String>,
-    /// Erasure shape for buckets that do not choose one (None: from the
-    /// cluster's size, see [`crate::erasure_default`]).
-    pub default_erasure: Option<ErasureSpec>,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            metadata_replicas: 3,
-            inline_threshold: 16 * 1024,
-            chunker: ChunkerConfig::default(),
-            chunks_in_flight: 4,
-            min_part_size: 5 << 20,
-            max_object_size: 5 << 40,
-            local_site: None,
-            default_erasure: None,
-        }
-    }
-}
-
-/// A chunk a read found damaged or short of shards: work for the repair
-/// daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepairHint {
-    pub chunk: ChunkId,
-    pub erasure: ErasureSpec,
-    /// Shard indexes no node asked had.
-    pub missing: Vec<usize>,
-    /// (shard index, node) pairs whose shard failed verification.
-    pub corrupt: Vec<(usize, String)>,
-}
 
 pub(crate) struct Inner {
     /// Swapped whole when the nodes agree on a newer cluster map
