@@ -613,6 +613,7 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         },
         domain: None,
     };
+    check_metadata_replicas(&store, g.metadata_replicas).await?;
     // The first map: nodes started from their configs hold none until a
     // gateway hands them the one this gateway was configured with. Keep
     // offering it (nodes that were down, or wiped, get it when back); a
@@ -660,5 +661,29 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     duties.abort();
     webdav.stop().await;
     jobs.stop().await;
+    Ok(())
+}
+
+/// A gateway and its nodes must agree on how many copies of each bucket's
+/// metadata there are: quorums are computed from it on the gateway, and
+/// anti-entropy keeps that many in sync on the nodes. Checked against the
+/// nodes that answer at start; a grid with none up is checked by nobody.
+async fn check_metadata_replicas(store: &ObjectStore, want: usize) -> Result<(), AdminError> {
+    let grid = store.grid();
+    for n in &grid.map().nodes {
+        let Some(c) = grid.client(&n.id) else {
+            continue;
+        };
+        let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(3), c.status()).await else {
+            continue;
+        };
+        let theirs = status.metadata_replicas as usize;
+        if theirs != 0 && theirs != want {
+            return Err(AdminError::Usage(format!(
+                "metadata_replicas is {want} here but {theirs} on node {} ([repair] metadata_replicas in its node.toml): they must agree",
+                n.id
+            )));
+        }
+    }
     Ok(())
 }

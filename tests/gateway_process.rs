@@ -317,3 +317,42 @@ async fn a_hung_node_is_read_and_written_around() {
         assert_eq!(read_all(&store, "hung", &format!("during-{i}")).await, data);
     }
 }
+
+/// A gateway whose `metadata_replicas` disagrees with its nodes' refuses
+/// to start, saying which node and which settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_disagreeing_on_metadata_replicas_refuses_to_start() {
+    let root = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_as(&root.path().join("n0"), "n0", "site-0", "");
+    let map_path = root.path().join("map.toml");
+    std::fs::write(
+        &map_path,
+        format!(
+            "epoch = 1\n[[nodes]]\nid = \"n0\"\naddr = {:?}\nsite = \"site-0\"\n",
+            node.addr
+        ),
+    )
+    .unwrap();
+    let config = root.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
+             cluster_map = {map_path:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n\
+             metadata_replicas = 5\n",
+            support::SECRET
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gridstore"))
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("metadata_replicas is 5 here but 3 on node n0"),
+        "{err}"
+    );
+}

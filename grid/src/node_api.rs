@@ -510,6 +510,11 @@ pub struct NodeStatus {
     pub uptime_ms: u64,
     #[prost(message, optional, tag = "12")]
     pub repair: Option<RepairStatus>,
+    /// The node's `[repair] metadata_replicas`: how many copies of each
+    /// bucket's metadata its anti-entropy keeps in sync. Gateways check
+    /// it against their own at start. 0: a node too old to say.
+    #[prost(uint32, tag = "13")]
+    pub metadata_replicas: u32,
 }
 impl Record for NodeStatus {}
 

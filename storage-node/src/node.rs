@@ -51,6 +51,9 @@ pub struct Node {
     /// write: a chunk referenced by a call that has returned is not
     /// collected while that reference stands (see [`crate::gc`]).
     gc_lock: Mutex<()>,
+    /// `[repair] metadata_replicas`, reported in the status so gateways
+    /// can check they agree.
+    pub metadata_replicas: usize,
 }
 
 impl Node {
@@ -103,6 +106,7 @@ impl Node {
             metrics: Metrics::new(),
             repair: crate::repair_state::RepairState::default(),
             started: Instant::now(),
+            metadata_replicas: cfg.repair.metadata_replicas,
             gc_lock: Mutex::new(()),
         })
     }

@@ -525,6 +525,7 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
                     io_backend: n.store.io_backend().name().into(),
                     uptime_ms: n.uptime_ms(),
                     repair: Some(n.repair.snapshot(n.scrub_last_done_ms()?.unwrap_or(0))),
+                    metadata_replicas: n.metadata_replicas as u32,
                 })
             })
             .await?;
