@@ -393,14 +393,10 @@ async fn reference_holders(
     // A hung home that holds no shard of this write only misses a
     // reference repair brings it later; a hung holder fails the attempt
     // (the chunk is stored again around it).
-    let (answers, _) =
-        grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, r)| r.is_ok()).await;
-    let answered: BTreeSet<String> = answers.iter().map(|(n, _)| n.clone()).collect();
-    let mut results = answers;
-    for node in targets.difference(&answered) {
-        grid.suspect(node);
+    let (mut results, left_behind) = grid.join_calls(&mut tasks, &targets, Result::is_ok).await;
+    for node in left_behind {
         results.push((
-            node.clone(),
+            node,
             Err("too slow: no answer long after the others".into()),
         ));
     }
@@ -456,15 +452,8 @@ async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Optio
     let mut shard_len = None;
     // A hung home makes the chunk "not known stored": it is then written
     // again, which hands its shard off.
-    let (answers, abandoned) =
-        grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, a)| a.is_some()).await;
-    for node in asked
-        .iter()
-        .filter(|n| !answers.iter().any(|(a, _)| a == *n))
-    {
-        grid.suspect(node);
-    }
-    let mut complete = abandoned == 0;
+    let (answers, left_behind) = grid.join_calls(&mut tasks, &asked, Option::is_some).await;
+    let mut complete = left_behind.is_empty();
     for (_, answer) in answers {
         match answer {
             Some(lens) if lens.iter().all(|l| *l > 0) => {
@@ -639,12 +628,14 @@ async fn send_refs(
 ) -> BTreeSet<String> {
     let grid = &io.grid;
     let mut tasks = JoinSet::new();
-    let tasks_nodes: BTreeSet<String> = by_node.keys().cloned().collect();
+    let expected: BTreeSet<String> = by_node.keys().cloned().collect();
+    let mut asked = Vec::new();
     for (node, refs) in by_node {
         if grid.is_suspect(&node) {
             // Hung lately: counted as failed without waiting for it.
             continue;
         }
+        asked.push(node.clone());
         let client = grid.client(&node).cloned();
         tasks.spawn(async move {
             let Some(c) = client else {
@@ -664,16 +655,9 @@ async fn send_refs(
             (node, true)
         });
     }
-    let expected: BTreeSet<String> = tasks_nodes;
     // A hung node counts as failed after about a second: callers decide by
     // how many homes took the references, not by waiting for all.
-    let (done, _) = grid::stragglers::join_all_but_stragglers(&mut tasks, |(_, ok)| *ok).await;
-    let answered: BTreeSet<String> = done.iter().map(|(n, _)| n.clone()).collect();
-    for node in expected.difference(&answered) {
-        if !grid.is_suspect(node) {
-            grid.suspect(node);
-        }
-    }
+    let (done, _) = grid.join_calls(&mut tasks, &asked, |ok| *ok).await;
     let succeeded: BTreeSet<String> = done
         .into_iter()
         .filter(|(_, ok)| *ok)

@@ -178,6 +178,28 @@ impl Grid {
         s.insert(node.to_string(), std::time::Instant::now() + SUSPECT_FOR);
     }
 
+    /// Join calls made to several nodes at once, each task answering
+    /// `(node, result)`, without waiting for stragglers (see
+    /// [`join_all_but_stragglers`]; `success` says which results count as
+    /// an answer). The nodes of `asked` that did not answer are remembered
+    /// as suspects and returned beside the answers.
+    pub async fn join_calls<'a, T: 'static>(
+        &self,
+        tasks: &mut JoinSet<(String, T)>,
+        asked: impl IntoIterator<Item = &'a String>,
+        success: impl Fn(&T) -> bool,
+    ) -> (Vec<(String, T)>, Vec<String>) {
+        let (answers, _) = join_all_but_stragglers(tasks, |(_, r)| success(r)).await;
+        let mut left_behind: Vec<String> = Vec::new();
+        for node in asked {
+            if !answers.iter().any(|(n, _)| n == node) && !left_behind.contains(node) {
+                self.suspect(node);
+                left_behind.push(node.clone());
+            }
+        }
+        (answers, left_behind)
+    }
+
     /// Whether `node` hung lately (see [`Grid::suspect`]).
     pub fn is_suspect(&self, node: &str) -> bool {
         let mut s = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
@@ -674,20 +696,21 @@ async fn fetch(
                 },
                 _ => None,
             };
-            (index, node, bytes)
+            (node, (index, bytes))
         });
     }
-    let (out, abandoned) = join_all_but_stragglers(&mut tasks, |r| r.2.is_some()).await;
-    for node in asked.iter().filter(|n| !out.iter().any(|r| &r.1 == *n)) {
-        grid.suspect(node);
-    }
-    if abandoned > 0 {
+    let (out, left_behind) = grid
+        .join_calls(&mut tasks, &asked, |(_, b)| b.is_some())
+        .await;
+    if !left_behind.is_empty() {
         // A hung or overloaded node: the caller reads around it (parity
         // shards for what is missing) instead of waiting out the RPC
         // timeout.
-        tracing::debug!(abandoned, "shard reads too slow; reading around them");
+        tracing::debug!(nodes = ?left_behind, "shard reads too slow; reading around them");
     }
-    out
+    out.into_iter()
+        .map(|(node, (index, bytes))| (index, node, bytes))
+        .collect()
 }
 
 /// Ask every live node not yet asked which of the missing shards it holds

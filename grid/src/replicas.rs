@@ -14,7 +14,6 @@
 use crate::chunk_io::Grid;
 use crate::node_api::{KeyValue, MetaOp};
 use crate::node_client::RpcError;
-use crate::stragglers::join_all_but_stragglers;
 use metadata::db::Table;
 use metadata::placement;
 use metadata::replicated::revision_of;
@@ -310,34 +309,36 @@ impl MergedScan {
                     Some(cl) => cl.meta_scan(table, &start, end.as_deref(), page).await,
                     None => Err(not_in_map(&node)),
                 };
-                (i, r)
+                (node, (i, r))
             });
         }
         let mut failed = Vec::new();
         let mut errors = Vec::new();
-        let asked: Vec<usize> = self
+        let asked: Vec<String> = self
             .cursors
             .iter()
-            .enumerate()
-            .filter(|(_, c)| c.buf.is_empty() && c.next.is_some())
-            .map(|(i, _)| i)
+            .filter(|c| c.buf.is_empty() && c.next.is_some())
+            .map(|c| c.node.clone())
             .collect();
         // A replica far slower than the others is dropped from the scan,
         // as a failed one is, so a hung node does not stall a listing.
-        let (answers, _) = join_all_but_stragglers(&mut tasks, |(_, r)| r.is_ok()).await;
-        let answered: Vec<usize> = answers.iter().map(|(i, _)| *i).collect();
-        for i in asked.into_iter().filter(|i| !answered.contains(i)) {
-            self.grid.suspect(&self.cursors[i].node);
+        let (answers, left_behind) = self
+            .grid
+            .join_calls(&mut tasks, &asked, |(_, r)| r.is_ok())
+            .await;
+        for node in left_behind {
+            if let Some(i) = self.cursors.iter().position(|c| c.node == node) {
+                failed.push(i);
+            }
             errors.push((
-                self.cursors[i].node.clone(),
+                node.clone(),
                 RpcError::Unreachable {
-                    node: self.cursors[i].node.clone(),
+                    node,
                     reason: "far slower than the other replicas; left out of the scan".into(),
                 },
             ));
-            failed.push(i);
         }
-        for (i, r) in answers {
+        for (_, (i, r)) in answers {
             match r {
                 Ok(page) => {
                     let c = &mut self.cursors[i];
