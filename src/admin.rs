@@ -295,7 +295,8 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
         AdminCommand::Node(cmd) => node_command(s, cmd).await?,
         AdminCommand::Repair(RepairCommand::Status { watch }) => {
             let rows = repair_rows(s).await;
-            print!("{}", repair_table(&rows));
+            let names = referrer_names(s, &rows).await;
+            print!("{}", repair_table(&rows, &names));
             if watch {
                 watch_repair(s, &rows).await;
             }
@@ -381,7 +382,27 @@ async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
     rows
 }
 
-fn repair_table(rows: &[RepairRow]) -> String {
+/// The bucket and key of each damaged chunk's referrers: nodes know only
+/// key hashes, the admin (holding the master key) can open the records.
+async fn referrer_names(s: &ObjectStore, rows: &[RepairRow]) -> ReferrerNames {
+    let mut names = ReferrerNames::new();
+    for (_, st) in rows {
+        let Some(r) = st.as_ref().ok().and_then(|st| st.repair.as_ref()) else {
+            continue;
+        };
+        for rf in r.damaged.iter().flat_map(|d| &d.referrers) {
+            if !names.contains_key(rf) {
+                let found = s.referrer_names(rf).await;
+                names.insert(rf.clone(), found);
+            }
+        }
+    }
+    names
+}
+
+type ReferrerNames = std::collections::HashMap<metadata::model::Referrer, Option<(String, String)>>;
+
+fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
     use std::fmt::Write;
     let now = grid::rpc_auth::now_ms();
     let ago = |ms: u64| {
@@ -466,23 +487,23 @@ fn repair_table(rows: &[RepairRow]) -> String {
                 ago(d.first_found_ms)
             );
             for rf in &d.referrers {
+                let object = match names.get(rf) {
+                    Some(Some((bucket, key))) => format!("bucket {bucket} key {key:?}"),
+                    _ => format!(
+                        "bucket id {} key hash {}",
+                        hex(&rf.bucket_id),
+                        hex(&rf.key_hash)
+                    ),
+                };
                 let _ = if rf.part_number > 0 {
                     writeln!(
                         out,
-                        "    bucket {} key {:?} upload {} part {}",
-                        hex(&rf.bucket_id),
-                        rf.key,
+                        "    {object} upload {} part {}",
                         hex(&rf.version),
                         rf.part_number
                     )
                 } else {
-                    writeln!(
-                        out,
-                        "    bucket {} key {:?} version {}",
-                        hex(&rf.bucket_id),
-                        rf.key,
-                        hex(&rf.version)
-                    )
+                    writeln!(out, "    {object} version {}", hex(&rf.version))
                 };
             }
             let more = d.referrer_count.saturating_sub(d.referrers.len() as u64);

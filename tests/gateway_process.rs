@@ -206,7 +206,7 @@ async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
         shard_len: 4096,
         referrer: Some(Referrer {
             bucket_id: vec![3; BUCKET_ID_LEN],
-            key: "crashed".into(),
+            key_hash: vec![5; 16],
             version: vec![4; VERSION_ID_LEN],
             part_number: 0,
         }),

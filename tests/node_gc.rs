@@ -113,7 +113,7 @@ fn reference(c: &SealedChunk, key: &str) -> ChunkReference {
         shard_len: c.shard(0).len() as u32,
         referrer: Some(Referrer {
             bucket_id: vec![1; BUCKET_ID_LEN],
-            key: key.into(),
+            key_hash: blake3::hash(key.as_bytes()).as_bytes()[..16].to_vec(),
             version: vec![2; VERSION_ID_LEN],
             part_number: 0,
         }),

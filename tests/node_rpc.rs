@@ -14,7 +14,7 @@ use metadata::model::{
     Bucket, ChunkReference, ClusterMap, ErasureSpec, Node, NodeState, ObjectVersion, Referrer,
     BUCKET_ID_LEN, VERSION_ID_LEN,
 };
-use metadata::{Record, ShardKey};
+use metadata::ShardKey;
 use support::*;
 
 fn bucket(name: &str) -> Bucket {
@@ -40,6 +40,15 @@ fn version(key: &str, v: u8) -> ObjectVersion {
     }
 }
 
+/// Records as a gateway seals them (nodes take nothing else).
+fn seal<R: metadata::Replicated>(table: Table, key: &[u8], r: &R) -> Vec<u8> {
+    record_keys().seal(table, key, r.revision(), r)
+}
+
+fn record_keys() -> metadata::sealed::RecordKeys {
+    metadata::sealed::RecordKeys::new(&[0x5e; 32])
+}
+
 fn reference(chunk: [u8; 32], key: &str) -> ChunkReference {
     ChunkReference {
         chunk_id: chunk.to_vec(),
@@ -47,7 +56,7 @@ fn reference(chunk: [u8; 32], key: &str) -> ChunkReference {
         shard_len: 100,
         referrer: Some(Referrer {
             bucket_id: vec![1; BUCKET_ID_LEN],
-            key: key.into(),
+            key_hash: blake3::hash(key.as_bytes()).as_bytes()[..16].to_vec(),
             version: vec![2; VERSION_ID_LEN],
             part_number: 0,
         }),
@@ -134,7 +143,7 @@ async fn record_calls(c: &NodeClient, run: &str) {
     c.meta_put(
         Table::Buckets,
         format!("{run}photos").as_bytes(),
-        b.encode_record(),
+        seal(Table::Buckets, format!("{run}photos").as_bytes(), &b),
     )
     .await
     .unwrap();
@@ -143,7 +152,10 @@ async fn record_calls(c: &NodeClient, run: &str) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(Bucket::decode_record(&got).unwrap(), b);
+    let opened: Bucket = record_keys()
+        .open(Table::Buckets, format!("{run}photos").as_bytes(), &got)
+        .unwrap();
+    assert_eq!(opened, b);
     c.meta_delete(Table::Buckets, format!("{run}photos").as_bytes())
         .await
         .unwrap();
@@ -161,7 +173,7 @@ async fn record_calls(c: &NodeClient, run: &str) {
             MetaOp::put(
                 Table::Versions,
                 key.as_bytes(),
-                version(&key, i).encode_record(),
+                seal(Table::Versions, key.as_bytes(), &version(&key, i)),
             )
         })
         .collect();
@@ -200,7 +212,9 @@ async fn record_calls(c: &NodeClient, run: &str) {
             .unwrap();
         assert!(page.items.len() <= 4);
         for kv in &page.items {
-            let v = ObjectVersion::decode_record(&kv.value).unwrap();
+            let v: ObjectVersion = record_keys()
+                .open(Table::Versions, &kv.key, &kv.value)
+                .unwrap();
             assert_eq!(v.key.as_bytes(), &kv.key[..]);
             seen.push(v.key);
         }
@@ -223,9 +237,9 @@ async fn record_calls(c: &NodeClient, run: &str) {
     assert_eq!(rest.items.len(), 4, "obj-20..obj-23; obj-24 was deleted");
 
     // Compare-and-set: create if absent, swap on match, refuse on mismatch.
-    let v1 = version("cas", 1).encode_record();
-    let v2 = version("cas", 2).encode_record();
     let key = format!("{run}cas");
+    let v1 = seal(Table::Versions, key.as_bytes(), &version("cas", 1));
+    let v2 = seal(Table::Versions, key.as_bytes(), &version("cas", 2));
     let cas = |expected: Option<&Vec<u8>>, new: Option<&Vec<u8>>| {
         c.meta_cas(
             Table::Versions,
@@ -399,7 +413,11 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
     ));
     assert!(matches!(
         stranger
-            .meta_put(Table::Buckets, b"x", bucket("x").encode_record())
+            .meta_put(
+                Table::Buckets,
+                b"x",
+                seal(Table::Buckets, b"x", &bucket("x"))
+            )
             .await,
         Err(RpcError::Unauthorized(_))
     ));
@@ -474,7 +492,7 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
     assert_eq!(c.has_shards(&[k0, k1]).await.unwrap(), vec![0, 0]);
 
     // A captured request replayed, even at once, is refused.
-    let record = bucket("replayed").encode_record();
+    let record = seal(Table::Buckets, b"replayed", &bucket("replayed"));
     let path = api::meta_path(Table::Buckets, b"replayed");
     let first = signed(
         &key(),
@@ -674,9 +692,13 @@ async fn at_quota_writes_get_507_and_reads_continue() {
     assert!(status.available_bytes < shard.len() as u64);
     assert_eq!(status.capacity_bytes, 3_500_000);
     // Records still go through (they live in RocksDB, not the quota).
-    c.meta_put(Table::Buckets, b"b", bucket("b").encode_record())
-        .await
-        .unwrap();
+    c.meta_put(
+        Table::Buckets,
+        b"b",
+        seal(Table::Buckets, b"b", &bucket("b")),
+    )
+    .await
+    .unwrap();
     // Freeing space lets writes in again.
     assert!(c.delete_shard(&stored[0].0).await.unwrap());
     c.put_shard(&k, shard.into()).await.unwrap();

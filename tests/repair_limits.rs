@@ -28,7 +28,7 @@ const N: usize = K + M;
 fn referrer(key: &str) -> Referrer {
     Referrer {
         bucket_id: vec![0xb1; BUCKET_ID_LEN],
-        key: key.into(),
+        key_hash: blake3::hash(key.as_bytes()).as_bytes()[..16].to_vec(),
         version: vec![0x7e; VERSION_ID_LEN],
         part_number: 0,
     }

@@ -13,6 +13,7 @@ use grid::node_api::RefQuery;
 use grid::replicas::ReplicaSet;
 use grid::table::Table;
 use metadata::model::{ChunkReference, MultipartUpload, ObjectVersion, Referrer};
+use metadata::sealed::NAME_HASH_LEN;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -32,12 +33,16 @@ impl ObjectStore {
         else {
             return true;
         };
+        let Ok(key_hash) = <[u8; NAME_HASH_LEN]>::try_from(r.key_hash.as_slice()) else {
+            return false;
+        };
+        let keys = self.inner.master.bucket_record_keys(&r.bucket_id);
         if r.part_number == 0 {
             let Some(vid) = VersionId::from_slice(&r.version) else {
                 return false;
             };
-            let key = layout::version_key(&r.bucket_id, &r.key, &vid);
-            match Table::<ObjectVersion>::new(self.grid(), set)
+            let key = layout::version_key(&r.bucket_id, &key_hash, &vid);
+            match Table::<ObjectVersion>::new(self.grid(), set, keys)
                 .get(&key)
                 .await
             {
@@ -47,8 +52,8 @@ impl ObjectStore {
                 Err(_) => true,
             }
         } else {
-            let key = layout::upload_key(&r.bucket_id, &r.key, &r.version);
-            match Table::<MultipartUpload>::new(self.grid(), set)
+            let key = layout::upload_key(&r.bucket_id, &key_hash, &r.version);
+            match Table::<MultipartUpload>::new(self.grid(), set, keys)
                 .get(&key)
                 .await
             {
@@ -57,6 +62,45 @@ impl ObjectStore {
                 Err(_) => true,
             }
         }
+    }
+
+    /// Which bucket and object key a chunk referrer names, for operators
+    /// (nodes only know the key's hash): `None` when the bucket or the
+    /// record is gone or unreadable.
+    pub async fn referrer_names(&self, r: &Referrer) -> Option<(String, String)> {
+        let mut scan = self
+            .root_table::<metadata::model::Bucket>()
+            .ok()?
+            .scan(Vec::new(), None);
+        let mut bucket = None;
+        while let Ok(Some((_, b))) = scan.next().await {
+            if b.id == r.bucket_id {
+                bucket = Some(b.name);
+                break;
+            }
+        }
+        let bucket = bucket?;
+        let key_hash = <[u8; NAME_HASH_LEN]>::try_from(r.key_hash.as_slice()).ok()?;
+        let set =
+            ReplicaSet::place(&self.grid(), &r.bucket_id, self.config().metadata_replicas).ok()?;
+        let keys = self.inner.master.bucket_record_keys(&r.bucket_id);
+        let key = if r.part_number == 0 {
+            let vid = VersionId::from_slice(&r.version)?;
+            let k = layout::version_key(&r.bucket_id, &key_hash, &vid);
+            Table::<ObjectVersion>::new(self.grid(), set, keys)
+                .get(&k)
+                .await
+                .ok()??
+                .key
+        } else {
+            let k = layout::upload_key(&r.bucket_id, &key_hash, &r.version);
+            Table::<MultipartUpload>::new(self.grid(), set, keys)
+                .get(&k)
+                .await
+                .ok()??
+                .key
+        };
+        Some((bucket, key))
     }
 
     /// Remove the orphaned references held by `node_id` that are older than

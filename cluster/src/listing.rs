@@ -1,15 +1,21 @@
 //! Listing objects and versions: prefix, delimiter (common prefixes),
-//! markers and page sizes as S3 defines them, read from a quorum of the
-//! bucket's replicas one page at a time (memory does not grow with the
-//! bucket).
+//! markers and page sizes as S3 defines them.
+//!
+//! Record keys carry object keys only as keyed hashes, so nodes cannot
+//! order them: a listing reads the bucket's version records from a read
+//! quorum, a page at a time, opens them, and keeps the first items of the
+//! page in a bounded ordered set. Memory stays bounded by the page size;
+//! the cost is one pass over the bucket per listing call.
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::objects::{info_of, version_text, ObjectInfo};
+use crate::objects::{info_of, ObjectInfo};
 use crate::store::BucketRef;
 use crate::store::{BucketHandle, ObjectStore};
 use crate::version_id::VersionId;
 use metadata::model::ObjectVersion;
+use metadata::sealed::NAME_HASH_LEN;
+use std::collections::BTreeMap;
 
 /// Most keys one page may return (S3's limit).
 pub const MAX_KEYS: usize = 1000;
@@ -61,23 +67,99 @@ pub(crate) fn common_prefix(prefix: &str, delimiter: Option<&str>, key: &str) ->
     Some(format!("{prefix}{}", &rest[..i + d.len()]))
 }
 
-/// Where a listing resumes after `marker`: past every key under it when it
-/// is a common prefix (a key ending with the delimiter always rolls up
-/// into one), else just past it.
-fn resume_after(
-    b: &BucketHandle,
-    prefix: &str,
-    delimiter: Option<&str>,
-    marker: &str,
-) -> Option<Vec<u8>> {
-    if common_prefix(prefix, delimiter, marker).as_deref() == Some(marker) {
-        layout::after_prefix(b.id(), marker)
-    } else {
-        Some(layout::after_object(b.id(), marker))
+/// The first `max` items of a listing, in order, out of items met in any
+/// order: records are keyed by name hashes, so a listing reads the
+/// bucket's records in hash order and keeps only what the page can still
+/// use (at most `max + 1` items, the extra one saying "truncated").
+pub(crate) struct FirstItems<K, V> {
+    max: usize,
+    items: BTreeMap<K, V>,
+}
+
+impl<K: Ord, V> FirstItems<K, V> {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            items: BTreeMap::new(),
+        }
+    }
+
+    /// Offer an item, made only if the page can use it; an equal key
+    /// already held is kept (common prefixes arrive once per key under
+    /// them).
+    pub(crate) fn offer(&mut self, key: K, make: impl FnOnce() -> V) {
+        if self.items.len() > self.max
+            && self.items.last_key_value().is_some_and(|(k, _)| key >= *k)
+        {
+            return;
+        }
+        self.items.entry(key).or_insert_with(make);
+        if self.items.len() > self.max + 1 {
+            self.items.pop_last();
+        }
+    }
+
+    /// The items of the page in order, and whether more followed.
+    pub(crate) fn finish(mut self) -> (Vec<(K, V)>, bool) {
+        let truncated = self.items.len() > self.max;
+        if truncated {
+            self.items.pop_last();
+        }
+        (self.items.into_iter().collect(), truncated)
     }
 }
 
+/// Whether a listing that resumes after `marker` has passed `key`: keys up
+/// to the marker, and every key under it when the marker is a common
+/// prefix (a key ending with the delimiter always rolls up into one).
+fn before_resume(prefix: &str, delimiter: Option<&str>, marker: &str, key: &str) -> bool {
+    key <= marker
+        || (key.starts_with(marker)
+            && common_prefix(prefix, delimiter, marker).as_deref() == Some(marker))
+}
+
+enum Listed<T> {
+    Prefix,
+    Item(T),
+}
+
 impl ObjectStore {
+    /// Call `each` with every object of `b` that has versions left: its
+    /// versions that are not purged, newest first. Objects come in hash
+    /// order; the bucket is read a page at a time from a read quorum.
+    pub(crate) async fn for_each_object(
+        &self,
+        b: &BucketHandle,
+        mut each: impl FnMut(&[ObjectVersion]),
+    ) -> Result<()> {
+        let (start, end) = layout::bucket_range(b.id());
+        let mut scan = self
+            .bucket_table::<ObjectVersion>(b)
+            .scan(start, end)
+            .with_page(1000);
+        let object_len = b.id().len() + NAME_HASH_LEN;
+        let mut object: Vec<u8> = Vec::new();
+        let mut versions: Vec<ObjectVersion> = Vec::new();
+        while let Some((raw, v)) = scan.next().await? {
+            let this = raw.get(..object_len).unwrap_or(&raw);
+            if this != object.as_slice() {
+                if !versions.is_empty() {
+                    each(&versions);
+                    versions.clear();
+                }
+                object = this.to_vec();
+            }
+            if !v.purged {
+                versions.push(v);
+            }
+        }
+        if !versions.is_empty() {
+            each(&versions);
+        }
+        scan.repair_stale();
+        Ok(())
+    }
+
     pub async fn list_objects(
         &self,
         bucket: impl Into<BucketRef<'_>>,
@@ -91,57 +173,35 @@ impl ObjectStore {
         }
         let prefix = params.prefix.as_str();
         let delimiter = params.delimiter.as_deref();
-        let (mut start, end) = layout::bucket_range(b.id(), prefix);
-        if let Some(m) = &params.start_after {
-            match resume_after(&b, prefix, delimiter, m) {
-                Some(after) => start = start.max(after),
-                None => return Ok(page),
+        let mut first = FirstItems::new(max);
+        self.for_each_object(&b, |versions| {
+            let latest = &versions[0];
+            let key = latest.key.as_str();
+            if latest.delete_marker
+                || !key.starts_with(prefix)
+                || params
+                    .start_after
+                    .as_deref()
+                    .is_some_and(|m| before_resume(prefix, delimiter, m, key))
+            {
+                return;
             }
+            match common_prefix(prefix, delimiter, key) {
+                Some(cp) => first.offer(cp, || Listed::Prefix),
+                None => first.offer(key.to_string(), || Listed::Item(info_of(latest, true))),
+            }
+        })
+        .await?;
+        let (items, truncated) = first.finish();
+        page.is_truncated = truncated;
+        if truncated {
+            page.next_start_after = items.last().map(|(k, _)| k.clone());
         }
-        let mut scan = self
-            .bucket_table::<ObjectVersion>(&b)
-            .scan(start, end)
-            .with_page((max as u32 + 1).clamp(16, 1000));
-        let mut decided: Option<String> = None;
-        let mut count = 0;
-        while let Some((raw, v)) = scan.next().await? {
-            let Some((key, _)) = layout::parse_version_key(b.id(), &raw) else {
-                return Err(Error::Corrupt("version key".into()));
-            };
-            if decided.as_deref() == Some(key.as_str()) {
-                continue;
+        for (name, item) in items {
+            match item {
+                Listed::Prefix => page.common_prefixes.push(name),
+                Listed::Item(info) => page.objects.push(info),
             }
-            if v.purged {
-                continue;
-            }
-            decided = Some(key.clone());
-            if v.delete_marker {
-                continue;
-            }
-            if count == max {
-                page.is_truncated = true;
-                break;
-            }
-            count += 1;
-            if let Some(cp) = common_prefix(prefix, delimiter, &key) {
-                page.next_start_after = Some(cp.clone());
-                match layout::after_prefix(b.id(), &cp) {
-                    Some(next) => scan.seek(next),
-                    None => {
-                        page.common_prefixes.push(cp);
-                        break;
-                    }
-                }
-                page.common_prefixes.push(cp);
-                decided = None;
-            } else {
-                page.next_start_after = Some(key);
-                page.objects.push(info_of(&v, true));
-            }
-        }
-        scan.repair_stale();
-        if !page.is_truncated {
-            page.next_start_after = None;
         }
         Ok(page)
     }
@@ -159,76 +219,77 @@ impl ObjectStore {
         }
         let prefix = params.prefix.as_str();
         let delimiter = params.delimiter.as_deref();
-        let (mut start, end) = layout::bucket_range(b.id(), prefix);
-        // The key whose newest version was already listed (is_latest).
-        let mut seen_key: Option<String> = None;
-        if let Some(km) = &params.key_marker {
-            let after = match params
+        // With a version id marker the listing resumes after that version
+        // of the key marker (older versions of it follow); without one,
+        // after the key marker as in ListObjects.
+        let version_marker = match (
+            &params.key_marker,
+            params
                 .version_id_marker
                 .as_deref()
-                .filter(|v| !v.is_empty())
-            {
-                Some(vm) => {
-                    let vid = if vm == "null" {
-                        self.versions_of(&b, km)
-                            .await?
-                            .iter()
-                            .find(|v| v.null_version)
-                            .and_then(|v| VersionId::from_slice(&v.version_id))
-                    } else {
-                        VersionId::from_text(vm)
+                .filter(|v| !v.is_empty()),
+        ) {
+            (Some(km), Some(vm)) => {
+                let vid = if vm == "null" {
+                    self.versions_of(&b, km)
+                        .await?
+                        .iter()
+                        .find(|v| v.null_version)
+                        .and_then(|v| VersionId::from_slice(&v.version_id))
+                } else {
+                    VersionId::from_text(vm)
+                };
+                Some(vid.ok_or_else(|| {
+                    Error::InvalidArgument(format!("invalid version id marker {vm:?}"))
+                })?)
+            }
+            _ => None,
+        };
+        let mut first = FirstItems::new(max);
+        self.for_each_object(&b, |versions| {
+            let key = versions[0].key.as_str();
+            if !key.starts_with(prefix) {
+                return;
+            }
+            let cp = common_prefix(prefix, delimiter, key);
+            for (i, v) in versions.iter().enumerate() {
+                if let Some(km) = params.key_marker.as_deref() {
+                    let passed = match &version_marker {
+                        Some(vm) => key < km || (key == km && v.version_id.as_slice() >= &vm.0[..]),
+                        None => before_resume(prefix, delimiter, km, key),
                     };
-                    let vid = vid.ok_or_else(|| {
-                        Error::InvalidArgument(format!("invalid version id marker {vm:?}"))
-                    })?;
-                    seen_key = Some(km.clone());
-                    let mut k = layout::version_key(b.id(), km, &vid);
-                    // The smallest key greater than that version's.
-                    k.push(0);
-                    Some(k)
+                    if passed {
+                        continue;
+                    }
                 }
-                None => resume_after(&b, prefix, delimiter, km),
-            };
-            match after {
-                Some(after) => start = start.max(after),
-                None => return Ok(page),
+                match &cp {
+                    Some(cp) => first.offer((cp.clone(), Vec::new()), || Listed::Prefix),
+                    None => {
+                        let newest_first: Vec<u8> = v.version_id.iter().map(|b| !b).collect();
+                        first.offer((key.to_string(), newest_first), || {
+                            Listed::Item(info_of(v, i == 0))
+                        })
+                    }
+                }
+            }
+        })
+        .await?;
+        let (items, truncated) = first.finish();
+        page.is_truncated = truncated;
+        for ((name, _), item) in items {
+            match item {
+                Listed::Prefix => {
+                    page.next_key_marker = Some(name.clone());
+                    page.next_version_id_marker = None;
+                    page.common_prefixes.push(name);
+                }
+                Listed::Item(info) => {
+                    page.next_key_marker = Some(name);
+                    page.next_version_id_marker = Some(info.version_id.clone());
+                    page.versions.push(info);
+                }
             }
         }
-        let mut scan = self
-            .bucket_table::<ObjectVersion>(&b)
-            .scan(start, end)
-            .with_page((max as u32 + 1).clamp(16, 1000));
-        let mut count = 0;
-        while let Some((raw, v)) = scan.next().await? {
-            let Some((key, _)) = layout::parse_version_key(b.id(), &raw) else {
-                return Err(Error::Corrupt("version key".into()));
-            };
-            if v.purged {
-                continue;
-            }
-            if count == max {
-                page.is_truncated = true;
-                break;
-            }
-            count += 1;
-            if let Some(cp) = common_prefix(prefix, delimiter, &key) {
-                page.next_key_marker = Some(cp.clone());
-                page.next_version_id_marker = None;
-                let next = layout::after_prefix(b.id(), &cp);
-                page.common_prefixes.push(cp);
-                match next {
-                    Some(next) => scan.seek(next),
-                    None => break,
-                }
-                continue;
-            }
-            let is_latest = seen_key.as_deref() != Some(key.as_str());
-            seen_key = Some(key.clone());
-            page.next_key_marker = Some(key);
-            page.next_version_id_marker = Some(version_text(&v));
-            page.versions.push(info_of(&v, is_latest));
-        }
-        scan.repair_stale();
         if !page.is_truncated {
             page.next_key_marker = None;
             page.next_version_id_marker = None;

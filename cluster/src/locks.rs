@@ -13,21 +13,20 @@
 use crate::error::Result;
 use crate::store::ObjectStore;
 use grid::table::Table;
-use metadata::db::prefix_end;
 pub use metadata::model::Lock;
+use metadata::sealed::{NameKind, RecordKeys};
 
 /// Tombstones of locks that lapsed this long ago are deleted outright: by
 /// then a stale replica bringing the live record back would bring back a
 /// lock that has already expired.
 const TOMBSTONE_KEEP_MS: u64 = 3_600_000;
 
-/// `path ‖ 0 ‖ token`: the locks on one path sort together, and a prefix
-/// scan of a path finds the locks on it and below it.
-fn lock_key(path: &str, token: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(path.len() + 1 + token.len());
-    k.extend_from_slice(path.as_bytes());
-    k.push(0);
-    k.extend_from_slice(token.as_bytes());
+/// `h(path) ‖ h(token)`: one record per lock, named by nothing a node can
+/// read. Listings read every lock record (locks are few and short-lived)
+/// and filter by path after opening them.
+fn lock_key(keys: &RecordKeys, path: &str, token: &str) -> Vec<u8> {
+    let mut k = keys.name_hash(NameKind::LockPath, path.as_bytes()).to_vec();
+    k.extend_from_slice(&keys.name_hash(NameKind::LockPath, token.as_bytes()));
     k
 }
 
@@ -51,7 +50,8 @@ impl ObjectStore {
 
     async fn write_lock(&self, l: &Lock) -> Result<()> {
         let locks = self.root_table::<Lock>()?;
-        Ok(locks.put(&lock_key(&l.path, &l.token), l).await?)
+        let key = lock_key(&self.inner.root_keys, &l.path, &l.token);
+        Ok(locks.put(&key, l).await?)
     }
 
     /// The live (not withdrawn, not lapsed at `now_ms`) locks whose path
@@ -59,15 +59,13 @@ impl ObjectStore {
     /// way are deleted.
     pub async fn list_locks(&self, prefix: &str, now_ms: u64) -> Result<Vec<Lock>> {
         let locks = self.root_table::<Lock>()?;
-        let start = prefix.as_bytes().to_vec();
-        let end = prefix_end(&start);
-        let mut scan = locks.scan(start, end).with_page(1000);
+        let mut scan = locks.scan(Vec::new(), None).with_page(1000);
         let mut live = Vec::new();
         let mut purge = Vec::new();
         while let Some((key, l)) = scan.next().await? {
             if l.expires_ms.saturating_add(TOMBSTONE_KEEP_MS) < now_ms {
                 purge.push(Table::<Lock>::delete_op(&key));
-            } else if !l.deleted && l.expires_ms > now_ms {
+            } else if !l.deleted && l.expires_ms > now_ms && l.path.starts_with(prefix) {
                 live.push(l);
             }
         }
@@ -89,14 +87,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_group_by_path_and_prefix_ends_are_tight() {
-        let a = lock_key("/b/x", "t1");
-        let b = lock_key("/b/x/y", "t0");
-        assert!(a < b, "a path's own locks sort before its children's");
-        let end = prefix_end(b"/b/x").unwrap();
-        assert!(a < end && b < end);
-        assert!(lock_key("/b/y", "t") >= end);
-        assert_eq!(prefix_end(&[0x61, 0xff]).unwrap(), vec![0x62]);
-        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    fn lock_keys_name_nothing_and_differ_per_lock() {
+        let keys = RecordKeys::new(&[5; 32]);
+        let a = lock_key(&keys, "/bucket/secret-name", "token-1");
+        assert_eq!(a.len(), 32);
+        assert!(!a.windows(6).any(|w| w == b"secret"));
+        assert_ne!(a, lock_key(&keys, "/bucket/secret-name", "token-2"));
+        assert_ne!(a, lock_key(&keys, "/bucket/other", "token-1"));
     }
 }

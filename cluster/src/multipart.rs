@@ -8,6 +8,7 @@ use crate::checksum::{self, ChecksumAlgorithm};
 use crate::chunk_stream::{self, WriteCtx};
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::listing::FirstItems;
 use crate::naming;
 use crate::objects::{verify_digests, Conditions, PutResult};
 use crate::secrets::CustomerKey;
@@ -123,7 +124,7 @@ fn part_info(p: &Part) -> PartInfo {
 fn part_referrer(b: &BucketHandle, key: &str, upload: &[u8], part_number: u32) -> Referrer {
     Referrer {
         bucket_id: b.id().to_vec(),
-        key: key.to_string(),
+        key_hash: b.key_hash(key).to_vec(),
         version: upload.to_vec(),
         part_number,
     }
@@ -170,7 +171,7 @@ impl ObjectStore {
             ..Default::default()
         };
         self.bucket_table(&b)
-            .put(&layout::upload_key(b.id(), key, &id.0), &u)
+            .put(&layout::upload_key(b.id(), &b.key_hash(key), &id.0), &u)
             .await?;
         Ok(info_of(&u))
     }
@@ -184,7 +185,7 @@ impl ObjectStore {
     ) -> Result<(MultipartUpload, Vec<u8>)> {
         let no_upload = || Error::NoSuchUpload(upload_id.to_string());
         let id = upload_id_bytes(upload_id).ok_or_else(no_upload)?;
-        let table_key = layout::upload_key(b.id(), key, &id);
+        let table_key = layout::upload_key(b.id(), &b.key_hash(key), &id);
         match self.bucket_table(b).get(&table_key).await? {
             Some(u) => Ok((u, id)),
             None => Err(no_upload()),
@@ -427,7 +428,7 @@ impl ObjectStore {
         let vid = self.inner.hlc.next();
         let referrer = Referrer {
             bucket_id: b.id().to_vec(),
-            key: key.to_string(),
+            key_hash: b.key_hash(key).to_vec(),
             version: vid.0.to_vec(),
             part_number: 0,
         };
@@ -492,10 +493,8 @@ impl ObjectStore {
         tomb.revision = self.revision();
         tomb.user_metadata.clear();
         let uploads = self.bucket_table::<MultipartUpload>(b);
-        let mut ops = vec![Table::put_op(
-            &layout::upload_key(b.id(), &u.key, id),
-            &tomb,
-        )];
+        let mut ops =
+            vec![uploads.put_op(&layout::upload_key(b.id(), &b.key_hash(&u.key), id), &tomb)];
         for n in parts.keys() {
             ops.push(Table::<Part>::delete_op(&layout::part_key(b.id(), id, *n)));
         }
@@ -583,45 +582,46 @@ impl ObjectStore {
         if max == 0 {
             return Ok(page);
         }
-        let (mut start, end) = layout::bucket_range(b.id(), prefix);
-        if let Some(km) = key_marker {
-            let after = match upload_id_marker.and_then(upload_id_bytes) {
-                Some(id) => {
-                    let mut k = layout::upload_key(b.id(), km, &id);
-                    k.push(0);
-                    Some(k)
-                }
-                None => Some(layout::after_object(b.id(), km)),
-            };
-            if let Some(a) = after {
-                start = start.max(a);
-            }
-        }
+        let marker = key_marker.map(|km| (km, upload_id_marker.and_then(upload_id_bytes)));
+        let (start, end) = layout::bucket_range(b.id());
+        let mut first = FirstItems::new(max);
         let mut scan = self.bucket_table::<MultipartUpload>(b).scan(start, end);
-        while let Some((_, u)) = scan.next().await? {
-            if u.closed {
+        while let Some((raw, u)) = scan.next().await? {
+            if u.closed || !u.key.starts_with(prefix) {
                 continue;
             }
-            if page.uploads.len() + page.common_prefixes.len() == max {
-                page.is_truncated = true;
-                break;
-            }
-            let cp = crate::listing::common_prefix(prefix, delimiter, &u.key);
-            match cp {
-                Some(cp) => {
-                    page.next_key_marker = Some(cp.clone());
-                    page.next_upload_id_marker = None;
-                    let next = layout::after_prefix(b.id(), &cp);
-                    page.common_prefixes.push(cp);
-                    match next {
-                        Some(n) => scan.seek(n),
-                        None => break,
-                    }
+            let Some(id) = layout::upload_id_of(b.id(), &raw) else {
+                continue;
+            };
+            if let Some((km, id_marker)) = &marker {
+                let key = u.key.as_str();
+                let passed = match id_marker {
+                    Some(im) => key < *km || (key == *km && id <= *im),
+                    None => key <= *km,
+                };
+                if passed {
+                    continue;
                 }
+            }
+            match crate::listing::common_prefix(prefix, delimiter, &u.key) {
+                Some(cp) => first.offer((cp, Vec::new()), || None),
+                None => first.offer((u.key.clone(), id), || Some(info_of(&u))),
+            }
+        }
+        scan.repair_stale();
+        let (items, truncated) = first.finish();
+        page.is_truncated = truncated;
+        for ((name, _), item) in items {
+            match item {
                 None => {
-                    page.next_key_marker = Some(u.key.clone());
-                    page.next_upload_id_marker = Some(u.upload_id.clone());
-                    page.uploads.push(info_of(&u));
+                    page.next_key_marker = Some(name.clone());
+                    page.next_upload_id_marker = None;
+                    page.common_prefixes.push(name);
+                }
+                Some(info) => {
+                    page.next_key_marker = Some(name);
+                    page.next_upload_id_marker = Some(info.upload_id.clone());
+                    page.uploads.push(info);
                 }
             }
         }
@@ -642,13 +642,13 @@ impl ObjectStore {
         b: &BucketHandle,
         pred: impl Fn(&MultipartUpload) -> bool,
     ) -> Result<usize> {
-        let (start, end) = layout::bucket_range(b.id(), "");
+        let (start, end) = layout::bucket_range(b.id());
         let mut doomed = Vec::new();
         {
             let mut scan = self.bucket_table::<MultipartUpload>(b).scan(start, end);
             while let Some((raw, u)) = scan.next().await? {
                 if !u.closed && pred(&u) {
-                    if let Some((_, id)) = layout::parse_upload_key(b.id(), &raw) {
+                    if let Some(id) = layout::upload_id_of(b.id(), &raw) {
                         doomed.push((u, id));
                     }
                 }

@@ -243,7 +243,7 @@ impl ObjectStore {
         let write_id = self.inner.hlc.next();
         let referrer = Referrer {
             bucket_id: b.id().to_vec(),
-            key: key.to_string(),
+            key_hash: b.key_hash(key).to_vec(),
             version: write_id.0.to_vec(),
             part_number: 0,
         };
@@ -499,7 +499,7 @@ impl ObjectStore {
             let vid = self.inner.hlc.next();
             let referrer = Referrer {
                 bucket_id: dst.id().to_vec(),
-                key: dst_key.to_string(),
+                key_hash: dst.key_hash(dst_key).to_vec(),
                 version: vid.0.to_vec(),
                 part_number: 0,
             };

@@ -5,10 +5,13 @@
 use base64::Engine;
 use codec::{ChunkId, ChunkKey, DomainKey};
 use md5::{Digest, Md5};
+use metadata::sealed::RecordKeys;
 
 const BUCKET_KEY_CONTEXT: &str = "gridstore 2026-11 bucket key v1";
 const PASSPHRASE_CONTEXT: &str = "gridstore 2026-11 master key from passphrase v1";
 const CUSTOMER_CHUNK_CONTEXT: &str = "gridstore 2026-11 sse-c chunk key v1";
+const ROOT_RECORDS_CONTEXT: &str = "gridstore 2026-12 root record keys v1";
+const BUCKET_RECORDS_CONTEXT: &str = "gridstore 2026-12 bucket record keys v1";
 
 /// The environment variable a gateway reads its master key from.
 pub const MASTER_KEY_ENV: &str = "GRIDSTORE_MASTER_KEY";
@@ -83,6 +86,18 @@ impl MasterKey {
         material.extend_from_slice(&self.0);
         material.extend_from_slice(bucket_id);
         DomainKey::new(blake3::derive_key(BUCKET_KEY_CONTEXT, &material))
+    }
+
+    /// The keys that seal the records kept on the root replicas (buckets,
+    /// users, locks) and hash their names.
+    pub fn root_record_keys(&self) -> RecordKeys {
+        RecordKeys::new(&self.derive(ROOT_RECORDS_CONTEXT, b""))
+    }
+
+    /// The keys that seal one bucket's records (versions, uploads, parts)
+    /// and hash its object keys.
+    pub fn bucket_record_keys(&self, bucket_id: &[u8]) -> RecordKeys {
+        RecordKeys::new(&self.derive(BUCKET_RECORDS_CONTEXT, bucket_id))
     }
 }
 

@@ -18,6 +18,7 @@ use grid::chunk_io::Grid;
 use grid::replicas::ReplicaSet;
 use grid::table::Table;
 use metadata::model::{Bucket, ErasureSpec, ObjectVersion, VersioningState, BUCKET_ID_LEN};
+use metadata::sealed::{NameKind, RecordKeys, NAME_HASH_LEN};
 use metadata::Replicated;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub(crate) struct Inner {
     /// ([`ObjectStore::set_map`]); a request keeps the grid it started with.
     pub grid: std::sync::RwLock<Arc<Grid>>,
     pub master: MasterKey,
+    /// Seals the root records (buckets, users, locks).
+    pub root_keys: RecordKeys,
     pub cfg: Arc<StoreConfig>,
     pub hlc: Hlc,
     pub repair: Option<mpsc::Sender<RepairHint>>,
@@ -60,6 +63,8 @@ pub struct BucketHandle {
     pub(crate) record: Bucket,
     pub(crate) replicas: ReplicaSet,
     pub(crate) domain: DomainKey,
+    /// Seals the bucket's records and hashes its object keys.
+    pub(crate) keys: RecordKeys,
 }
 
 impl std::fmt::Debug for BucketHandle {
@@ -111,6 +116,12 @@ impl BucketHandle {
         &self.record.id
     }
 
+    /// What stands for object `key` in this bucket's record keys and chunk
+    /// references.
+    pub(crate) fn key_hash(&self, key: &str) -> [u8; NAME_HASH_LEN] {
+        self.keys.name_hash(NameKind::Object, key.as_bytes())
+    }
+
     pub fn name(&self) -> &str {
         &self.record.name
     }
@@ -144,6 +155,7 @@ impl ObjectStore {
         Self {
             inner: Arc::new(Inner {
                 grid: std::sync::RwLock::new(Arc::new(grid)),
+                root_keys: master.root_record_keys(),
                 master,
                 cfg: Arc::new(cfg),
                 hlc: Hlc::new(),
@@ -164,6 +176,7 @@ impl ObjectStore {
             Err(shared) => Inner {
                 grid: std::sync::RwLock::new(shared.grid()),
                 master: shared.master.clone(),
+                root_keys: shared.root_keys.clone(),
                 cfg: shared.cfg.clone(),
                 hlc: Hlc::new(),
                 repair: Some(tx),
@@ -209,13 +222,17 @@ impl ObjectStore {
     /// Records of kind `R` kept with the bucket directory (buckets,
     /// users, locks).
     pub(crate) fn root_table<R: Replicated>(&self) -> Result<Table<R>> {
-        Ok(Table::new(self.grid(), self.root_replicas()?))
+        Ok(Table::new(
+            self.grid(),
+            self.root_replicas()?,
+            self.inner.root_keys.clone(),
+        ))
     }
 
     /// Records of kind `R` kept on `b`'s replicas (versions, uploads,
     /// parts).
     pub(crate) fn bucket_table<R: Replicated>(&self, b: &BucketHandle) -> Table<R> {
-        Table::new(self.grid(), b.replicas.clone())
+        Table::new(self.grid(), b.replicas.clone(), b.keys.clone())
     }
 
     pub(crate) fn bucket_replicas(&self, bucket_id: &[u8]) -> Result<ReplicaSet> {
@@ -257,7 +274,15 @@ impl ObjectStore {
     /// The current bucket record from a read quorum of the directory
     /// (tombstones included).
     async fn bucket_record(&self, name: &str) -> Result<Option<Bucket>> {
-        Ok(self.root_table::<Bucket>()?.get(name.as_bytes()).await?)
+        let key = self.bucket_record_key(name);
+        Ok(self.root_table::<Bucket>()?.get(&key).await?)
+    }
+
+    /// Where the record of bucket `name` lives on the root replicas.
+    fn bucket_record_key(&self, name: &str) -> [u8; NAME_HASH_LEN] {
+        self.inner
+            .root_keys
+            .name_hash(NameKind::Bucket, name.as_bytes())
     }
 
     /// `bucket` resolved: looked up by a quorum read when named, as is
@@ -279,10 +304,12 @@ impl ObjectStore {
             Some(record) if !record.deleted => {
                 let replicas = self.bucket_replicas(&record.id)?;
                 let domain = self.inner.master.bucket_domain(&record.id);
+                let keys = self.inner.master.bucket_record_keys(&record.id);
                 Ok(BucketHandle {
                     record,
                     replicas,
                     domain,
+                    keys,
                 })
             }
             _ => Err(Error::NoSuchBucket(name.to_string())),
@@ -302,10 +329,8 @@ impl ObjectStore {
     }
 
     async fn write_bucket(&self, b: &Bucket) -> Result<()> {
-        Ok(self
-            .root_table::<Bucket>()?
-            .put(b.name.as_bytes(), b)
-            .await?)
+        let key = self.bucket_record_key(&b.name);
+        Ok(self.root_table::<Bucket>()?.put(&key, b).await?)
     }
 
     /// Create `name` for `owner` (S3 naming rules). `erasure` overrides the
@@ -375,7 +400,8 @@ impl ObjectStore {
         self.info(&b.record)
     }
 
-    /// Every live bucket, by name.
+    /// Every live bucket, by name. Records are keyed by name hashes, so
+    /// they are sorted here (a grid has few buckets).
     pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
         let mut scan = self.root_table::<Bucket>()?.scan(Vec::new(), None);
         let mut out = Vec::new();
@@ -385,6 +411,7 @@ impl ObjectStore {
             }
         }
         scan.repair_stale();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -392,7 +419,7 @@ impl ObjectStore {
     /// is in it); unfinished multipart uploads in it are aborted.
     pub async fn delete_bucket(&self, name: &str) -> Result<()> {
         let b = self.bucket(name).await?;
-        let (start, end) = layout::bucket_range(b.id(), "");
+        let (start, end) = layout::bucket_range(b.id());
         let mut scan = self
             .bucket_table::<ObjectVersion>(&b)
             .scan(start, end)

@@ -74,10 +74,17 @@ impl ObjectStore {
         String::from_utf8(out).map_err(|_| Error::Corrupt("user secret is not text".into()))
     }
 
+    /// Where the record of `access_key` lives on the root replicas.
+    fn user_record_key(&self, access_key: &str) -> [u8; metadata::sealed::NAME_HASH_LEN] {
+        self.inner
+            .root_keys
+            .name_hash(metadata::sealed::NameKind::User, access_key.as_bytes())
+    }
+
     async fn user_record(&self, access_key: &str) -> Result<Option<User>> {
         Ok(self
             .root_table::<User>()?
-            .get(access_key.as_bytes())
+            .get(&self.user_record_key(access_key))
             .await?)
     }
 
@@ -151,7 +158,9 @@ impl ObjectStore {
 
     async fn write_user(&self, user: &User) -> Result<()> {
         let users = self.root_table::<User>()?;
-        Ok(users.put(user.access_key.as_bytes(), user).await?)
+        Ok(users
+            .put(&self.user_record_key(&user.access_key), user)
+            .await?)
     }
 
     /// The secret of a live access key and whether it is an admin.
@@ -176,6 +185,7 @@ impl ObjectStore {
             }
         }
         scan.repair_stale();
+        out.sort_by(|a, b| a.access_key.cmp(&b.access_key));
         Ok(out)
     }
 

@@ -29,10 +29,10 @@ pub struct DeleteResult {
     pub delete_marker: bool,
 }
 
-pub(crate) fn referrer_of(bucket_id: &[u8], v: &ObjectVersion) -> Referrer {
+pub(crate) fn referrer_of(b: &BucketHandle, v: &ObjectVersion) -> Referrer {
     Referrer {
-        bucket_id: bucket_id.to_vec(),
-        key: v.key.clone(),
+        bucket_id: b.id().to_vec(),
+        key_hash: b.key_hash(&v.key).to_vec(),
         version: v.version_id.clone(),
         part_number: 0,
     }
@@ -42,16 +42,17 @@ impl ObjectStore {
     pub(crate) async fn write_version(&self, b: &BucketHandle, v: &ObjectVersion) -> Result<()> {
         let vid = VersionId::from_slice(&v.version_id)
             .ok_or_else(|| Error::Internal("version id length".into()))?;
-        let key = layout::version_key(b.id(), &v.key, &vid);
+        let key = layout::version_key(b.id(), &b.key_hash(&v.key), &vid);
         Ok(self.bucket_table(b).put(&key, v).await?)
     }
 
     /// The versions of one object, newest first, from a read quorum.
     fn key_scan(&self, b: &BucketHandle, key: &str, page: u32) -> Scan<ObjectVersion> {
+        let h = b.key_hash(key);
         self.bucket_table(b)
             .scan(
-                layout::object_prefix(b.id(), key),
-                Some(layout::after_object(b.id(), key)),
+                layout::object_prefix(b.id(), &h),
+                layout::after_object(b.id(), &h),
             )
             .with_page(page)
     }
@@ -106,7 +107,7 @@ impl ObjectStore {
         key: &str,
         vid: &VersionId,
     ) -> Result<Option<ObjectVersion>> {
-        let table_key = layout::version_key(b.id(), key, vid);
+        let table_key = layout::version_key(b.id(), &b.key_hash(key), vid);
         let v = self
             .bucket_table::<ObjectVersion>(b)
             .get(&table_key)
@@ -192,7 +193,7 @@ impl ObjectStore {
             ..Default::default()
         };
         self.write_version(b, &tomb).await?;
-        chunk_stream::remove_refs(&self.chunk_io(), &referrer_of(b.id(), v), &v.chunks).await;
+        chunk_stream::remove_refs(&self.chunk_io(), &referrer_of(b, v), &v.chunks).await;
         Ok(())
     }
 

@@ -4,10 +4,15 @@
 //! merge a read quorum in key order. The quorum mechanics are in
 //! [`crate::replicas`]; which table a kind lives in and how its revision is
 //! read are in `metadata::replicated`.
+//!
+//! Records are sealed here and nowhere else (`metadata::sealed`): what goes
+//! to a node is ciphertext bound to its table, key and revision, and what
+//! comes back is opened and authenticated before anyone reads it.
 
 use crate::chunk_io::Grid;
 use crate::node_api::MetaOp;
 use crate::replicas::{self, MergedScan, MetaError, ReplicaSet};
+use metadata::sealed::RecordKeys;
 use metadata::Replicated;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use std::sync::Arc;
 pub struct Table<R> {
     grid: Arc<Grid>,
     set: ReplicaSet,
+    keys: RecordKeys,
     kind: PhantomData<fn() -> R>,
 }
 
@@ -24,23 +30,28 @@ impl<R> Clone for Table<R> {
         Self {
             grid: self.grid.clone(),
             set: self.set.clone(),
+            keys: self.keys.clone(),
             kind: PhantomData,
         }
     }
 }
 
-fn decode<R: Replicated>(bytes: &[u8]) -> Result<R, MetaError> {
-    R::decode_record(bytes).map_err(|source| MetaError::Corrupt {
-        what: R::WHAT,
-        source,
-    })
+fn open<R: Replicated>(keys: &RecordKeys, key: &[u8], bytes: &[u8]) -> Result<R, MetaError> {
+    keys.open(R::TABLE, key, bytes)
+        .map_err(|source| MetaError::Corrupt {
+            what: R::WHAT,
+            source,
+        })
 }
 
 impl<R: Replicated> Table<R> {
-    pub fn new(grid: Arc<Grid>, set: ReplicaSet) -> Self {
+    /// Records of `set`, sealed and opened with `keys` (the root's, or
+    /// the bucket's they belong to).
+    pub fn new(grid: Arc<Grid>, set: ReplicaSet, keys: RecordKeys) -> Self {
         Self {
             grid,
             set,
+            keys,
             kind: PhantomData,
         }
     }
@@ -59,7 +70,7 @@ impl<R: Replicated> Table<R> {
         let Some(bytes) = winner else {
             return Ok(None);
         };
-        let record = decode(&bytes)?;
+        let record = open(&self.keys, key, &bytes)?;
         if !stale.is_empty() {
             replicas::repair(&self.grid, stale, R::TABLE, key.to_vec(), bytes);
         }
@@ -68,7 +79,7 @@ impl<R: Replicated> Table<R> {
 
     /// Store `record` at `key` on a write quorum.
     pub async fn put(&self, key: &[u8], record: &R) -> Result<(), MetaError> {
-        self.apply(vec![Self::put_op(key, record)]).await
+        self.apply(vec![self.put_op(key, record)]).await
     }
 
     /// Apply `ops` atomically on each replica of this set, done at a write
@@ -78,9 +89,14 @@ impl<R: Replicated> Table<R> {
         replicas::write(&self.grid, &self.set, ops).await
     }
 
-    /// The op that stores `record` at `key`, for [`Table::apply`].
-    pub fn put_op(key: &[u8], record: &R) -> MetaOp {
-        MetaOp::put(R::TABLE, key, record.encode_record())
+    /// The op that stores `record` (sealed) at `key`, for
+    /// [`Table::apply`].
+    pub fn put_op(&self, key: &[u8], record: &R) -> MetaOp {
+        MetaOp::put(
+            R::TABLE,
+            key,
+            self.keys.seal(R::TABLE, key, record.revision(), record),
+        )
     }
 
     /// The op that removes `key` outright (not a tombstone: only for
@@ -94,6 +110,7 @@ impl<R: Replicated> Table<R> {
     pub fn scan(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Scan<R> {
         Scan {
             inner: MergedScan::new(self.grid.clone(), &self.set, R::TABLE, start, end),
+            keys: self.keys.clone(),
             kind: PhantomData,
         }
     }
@@ -102,6 +119,7 @@ impl<R: Replicated> Table<R> {
 /// A merged, ordered scan of one record kind (see [`Table::scan`]).
 pub struct Scan<R> {
     inner: MergedScan,
+    keys: RecordKeys,
     kind: PhantomData<fn() -> R>,
 }
 
@@ -120,7 +138,10 @@ impl<R: Replicated> Scan<R> {
     /// The next key in order and its newest record.
     pub async fn next(&mut self) -> Result<Option<(Vec<u8>, R)>, MetaError> {
         match self.inner.next().await? {
-            Some((key, bytes)) => Ok(Some((key, decode(&bytes)?))),
+            Some((key, bytes)) => {
+                let record = open(&self.keys, &key, &bytes)?;
+                Ok(Some((key, record)))
+            }
             None => Ok(None),
         }
     }

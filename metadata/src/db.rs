@@ -68,7 +68,19 @@ pub enum DbError {
     },
     #[error("scan limit must be at least 1")]
     ZeroLimit,
+    /// The directory was written by a gridstore whose records this one
+    /// does not read (or reads differently): refused rather than mixed.
+    #[error(
+        "metadata written in data format {found}, this gridstore reads format {DATA_FORMAT}: \
+         move the data directory away or run the gridstore that wrote it"
+    )]
+    Format { found: String },
 }
+
+/// The format of what a node stores: 2 = sealed records under hashed keys.
+/// Bumped for any change an older reader would misread.
+pub const DATA_FORMAT: u64 = 2;
+const FORMAT_KEY: &[u8] = b"data_format";
 
 /// One page of a range scan, and where the next page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,10 +144,35 @@ impl Db {
             .iter()
             .map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
         let db = TransactionDB::open_cf_descriptors(&opts, &Default::default(), path, cfs)?;
-        Ok(Db {
+        let db = Db {
             db,
             cas: Mutex::new(()),
-        })
+        };
+        db.check_format()?;
+        Ok(db)
+    }
+
+    /// Stamp a new directory with [`DATA_FORMAT`]; refuse one that holds
+    /// anything without that stamp.
+    fn check_format(&self) -> Result<(), DbError> {
+        match self.get_raw(Table::System, FORMAT_KEY)? {
+            Some(v) if v == DATA_FORMAT.to_be_bytes() => Ok(()),
+            Some(v) => Err(DbError::Format {
+                found: <[u8; 8]>::try_from(v.as_slice())
+                    .map(|b| u64::from_be_bytes(b).to_string())
+                    .unwrap_or_else(|_| "unknown".into()),
+            }),
+            None => {
+                for t in Table::ALL {
+                    if !self.scan(t, &[], None, 1)?.items.is_empty() {
+                        return Err(DbError::Format {
+                            found: "1 (unmarked)".into(),
+                        });
+                    }
+                }
+                self.put_raw(Table::System, FORMAT_KEY, &DATA_FORMAT.to_be_bytes())
+            }
+        }
     }
 
     fn cf(&self, table: Table) -> Arc<BoundColumnFamily<'_>> {

@@ -9,6 +9,8 @@
 //!   metadata replicas (weighted rendezvous hashing, spread over sites).
 //! * [`replicated`]: the record kinds kept on metadata replicas, their
 //!   tables and revisions.
+//! * [`sealed`]: how gateways seal records so nodes store and merge them
+//!   without reading them, and hash names out of record keys.
 //! * [`db`]: a node's RocksDB tables behind a small typed API.
 //! * [`shard_key`]: the address of one shard (chunk id, index).
 
@@ -17,6 +19,7 @@ pub mod model;
 pub mod placement;
 pub mod record;
 pub mod replicated;
+pub mod sealed;
 pub mod shard_key;
 
 pub use record::{Record, RecordError};

@@ -306,17 +306,21 @@ impl Record for Part {
 }
 
 /// Who refers to a chunk: one object version, or one multipart part.
-#[derive(Clone, PartialEq, Eq, prost::Message)]
+/// Every node holding a shard of the chunk holds this, so it names the
+/// object only by its keyed hash (the same one its version records are
+/// keyed by), never by its key. Field 2 (the key in clear) is retired.
+#[derive(Clone, PartialEq, Eq, Hash, prost::Message)]
 pub struct Referrer {
     #[prost(bytes = "vec", tag = "1")]
     pub bucket_id: Vec<u8>,
-    #[prost(string, tag = "2")]
-    pub key: String,
     /// Version id, or the upload id's bytes for a part.
     #[prost(bytes = "vec", tag = "3")]
     pub version: Vec<u8>,
     #[prost(uint32, tag = "4")]
     pub part_number: u32,
+    /// The object key's keyed hash (`sealed::RecordKeys::name_hash`).
+    #[prost(bytes = "vec", tag = "5")]
+    pub key_hash: Vec<u8>,
 }
 
 /// Kept on each of a chunk's placement nodes, one per referrer, so adding
@@ -352,7 +356,7 @@ impl ChunkReference {
                 + 10
                 + referrer.bucket_id.len()
                 + referrer.version.len()
-                + referrer.key.len(),
+                + referrer.key_hash.len(),
         );
         k.extend_from_slice(chunk_id);
         for part in [&referrer.bucket_id, &referrer.version] {
@@ -360,7 +364,7 @@ impl ChunkReference {
             k.extend_from_slice(part);
         }
         k.extend_from_slice(&referrer.part_number.to_be_bytes());
-        k.extend_from_slice(referrer.key.as_bytes());
+        k.extend_from_slice(&referrer.key_hash);
         k
     }
 
@@ -401,6 +405,9 @@ impl Referrer {
         // Ids are fixed-size; bounding them keeps table keys unambiguous.
         if self.bucket_id.len() > 255 || self.version.len() > 255 {
             return Err(RecordError::Invalid("referrer id too long"));
+        }
+        if self.key_hash.len() != crate::sealed::NAME_HASH_LEN {
+            return Err(RecordError::Invalid("referrer key hash length"));
         }
         Ok(())
     }

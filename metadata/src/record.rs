@@ -23,6 +23,10 @@ pub enum RecordError {
     Malformed(String),
     #[error("invalid record: {0}")]
     Invalid(&'static str),
+    /// A sealed record that was not sealed by a key holder for the place
+    /// and revision it was found at.
+    #[error("sealed record does not authenticate")]
+    Unauthentic,
 }
 
 /// A record type with the versioned encoding.

@@ -31,12 +31,13 @@ macro_rules! replicated {
             }
         })*
 
-        /// The revision of an encoded record of `table`; `None` for bytes
-        /// that do not decode, and for tables whose records are not merged
-        /// by revision (chunk references, the system table).
+        /// The revision of a sealed record of `table` (read from its clear
+        /// header, so nodes need no key); `None` for bytes that are not a
+        /// sealed record, and for tables whose records are not merged by
+        /// revision (chunk references, the system table).
         pub fn revision_of(table: Table, bytes: &[u8]) -> Option<u64> {
             $(if table == <$kind as Replicated>::TABLE {
-                return <$kind>::decode_record(bytes).ok().map(|r| r.revision);
+                return crate::sealed::revision(bytes);
             })*
             None
         }

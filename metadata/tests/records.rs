@@ -99,7 +99,7 @@ fn every_record_round_trips() {
         shard_len: 64,
         referrer: Some(Referrer {
             bucket_id: vec![3; BUCKET_ID_LEN],
-            key: "k".into(),
+            key_hash: vec![9; 16],
             version: vec![1; VERSION_ID_LEN],
             part_number: 0,
         }),
@@ -136,7 +136,11 @@ fn every_record_round_trips() {
 fn chunk_reference_keys_group_by_chunk_and_never_collide() {
     let referrer = |bucket: &[u8], version: &[u8], part: u32, key: &str| Referrer {
         bucket_id: bucket.to_vec(),
-        key: key.into(),
+        key_hash: {
+            let mut h = [0u8; 16];
+            h[..key.len()].copy_from_slice(key.as_bytes());
+            h.to_vec()
+        },
         version: version.to_vec(),
         part_number: part,
     };

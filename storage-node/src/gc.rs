@@ -299,7 +299,7 @@ mod tests {
             chunk_id: c.id().0.to_vec(),
             referrer: Some(Referrer {
                 bucket_id: vec![1; 16],
-                key: "k".into(),
+                key_hash: vec![1; 16],
                 version: vec![2; 16],
                 part_number: 0,
             }),

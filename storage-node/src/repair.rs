@@ -1218,12 +1218,13 @@ fn publish(node: &Node) {
     );
 }
 
-/// A referrer as an operator reads it: bucket id, key, version.
+/// A referrer as a node can tell it: bucket id, the key's hash (only a
+/// gateway can say which key that is), version.
 fn describe(r: &metadata::model::Referrer) -> String {
     let mut s = format!(
-        "bucket {} key {:?} version {}",
+        "bucket {} key hash {} version {}",
         hex::encode(&r.bucket_id),
-        r.key,
+        hex::encode(&r.key_hash),
         hex::encode(&r.version)
     );
     if r.part_number > 0 {

@@ -310,7 +310,7 @@ mod tests {
     fn referrer(key: &str) -> Referrer {
         Referrer {
             bucket_id: vec![1; 16],
-            key: key.into(),
+            key_hash: blake3::hash(key.as_bytes()).as_bytes()[..16].to_vec(),
             version: vec![2; 16],
             part_number: 0,
         }
