@@ -13,6 +13,7 @@ pub mod error;
 pub mod gc;
 pub mod jobs;
 pub mod layout;
+mod list_index;
 mod listing;
 pub mod locks;
 pub mod map_follow;

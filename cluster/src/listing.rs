@@ -2,13 +2,14 @@
 //! markers and page sizes as S3 defines them.
 //!
 //! Record keys carry object keys only as keyed hashes, so nodes cannot
-//! order them: a listing reads the bucket's version records from a read
-//! quorum, a page at a time, opens them, and keeps the first items of the
-//! page in a bounded ordered set. Memory stays bounded by the page size;
-//! the cost is one pass over the bucket per listing call.
+//! order them: listings walk the gateway's ordered index of the bucket
+//! (`crate::list_index`), kept current from the replicas' change feeds.
+//! Uploads, which are few, are listed from a full read of the bucket's
+//! upload records into a bounded ordered set ([`FirstItems`]).
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::list_index::Visit;
 use crate::objects::{info_of, ObjectInfo};
 use crate::store::BucketRef;
 use crate::store::{BucketHandle, ObjectStore};
@@ -99,6 +100,12 @@ impl<K: Ord, V> FirstItems<K, V> {
         }
     }
 
+    /// Whether the page and the one item that says "truncated" are held:
+    /// for items offered in order, nothing later can make the page.
+    pub(crate) fn is_full(&self) -> bool {
+        self.items.len() > self.max
+    }
+
     /// The items of the page in order, and whether more followed.
     pub(crate) fn finish(mut self) -> (Vec<(K, V)>, bool) {
         let truncated = self.items.len() > self.max;
@@ -173,22 +180,39 @@ impl ObjectStore {
         }
         let prefix = params.prefix.as_str();
         let delimiter = params.delimiter.as_deref();
+        let marker = params.start_after.as_deref();
+        let from = marker.map_or(prefix, |m| m.max(prefix));
         let mut first = FirstItems::new(max);
-        self.for_each_object(&b, |versions| {
-            let latest = &versions[0];
-            let key = latest.key.as_str();
-            if latest.delete_marker
-                || !key.starts_with(prefix)
-                || params
-                    .start_after
-                    .as_deref()
-                    .is_some_and(|m| before_resume(prefix, delimiter, m, key))
-            {
-                return;
+        self.visit_objects(&b, from, |key, versions| {
+            if !key.starts_with(prefix) {
+                return Visit::Stop;
             }
-            match common_prefix(prefix, delimiter, key) {
-                Some(cp) => first.offer(cp, || Listed::Prefix),
-                None => first.offer(key.to_string(), || Listed::Item(info_of(latest, true))),
+            if let Some(m) = marker {
+                if before_resume(prefix, delimiter, m, key) {
+                    return match key.starts_with(m) && key != m {
+                        true => Visit::SkipPrefix(m.to_string()),
+                        false => Visit::Continue,
+                    };
+                }
+            }
+            let latest = &versions[0];
+            if latest.delete_marker {
+                return Visit::Continue;
+            }
+            let next = match common_prefix(prefix, delimiter, key) {
+                Some(cp) => {
+                    first.offer(cp.clone(), || Listed::Prefix);
+                    Visit::SkipPrefix(cp)
+                }
+                None => {
+                    first.offer(key.to_string(), || Listed::Item(info_of(latest, true)));
+                    Visit::Continue
+                }
+            };
+            if first.is_full() {
+                Visit::Stop
+            } else {
+                next
             }
         })
         .await?;
@@ -245,15 +269,16 @@ impl ObjectStore {
             }
             _ => None,
         };
+        let key_marker = params.key_marker.as_deref();
+        let from = key_marker.map_or(prefix, |m| m.max(prefix));
         let mut first = FirstItems::new(max);
-        self.for_each_object(&b, |versions| {
-            let key = versions[0].key.as_str();
+        self.visit_objects(&b, from, |key, versions| {
             if !key.starts_with(prefix) {
-                return;
+                return Visit::Stop;
             }
             let cp = common_prefix(prefix, delimiter, key);
             for (i, v) in versions.iter().enumerate() {
-                if let Some(km) = params.key_marker.as_deref() {
+                if let Some(km) = key_marker {
                     let passed = match &version_marker {
                         Some(vm) => key < km || (key == km && v.version_id.as_slice() >= &vm.0[..]),
                         None => before_resume(prefix, delimiter, km, key),
@@ -263,15 +288,25 @@ impl ObjectStore {
                     }
                 }
                 match &cp {
-                    Some(cp) => first.offer((cp.clone(), Vec::new()), || Listed::Prefix),
+                    Some(cp) => {
+                        first.offer((cp.clone(), Vec::new()), || Listed::Prefix);
+                        return match first.is_full() {
+                            true => Visit::Stop,
+                            false => Visit::SkipPrefix(cp.clone()),
+                        };
+                    }
                     None => {
                         let newest_first: Vec<u8> = v.version_id.iter().map(|b| !b).collect();
                         first.offer((key.to_string(), newest_first), || {
                             Listed::Item(info_of(v, i == 0))
-                        })
+                        });
+                        if first.is_full() {
+                            return Visit::Stop;
+                        }
                     }
                 }
             }
+            Visit::Continue
         })
         .await?;
         let (items, truncated) = first.finish();

@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub cfg: Arc<StoreConfig>,
     pub hlc: Hlc,
     pub repair: Option<mpsc::Sender<RepairHint>>,
+    /// Ordered listings of the buckets this gateway lists.
+    pub list_indexes: crate::list_index::ListIndexes,
 }
 
 #[derive(Clone)]
@@ -160,6 +162,7 @@ impl ObjectStore {
                 cfg: Arc::new(cfg),
                 hlc: Hlc::new(),
                 repair: None,
+                list_indexes: Default::default(),
             }),
         }
     }
@@ -180,6 +183,7 @@ impl ObjectStore {
                 cfg: shared.cfg.clone(),
                 hlc: Hlc::new(),
                 repair: Some(tx),
+                list_indexes: Default::default(),
             },
         };
         Self {

@@ -26,6 +26,7 @@
 //! | status | `GET /v1/status` | - | [`NodeStatus`] |
 //! | cluster map | `GET` / `PUT /v1/map` | - / `ClusterMap` | `ClusterMap` / [`MapAccepted`] |
 //! | range digests | `POST /v1/meta:digest` | [`DigestRequest`] | [`DigestReply`] |
+//! | changed keys | `POST /v1/meta:changes` | [`ChangesRequest`] | [`ChangesReply`] |
 //! | repair hint | `POST /v1/repair:hint` | [`RepairHints`] (shards to reconcile soon) | - |
 //!
 //! A shard put signs the shard's own checksum (the last 32 bytes of its
@@ -55,6 +56,7 @@ pub const STATUS: &str = "/v1/status";
 pub const MAP: &str = "/v1/map";
 pub const REPAIR_HINT: &str = "/v1/repair:hint";
 pub const META_DIGEST: &str = "/v1/meta:digest";
+pub const META_CHANGES: &str = "/v1/meta:changes";
 pub const HEALTH: &str = "/health";
 pub const METRICS: &str = "/metrics";
 
@@ -373,6 +375,55 @@ pub struct DigestReply {
     pub ranges: Vec<RangeDigest>,
 }
 impl Record for DigestReply {}
+
+/// The keys of a fed table (`metadata::db::FED_TABLES`) under `prefix`
+/// written since a position of the node's change feed; without a position,
+/// only where the feed is now.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChangesRequest {
+    #[prost(uint32, tag = "1")]
+    pub table: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    pub prefix: Vec<u8>,
+    #[prost(uint64, optional, tag = "3")]
+    pub feed: Option<u64>,
+    #[prost(uint64, tag = "4")]
+    pub since: u64,
+    #[prost(uint32, tag = "5")]
+    pub limit: u32,
+}
+
+impl ChangesRequest {
+    pub fn table(&self) -> Result<Table, RecordError> {
+        table_from_wire(self.table)
+    }
+}
+
+impl Record for ChangesRequest {
+    fn validate(&self) -> Result<(), RecordError> {
+        if !metadata::db::FED_TABLES.contains(&self.table()?) {
+            return Err(RecordError::Invalid("table has no change feed"));
+        }
+        if self.limit as usize > MAX_ITEMS {
+            return Err(RecordError::Invalid("changes limit out of range"));
+        }
+        Ok(())
+    }
+}
+
+/// See `metadata::db::Changes`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChangesReply {
+    #[prost(uint64, tag = "1")]
+    pub feed: u64,
+    #[prost(uint64, tag = "2")]
+    pub head: u64,
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub keys: Vec<Vec<u8>>,
+    #[prost(bool, tag = "4")]
+    pub complete: bool,
+}
+impl Record for ChangesReply {}
 
 /// One page; pass `next` as the following request's `start`.
 #[derive(Clone, PartialEq, prost::Message)]

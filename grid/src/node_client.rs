@@ -334,6 +334,26 @@ impl NodeClient {
             .await
     }
 
+    /// Keys of `table` under `prefix` written since `since` (feed id,
+    /// position) of the node's change feed (see [`api::ChangesRequest`]).
+    pub async fn meta_changes(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        since: Option<(u64, u64)>,
+        limit: u32,
+    ) -> Result<api::ChangesReply, RpcError> {
+        let req = api::ChangesRequest {
+            table: api::table_to_wire(table),
+            prefix: prefix.to_vec(),
+            feed: since.map(|s| s.0),
+            since: since.map_or(0, |s| s.1),
+            limit,
+        };
+        self.call_record(Method::POST, api::META_CHANGES, req.encode_record().into())
+            .await
+    }
+
     /// Digests of consecutive ranges (see [`api::DigestRequest`]).
     pub async fn meta_digest(
         &self,

@@ -129,6 +129,42 @@ pub struct Db {
     // Serialises compare-and-set against itself; plain writes need no lock
     // (RocksDB orders them), CAS needs read-compare-write to be atomic.
     cas: Mutex<()>,
+    changes: Mutex<ChangeFeed>,
+}
+
+/// The tables whose writes the change feed records.
+pub const FED_TABLES: [Table; 1] = [Table::Versions];
+/// Writes the change feed remembers; a caller further behind reads again.
+const FEED_CAPACITY: usize = 262_144;
+
+/// Which keys of the fed tables were written, in order, since this process
+/// opened the database: what lets a gateway keep a listing of a bucket
+/// current without reading the bucket again (see `cluster::list_index`).
+/// It lives in memory: a reader holding a position from another process
+/// (another `feed` id) starts over. A key is appended after its write is
+/// committed, so a position read before a scan is never past a write the
+/// scan missed.
+struct ChangeFeed {
+    id: u64,
+    head: u64,
+    /// (sequence, table, key), oldest first, at most `FEED_CAPACITY`.
+    log: std::collections::VecDeque<(u64, Table, Vec<u8>)>,
+}
+
+/// What changed under one key prefix since a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The feed (one per process that opened the database).
+    pub feed: u64,
+    /// The position to ask from next time.
+    pub head: u64,
+    /// Keys written after the position asked for, oldest first (repeats
+    /// possible).
+    pub keys: Vec<Vec<u8>>,
+    /// False when the position was from another feed, or is older than
+    /// what the feed remembers, or more than `limit` keys changed: the
+    /// caller must read everything again.
+    pub complete: bool,
 }
 
 impl Db {
@@ -147,6 +183,11 @@ impl Db {
         let db = Db {
             db,
             cas: Mutex::new(()),
+            changes: Mutex::new(ChangeFeed {
+                id: rand::random::<u64>() | 1,
+                head: 0,
+                log: Default::default(),
+            }),
         };
         db.check_format()?;
         Ok(db)
@@ -210,25 +251,90 @@ impl Db {
     pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), DbError> {
         let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
         txn.put_cf(&self.cf(table), key, value)?;
-        Ok(txn.commit()?)
+        txn.commit()?;
+        self.fed([(table, key)]);
+        Ok(())
     }
 
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), DbError> {
         let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
         txn.delete_cf(&self.cf(table), key)?;
-        Ok(txn.commit()?)
+        txn.commit()?;
+        self.fed([(table, key)]);
+        Ok(())
     }
 
     /// Apply every write of `batch` or none.
     pub fn write(&self, batch: Batch) -> Result<(), DbError> {
         let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
-        for (table, key, value) in batch.ops {
+        for (table, key, value) in &batch.ops {
             match value {
-                Some(v) => txn.put_cf(&self.cf(table), key, v)?,
-                None => txn.delete_cf(&self.cf(table), key)?,
+                Some(v) => txn.put_cf(&self.cf(*table), key, v)?,
+                None => txn.delete_cf(&self.cf(*table), key)?,
             }
         }
-        Ok(txn.commit()?)
+        txn.commit()?;
+        self.fed(batch.ops.iter().map(|(t, k, _)| (*t, k.as_slice())));
+        Ok(())
+    }
+
+    /// Append committed writes of the fed tables to the change feed.
+    fn fed<'a>(&self, writes: impl IntoIterator<Item = (Table, &'a [u8])>) {
+        let mut writes = writes
+            .into_iter()
+            .filter(|(t, _)| FED_TABLES.contains(t))
+            .peekable();
+        if writes.peek().is_none() {
+            return;
+        }
+        let mut feed = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, k) in writes {
+            feed.head += 1;
+            let seq = feed.head;
+            feed.log.push_back((seq, t, k.to_vec()));
+            if feed.log.len() > FEED_CAPACITY {
+                feed.log.pop_front();
+            }
+        }
+    }
+
+    /// The keys of `table` starting with `prefix` written after position
+    /// `since` of feed `feed` (`None`: only where the feed is now), at most
+    /// `limit` of them.
+    pub fn changes(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        since: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Changes {
+        let feed = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Changes {
+            feed: feed.id,
+            head: feed.head,
+            keys: Vec::new(),
+            complete: true,
+        };
+        let Some((id, pos)) = since else {
+            return out;
+        };
+        let oldest = feed.log.front().map_or(feed.head + 1, |e| e.0);
+        if id != feed.id || pos > feed.head || pos + 1 < oldest {
+            out.complete = false;
+            return out;
+        }
+        let first = feed.log.partition_point(|e| e.0 <= pos);
+        for (_, t, k) in feed.log.range(first..) {
+            if *t == table && k.starts_with(prefix) {
+                if out.keys.len() == limit {
+                    out.keys.clear();
+                    out.complete = false;
+                    return out;
+                }
+                out.keys.push(k.clone());
+            }
+        }
+        out
     }
 
     /// [`write`](Self::write) without the puts of values already stored
@@ -327,6 +433,7 @@ impl Db {
             None => txn.delete_cf(&cf, key)?,
         }
         txn.commit()?;
+        self.fed([(table, key)]);
         Ok(true)
     }
 }

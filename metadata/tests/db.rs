@@ -202,3 +202,66 @@ fn compare_and_set_orders_concurrent_writers() {
         .unwrap());
     assert!(db.get_raw(Table::System, b"epoch").unwrap().is_none());
 }
+
+#[test]
+fn the_change_feed_names_every_write_after_a_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let start = db.changes(Table::Versions, b"b1", None, 100);
+    assert!(start.complete && start.keys.is_empty());
+    let pos = Some((start.feed, start.head));
+    db.put_raw(Table::Versions, b"b1-x", b"1").unwrap();
+    db.put_raw(Table::Versions, b"b2-x", b"1").unwrap();
+    db.put_raw(Table::Buckets, b"b1-y", b"1").unwrap();
+    let mut batch = Batch::new();
+    batch.put_raw(Table::Versions, b"b1-z", b"2".to_vec());
+    batch.delete(Table::Versions, b"b1-x");
+    db.write(batch).unwrap();
+    assert!(db
+        .compare_and_set(Table::Versions, b"b1-w", None, Some(b"3"))
+        .unwrap());
+    let c = db.changes(Table::Versions, b"b1", pos, 100);
+    assert!(c.complete);
+    assert_eq!(
+        c.keys,
+        vec![
+            b"b1-x".to_vec(),
+            b"b1-z".to_vec(),
+            b"b1-x".to_vec(),
+            b"b1-w".to_vec()
+        ]
+    );
+    // From the new head: nothing; over the limit, another feed's position
+    // or one from the future: read everything again.
+    let now = Some((c.feed, c.head));
+    assert!(db.changes(Table::Versions, b"b1", now, 100).keys.is_empty());
+    assert!(!db.changes(Table::Versions, b"b1", pos, 3).complete);
+    assert!(
+        !db.changes(Table::Versions, b"b1", Some((c.feed ^ 2, 0)), 100)
+            .complete
+    );
+    assert!(
+        !db.changes(Table::Versions, b"b1", Some((c.feed, c.head + 1)), 100)
+            .complete
+    );
+    // A reopened database is a new feed.
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert!(!db.changes(Table::Versions, b"b1", now, 100).complete);
+}
+
+#[test]
+fn a_directory_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Db::open(dir.path()).unwrap());
+    // Rewrite the stamp as an older gridstore would have left no stamp:
+    // records without it.
+    {
+        let db = Db::open(dir.path()).unwrap();
+        db.put_raw(Table::Buckets, b"k", b"v").unwrap();
+        db.delete(Table::System, b"data_format").unwrap();
+    }
+    let err = Db::open(dir.path()).err().expect("refused");
+    assert!(matches!(err, DbError::Format { .. }), "{err}");
+    assert!(err.to_string().contains("format"), "{err}");
+}

@@ -144,6 +144,7 @@ enum Op {
     PutMap,
     RepairHint,
     MetaDigest,
+    MetaChanges,
     JobTask,
     Unknown,
 }
@@ -172,6 +173,7 @@ impl Op {
             Op::PutMap => "put_map",
             Op::RepairHint => "repair_hint",
             Op::MetaDigest => "meta_digest",
+            Op::MetaChanges => "meta_changes",
             Op::JobTask => "job_task",
             Op::Unknown => "unknown",
         }
@@ -211,6 +213,7 @@ impl Op {
             (Method::PUT, api::MAP) => Op::PutMap,
             (Method::POST, api::REPAIR_HINT) => Op::RepairHint,
             (Method::POST, api::META_DIGEST) => Op::MetaDigest,
+            (Method::POST, api::META_CHANGES) => Op::MetaChanges,
             (Method::POST, grid::task::TASK_RUN) => Op::JobTask,
             _ => Op::Unknown,
         }
@@ -399,6 +402,22 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
             let n = node.clone();
             blocking(move || Ok(n.db.write(b)?)).await?;
             no_content()
+        }
+        Op::MetaChanges => {
+            let q = read_record::<api::ChangesRequest>(node, req, content_hash).await?;
+            let table = q.table()?;
+            let c = node.db.changes(
+                table,
+                &q.prefix,
+                q.feed.map(|f| (f, q.since)),
+                q.limit as usize,
+            );
+            ok_record(&api::ChangesReply {
+                feed: c.feed,
+                head: c.head,
+                keys: c.keys,
+                complete: c.complete,
+            })
         }
         Op::MetaScan => {
             let q = read_record::<api::ScanRequest>(node, req, content_hash).await?;

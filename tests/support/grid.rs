@@ -81,7 +81,19 @@ impl TestGrid {
     pub async fn restart(&mut self, node_id: &str) {
         let i = self.index_of(node_id);
         assert!(self.nodes[i].is_none(), "{node_id} is running");
-        let node = LocalNode::start(&self.cfgs[i]).await.unwrap();
+        // A killed node's last blocking calls may hold its database for a
+        // moment after the kill.
+        let mut tries = 0;
+        let node = loop {
+            match LocalNode::start(&self.cfgs[i]).await {
+                Ok(node) => break node,
+                Err(e) if tries < 50 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("restarting {node_id}: {e}"),
+            }
+        };
         self.nodes[i] = Some(node);
     }
 
