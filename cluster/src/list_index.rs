@@ -24,6 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::{BucketHandle, ObjectStore};
+use grid::node_api::ChangesReply;
 use grid::table::Table;
 use metadata::db::Table as DbTable;
 use metadata::model::ObjectVersion;
@@ -163,22 +164,46 @@ impl ObjectStore {
         Ok(objects)
     }
 
+    /// Ask the feeds of `asks` (replica, position) at once; the replies
+    /// of those that answered, without waiting long for a hung one.
+    async fn ask_feeds(
+        &self,
+        b: &BucketHandle,
+        asks: Vec<(String, Option<(u64, u64)>)>,
+        limit: u32,
+    ) -> Vec<(String, ChangesReply)> {
+        let grid = self.grid();
+        let mut calls = tokio::task::JoinSet::new();
+        let asked: Vec<String> = asks.iter().map(|(n, _)| n.clone()).collect();
+        for (node, since) in asks {
+            let Some(client) = grid.client(&node).cloned() else {
+                continue;
+            };
+            let prefix = b.id().to_vec();
+            calls.spawn(async move {
+                let reply = client
+                    .meta_changes(DbTable::Versions, &prefix, since, limit)
+                    .await;
+                (node, reply)
+            });
+        }
+        let (answers, _) = grid.join_calls(&mut calls, &asked, |r| r.is_ok()).await;
+        answers
+            .into_iter()
+            .filter_map(|(n, r)| Some((n, r.ok()?)))
+            .collect()
+    }
+
     /// Where each replica's feed is now, from every replica that answers;
     /// `None` if fewer than a read quorum did.
     async fn feed_positions(&self, b: &BucketHandle) -> Option<HashMap<String, (u64, u64)>> {
-        let grid = self.grid();
-        let mut positions = HashMap::new();
-        for node in &b.replicas.nodes {
-            let Some(client) = grid.client(node) else {
-                continue;
-            };
-            if let Ok(c) = client
-                .meta_changes(DbTable::Versions, b.id(), None, 0)
-                .await
-            {
-                positions.insert(node.clone(), (c.feed, c.head));
-            }
-        }
+        let asks = b.replicas.nodes.iter().map(|n| (n.clone(), None)).collect();
+        let positions: HashMap<String, (u64, u64)> = self
+            .ask_feeds(b, asks, 0)
+            .await
+            .into_iter()
+            .map(|(n, c)| (n, (c.feed, c.head)))
+            .collect();
         (positions.len() >= b.replicas.read_quorum).then_some(positions)
     }
 
@@ -207,24 +232,19 @@ impl ObjectStore {
         if ix.replicas != b.replicas.nodes {
             return Ok(None);
         }
-        let grid = self.grid();
+        let asks = ix
+            .positions
+            .iter()
+            .map(|(n, p)| (n.clone(), Some(*p)))
+            .collect();
         let mut answered = 0;
         let mut changed: Vec<[u8; NAME_HASH_LEN]> = Vec::new();
-        for (node, pos) in ix.positions.iter_mut() {
-            let Some(client) = grid.client(node) else {
-                continue;
-            };
-            let Ok(c) = client
-                .meta_changes(DbTable::Versions, b.id(), Some(*pos), MAX_CHANGES)
-                .await
-            else {
-                continue;
-            };
+        for (node, c) in self.ask_feeds(b, asks, MAX_CHANGES).await {
             if !c.complete {
                 return Ok(None);
             }
             answered += 1;
-            *pos = (c.feed, c.head);
+            ix.positions.insert(node, (c.feed, c.head));
             for k in c.keys {
                 if let Some(h) = k
                     .get(b.id().len()..b.id().len() + NAME_HASH_LEN)

@@ -243,10 +243,14 @@ impl S3 {
     pub(crate) async fn list(
         &self,
         prefix: &str,
+        delimiter: Option<&str>,
         continuation: Option<&str>,
     ) -> Result<ListObjectsV2Response, OpError> {
         let mut list = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
         list.with_prefix(prefix);
+        if let Some(d) = delimiter {
+            list.with_delimiter(d);
+        }
         if let Some(token) = continuation {
             list.with_continuation_token(token);
         }

@@ -100,6 +100,11 @@ pub struct S3Args {
     /// Objects uploaded before measuring get, mixed and list.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub objects: usize,
+    /// Spread those objects over N folders (`obj/0007/...`); `--op list`
+    /// then lists one folder per request, with the delimiter `/`, going
+    /// round the folders.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub folders: usize,
     /// Give up on a request after this long (counted as an error).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -266,11 +271,32 @@ struct Ctx {
     pool: Pool,
     recorder: Recorder,
     timeout: Duration,
+    folders: usize,
 }
 
 impl Ctx {
     fn prepared_prefix(&self) -> String {
         format!("{}obj/", self.prefix)
+    }
+
+    /// Where prepared object `i` goes.
+    fn prepared_key(&self, i: usize) -> String {
+        match self.folders {
+            0 => format!("{}{i:08}", self.prepared_prefix()),
+            n => format!("{}{:04}/{i:08}", self.prepared_prefix(), i % n),
+        }
+    }
+
+    /// What a listing request reads: the prefix and delimiter of folder
+    /// `round` (or all prepared objects).
+    fn listed(&self, round: u64) -> (String, Option<&'static str>) {
+        match self.folders {
+            0 => (self.prepared_prefix(), None),
+            n => (
+                format!("{}{:04}/", self.prepared_prefix(), round % n as u64),
+                Some("/"),
+            ),
+        }
     }
 
     async fn timed<T>(&self, f: impl Future<Output = Result<T, OpError>>) -> Result<T, OpError> {
@@ -302,6 +328,7 @@ async fn run_async(
         pool: Pool::default(),
         recorder: Recorder::new().map_err(|e| S3BenchError::Setup(format!("histogram: {e}")))?,
         timeout: args.timeout,
+        folders: args.folders,
     });
     ctx.timed(ctx.s3.ensure_bucket())
         .await
@@ -425,7 +452,7 @@ async fn prepare(
                     if i >= wanted {
                         break;
                     }
-                    let key: Arc<str> = format!("{}{i:08}", ctx.prepared_prefix()).into();
+                    let key: Arc<str> = ctx.prepared_key(i).into();
                     let body = ObjectBody::new(block.clone(), ctx.run_id, i as u64, ctx.size);
                     match ctx.timed(ctx.s3.put(&key, body)).await {
                         Ok(_) => ctx.pool.insert(key),
@@ -481,6 +508,8 @@ struct Worker {
     puts: u64,
     /// Where this worker's walk through the listing is.
     continuation: Option<String>,
+    /// Listings this worker finished (which folder is next).
+    listed: u64,
 }
 
 impl Worker {
@@ -541,10 +570,13 @@ impl Worker {
             Task::Stat(lease) => ctx.timed(ctx.s3.head(&lease.key)).await.map(|()| (0, 0)),
             Task::Delete(key) => ctx.timed(ctx.s3.delete(&key)).await.map(|()| (0, 0)),
             Task::List => {
-                let prefix = ctx.prepared_prefix();
+                let (prefix, delimiter) = ctx.listed(self.listed + self.id);
                 let fresh = self.continuation.is_none();
                 let page = ctx
-                    .timed(ctx.s3.list(&prefix, self.continuation.as_deref()))
+                    .timed(
+                        ctx.s3
+                            .list(&prefix, delimiter, self.continuation.as_deref()),
+                    )
                     .await;
                 match page {
                     Ok(page) if fresh && page.contents.is_empty() => {
@@ -555,6 +587,9 @@ impl Worker {
                     }
                     Ok(page) => {
                         self.continuation = page.next_continuation_token;
+                        if self.continuation.is_none() {
+                            self.listed += 1;
+                        }
                         Ok((0, page.contents.len() as u64))
                     }
                     Err(e) => {
@@ -580,6 +615,7 @@ async fn worker(ctx: Arc<Ctx>, id: u64, deadline: Instant) {
         block,
         puts: 0,
         continuation: None,
+        listed: 0,
     };
     while Instant::now() < deadline {
         let task = worker.plan(&ctx);
@@ -597,7 +633,7 @@ async fn cleanup(ctx: &Ctx) -> Result<(), String> {
     let mut failed = 0usize;
     loop {
         let page = ctx
-            .timed(ctx.s3.list(&ctx.prefix, continuation.as_deref()))
+            .timed(ctx.s3.list(&ctx.prefix, None, continuation.as_deref()))
             .await
             .map_err(|e| e.0)?;
         let keys: Vec<String> = page.contents.into_iter().map(|c| c.key).collect();
