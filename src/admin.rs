@@ -9,6 +9,7 @@ use cluster::secrets::MasterKey;
 use cluster::{ErasureSpec, ObjectStore, StoreConfig};
 use grid::chunk_io::Grid;
 use grid::rpc_auth::RpcKey;
+use grid::tls::{Identity, IdentityKey};
 use grid::ClientOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +64,10 @@ enum NodeCommand {
         addr: String,
         #[arg(long)]
         site: String,
+        /// Its identity key, hex (`gridstore node --config FILE --identity`
+        /// on its machine).
+        #[arg(long)]
+        key: String,
         /// Placement weight.
         #[arg(long, default_value_t = 1024)]
         capacity_gib: u64,
@@ -155,24 +160,34 @@ struct Connection {
 
 fn connect_parts(
     map: MapFile,
+    identity: Identity,
     secret: &[u8],
     master: MasterKey,
     site: Option<String>,
     metadata_replicas: usize,
-) -> Connection {
-    let grid = Grid::new(
-        map.to_map(),
-        RpcKey::from_secret(secret),
-        ClientOptions::default(),
-    );
+) -> Result<Connection, AdminError> {
+    // Nodes holding this map would refuse us, and seeding it would lock us
+    // out: say what to add instead.
+    if !map.lists_client(&identity) {
+        return Err(AdminError::Usage(format!(
+            "this client's identity is not in the cluster map: add\n\n\
+             [[clients]]\nname = \"gateway\"\nkey = \"{}\"\n\nto the map file",
+            identity.key()
+        )));
+    }
+    let opts = ClientOptions {
+        identity: Some(identity),
+        ..ClientOptions::default()
+    };
+    let grid = Grid::new(map.to_map(), RpcKey::from_secret(secret), opts);
     let cfg = StoreConfig {
         local_site: site,
         metadata_replicas,
         ..StoreConfig::default()
     };
-    Connection {
+    Ok(Connection {
         store: ObjectStore::new(grid, master, cfg),
-    }
+    })
 }
 
 fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
@@ -189,24 +204,28 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
             let map = MapFile::load(&dir.join(MAP_FILE))?;
             let master = MasterKey::from_text(&state.master_key)
                 .map_err(|e| AdminError::Usage(e.to_string()))?;
-            Ok(connect_parts(
+            let identity = Identity::load_or_create(&dir.join(crate::embedded::IDENTITY_DIR))
+                .map_err(|e| AdminError::Usage(e.to_string()))?;
+            connect_parts(
                 map,
+                identity,
                 state.cluster_secret.as_bytes(),
                 master,
                 None,
                 StoreConfig::default().metadata_replicas,
-            ))
+            )
         }
         (None, Some(config)) => {
             let g = GatewayFile::load(config)?;
             let map = MapFile::load(&g.cluster_map)?;
-            Ok(connect_parts(
+            connect_parts(
                 map,
+                g.identity()?,
                 &g.cluster_secret()?,
                 g.master_key()?,
                 g.site.clone(),
                 g.metadata_replicas,
-            ))
+            )
         }
         (None, None) => Err(AdminError::Usage(
             "say which grid: --dir DIR (a gridstore server) or --config gw.toml".into(),
@@ -342,6 +361,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             id,
             addr,
             site,
+            key,
             capacity_gib,
         } => Change::Add(metadata::model::Node {
             id,
@@ -349,6 +369,10 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             site,
             capacity_bytes: capacity_gib << 30,
             state: metadata::model::NodeState::Up as i32,
+            key: IdentityKey::from_hex(&key)
+                .map_err(|e| AdminError::Usage(e.to_string()))?
+                .0
+                .to_vec(),
         }),
         NodeCommand::Drain { id } => Change::Drain(id),
         NodeCommand::Remove { id, force } => Change::Remove { node: id, force },
@@ -567,6 +591,20 @@ pub async fn run(args: AdminArgs) -> ExitCode {
 /// `gridstore gateway --config gw.toml`: S3 in front of the nodes in the
 /// config's cluster map. Users come from the cluster (create them with
 /// `gridstore admin --config gw.toml key create --admin`).
+/// `gridstore gateway --config FILE --identity`.
+pub fn print_gateway_identity(config: &Path) -> ExitCode {
+    match GatewayFile::load(config).and_then(|g| g.identity()) {
+        Ok(id) => {
+            println!("{}", id.key());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gridstore gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     let g = GatewayFile::load(config)?;
     let map = MapFile::load(&g.cluster_map)?;
@@ -575,13 +613,16 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
             "metadata_replicas must be at least 1".into(),
         ));
     }
+    let identity = g.identity()?;
+    tracing::info!(identity = %identity.key(), "gateway identity");
     let c = connect_parts(
         map,
+        identity,
         &g.cluster_secret()?,
         g.master_key()?,
         g.site.clone(),
         g.metadata_replicas,
-    );
+    )?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AdminError::Usage(format!("signal handler: {e}")))?;
     let listener = tokio::net::TcpListener::bind(g.listen)

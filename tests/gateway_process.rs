@@ -34,22 +34,58 @@ impl Drop for GatewayProc {
     }
 }
 
-fn start_gateway(dir: &Path, map: &Path) -> (GatewayProc, String) {
+/// Write the gateway's config in `dir`; returns its path.
+fn gateway_config(dir: &Path, map: &Path, extra: &str) -> std::path::PathBuf {
     let config = dir.join("gw.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
-             cluster_map = {map:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n\
-             housekeeping_secs = 1\norphan_grace_secs = 2\nupload_max_age_secs = 2\n",
+             cluster_map = {map:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n{extra}",
             support::SECRET
         ),
     )
     .unwrap();
+    config
+}
+
+/// What an operator runs to learn the key to list for a process.
+fn identity_of(what: &str, config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_gridstore"))
+        .args([what, "--identity", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A map file naming `nodes` (with their keys) and trusting the gateway
+/// configured by `gateway` and this test process.
+fn write_map(path: &Path, nodes: &[&NodeProc], gateway: &Path) {
+    let mut text = String::from("epoch = 1\n");
+    for (i, n) in nodes.iter().enumerate() {
+        text.push_str(&format!(
+            "[[nodes]]\nid = {:?}\naddr = {:?}\nsite = \"site-{}\"\nkey = {:?}\n",
+            n.id,
+            n.addr,
+            i / 2,
+            identity_of("node", &n.config),
+        ));
+    }
+    text.push_str(&format!(
+        "[[clients]]\nname = \"gw\"\nkey = {:?}\n[[clients]]\nname = \"tests\"\nrole = \"admin\"\nkey = {:?}\n",
+        identity_of("gateway", gateway),
+        support::me().key().to_hex(),
+    ));
+    std::fs::write(path, text).unwrap();
+}
+
+fn start_gateway(dir: &Path, config: &Path) -> (GatewayProc, String) {
     let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gridstore"))
         .args(["gateway", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -98,19 +134,15 @@ async fn start_grid(root: &Path) -> (Vec<NodeProc>, GatewayProc, metadata::model
             "a node starts without a map"
         );
     }
-    let mut map_text = String::from("epoch = 1\n");
-    for (i, n) in nodes.iter().enumerate() {
-        map_text.push_str(&format!(
-            "[[nodes]]\nid = {:?}\naddr = {:?}\nsite = \"site-{}\"\n",
-            n.id,
-            n.addr,
-            i / 2
-        ));
-    }
     let map_path = root.join("map.toml");
-    std::fs::write(&map_path, map_text).unwrap();
+    let config = gateway_config(
+        root,
+        &map_path,
+        "housekeeping_secs = 1\norphan_grace_secs = 2\nupload_max_age_secs = 2\n",
+    );
+    write_map(&map_path, &nodes.iter().collect::<Vec<_>>(), &config);
 
-    let (gateway, s3_addr) = start_gateway(root, &map_path);
+    let (gateway, s3_addr) = start_gateway(root, &config);
     assert!(!s3_addr.is_empty());
 
     // The first map reaches every node with no command.
@@ -325,25 +357,8 @@ async fn a_gateway_disagreeing_on_metadata_replicas_refuses_to_start() {
     let root = tempfile::tempdir().unwrap();
     let node = NodeProc::start_as(&root.path().join("n0"), "n0", "site-0", "");
     let map_path = root.path().join("map.toml");
-    std::fs::write(
-        &map_path,
-        format!(
-            "epoch = 1\n[[nodes]]\nid = \"n0\"\naddr = {:?}\nsite = \"site-0\"\n",
-            node.addr
-        ),
-    )
-    .unwrap();
-    let config = root.path().join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
-             cluster_map = {map_path:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n\
-             metadata_replicas = 5\n",
-            support::SECRET
-        ),
-    )
-    .unwrap();
+    let config = gateway_config(root.path(), &map_path, "metadata_replicas = 5\n");
+    write_map(&map_path, &[&node], &config);
     let out = Command::new(env!("CARGO_BIN_EXE_gridstore"))
         .args(["gateway", "--config"])
         .arg(&config)

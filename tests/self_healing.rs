@@ -625,11 +625,16 @@ async fn kill_9_two_node_processes_under_load() {
                 site: format!("site-{s}"),
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
+                key: p.key.0.to_vec(),
             });
             procs.push(p);
         }
     }
-    let map = ClusterMap { epoch: 1, nodes };
+    let map = ClusterMap {
+        epoch: 1,
+        nodes,
+        clients: support::test_clients(),
+    };
     for p in &procs {
         p.client().put_map(&map).await.unwrap();
     }

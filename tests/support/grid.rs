@@ -129,6 +129,7 @@ impl TestGrid {
             map: ClusterMap {
                 epoch: 1,
                 nodes: entries,
+                clients: super::test_clients(),
             },
             cfgs,
         }
