@@ -75,6 +75,14 @@ enum NodeCommand {
     /// Stop placing data on a node; its shards move to the others in the
     /// background (follow with `admin repair status`).
     Drain { id: String },
+    /// Pin a node's new identity after its data directory (and so its
+    /// identity) was lost: nodes and gateways refuse it until then.
+    Rekey {
+        id: String,
+        /// `gridstore node --config FILE --identity` on its machine.
+        #[arg(long)]
+        key: String,
+    },
     /// Take a drained node (no shards left) out of the grid for good.
     Remove {
         id: String,
@@ -375,6 +383,13 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
                 .to_vec(),
         }),
         NodeCommand::Drain { id } => Change::Drain(id),
+        NodeCommand::Rekey { id, key } => Change::Rekey {
+            node: id,
+            key: IdentityKey::from_hex(&key)
+                .map_err(|e| AdminError::Usage(e.to_string()))?
+                .0
+                .to_vec(),
+        },
         NodeCommand::Remove { id, force } => Change::Remove { node: id, force },
     };
     let map = apply(&grid, change).await?;
