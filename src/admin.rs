@@ -40,7 +40,8 @@ enum AdminCommand {
     /// Self-healing.
     #[command(subcommand)]
     Repair(RepairCommand),
-    /// Grid membership: add, drain and remove nodes.
+    /// Grid membership: add, drain and remove nodes; pin their identities
+    /// and those of the gateways the nodes accept.
     #[command(subcommand)]
     Node(NodeCommand),
 }
@@ -75,6 +76,18 @@ enum NodeCommand {
     /// Stop placing data on a node; its shards move to the others in the
     /// background (follow with `admin repair status`).
     Drain { id: String },
+    /// Let a gateway or admin tool connect to the nodes, by its identity
+    /// key (`gridstore gateway --config FILE --identity`).
+    Trust {
+        key: String,
+        /// For people: which one it is.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "gateway", value_parser = ["gateway", "admin"])]
+        role: String,
+    },
+    /// Stop letting the client with this identity key connect.
+    Distrust { key: String },
     /// Pin a node's new identity after its data directory (and so its
     /// identity) was lost: nodes and gateways refuse it until then.
     Rekey {
@@ -241,6 +254,13 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
     }
 }
 
+fn parse_key(hex: &str) -> Result<Vec<u8>, AdminError> {
+    Ok(IdentityKey::from_hex(hex)
+        .map_err(|e| AdminError::Usage(e.to_string()))?
+        .0
+        .to_vec())
+}
+
 fn parse_erasure(s: &str) -> Result<ErasureSpec, AdminError> {
     let bad = || AdminError::Usage(format!("erasure must look like 4+2, not {s:?}"));
     let (k, m) = s.split_once('+').ok_or_else(bad)?;
@@ -363,6 +383,13 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
                     n.capacity_bytes >> 30
                 );
             }
+            for c in &map.clients {
+                let role = metadata::model::ClientRole::try_from(c.role)
+                    .map_or_else(|_| c.role.to_string(), |r| format!("{r:?}").to_lowercase());
+                let key = IdentityKey::from_bytes(&c.key)
+                    .map_or_else(|| "(bad key)".to_string(), |k| k.to_hex());
+                println!("client\t{}\t{role}\t{key}", c.name);
+            }
             return Ok(());
         }
         NodeCommand::Add {
@@ -377,18 +404,22 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             site,
             capacity_bytes: capacity_gib << 30,
             state: metadata::model::NodeState::Up as i32,
-            key: IdentityKey::from_hex(&key)
-                .map_err(|e| AdminError::Usage(e.to_string()))?
-                .0
-                .to_vec(),
+            key: parse_key(&key)?,
         }),
         NodeCommand::Drain { id } => Change::Drain(id),
+        NodeCommand::Trust { key, name, role } => Change::Trust(metadata::model::ClientIdentity {
+            name,
+            key: parse_key(&key)?,
+            role: if role == "admin" {
+                metadata::model::ClientRole::Admin
+            } else {
+                metadata::model::ClientRole::Gateway
+            } as i32,
+        }),
+        NodeCommand::Distrust { key } => Change::Distrust(parse_key(&key)?),
         NodeCommand::Rekey { id, key } => Change::Rekey {
             node: id,
-            key: IdentityKey::from_hex(&key)
-                .map_err(|e| AdminError::Usage(e.to_string()))?
-                .0
-                .to_vec(),
+            key: parse_key(&key)?,
         },
         NodeCommand::Remove { id, force } => Change::Remove { node: id, force },
     };

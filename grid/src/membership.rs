@@ -10,7 +10,7 @@
 
 use crate::chunk_io::Grid;
 use crate::node_client::RpcError;
-use metadata::model::{ClusterMap, Node, NodeState};
+use metadata::model::{ClientIdentity, ClusterMap, Node, NodeState};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum MembershipError {
     Unreachable { node: String, source: RpcError },
     #[error("the change did not stick after {0} tries (map changing under it)")]
     Raced(usize),
-    #[error("node {0:?}: an identity key is 32 bytes")]
+    #[error("{0:?}: an identity key is 32 bytes")]
     BadKey(String),
 }
 
@@ -48,6 +48,10 @@ pub enum Change {
     /// data directory: until then nobody talks to it, by design (no trust
     /// on first use).
     Rekey { node: String, key: Vec<u8> },
+    /// Let a gateway or admin tool with this identity connect to the nodes.
+    Trust(ClientIdentity),
+    /// Stop letting the client with this identity key connect.
+    Distrust(Vec<u8>),
 }
 
 fn state_name(s: i32) -> String {
@@ -116,6 +120,8 @@ fn holds(map: &ClusterMap, change: &Change) -> bool {
         Change::Drain(id) => state(id) == Some(NodeState::Draining as i32),
         Change::Remove { node, .. } => state(node) == Some(NodeState::Removed as i32),
         Change::Rekey { node, key } => map.nodes.iter().any(|n| &n.id == node && &n.key == key),
+        Change::Trust(c) => map.clients.contains(c),
+        Change::Distrust(key) => !map.clients.iter().any(|c| &c.key == key),
     }
 }
 
@@ -193,6 +199,16 @@ async fn changed(
                 .ok_or_else(|| MembershipError::UnknownNode(id.clone()))?;
             n.key = key.clone();
         }
+        Change::Trust(client) => {
+            if crate::tls::IdentityKey::from_bytes(&client.key).is_none() {
+                return Err(MembershipError::BadKey(client.name.clone()));
+            }
+            // One entry per key: trusting it again renames it or changes
+            // its role.
+            next.clients.retain(|c| c.key != client.key);
+            next.clients.push(client.clone());
+        }
+        Change::Distrust(key) => next.clients.retain(|c| &c.key != key),
     }
     Ok(next)
 }
