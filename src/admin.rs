@@ -683,10 +683,12 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         .store
         .with_repair_forwarding()
         .following_map(cluster::map_follow::FOLLOW_EVERY);
-    let webdav = gateway::webdav::server::start(g.webdav_listen, store.clone())
+    let tls = g.tls()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let webdav = gateway::webdav::server::start_tls(g.webdav_listen, store.clone(), tls.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
-    let jobs = gateway::jobs::start(g.jobs_listen, store.clone())
+    let jobs = gateway::jobs::start_tls(g.jobs_listen, store.clone(), tls.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
@@ -732,18 +734,18 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         source,
     })?;
     println!(
-        "gridstore gateway ready: S3 on http://{addr} (region {})",
+        "gridstore gateway ready: S3 on {scheme}://{addr} (region {})",
         g.region
     );
-    println!("WebDAV on http://{}/", webdav.addr);
-    println!("jobs on http://{} (gridstore job ...)", jobs.addr);
+    println!("WebDAV on {scheme}://{}/", webdav.addr);
+    println!("jobs on {scheme}://{} (gridstore job ...)", jobs.addr);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    gateway::server::serve(listener, service, shutdown).await;
+    gateway::server::serve_tls(listener, tls, service, shutdown).await;
     seeding.abort();
     duties.abort();
     webdav.stop().await;

@@ -194,6 +194,11 @@ pub struct GatewayFile {
     /// default `identity/` beside this file. `gridstore admin --config`
     /// uses the same one.
     pub identity_dir: Option<PathBuf>,
+    /// TLS for the S3, WebDAV and job listeners: a PEM certificate chain
+    /// and its PEM private key, both or neither. Without them the
+    /// listeners are plain HTTP (loopback, or behind a TLS proxy).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Node RPC secret; or `cluster_secret_file`; or env
     /// `GRIDSTORE_CLUSTER_SECRET`.
     pub cluster_secret: Option<String>,
@@ -289,6 +294,8 @@ impl GatewayFile {
             g.cluster_secret_file.as_mut(),
             g.master_key_file.as_mut(),
             g.identity_dir.as_mut(),
+            g.tls_cert.as_mut(),
+            g.tls_key.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -301,6 +308,19 @@ impl GatewayFile {
             g.identity_dir = Some(base.join("identity"));
         }
         Ok(g)
+    }
+
+    /// The front ends' TLS, if configured.
+    pub fn tls(&self) -> Result<Option<gateway::tls::Acceptor>, FileError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => gateway::tls::acceptor(cert, key)
+                .map(Some)
+                .map_err(|e| FileError::Invalid(e.to_string())),
+            _ => Err(FileError::Invalid(
+                "tls_cert and tls_key go together: set both or neither".into(),
+            )),
+        }
     }
 
     /// The gateway's identity, made on first use.

@@ -97,10 +97,11 @@ fn start_gateway(dir: &Path, config: &Path) -> (GatewayProc, String) {
     // Keep reading: the gateway prints more lines, and a closed pipe would
     // make its next print fail.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let Some(rest) = line
-        .trim()
-        .strip_prefix("gridstore gateway ready: S3 on http://")
-    else {
+    let ready = line.trim().strip_prefix("gridstore gateway ready: S3 on ");
+    let Some(rest) = ready.and_then(|r| {
+        r.strip_prefix("http://")
+            .or_else(|| r.strip_prefix("https://"))
+    }) else {
         let _ = child.kill();
         panic!(
             "gateway did not start: {line:?}\n{}",
@@ -370,4 +371,71 @@ async fn a_gateway_disagreeing_on_metadata_replicas_refuses_to_start() {
         err.contains("metadata_replicas is 5 here but 3 on node n0"),
         "{err}"
     );
+}
+
+/// PEM of DER `bytes` under `label`.
+fn pem(label: &str, bytes: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// With `tls_cert` and `tls_key`, the S3, WebDAV and job listeners speak
+/// TLS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_ends_serve_tls_when_given_a_certificate() {
+    let root = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_as(&root.path().join("n0"), "n0", "site-0", "");
+    // Any certificate will do; the client below pins its key.
+    let made = root.path().join("web-identity");
+    let web = ::grid::tls::Identity::load_or_create(&made).unwrap();
+    let cert = std::fs::read(made.join("cert.der")).unwrap();
+    let key = std::fs::read(made.join("key.der")).unwrap();
+    std::fs::write(root.path().join("web.crt"), pem("CERTIFICATE", &cert)).unwrap();
+    std::fs::write(root.path().join("web.key"), pem("PRIVATE KEY", &key)).unwrap();
+    let map_path = root.path().join("map.toml");
+    let config = gateway_config(
+        root.path(),
+        &map_path,
+        "tls_cert = \"web.crt\"\ntls_key = \"web.key\"\n",
+    );
+    write_map(&map_path, &[&node], &config);
+    let (_gateway, s3_addr) = start_gateway(root.path(), &config);
+
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(::grid::tls::probe_config(web.key()))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Empty<Bytes>>(https);
+    // Anonymous: S3 refuses, but over TLS.
+    let resp = client
+        .request(
+            http::Request::get(format!("https://{s3_addr}/"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Plain HTTP on the same port gets no HTTP answer.
+    let plain = client
+        .request(
+            http::Request::get(format!("http://{s3_addr}/"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
 }
