@@ -239,6 +239,7 @@ async fn trusting_and_distrusting_a_client_takes_effect_on_every_node() {
     let grid = ::grid::Grid::new(map, key(), ClientOptions::default());
     let gw = Identity::generate().unwrap();
     assert!(client_as(&a, gw.clone()).status().await.is_err());
+    let kept = client_as(&a, gw.clone());
 
     apply(&grid, Change::Trust(gw.as_gateway("gw2")))
         .await
@@ -249,9 +250,15 @@ async fn trusting_and_distrusting_a_client_takes_effect_on_every_node() {
             n.id
         );
     }
+    // A connection opened while trusted, kept in the pool.
+    kept.status().await.unwrap();
     apply(&grid, Change::Distrust(gw.key().0.to_vec()))
         .await
         .unwrap();
+    assert!(
+        matches!(kept.status().await, Err(RpcError::Unauthorized(_))),
+        "an open connection outlived its client's trust"
+    );
     for n in [&a, &b] {
         refused_by_tls(client_as(n, gw.clone()).status().await);
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use grid::node_api::{self as api};
 use grid::node_client::{BodyError, ChannelBody, ResponseBody};
 use grid::rpc_auth::{AuthError, BodyCheck};
-use grid::tls::IdentityKey;
+use grid::tls::{ClientPolicy, IdentityKey};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -243,13 +243,19 @@ pub async fn handle(
     let op = Op::route(req.method(), req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = if client.is_none() && !matches!(op, Op::Health | Op::Metrics) {
-        Err(Failure::new(
+    let probe = matches!(op, Op::Health | Op::Metrics);
+    let result = match client {
+        None if !probe => Err(Failure::new(
             StatusCode::UNAUTHORIZED,
             "a client certificate is required",
-        ))
-    } else {
-        dispatch(&node, &served.jobs, op, req).await
+        )),
+        // The map may have moved on since the handshake: a client it no
+        // longer lists loses its open connections too, not only new ones.
+        Some(key) if !probe && !node.admission.accepts(&key) => Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "this client's identity is not in the node's cluster map",
+        )),
+        _ => dispatch(&node, &served.jobs, op, req).await,
     };
     let resp = match result {
         Ok(r) => r,
