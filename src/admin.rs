@@ -9,6 +9,7 @@ use cluster::secrets::MasterKey;
 use cluster::{ErasureSpec, ObjectStore, StoreConfig};
 use grid::chunk_io::Grid;
 use grid::rpc_auth::RpcKey;
+use grid::tls::{Identity, IdentityKey};
 use grid::ClientOptions;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,7 +40,8 @@ enum AdminCommand {
     /// Self-healing.
     #[command(subcommand)]
     Repair(RepairCommand),
-    /// Grid membership: add, drain and remove nodes.
+    /// Grid membership: add, drain and remove nodes; pin their identities
+    /// and those of the gateways the nodes accept.
     #[command(subcommand)]
     Node(NodeCommand),
 }
@@ -63,6 +65,10 @@ enum NodeCommand {
         addr: String,
         #[arg(long)]
         site: String,
+        /// Its identity key, hex (`gridstore node --config FILE --identity`
+        /// on its machine).
+        #[arg(long)]
+        key: String,
         /// Placement weight.
         #[arg(long, default_value_t = 1024)]
         capacity_gib: u64,
@@ -70,6 +76,26 @@ enum NodeCommand {
     /// Stop placing data on a node; its shards move to the others in the
     /// background (follow with `admin repair status`).
     Drain { id: String },
+    /// Let a gateway or admin tool connect to the nodes, by its identity
+    /// key (`gridstore gateway --config FILE --identity`).
+    Trust {
+        key: String,
+        /// For people: which one it is.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "gateway", value_parser = ["gateway", "admin"])]
+        role: String,
+    },
+    /// Stop letting the client with this identity key connect.
+    Distrust { key: String },
+    /// Pin a node's new identity after its data directory (and so its
+    /// identity) was lost: nodes and gateways refuse it until then.
+    Rekey {
+        id: String,
+        /// `gridstore node --config FILE --identity` on its machine.
+        #[arg(long)]
+        key: String,
+    },
     /// Take a drained node (no shards left) out of the grid for good.
     Remove {
         id: String,
@@ -155,24 +181,34 @@ struct Connection {
 
 fn connect_parts(
     map: MapFile,
+    identity: Identity,
     secret: &[u8],
     master: MasterKey,
     site: Option<String>,
     metadata_replicas: usize,
-) -> Connection {
-    let grid = Grid::new(
-        map.to_map(),
-        RpcKey::from_secret(secret),
-        ClientOptions::default(),
-    );
+) -> Result<Connection, AdminError> {
+    // Nodes holding this map would refuse us, and seeding it would lock us
+    // out: say what to add instead.
+    if !map.lists_client(&identity) {
+        return Err(AdminError::Usage(format!(
+            "this client's identity is not in the cluster map: add\n\n\
+             [[clients]]\nname = \"gateway\"\nkey = \"{}\"\n\nto the map file",
+            identity.key()
+        )));
+    }
+    let opts = ClientOptions {
+        identity: Some(identity),
+        ..ClientOptions::default()
+    };
+    let grid = Grid::new(map.to_map(), RpcKey::from_secret(secret), opts);
     let cfg = StoreConfig {
         local_site: site,
         metadata_replicas,
         ..StoreConfig::default()
     };
-    Connection {
+    Ok(Connection {
         store: ObjectStore::new(grid, master, cfg),
-    }
+    })
 }
 
 fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
@@ -189,29 +225,40 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
             let map = MapFile::load(&dir.join(MAP_FILE))?;
             let master = MasterKey::from_text(&state.master_key)
                 .map_err(|e| AdminError::Usage(e.to_string()))?;
-            Ok(connect_parts(
+            let identity = Identity::load_or_create(&dir.join(crate::embedded::IDENTITY_DIR))
+                .map_err(|e| AdminError::Usage(e.to_string()))?;
+            connect_parts(
                 map,
+                identity,
                 state.cluster_secret.as_bytes(),
                 master,
                 None,
                 StoreConfig::default().metadata_replicas,
-            ))
+            )
         }
         (None, Some(config)) => {
             let g = GatewayFile::load(config)?;
             let map = MapFile::load(&g.cluster_map)?;
-            Ok(connect_parts(
+            connect_parts(
                 map,
+                g.identity()?,
                 &g.cluster_secret()?,
                 g.master_key()?,
                 g.site.clone(),
                 g.metadata_replicas,
-            ))
+            )
         }
         (None, None) => Err(AdminError::Usage(
             "say which grid: --dir DIR (a gridstore server) or --config gw.toml".into(),
         )),
     }
+}
+
+fn parse_key(hex: &str) -> Result<Vec<u8>, AdminError> {
+    Ok(IdentityKey::from_hex(hex)
+        .map_err(|e| AdminError::Usage(e.to_string()))?
+        .0
+        .to_vec())
 }
 
 fn parse_erasure(s: &str) -> Result<ErasureSpec, AdminError> {
@@ -337,12 +384,20 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
                     n.capacity_bytes >> 30
                 );
             }
+            for c in &map.clients {
+                let role = metadata::model::ClientRole::try_from(c.role)
+                    .map_or_else(|_| c.role.to_string(), |r| format!("{r:?}").to_lowercase());
+                let key = IdentityKey::from_bytes(&c.key)
+                    .map_or_else(|| "(bad key)".to_string(), |k| k.to_hex());
+                println!("client\t{}\t{role}\t{key}", c.name);
+            }
             return Ok(());
         }
         NodeCommand::Add {
             id,
             addr,
             site,
+            key,
             capacity_gib,
         } => Change::Add(metadata::model::Node {
             id,
@@ -350,8 +405,23 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             site,
             capacity_bytes: capacity_gib << 30,
             state: metadata::model::NodeState::Up as i32,
+            key: parse_key(&key)?,
         }),
         NodeCommand::Drain { id } => Change::Drain(id),
+        NodeCommand::Trust { key, name, role } => Change::Trust(metadata::model::ClientIdentity {
+            name,
+            key: parse_key(&key)?,
+            role: if role == "admin" {
+                metadata::model::ClientRole::Admin
+            } else {
+                metadata::model::ClientRole::Gateway
+            } as i32,
+        }),
+        NodeCommand::Distrust { key } => Change::Distrust(parse_key(&key)?),
+        NodeCommand::Rekey { id, key } => Change::Rekey {
+            node: id,
+            key: parse_key(&key)?,
+        },
         NodeCommand::Remove { id, force } => Change::Remove { node: id, force },
     };
     let map = apply(&grid, change).await?;
@@ -588,6 +658,20 @@ pub async fn run(args: AdminArgs) -> ExitCode {
 /// `gridstore gateway --config gw.toml`: S3 in front of the nodes in the
 /// config's cluster map. Users come from the cluster (create them with
 /// `gridstore admin --config gw.toml key create --admin`).
+/// `gridstore gateway --config FILE --identity`.
+pub fn print_gateway_identity(config: &Path) -> ExitCode {
+    match GatewayFile::load(config).and_then(|g| g.identity()) {
+        Ok(id) => {
+            println!("{}", id.key());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gridstore gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     let g = GatewayFile::load(config)?;
     let map = MapFile::load(&g.cluster_map)?;
@@ -596,13 +680,16 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
             "metadata_replicas must be at least 1".into(),
         ));
     }
+    let identity = g.identity()?;
+    tracing::info!(identity = %identity.key(), "gateway identity");
     let c = connect_parts(
         map,
+        identity,
         &g.cluster_secret()?,
         g.master_key()?,
         g.site.clone(),
         g.metadata_replicas,
-    );
+    )?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AdminError::Usage(format!("signal handler: {e}")))?;
     let listener = tokio::net::TcpListener::bind(g.listen)
@@ -617,10 +704,12 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         .store
         .with_repair_forwarding()
         .following_map(cluster::map_follow::FOLLOW_EVERY);
-    let webdav = gateway::webdav::server::start(g.webdav_listen, store.clone())
+    let tls = g.tls()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let webdav = gateway::webdav::server::start_tls(g.webdav_listen, store.clone(), tls.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
-    let jobs = gateway::jobs::start(g.jobs_listen, store.clone())
+    let jobs = gateway::jobs::start_tls(g.jobs_listen, store.clone(), tls.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
@@ -666,18 +755,18 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         source,
     })?;
     println!(
-        "gridstore gateway ready: S3 on http://{addr} (region {})",
+        "gridstore gateway ready: S3 on {scheme}://{addr} (region {})",
         g.region
     );
-    println!("WebDAV on http://{}/", webdav.addr);
-    println!("jobs on http://{} (gridstore job ...)", jobs.addr);
+    println!("WebDAV on {scheme}://{}/", webdav.addr);
+    println!("jobs on {scheme}://{} (gridstore job ...)", jobs.addr);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    gateway::server::serve(listener, service, shutdown).await;
+    gateway::server::serve_tls(listener, tls, service, shutdown).await;
     seeding.abort();
     duties.abort();
     webdav.stop().await;

@@ -2,7 +2,8 @@
 //! gateway or admin command connects to) and the gateway's config.
 
 use cluster::secrets::MasterKey;
-use metadata::model::{ClusterMap, Node, NodeState};
+use grid::tls::{Identity, IdentityKey};
+use metadata::model::{ClientIdentity, ClientRole, ClusterMap, Node, NodeState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,26 @@ pub struct MapNode {
     pub site: String,
     #[serde(default = "default_capacity")]
     pub capacity_bytes: u64,
+    /// Its identity key, hex (`gridstore node --config FILE --identity`).
+    pub key: String,
+}
+
+/// A gateway or admin tool the nodes accept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapClient {
+    /// For people: which one this is.
+    #[serde(default)]
+    pub name: String,
+    /// `gateway` or `admin`.
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// Its identity key, hex (`gridstore gateway --config FILE --identity`).
+    pub key: String,
+}
+
+fn default_role() -> String {
+    "gateway".into()
 }
 
 fn default_capacity() -> u64 {
@@ -67,14 +88,40 @@ fn default_capacity() -> u64 {
 pub struct MapFile {
     pub epoch: u64,
     pub nodes: Vec<MapNode>,
+    #[serde(default)]
+    pub clients: Vec<MapClient>,
 }
 
 impl MapFile {
+    /// Read a map file; every node and client must have a well-formed key.
     pub fn load(path: &Path) -> Result<MapFile, FileError> {
-        toml::from_str(&read(path)?).map_err(|e| FileError::Parse {
+        let f: MapFile = toml::from_str(&read(path)?).map_err(|e| FileError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        let bad = |what: String, e: grid::tls::IdentityError| FileError::Parse {
+            path: path.to_owned(),
+            message: format!("{what}: {e}"),
+        };
+        for n in &f.nodes {
+            IdentityKey::from_hex(&n.key).map_err(|e| bad(format!("node {:?}", n.id), e))?;
+        }
+        for c in &f.clients {
+            IdentityKey::from_hex(&c.key).map_err(|e| bad(format!("client {:?}", c.name), e))?;
+            parse_role(&c.role).map_err(|m| FileError::Parse {
+                path: path.to_owned(),
+                message: m,
+            })?;
+        }
+        Ok(f)
+    }
+
+    /// Whether the nodes of this map accept `identity` as a client.
+    pub fn lists_client(&self, identity: &Identity) -> bool {
+        let key = identity.key();
+        self.clients
+            .iter()
+            .any(|c| IdentityKey::from_hex(&c.key).is_ok_and(|k| k == key))
     }
 
     pub fn save(&self, path: &Path) -> Result<(), FileError> {
@@ -94,9 +141,35 @@ impl MapFile {
                     site: n.site.clone(),
                     capacity_bytes: n.capacity_bytes,
                     state: NodeState::Up as i32,
+                    // Checked by `load`; a bad one leaves the node unpinned,
+                    // and calls to it fail saying so.
+                    key: key_bytes(&n.key),
+                })
+                .collect(),
+            clients: self
+                .clients
+                .iter()
+                .map(|c| ClientIdentity {
+                    name: c.name.clone(),
+                    key: key_bytes(&c.key),
+                    role: parse_role(&c.role).unwrap_or(ClientRole::Gateway) as i32,
                 })
                 .collect(),
         }
+    }
+}
+
+fn key_bytes(hex: &str) -> Vec<u8> {
+    IdentityKey::from_hex(hex).map_or_else(|_| Vec::new(), |k| k.0.to_vec())
+}
+
+fn parse_role(role: &str) -> Result<ClientRole, String> {
+    match role {
+        "gateway" => Ok(ClientRole::Gateway),
+        "admin" => Ok(ClientRole::Admin),
+        other => Err(format!(
+            "client role must be gateway or admin, not {other:?}"
+        )),
     }
 }
 
@@ -117,6 +190,15 @@ pub struct GatewayFile {
     pub jobs_listen: std::net::SocketAddr,
     /// The cluster map (TOML, as `gridstore server` writes it).
     pub cluster_map: PathBuf,
+    /// Where the gateway keeps its TLS identity (made on first start);
+    /// default `identity/` beside this file. `gridstore admin --config`
+    /// uses the same one.
+    pub identity_dir: Option<PathBuf>,
+    /// TLS for the S3, WebDAV and job listeners: a PEM certificate chain
+    /// and its PEM private key, both or neither. Without them the
+    /// listeners are plain HTTP (loopback, or behind a TLS proxy).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Node RPC secret; or `cluster_secret_file`; or env
     /// `GRIDSTORE_CLUSTER_SECRET`.
     pub cluster_secret: Option<String>,
@@ -211,6 +293,9 @@ impl GatewayFile {
             Some(&mut g.cluster_map),
             g.cluster_secret_file.as_mut(),
             g.master_key_file.as_mut(),
+            g.identity_dir.as_mut(),
+            g.tls_cert.as_mut(),
+            g.tls_key.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -219,7 +304,32 @@ impl GatewayFile {
                 *p = base.join(&*p);
             }
         }
+        if g.identity_dir.is_none() {
+            g.identity_dir = Some(base.join("identity"));
+        }
         Ok(g)
+    }
+
+    /// The front ends' TLS, if configured.
+    pub fn tls(&self) -> Result<Option<gateway::tls::Acceptor>, FileError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => gateway::tls::acceptor(cert, key)
+                .map(Some)
+                .map_err(|e| FileError::Invalid(e.to_string())),
+            _ => Err(FileError::Invalid(
+                "tls_cert and tls_key go together: set both or neither".into(),
+            )),
+        }
+    }
+
+    /// The gateway's identity, made on first use.
+    pub fn identity(&self) -> Result<Identity, FileError> {
+        let dir = self
+            .identity_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("identity"));
+        Identity::load_or_create(&dir).map_err(|e| FileError::Invalid(e.to_string()))
     }
 
     pub fn cluster_secret(&self) -> Result<Vec<u8>, FileError> {

@@ -4,7 +4,7 @@
 //! first minute. Secrets and the root credentials are generated on first
 //! start and kept in `DIR/server.toml`; restarting on DIR keeps everything.
 
-use crate::cluster_file::{write_private, FileError, MapFile, MapNode};
+use crate::cluster_file::{write_private, FileError, MapClient, MapFile, MapNode};
 use cluster::secrets::MasterKey;
 use cluster::{ObjectStore, StoreConfig};
 use grid::chunk_io::Grid;
@@ -63,6 +63,8 @@ pub enum ServerError {
 
 pub const STATE_FILE: &str = "server.toml";
 pub const MAP_FILE: &str = "cluster-map.toml";
+/// The gateway's (and `gridstore admin --dir`'s) identity, in DIR.
+pub const IDENTITY_DIR: &str = "identity";
 
 impl ServerState {
     /// Load `DIR/server.toml`, or create it with fresh secrets.
@@ -163,23 +165,32 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             addr: node.addr.to_string(),
             site,
             capacity_bytes: 1 << 40,
+            key: node.node.identity.key().to_hex(),
         });
         nodes.push(node);
     }
+    let identity = grid::tls::Identity::load_or_create(&args.dir.join(IDENTITY_DIR))
+        .map_err(|e| ServerError::Invalid(e.to_string()))?;
     // Ports change between starts; the epoch only grows.
     let map_file = MapFile {
         epoch: grid::rpc_auth::now_ms(),
         nodes: entries,
+        clients: vec![MapClient {
+            name: "server".into(),
+            role: "gateway".into(),
+            key: identity.key().to_hex(),
+        }],
     };
     map_file.save(&args.dir.join(MAP_FILE))?;
     let map = map_file.to_map();
     let key = RpcKey::from_secret(state.cluster_secret.as_bytes());
     let opts = ClientOptions {
         timeout: Duration::from_secs(30),
+        identity: Some(identity),
         ..ClientOptions::default()
     };
     for n in &map.nodes {
-        let c = grid::NodeClient::new(n.addr.clone(), key.clone(), opts.clone());
+        let c = grid::NodeClient::new(n.addr.clone(), &n.key, key.clone(), opts.clone());
         if let Err(e) = c.put_map(&map).await {
             tracing::warn!(node = %n.id, error = %e, "could not hand the cluster map to a node");
         }

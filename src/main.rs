@@ -28,6 +28,10 @@ enum Command {
         /// The node's config file (TOML; see the storage-node crate docs).
         #[arg(long, value_name = "FILE")]
         config: std::path::PathBuf,
+        /// Print the node's identity key (what the cluster map lists as its
+        /// `key`) and exit; the identity is made if the node has none yet.
+        #[arg(long)]
+        identity: bool,
     },
     /// The whole store in one process: an S3 gateway and storage nodes on
     /// sub-folders of DIR spread over sites. Credentials are printed at
@@ -73,6 +77,10 @@ enum Command {
         /// The gateway's config file (TOML; see config/gateway.example.toml).
         #[arg(long, value_name = "FILE")]
         config: std::path::PathBuf,
+        /// Print the gateway's identity key (what the cluster map lists
+        /// under `[[clients]]`) and exit; made if there is none yet.
+        #[arg(long)]
+        identity: bool,
     },
     /// Manage users, access keys and buckets.
     Admin(admin::AdminArgs),
@@ -154,7 +162,7 @@ fn init_logging() {
         .init();
 }
 
-fn run_node(config: &std::path::Path) -> ExitCode {
+fn run_node(config: &std::path::Path, identity: bool) -> ExitCode {
     init_logging();
     let cfg = match storage_node::NodeConfig::load(config) {
         Ok(c) => c,
@@ -163,6 +171,18 @@ fn run_node(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if identity {
+        return match storage_node::daemon::identity(&cfg) {
+            Ok(id) => {
+                println!("{}", id.key());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gridstore node: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -266,7 +286,7 @@ fn main() -> ExitCode {
         init_logging();
     }
     match cli.command {
-        Command::Node { config } => run_node(&config),
+        Command::Node { config, identity } => run_node(&config, identity),
         Command::Server {
             dir,
             listen,
@@ -290,7 +310,11 @@ fn main() -> ExitCode {
             jobs_listen,
             job_allow: job_allow.into_iter().filter(|p| !p.is_empty()).collect(),
         }),
-        Command::Gateway { config } => run_gateway(&config),
+        Command::Gateway {
+            config,
+            identity: true,
+        } => admin::print_gateway_identity(&config),
+        Command::Gateway { config, .. } => run_gateway(&config),
         Command::Job(args) => {
             let Some(rt) = runtime("job") else {
                 return ExitCode::FAILURE;

@@ -34,22 +34,58 @@ impl Drop for GatewayProc {
     }
 }
 
-fn start_gateway(dir: &Path, map: &Path) -> (GatewayProc, String) {
+/// Write the gateway's config in `dir`; returns its path.
+fn gateway_config(dir: &Path, map: &Path, extra: &str) -> std::path::PathBuf {
     let config = dir.join("gw.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
-             cluster_map = {map:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n\
-             housekeeping_secs = 1\norphan_grace_secs = 2\nupload_max_age_secs = 2\n",
+             cluster_map = {map:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n{extra}",
             support::SECRET
         ),
     )
     .unwrap();
+    config
+}
+
+/// What an operator runs to learn the key to list for a process.
+fn identity_of(what: &str, config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_gridstore"))
+        .args([what, "--identity", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A map file naming `nodes` (with their keys) and trusting the gateway
+/// configured by `gateway` and this test process.
+fn write_map(path: &Path, nodes: &[&NodeProc], gateway: &Path) {
+    let mut text = String::from("epoch = 1\n");
+    for (i, n) in nodes.iter().enumerate() {
+        text.push_str(&format!(
+            "[[nodes]]\nid = {:?}\naddr = {:?}\nsite = \"site-{}\"\nkey = {:?}\n",
+            n.id,
+            n.addr,
+            i / 2,
+            identity_of("node", &n.config),
+        ));
+    }
+    text.push_str(&format!(
+        "[[clients]]\nname = \"gw\"\nkey = {:?}\n[[clients]]\nname = \"tests\"\nrole = \"admin\"\nkey = {:?}\n",
+        identity_of("gateway", gateway),
+        support::me().key().to_hex(),
+    ));
+    std::fs::write(path, text).unwrap();
+}
+
+fn start_gateway(dir: &Path, config: &Path) -> (GatewayProc, String) {
     let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gridstore"))
         .args(["gateway", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -61,10 +97,11 @@ fn start_gateway(dir: &Path, map: &Path) -> (GatewayProc, String) {
     // Keep reading: the gateway prints more lines, and a closed pipe would
     // make its next print fail.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let Some(rest) = line
-        .trim()
-        .strip_prefix("gridstore gateway ready: S3 on http://")
-    else {
+    let ready = line.trim().strip_prefix("gridstore gateway ready: S3 on ");
+    let Some(rest) = ready.and_then(|r| {
+        r.strip_prefix("http://")
+            .or_else(|| r.strip_prefix("https://"))
+    }) else {
         let _ = child.kill();
         panic!(
             "gateway did not start: {line:?}\n{}",
@@ -98,19 +135,15 @@ async fn start_grid(root: &Path) -> (Vec<NodeProc>, GatewayProc, metadata::model
             "a node starts without a map"
         );
     }
-    let mut map_text = String::from("epoch = 1\n");
-    for (i, n) in nodes.iter().enumerate() {
-        map_text.push_str(&format!(
-            "[[nodes]]\nid = {:?}\naddr = {:?}\nsite = \"site-{}\"\n",
-            n.id,
-            n.addr,
-            i / 2
-        ));
-    }
     let map_path = root.join("map.toml");
-    std::fs::write(&map_path, map_text).unwrap();
+    let config = gateway_config(
+        root,
+        &map_path,
+        "housekeeping_secs = 1\norphan_grace_secs = 2\nupload_max_age_secs = 2\n",
+    );
+    write_map(&map_path, &nodes.iter().collect::<Vec<_>>(), &config);
 
-    let (gateway, s3_addr) = start_gateway(root, &map_path);
+    let (gateway, s3_addr) = start_gateway(root, &config);
     assert!(!s3_addr.is_empty());
 
     // The first map reaches every node with no command.
@@ -325,25 +358,8 @@ async fn a_gateway_disagreeing_on_metadata_replicas_refuses_to_start() {
     let root = tempfile::tempdir().unwrap();
     let node = NodeProc::start_as(&root.path().join("n0"), "n0", "site-0", "");
     let map_path = root.path().join("map.toml");
-    std::fs::write(
-        &map_path,
-        format!(
-            "epoch = 1\n[[nodes]]\nid = \"n0\"\naddr = {:?}\nsite = \"site-0\"\n",
-            node.addr
-        ),
-    )
-    .unwrap();
-    let config = root.path().join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
-             cluster_map = {map_path:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n\
-             metadata_replicas = 5\n",
-            support::SECRET
-        ),
-    )
-    .unwrap();
+    let config = gateway_config(root.path(), &map_path, "metadata_replicas = 5\n");
+    write_map(&map_path, &[&node], &config);
     let out = Command::new(env!("CARGO_BIN_EXE_gridstore"))
         .args(["gateway", "--config"])
         .arg(&config)
@@ -355,4 +371,71 @@ async fn a_gateway_disagreeing_on_metadata_replicas_refuses_to_start() {
         err.contains("metadata_replicas is 5 here but 3 on node n0"),
         "{err}"
     );
+}
+
+/// PEM of DER `bytes` under `label`.
+fn pem(label: &str, bytes: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// With `tls_cert` and `tls_key`, the S3, WebDAV and job listeners speak
+/// TLS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_ends_serve_tls_when_given_a_certificate() {
+    let root = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_as(&root.path().join("n0"), "n0", "site-0", "");
+    // Any certificate will do; the client below pins its key.
+    let made = root.path().join("web-identity");
+    let web = ::grid::tls::Identity::load_or_create(&made).unwrap();
+    let cert = std::fs::read(made.join("cert.der")).unwrap();
+    let key = std::fs::read(made.join("key.der")).unwrap();
+    std::fs::write(root.path().join("web.crt"), pem("CERTIFICATE", &cert)).unwrap();
+    std::fs::write(root.path().join("web.key"), pem("PRIVATE KEY", &key)).unwrap();
+    let map_path = root.path().join("map.toml");
+    let config = gateway_config(
+        root.path(),
+        &map_path,
+        "tls_cert = \"web.crt\"\ntls_key = \"web.key\"\n",
+    );
+    write_map(&map_path, &[&node], &config);
+    let (_gateway, s3_addr) = start_gateway(root.path(), &config);
+
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(::grid::tls::probe_config(web.key()))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Empty<Bytes>>(https);
+    // Anonymous: S3 refuses, but over TLS.
+    let resp = client
+        .request(
+            http::Request::get(format!("https://{s3_addr}/"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Plain HTTP on the same port gets no HTTP answer.
+    let plain = client
+        .request(
+            http::Request::get(format!("http://{s3_addr}/"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
 }

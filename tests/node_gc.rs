@@ -57,6 +57,7 @@ async fn start_with(gc_interval_secs: u64, gc_grace_secs: u64) -> TestNode {
         .unwrap();
     let client = NodeClient::new(
         local.addr.to_string(),
+        &local.node.identity.key().0,
         RpcKey::from_secret(SECRET.as_bytes()),
         ClientOptions::default(),
     );

@@ -74,7 +74,9 @@ fn map(epoch: u64) -> ClusterMap {
             site: "farm-a".into(),
             capacity_bytes: 1 << 30,
             state: NodeState::Up as i32,
+            key: vec![],
         }],
+        clients: test_clients(),
     }
 }
 
@@ -350,10 +352,11 @@ async fn every_call_round_trips_over_http1_and_http2() {
     let s = node.client().status().await.unwrap();
     assert_eq!(s.shard_count, 2 * 3, "three of six shards left per chunk");
 
-    // Probes and Prometheus need no credentials.
-    let plain = hyper_get(&node.addr, "/health").await;
+    // Probes and Prometheus need no credentials (nor a client
+    // certificate).
+    let plain = hyper_get(&node, "/health").await;
     assert_eq!(plain.0, 200);
-    let (status, text) = hyper_get(&node.addr, "/metrics").await;
+    let (status, text) = hyper_get(&node, "/metrics").await;
     assert_eq!(status, 200);
     for want in [
         "gridstore_node_requests_total{op=\"put_shard\",status=\"201\"}",
@@ -366,23 +369,9 @@ async fn every_call_round_trips_over_http1_and_http2() {
     }
 }
 
-/// An unauthenticated GET with a plain client.
-async fn hyper_get(addr: &str, path: &str) -> (u16, String) {
-    let c = NodeClient::new(
-        addr,
-        RpcKey::from_secret(b"unused"),
-        ClientOptions::default(),
-    );
-    let req = http::Request::get(format!("http://{addr}{path}"))
-        .body(body(Bytes::new()))
-        .unwrap();
-    let resp = c.send(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+/// An unauthenticated GET, without a client certificate.
+async fn hyper_get(node: &NodeProc, path: &str) -> (u16, String) {
+    probe_get(&node.addr, node.key, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,13 +386,14 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
     let shard0 = Bytes::from(chunk.shard(0));
 
     // No credentials at all.
-    let req = http::Request::put(format!("http://{}{path0}", node.addr))
+    let req = http::Request::put(format!("https://{}{path0}", node.addr))
         .body(body(shard0.clone()))
         .unwrap();
     assert_eq!(status_of(&c, req).await, 401);
     // Another cluster's secret.
     let stranger = NodeClient::new(
         &node.addr,
+        &node.key.0,
         RpcKey::from_secret(b"some-other-cluster-secret"),
         ClientOptions::default(),
     );
@@ -434,7 +424,7 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
         shard0.clone(),
         None,
     )
-    .uri(format!("http://{}{}", node.addr, api::shard_path(&k1)))
+    .uri(format!("https://{}{}", node.addr, api::shard_path(&k1)))
     .body(body(chunk.shard(1)))
     .unwrap();
     assert_eq!(status_of(&c, req).await, 401);
@@ -508,7 +498,7 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
         204
     );
     c.meta_delete(Table::Buckets, b"replayed").await.unwrap();
-    let mut again = http::Request::put(format!("http://{}{path}", node.addr));
+    let mut again = http::Request::put(format!("https://{}{path}", node.addr));
     for (n, v) in &headers {
         again = again.header(n, v);
     }
@@ -516,7 +506,7 @@ async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
     assert_eq!(c.meta_get(Table::Buckets, b"replayed").await.unwrap(), None);
 
     // The refusals are counted, and the log says why.
-    let (_, text) = hyper_get(&node.addr, "/metrics").await;
+    let (_, text) = hyper_get(&node, "/metrics").await;
     let refused: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("gridstore_node_auth_failures_total "))

@@ -43,11 +43,16 @@ async fn a_1_gib_upload_peaks_under_128_mib() {
                 site: format!("site-{site}"),
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
+                key: p.key.0.to_vec(),
             });
             procs.push(p);
         }
     }
-    let map = ClusterMap { epoch: 1, nodes };
+    let map = ClusterMap {
+        epoch: 1,
+        nodes,
+        clients: vec![],
+    };
     let grid = Grid::new(map, support::key(), ClientOptions::default());
     let s = ObjectStore::new(grid, MasterKey::from_bytes([1; 32]), StoreConfig::default());
     s.create_bucket("memory", OWNER, None).await.unwrap();

@@ -475,8 +475,16 @@ async fn a_wiped_site_is_rebuilt_elsewhere_and_refilled_on_return() {
         assert_eq!(&read_sha(&store, "site", key).await.unwrap(), sha, "{key}");
     }
 
+    // Wiped disks took the nodes' identities: they come back with new ones,
+    // which nobody accepts until the operator pins them.
+    use ::grid::membership::{apply, Change};
     for id in site {
         grid.restart(id).await;
+        let key = grid.node(id).node.identity.key().0.to_vec();
+        let node = id.to_string();
+        apply(&grid.grid(), Change::Rekey { node, key })
+            .await
+            .unwrap();
     }
     let back = wait_for(Duration::from_secs(90), || async {
         let m = node_map(&grid, "s0n0").await;
@@ -625,11 +633,16 @@ async fn kill_9_two_node_processes_under_load() {
                 site: format!("site-{s}"),
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
+                key: p.key.0.to_vec(),
             });
             procs.push(p);
         }
     }
-    let map = ClusterMap { epoch: 1, nodes };
+    let map = ClusterMap {
+        epoch: 1,
+        nodes,
+        clients: support::test_clients(),
+    };
     for p in &procs {
         p.client().put_map(&map).await.unwrap();
     }

@@ -126,6 +126,7 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         let _guard = runtime.enter();
         NodeClient::new(
             addr.to_string(),
+            &local.node.identity.key().0,
             RpcKey::from_secret(secret.as_bytes()),
             ClientOptions::default(),
         )

@@ -207,9 +207,12 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
             nodes.push(Some(node));
         }
     }
+    // The bench's calls present the process's ephemeral identity.
+    let me = grid::tls::Identity::ephemeral().map_err(setup("identity"))?;
     let map = ClusterMap {
         epoch: 1,
         nodes: entries,
+        clients: vec![me.as_gateway("bench")],
     };
     let key = RpcKey::from_secret(SECRET.as_bytes());
     let grid = Grid::new(map.clone(), key, ClientOptions::default());

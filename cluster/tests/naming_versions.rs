@@ -147,8 +147,10 @@ fn map(nodes: &[(&str, NodeState)]) -> ClusterMap {
                 site: (*site).into(),
                 capacity_bytes: 1 << 40,
                 state: *state as i32,
+                key: vec![],
             })
             .collect(),
+        clients: vec![],
     }
 }
 

@@ -344,6 +344,15 @@ pub async fn start(
     addr: std::net::SocketAddr,
     store: ObjectStore,
 ) -> Result<Running, JobsApiError> {
+    start_tls(addr, store, None).await
+}
+
+/// [`start`], over TLS when `tls` is given.
+pub async fn start_tls(
+    addr: std::net::SocketAddr,
+    store: ObjectStore,
+    tls: Option<crate::tls::Acceptor>,
+) -> Result<Running, JobsApiError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| JobsApiError::Listen { addr, source })?;
@@ -357,7 +366,7 @@ pub async fn start(
         async move { Ok::<_, std::convert::Infallible>(handle(req, jobs, auth).await) }
     });
     Ok(Running::spawn(addr, |stopped| {
-        crate::listener::serve(listener, svc, stopped, "jobs")
+        crate::listener::serve_tls(listener, tls, svc, stopped, "jobs")
     }))
 }
 

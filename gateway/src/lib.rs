@@ -5,7 +5,8 @@
 //! [`S3Gateway`] maps S3 operations to [`cluster::ObjectStore`] calls;
 //! [`auth`] checks signatures against the access keys stored in the
 //! cluster and decides what anonymous requests may do; [`server`] runs it
-//! all on hyper with a bound on concurrent requests.
+//! all on hyper with a bound on concurrent requests; [`tls`] is the
+//! optional TLS of every listener.
 
 pub mod admission;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod jobs;
 pub mod listener;
 pub mod s3;
 pub mod server;
+pub mod tls;
 pub mod webdav;
 
 pub use s3::S3Gateway;

@@ -1,7 +1,8 @@
 //! What every front end's listener does the same way (S3, WebDAV, the job
 //! API): accept connections, serve each on its own task over HTTP/1.1 or
-//! h2c, and on shutdown stop accepting and give requests in flight a grace
-//! period before cutting them off.
+//! h2c (or, given TLS, h2 and HTTP/1.1 by ALPN), and on shutdown stop
+//! accepting and give requests in flight a grace period before cutting
+//! them off.
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -12,8 +13,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::tls::Acceptor;
+
 /// How long requests in flight may run on after shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -21,6 +27,24 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// the front end in logs.
 pub async fn serve<S, B>(
     listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    what: &'static str,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve_tls(listener, None, service, shutdown, what).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls<S, B>(
+    listener: TcpListener,
+    tls: Option<Acceptor>,
     service: S,
     shutdown: impl Future<Output = ()>,
     what: &'static str,
@@ -48,12 +72,23 @@ pub async fn serve<S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = service.clone();
+                let (svc, tls) = (service.clone(), tls.clone());
                 conns.spawn(async move {
-                    if let Err(e) = Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await
-                    {
+                    let builder = Builder::new(TokioExecutor::new());
+                    let served = match tls {
+                        None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                        // In the connection's task: a client slow to shake
+                        // hands holds up no one else.
+                        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => builder.serve_connection(TokioIo::new(stream), svc).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, listener = what, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        },
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(error = %e, listener = what, "connection ended with an error");
                     }
                 });

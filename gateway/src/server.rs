@@ -192,6 +192,16 @@ pub async fn serve(
     service: s3s::service::S3Service,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_tls(listener, None, service, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Option<crate::tls::Acceptor>,
+    service: s3s::service::S3Service,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let guarded = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let svc = service.clone();
         async move {
@@ -215,7 +225,7 @@ pub async fn serve(
             Ok(resp)
         }
     });
-    crate::listener::serve(listener, guarded, shutdown, "S3").await;
+    crate::listener::serve_tls(listener, tls, guarded, shutdown, "S3").await;
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use crate::node_client::{ClientOptions, NodeClient, RpcError};
 use crate::rpc_auth::RpcKey;
 use crate::stragglers::{join_all_but_stragglers, Stragglers};
+use crate::tls::IdentityKey;
 use bytes::Bytes;
 use codec::{ChunkId, ChunkKey, DomainKey, Opener, SealedChunk};
 use metadata::model::{ClusterMap, Node};
@@ -129,7 +130,7 @@ impl Grid {
             .map(|n| {
                 (
                     n.id.clone(),
-                    NodeClient::new(n.addr.clone(), key.clone(), opts.clone()),
+                    NodeClient::new(n.addr.clone(), &n.key, key.clone(), opts.clone()),
                 )
             })
             .collect();
@@ -147,17 +148,19 @@ impl Grid {
     /// The same grid under another map: clients of nodes at the same
     /// address are kept (with their connections), others made anew.
     pub fn with_map(&self, map: ClusterMap) -> Grid {
-        let clients = map
-            .nodes
-            .iter()
-            .map(|n| {
-                let kept = self.clients.get(&n.id).filter(|c| c.addr() == n.addr);
-                let client = kept.cloned().unwrap_or_else(|| {
-                    NodeClient::new(n.addr.clone(), self.key.clone(), self.opts.clone())
-                });
-                (n.id.clone(), client)
-            })
-            .collect();
+        let clients =
+            map.nodes
+                .iter()
+                .map(|n| {
+                    let kept = self.clients.get(&n.id).filter(|c| {
+                        c.addr() == n.addr && c.pin() == IdentityKey::from_bytes(&n.key)
+                    });
+                    let client = kept.cloned().unwrap_or_else(|| {
+                        NodeClient::new(n.addr.clone(), &n.key, self.key.clone(), self.opts.clone())
+                    });
+                    (n.id.clone(), client)
+                })
+                .collect();
         Grid {
             map,
             clients,
@@ -855,10 +858,15 @@ mod tests {
                 site: format!("site-{}", i / 2),
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
+                key: vec![i as u8; 32],
             })
             .collect();
         Grid::new(
-            ClusterMap { epoch: 1, nodes },
+            ClusterMap {
+                epoch: 1,
+                nodes,
+                clients: vec![],
+            },
             RpcKey::from_secret(b"test"),
             ClientOptions::default(),
         )

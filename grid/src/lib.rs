@@ -2,6 +2,8 @@
 //! and the node daemon (`storage-node`):
 //!
 //! * [`rpc_auth`]: how every node RPC is signed and checked;
+//! * [`tls`]: identities, and TLS 1.3 with keys pinned by the cluster map
+//!   on every node connection;
 //! * [`node_api`]: the node protocol (paths, records, limits) shared by
 //!   the server in `storage-node` and the typed client [`node_client`];
 //! * [`task`]: the job task call and its streamed frames;
@@ -24,6 +26,7 @@ pub mod rpc_auth;
 pub mod stragglers;
 pub mod table;
 pub mod task;
+pub mod tls;
 
 pub use blocking::{blocking, BlockingError};
 pub use chunk_io::Grid;

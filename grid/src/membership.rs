@@ -10,7 +10,7 @@
 
 use crate::chunk_io::Grid;
 use crate::node_client::RpcError;
-use metadata::model::{ClusterMap, Node, NodeState};
+use metadata::model::{ClientIdentity, ClusterMap, Node, NodeState};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum MembershipError {
     Unreachable { node: String, source: RpcError },
     #[error("the change did not stick after {0} tries (map changing under it)")]
     Raced(usize),
+    #[error("{0:?}: an identity key is 32 bytes")]
+    BadKey(String),
 }
 
 /// One membership change.
@@ -42,6 +44,14 @@ pub enum Change {
     /// Take a drained (or, forced, a dead) node out for good. Its id stays
     /// in the map as removed, so it is never reused.
     Remove { node: String, force: bool },
+    /// Pin a new identity key for a node that lost its old one with its
+    /// data directory: until then nobody talks to it, by design (no trust
+    /// on first use).
+    Rekey { node: String, key: Vec<u8> },
+    /// Let a gateway or admin tool with this identity connect to the nodes.
+    Trust(ClientIdentity),
+    /// Stop letting the client with this identity key connect.
+    Distrust(Vec<u8>),
 }
 
 fn state_name(s: i32) -> String {
@@ -109,6 +119,9 @@ fn holds(map: &ClusterMap, change: &Change) -> bool {
         Change::Add(n) => state(&n.id).is_some(),
         Change::Drain(id) => state(id) == Some(NodeState::Draining as i32),
         Change::Remove { node, .. } => state(node) == Some(NodeState::Removed as i32),
+        Change::Rekey { node, key } => map.nodes.iter().any(|n| &n.id == node && &n.key == key),
+        Change::Trust(c) => map.clients.contains(c),
+        Change::Distrust(key) => !map.clients.iter().any(|c| &c.key == key),
     }
 }
 
@@ -124,6 +137,9 @@ async fn changed(
         Change::Add(node) => {
             if map.nodes.iter().any(|n| n.id == node.id) {
                 return Err(MembershipError::AlreadyThere(node.id.clone()));
+            }
+            if crate::tls::IdentityKey::from_bytes(&node.key).is_none() {
+                return Err(MembershipError::BadKey(node.id.clone()));
             }
             let mut node = node.clone();
             node.state = NodeState::Up as i32;
@@ -172,6 +188,27 @@ async fn changed(
                 n.state = NodeState::Removed as i32;
             }
         }
+        Change::Rekey { node: id, key } => {
+            if crate::tls::IdentityKey::from_bytes(key).is_none() {
+                return Err(MembershipError::BadKey(id.clone()));
+            }
+            let n = next
+                .nodes
+                .iter_mut()
+                .find(|n| &n.id == id)
+                .ok_or_else(|| MembershipError::UnknownNode(id.clone()))?;
+            n.key = key.clone();
+        }
+        Change::Trust(client) => {
+            if crate::tls::IdentityKey::from_bytes(&client.key).is_none() {
+                return Err(MembershipError::BadKey(client.name.clone()));
+            }
+            // One entry per key: trusting it again renames it or changes
+            // its role.
+            next.clients.retain(|c| c.key != client.key);
+            next.clients.push(client.clone());
+        }
+        Change::Distrust(key) => next.clients.retain(|c| &c.key != key),
     }
     Ok(next)
 }

@@ -1,15 +1,18 @@
 //! A typed client for one storage node's RPC (see [`crate::node_api`]).
 //!
 //! One `NodeClient` per node; it is cheap to clone and keeps a pool of
-//! connections (HTTP/1.1, or HTTP/2 with prior knowledge when asked).
+//! connections: TLS 1.3 (see [`crate::tls`]) to the key the cluster map
+//! pins for the node, carrying HTTP/1.1, or HTTP/2 when asked.
 
 use crate::node_api::{self as api, MetaOp};
 use crate::rpc_auth::{self, RpcKey};
+use crate::tls::{Identity, IdentityKey};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -43,6 +46,10 @@ pub enum RpcError {
     Server { status: u16, message: String },
     #[error("malformed response from node: {0}")]
     BadResponse(String),
+    /// The map gives no usable key for the node: nothing is sent to an
+    /// address whose holder cannot be checked.
+    #[error("node at {node} has no identity key in the cluster map: {reason}")]
+    Unpinned { node: String, reason: String },
 }
 
 impl RpcError {
@@ -58,8 +65,12 @@ impl RpcError {
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Speak HTTP/2 (prior knowledge, no TLS) instead of HTTP/1.1.
+    /// Speak HTTP/2 (negotiated by ALPN) instead of HTTP/1.1.
     pub http2: bool,
+    /// Who this client is to the nodes (its TLS client certificate); by
+    /// default the process's ephemeral identity ([`Identity::ephemeral`]),
+    /// which nodes holding a map accept only if the map lists it.
+    pub identity: Option<Identity>,
     /// Limit on one call, body included.
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -69,6 +80,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             http2: false,
+            identity: None,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
         }
@@ -77,7 +89,9 @@ impl Default for ClientOptions {
 
 #[derive(Clone)]
 pub struct NodeClient {
-    http: Client<HttpConnector, RequestBody>,
+    /// `Err`: why no call can be made (no usable pin, no identity).
+    http: Result<Client<HttpsConnector<HttpConnector>, RequestBody>, String>,
+    pin: Option<IdentityKey>,
     /// `host:port`
     addr: String,
     key: RpcKey,
@@ -100,24 +114,57 @@ pub fn full_body(b: impl Into<Bytes>) -> RequestBody {
 }
 
 impl NodeClient {
-    pub fn new(addr: impl Into<String>, key: RpcKey, opts: ClientOptions) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(opts.connect_timeout));
-        let http = Client::builder(TokioExecutor::new())
-            .http2_only(opts.http2)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+    /// A client of the node at `addr` whose identity key is `pin` (as the
+    /// cluster map carries it: 32 bytes; anything else makes every call
+    /// fail with [`RpcError::Unpinned`]).
+    pub fn new(addr: impl Into<String>, pin: &[u8], key: RpcKey, opts: ClientOptions) -> Self {
+        let pin = IdentityKey::from_bytes(pin);
+        let http = match pin {
+            None => Err("no 32-byte key".to_string()),
+            Some(pin) => Self::connect_with(pin, &opts),
+        };
         Self {
             http,
+            pin,
             addr: addr.into(),
             key,
             timeout: opts.timeout,
         }
     }
 
+    fn connect_with(
+        pin: IdentityKey,
+        opts: &ClientOptions,
+    ) -> Result<Client<HttpsConnector<HttpConnector>, RequestBody>, String> {
+        let identity = match &opts.identity {
+            Some(i) => i.clone(),
+            None => Identity::ephemeral().map_err(|e| e.to_string())?,
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(opts.connect_timeout));
+        connector.enforce_http(false);
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(identity.client_config(pin))
+            .https_only();
+        let https = if opts.http2 {
+            https.enable_http2().wrap_connector(connector)
+        } else {
+            https.enable_http1().wrap_connector(connector)
+        };
+        Ok(Client::builder(TokioExecutor::new())
+            .http2_only(opts.http2)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https))
+    }
+
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The node's key this client checks, if the map gave one.
+    pub fn pin(&self) -> Option<IdentityKey> {
+        self.pin
     }
 
     /// A signed request for `path_and_query` whose body hashes to
@@ -134,7 +181,7 @@ impl NodeClient {
         let signed = rpc_auth::sign(&self.key, method.as_str(), path_and_query, content_hash);
         let mut b = Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.addr, path_and_query))
+            .uri(format!("https://{}{}", self.addr, path_and_query))
             .header(http::header::CONTENT_LENGTH, content_len);
         for (name, value) in signed.to_pairs() {
             b = b.header(name, value);
@@ -154,13 +201,14 @@ impl NodeClient {
         &self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, RpcError> {
-        self.http
-            .request(req)
-            .await
-            .map_err(|e| RpcError::Unreachable {
-                node: self.addr.clone(),
-                reason: error_chain(&e),
-            })
+        let http = self.http.as_ref().map_err(|reason| RpcError::Unpinned {
+            node: self.addr.clone(),
+            reason: reason.clone(),
+        })?;
+        http.request(req).await.map_err(|e| RpcError::Unreachable {
+            node: self.addr.clone(),
+            reason: error_chain(&e),
+        })
     }
 
     fn timed_out(&self) -> RpcError {

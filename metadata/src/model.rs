@@ -517,6 +517,11 @@ pub struct Node {
     pub capacity_bytes: u64,
     #[prost(enumeration = "NodeState", tag = "5")]
     pub state: i32,
+    /// Its identity: SHA-256 of its TLS certificate's SubjectPublicKeyInfo.
+    /// Clients accept the node only with this key; empty means none is
+    /// known, and no call is made to it.
+    #[prost(bytes = "vec", tag = "6")]
+    pub key: Vec<u8>,
 }
 
 impl Node {
@@ -535,7 +540,34 @@ pub struct ClusterMap {
     pub epoch: u64,
     #[prost(message, repeated, tag = "2")]
     pub nodes: Vec<Node>,
+    /// The clients nodes accept besides each other (gateways, admin
+    /// tools), by identity key.
+    #[prost(message, repeated, tag = "3")]
+    pub clients: Vec<ClientIdentity>,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ClientRole {
+    Gateway = 0,
+    Admin = 1,
+}
+
+/// A client the nodes of a map accept.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ClientIdentity {
+    /// For people: which gateway or tool this is.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// As [`Node::key`].
+    #[prost(bytes = "vec", tag = "2")]
+    pub key: Vec<u8>,
+    #[prost(enumeration = "ClientRole", tag = "3")]
+    pub role: i32,
+}
+
+/// Length of an identity key (a SHA-256).
+pub const IDENTITY_KEY_LEN: usize = 32;
 
 impl Record for ClusterMap {
     fn validate(&self) -> Result<(), RecordError> {
@@ -553,6 +585,14 @@ impl Record for ClusterMap {
             .any(|n| NodeState::try_from(n.state).is_err())
         {
             return Err(RecordError::Invalid("unknown node state"));
+        }
+        if self
+            .nodes
+            .iter()
+            .any(|n| !n.key.is_empty() && n.key.len() != IDENTITY_KEY_LEN)
+            || self.clients.iter().any(|c| c.key.len() != IDENTITY_KEY_LEN)
+        {
+            return Err(RecordError::Invalid("identity key length"));
         }
         Ok(())
     }

@@ -125,7 +125,9 @@ fn every_record_round_trips() {
             site: "farm-a".into(),
             capacity_bytes: 1 << 40,
             state: NodeState::Draining as i32,
+            key: vec![9; 32],
         }],
+        clients: vec![],
     };
     let back = ClusterMap::decode_record(&m.encode_record()).unwrap();
     assert_eq!(back, m);
@@ -206,6 +208,7 @@ fn bad_input_is_a_typed_error() {
                 ..Default::default()
             },
         ],
+        clients: vec![],
     };
     assert_eq!(
         ClusterMap::decode_record(&m.encode_record()),
@@ -227,9 +230,9 @@ struct NodeV2 {
     capacity_bytes: u64,
     #[prost(enumeration = "NodeState", tag = "5")]
     state: i32,
-    #[prost(string, tag = "6")]
+    #[prost(string, tag = "20")]
     rack: String,
-    #[prost(uint32, repeated, tag = "7")]
+    #[prost(uint32, repeated, tag = "21")]
     disk_ids: Vec<u32>,
 }
 
@@ -239,7 +242,7 @@ struct ClusterMapV2 {
     epoch: u64,
     #[prost(message, repeated, tag = "2")]
     nodes: Vec<NodeV2>,
-    #[prost(string, tag = "3")]
+    #[prost(string, tag = "20")]
     cluster_name: String,
 }
 
@@ -276,7 +279,9 @@ fn a_record_from_this_version_decodes_after_fields_are_added() {
             site: "t".into(),
             capacity_bytes: 5,
             state: NodeState::Down as i32,
+            key: vec![],
         }],
+        clients: vec![],
     };
     let newer = ClusterMapV2::decode_record(&current.encode_record()).unwrap();
     assert_eq!(newer.epoch, 8);

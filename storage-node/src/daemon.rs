@@ -37,6 +37,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         site = %node.site,
         %addr,
         io = node.store.io_backend().name(),
+        identity = %node.identity.key(),
         "node serving"
     );
     println!("gridstore node {} listening on {addr}", node.id);
@@ -57,6 +58,14 @@ pub async fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     healing.stop().await;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// The identity of the node `cfg` configures (made on first use, as the
+/// node itself would at its first start): what the cluster map must list
+/// as its `key`.
+pub fn identity(cfg: &NodeConfig) -> Result<grid::tls::Identity, NodeError> {
+    let dir = cfg.data_dir.join(crate::node::IDENTITY_DIR);
+    Ok(grid::tls::Identity::load_or_create(&dir)?)
 }
 
 /// The background garbage collector: a pass every `gc_interval_secs`, the
@@ -229,6 +238,7 @@ impl LocalNode {
             site: self.node.site.clone(),
             capacity_bytes,
             state: metadata::model::NodeState::Up as i32,
+            key: self.node.identity.key().0.to_vec(),
         }
     }
 

@@ -1,15 +1,18 @@
-//! One storage node's state: its shard store, its metadata tables, the
-//! verifier of RPC signatures and its metrics.
+//! One storage node's state: its shard store, its metadata tables, its
+//! identity and who it admits, the verifier of RPC signatures and its
+//! metrics.
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::metrics::Metrics;
 use crate::shard_store::{ShardStore, ShardStoreConfig, StoreError};
 use crate::IoBackend;
 use grid::rpc_auth::{RpcKey, Verifier, DEFAULT_WINDOW};
+use grid::tls::{ClientPolicy, Identity, IdentityError, IdentityKey};
 use metadata::db::{Db, DbError, Table};
 use metadata::model::ClusterMap;
 use metadata::Record;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 /// System-table keys.
@@ -32,6 +35,44 @@ pub enum NodeError {
     /// Shards that would not rebuild (too few good ones, mismatched).
     #[error("codec: {0}")]
     Codec(#[from] codec::CodecError),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// Where a node keeps its identity, inside its data directory.
+pub const IDENTITY_DIR: &str = "identity";
+
+/// The clients a node lets connect: the nodes and clients of the map it
+/// holds. Before it holds one, or while its map names no identity at all
+/// (a grid from before identities), any client with a certificate: the
+/// first map must come from somewhere, and requests are still signed.
+#[derive(Debug, Default)]
+pub struct Admission(RwLock<Option<HashSet<IdentityKey>>>);
+
+impl Admission {
+    fn set(&self, map: Option<&ClusterMap>) {
+        let keys = map.map(|m| {
+            m.nodes
+                .iter()
+                .filter(|n| n.state != metadata::model::NodeState::Removed as i32)
+                .map(|n| n.key.as_slice())
+                .chain(m.clients.iter().map(|c| c.key.as_slice()))
+                .filter_map(IdentityKey::from_bytes)
+                .collect::<HashSet<_>>()
+        });
+        let keys = keys.filter(|k| !k.is_empty());
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+}
+
+impl ClientPolicy for Admission {
+    fn accepts(&self, key: &IdentityKey) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|keys| keys.contains(key))
+    }
 }
 
 pub struct Node {
@@ -42,6 +83,9 @@ pub struct Node {
     pub verifier: Verifier,
     /// Signs this node's own calls to its peers (repair, heartbeats).
     pub key: RpcKey,
+    /// Its TLS identity, as a server and as a client of its peers.
+    pub identity: Identity,
+    pub admission: Arc<Admission>,
     pub metrics: Metrics,
     /// Counters and work queue of self-healing ([`crate::repair`]).
     pub repair: crate::repair_state::RepairState,
@@ -96,7 +140,12 @@ impl Node {
                 )));
             }
         }
+        let identity = Identity::load_or_create(&cfg.data_dir.join(IDENTITY_DIR))?;
+        let admission = Arc::new(Admission::default());
+        admission.set(db.get::<ClusterMap>(Table::System, MAP_KEY)?.as_ref());
         Ok(Node {
+            identity,
+            admission,
             id: cfg.node_id.clone(),
             site: cfg.site.clone(),
             store,
@@ -168,6 +217,7 @@ impl Node {
                 if let Some(prev) = &current {
                     self.db.put_raw(Table::System, PREV_MAP_KEY, prev)?;
                 }
+                self.admission.set(Some(map));
                 // Shard homes may have moved, however the map arrived (pushed
                 // by a proposer, pulled by a heartbeat, handed by an admin).
                 self.repair.request_full();

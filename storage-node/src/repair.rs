@@ -587,9 +587,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
     grid::blocking(f).await.map_err(fail)?
 }
 
-/// The grid as this node sees it: its map, and clients signed with its key.
+/// The grid as this node sees it: its map, and clients signed with its key
+/// and presenting its identity.
 pub fn grid_of(node: &Node, map: ClusterMap) -> Grid {
     let opts = ClientOptions {
+        identity: Some(node.identity.clone()),
         timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(2),
         ..ClientOptions::default()

@@ -1,6 +1,7 @@
-//! The node RPC server: HTTP/1.1 and HTTP/2 (prior knowledge) on one port,
-//! every call authenticated (see `grid::rpc_auth`), the protocol in
-//! `grid::node_api`.
+//! The node RPC server: TLS 1.3 only (see `grid::tls`), HTTP/1.1 and HTTP/2
+//! by ALPN on one port, every call from a client whose certificate the
+//! cluster map lists and signed (see `grid::rpc_auth`), the protocol in
+//! `grid::node_api`. Probes (`/health`, `/metrics`) need no certificate.
 //!
 //! Blocking work (file and RocksDB I/O, both of which fsync) runs on
 //! tokio's blocking pool so the reactor keeps serving other requests.
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use grid::node_api::{self as api};
 use grid::node_client::{BodyError, ChannelBody, ResponseBody};
 use grid::rpc_auth::{AuthError, BodyCheck};
+use grid::tls::{ClientPolicy, IdentityKey};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -25,6 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shards are read and sent in pieces of this size.
 const READ_PIECE: u64 = 1 << 20;
@@ -229,13 +234,32 @@ pub struct Served {
     pub jobs: Arc<JobHost>,
 }
 
-pub async fn handle(served: Served, req: Request<Incoming>) -> Response<ResponseBody> {
+/// Answer `req`, which came over a connection whose client showed the
+/// certificate of `client` (already admitted by the handshake), or none.
+pub async fn handle(
+    served: Served,
+    client: Option<IdentityKey>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let node = served.node.clone();
     let started = Instant::now();
     let op = Op::route(req.method(), req.uri().path());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = dispatch(&node, &served.jobs, op, req).await;
+    let probe = matches!(op, Op::Health | Op::Metrics);
+    let result = match client {
+        None if !probe => Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate is required",
+        )),
+        // The map may have moved on since the handshake: a client it no
+        // longer lists loses its open connections too, not only new ones.
+        Some(key) if !probe && !node.admission.accepts(&key) => Err(Failure::new(
+            StatusCode::UNAUTHORIZED,
+            "this client's identity is not in the node's cluster map",
+        )),
+        _ => dispatch(&node, &served.jobs, op, req).await,
+    };
     let resp = match result {
         Ok(r) => r,
         Err(f) => {
@@ -861,6 +885,11 @@ pub async fn serve(
 ) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = served
+        .node
+        .identity
+        .server_config(served.node.admission.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -877,15 +906,29 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let s = served.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let s = s.clone();
-                    async move { Ok::<_, Infallible>(handle(s, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let (s, acceptor, builder) = (served.clone(), acceptor.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                // The handshake runs in the connection's task, so a slow or
+                // silent client holds up no one else.
                 conns.spawn(async move {
-                    if let Err(e) = conn.await {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let client = grid::tls::peer_key(tls.get_ref().1);
+                    let svc = hyper::service::service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(handle(s, client, req).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

@@ -150,6 +150,8 @@ open(out, "w").write(
     f'listen = "127.0.0.1:{s3p}"\nwebdav_listen = "127.0.0.1:{davp}"\n'
     f'jobs_listen = "127.0.0.1:{jobp}"\n'
     f'cluster_map = "{data}/cluster-map.toml"\n'
+    # The server's gateway identity: the one its cluster map trusts.
+    f'identity_dir = "{data}/identity"\n'
     f'cluster_secret = "{s["cluster_secret"]}"\nmaster_key = "{s["master_key"]}"\n')
 EOF
     # glibc keeps up to 8 malloc arenas per core; two bound what freed

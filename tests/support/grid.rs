@@ -141,6 +141,7 @@ impl TestGrid {
             map: ClusterMap {
                 epoch: 1,
                 nodes: entries,
+                clients: super::test_clients(),
             },
             cfgs,
         }

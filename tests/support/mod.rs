@@ -9,6 +9,7 @@ pub mod shards;
 use ::grid::node_api as api;
 use ::grid::node_client::{full_body, BodyError, ChannelBody, RequestBody};
 use ::grid::rpc_auth::{self, RpcKey};
+use ::grid::tls::{Identity, IdentityKey};
 use ::grid::{ClientOptions, NodeClient};
 use bytes::Bytes;
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
@@ -28,12 +29,25 @@ pub fn key() -> RpcKey {
     RpcKey::from_secret(SECRET.as_bytes())
 }
 
+/// Who the tests' clients are to the nodes: the process's ephemeral
+/// identity, which `ClientOptions::default()` presents.
+pub fn me() -> Identity {
+    Identity::ephemeral().unwrap()
+}
+
+/// The clients a test map lists: this process.
+pub fn test_clients() -> Vec<metadata::model::ClientIdentity> {
+    vec![me().as_gateway("tests")]
+}
+
 pub struct NodeProc {
     child: Option<Child>,
     pub id: String,
     pub addr: String,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// Its identity key, read from its data directory.
+    pub key: IdentityKey,
 }
 
 impl NodeProc {
@@ -85,7 +99,11 @@ impl NodeProc {
                 std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
             );
         };
+        let key = Identity::load(&dir.join("data").join("identity"))
+            .unwrap()
+            .key();
         NodeProc {
+            key,
             id: id.to_owned(),
             addr: addr.to_owned(),
             child: Some(child),
@@ -95,7 +113,7 @@ impl NodeProc {
     }
 
     pub fn client(&self) -> NodeClient {
-        NodeClient::new(&self.addr, key(), ClientOptions::default())
+        NodeClient::new(&self.addr, &self.key.0, key(), ClientOptions::default())
     }
 
     pub fn client_h2(&self) -> NodeClient {
@@ -103,7 +121,7 @@ impl NodeProc {
             http2: true,
             ..ClientOptions::default()
         };
-        NodeClient::new(&self.addr, key(), opts)
+        NodeClient::new(&self.addr, &self.key.0, key(), opts)
     }
 
     pub fn pid(&self) -> i32 {
@@ -204,7 +222,7 @@ pub fn signed(
     );
     let mut b = Request::builder()
         .method(method)
-        .uri(format!("http://{addr}{path}"))
+        .uri(format!("https://{addr}{path}"))
         .header(http::header::CONTENT_LENGTH, body.len());
     for (n, v) in s.to_pairs() {
         b = b.header(n, v);
@@ -220,6 +238,27 @@ pub fn body(b: impl Into<Bytes>) -> RequestBody {
 pub fn channel_body() -> (mpsc::Sender<Result<Bytes, BodyError>>, RequestBody) {
     let (tx, rx) = mpsc::channel(4);
     (tx, ChannelBody::new(rx).boxed())
+}
+
+/// A GET over TLS to the node at `addr` whose key is `pin`, showing no
+/// client certificate (as a monitoring probe would).
+pub async fn probe_get(addr: &str, pin: IdentityKey, path: &str) -> (u16, String) {
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(::grid::tls::probe_config(pin))
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, RequestBody>(https);
+    let req = Request::get(format!("https://{addr}{path}"))
+        .body(body(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Status code of a raw request's response.

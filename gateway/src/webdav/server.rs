@@ -137,6 +137,16 @@ pub async fn serve(
     store: ObjectStore,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_tls(listener, None, store, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Option<crate::tls::Acceptor>,
+    store: ObjectStore,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let dav = handler(store.clone());
     let auth = Arc::new(StoreAuth::new(store));
     let limit = Arc::new(Semaphore::new(MAX_REQUESTS));
@@ -144,7 +154,7 @@ pub async fn serve(
         let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
         async move { Ok::<_, std::convert::Infallible>(handle(req, dav, auth, limit).await) }
     });
-    crate::listener::serve(listener, svc, shutdown, "WebDAV").await;
+    crate::listener::serve_tls(listener, tls, svc, shutdown, "WebDAV").await;
 }
 
 /// A WebDAV listener running beside the S3 one.
@@ -152,12 +162,21 @@ pub use crate::listener::Running;
 
 /// Bind `addr` and serve WebDAV on it in the background.
 pub async fn start(addr: std::net::SocketAddr, store: ObjectStore) -> Result<Running, WebDavError> {
+    start_tls(addr, store, None).await
+}
+
+/// [`start`], over TLS when `tls` is given.
+pub async fn start_tls(
+    addr: std::net::SocketAddr,
+    store: ObjectStore,
+    tls: Option<crate::tls::Acceptor>,
+) -> Result<Running, WebDavError> {
     let listener = bind(addr).await?;
     let addr = listener
         .local_addr()
         .map_err(|source| WebDavError::Listen { addr, source })?;
     Ok(Running::spawn(addr, |stopped| {
-        serve(listener, store, stopped)
+        serve_tls(listener, tls, store, stopped)
     }))
 }
 

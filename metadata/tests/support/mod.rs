@@ -14,8 +14,13 @@ pub fn map(nodes_per_site: &[usize]) -> ClusterMap {
                 site: format!("site-{s}"),
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
+                key: vec![],
             });
         }
     }
-    ClusterMap { epoch: 1, nodes }
+    ClusterMap {
+        epoch: 1,
+        nodes,
+        clients: vec![],
+    }
 }
