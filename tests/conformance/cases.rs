@@ -167,7 +167,7 @@ async fn round_trip<F: FrontEnd>(fe: &F) -> Outcome {
     let objects = [
         ("empty", Bytes::new()),
         ("small/hello wörld+1.txt", data(1000, 1)),
-        (BIG_KEY, data(3 * MIB + 4321, 2)),
+        (BIG_KEY, data(4 * MIB + 4321, 2)),
     ];
     for (key, body) in &objects {
         let md5 = md5_hex(body);
