@@ -108,11 +108,20 @@ impl fmt::Debug for Identity {
     }
 }
 
-/// The one crypto provider of every connection: ring, TLS 1.3.
+/// The one crypto provider of every connection: ring, TLS 1.3, with
+/// AES-128-GCM preferred. Shards are already sealed end to end; the
+/// transport's cipher is paid on every byte a node sends or receives, and
+/// AES-128 costs about 30 % less CPU than AES-256 with AES-NI at a strength
+/// TLS 1.3 makes mandatory to implement.
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
+    P.get_or_init(|| {
+        let mut p = rustls::crypto::ring::default_provider();
+        p.cipher_suites
+            .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        Arc::new(p)
+    })
+    .clone()
 }
 
 impl Identity {
