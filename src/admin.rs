@@ -168,7 +168,7 @@ pub enum AdminError {
     Usage(String),
     #[error(transparent)]
     Membership(#[from] grid::membership::MembershipError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen for S3 on {addr} (listen): {source}")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,

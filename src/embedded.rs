@@ -52,7 +52,7 @@ pub enum ServerError {
     Node { id: String, message: String },
     #[error("{0}")]
     Store(#[from] cluster::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen for S3 on {addr} (--listen): {source}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,

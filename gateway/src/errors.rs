@@ -73,15 +73,47 @@ pub fn to_s3(e: Error) -> S3Error {
         Error::CustomerKeyRequired => S3ErrorCode::InvalidRequest,
         Error::CustomerKeyMismatch => S3ErrorCode::AccessDenied,
         Error::Body(_) => S3ErrorCode::IncompleteBody,
+        // What failed inside the grid (which node, at which address, for
+        // which chunk) is for the operator's log, not for clients: the
+        // answer says what happened and the request id ties it to the log.
         Error::Chunk(_) | Error::Metadata(_) => {
             tracing::warn!(error = %e, "grid unavailable");
-            S3ErrorCode::ServiceUnavailable
+            return S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                "too few storage nodes answered in time; retry later",
+            );
         }
         // Corrupt, Internal, and whatever the object layer adds later.
         _ => {
             tracing::error!(error = %e, "internal error");
-            S3ErrorCode::InternalError
+            return S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "internal error; the gateway's log has the details under this request id",
+            );
         }
     };
     S3Error::with_message(code, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grid::replicas::MetaError;
+
+    #[test]
+    fn grid_failures_name_no_node_to_clients() {
+        let e = Error::Metadata(MetaError::Quorum {
+            op: "read",
+            acks: 1,
+            needed: 2,
+            detail: "node n2 unreachable: 127.0.0.1:7002 connection refused".into(),
+        });
+        let s3 = to_s3(e);
+        assert_eq!(*s3.code(), S3ErrorCode::ServiceUnavailable);
+        let msg = s3.message().unwrap_or_default();
+        assert!(!msg.contains("127.0.0.1") && !msg.contains("n2"), "{msg}");
+        let internal = to_s3(Error::Internal("node n5 at 10.0.0.5:7000 said no".into()));
+        let msg = internal.message().unwrap_or_default();
+        assert!(!msg.contains("10.0.0.5") && !msg.contains("n5"), "{msg}");
+    }
 }

@@ -36,7 +36,7 @@ const MAX_WAIT_SECS: u64 = 300;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JobsApiError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen for the job API on {addr} (jobs_listen, --jobs-listen): {source}")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,

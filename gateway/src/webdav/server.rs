@@ -24,7 +24,7 @@ const MAX_REQUESTS: usize = 256;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebDavError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen for WebDAV on {addr} (webdav_listen, --webdav-listen): {source}")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,
