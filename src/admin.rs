@@ -706,21 +706,28 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         .following_map(cluster::map_follow::FOLLOW_EVERY);
     let tls = g.tls()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let webdav = gateway::webdav::server::start_tls(g.webdav_listen, store.clone(), tls.clone())
-        .await
-        .map_err(|e| AdminError::Usage(e.to_string()))?;
+    // WebDAV gets the same limits as S3, on its own slots.
+    let admission = gateway::admission::AdmissionConfig {
+        max_requests: g.max_requests,
+        max_requests_per_key: g.max_requests_per_key,
+        body_idle_timeout: Duration::from_secs(g.body_idle_timeout_secs.max(1)),
+        body_min_bytes_per_sec: g.body_min_bytes_per_sec,
+        ..Default::default()
+    };
+    let webdav = gateway::webdav::server::start_with(
+        g.webdav_listen,
+        store.clone(),
+        tls.clone(),
+        admission.clone(),
+    )
+    .await
+    .map_err(|e| AdminError::Usage(e.to_string()))?;
     let jobs = gateway::jobs::start_tls(g.jobs_listen, store.clone(), tls.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
         region: g.region.clone(),
-        admission: gateway::admission::AdmissionConfig {
-            max_requests: g.max_requests,
-            max_requests_per_key: g.max_requests_per_key,
-            body_idle_timeout: Duration::from_secs(g.body_idle_timeout_secs.max(1)),
-            body_min_bytes_per_sec: g.body_min_bytes_per_sec,
-            ..Default::default()
-        },
+        admission,
         domain: None,
     };
     check_metadata_replicas(&store, g.metadata_replicas).await?;

@@ -1,7 +1,7 @@
-//! Admission at the S3 gateway, over real connections: one access key
-//! holding requests open with bodies that never come cannot lock other
-//! keys out, and bodies that stall or trickle are cut off so their slots
-//! come back.
+//! Admission at the S3 and WebDAV gateways, over real connections: one
+//! access key holding requests open with bodies that never come cannot
+//! lock other keys out, and bodies that stall or trickle are cut off so
+//! their slots come back.
 
 mod support;
 
@@ -180,4 +180,76 @@ async fn one_key_with_stalled_bodies_cannot_lock_out_another() {
     let listed = store.list_objects("slow", &params).await.unwrap();
     let keys: Vec<_> = listed.objects.iter().map(|o| o.key.as_str()).collect();
     assert_eq!(keys, ["after"], "no cut-off body was stored");
+}
+
+/// The WebDAV listener cuts off a PUT body that stalls, and the object is
+/// not created from the bytes that did arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_webdav_body_is_cut_off() {
+    let tg = TestGrid::start(3, 2).await;
+    let store = store_on(&tg, StoreConfig::default());
+    store
+        .create_user(
+            "dav",
+            false,
+            Some("GSDAVSLOW00000000001"),
+            Some("dav-secret-0123456789"),
+        )
+        .await
+        .unwrap();
+    store
+        .create_bucket("slow", "GSDAVSLOW00000000001", None)
+        .await
+        .unwrap();
+    let dav = gateway::webdav::server::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        store.clone(),
+        None,
+        AdmissionConfig {
+            body_idle_timeout: Duration::from_secs(1),
+            ..gateway::webdav::server::default_admission()
+        },
+    )
+    .await
+    .unwrap();
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode("GSDAVSLOW00000000001:dav-secret-0123456789");
+    let mut conn = TcpStream::connect(dav.addr).await.unwrap();
+    let head = format!(
+        "PUT /slow/stalled.bin HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {basic}\r\nContent-Length: {}\r\n\r\n",
+        dav.addr,
+        1 << 20
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&[7u8; 1000]).await.unwrap();
+    // The server ends the exchange itself (an error status, or closing the
+    // connection); only a server that never gave up would let the client's
+    // deadline pass.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server kept waiting for the body");
+    let status = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .map(str::to_string);
+    assert!(
+        status
+            .as_deref()
+            .is_none_or(|s| !s.contains(" 201") && !s.contains(" 204")),
+        "{status:?}"
+    );
+    let got = store
+        .get_object("slow", "stalled.bin", Default::default())
+        .await;
+    assert!(got.is_err(), "a truncated body was committed");
 }

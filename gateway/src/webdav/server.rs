@@ -5,16 +5,19 @@
 
 use super::fs::{Caller, GridFs};
 use super::lock::GridLs;
+use crate::admission::{Admission, AdmissionConfig};
 use crate::auth::StoreAuth;
 use base64::Engine;
 use cluster::ObjectStore;
 use dav_server::body::Body;
 use dav_server::DavHandler;
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 const REALM: &str = "Basic realm=\"gridstore\", charset=\"UTF-8\"";
 
@@ -105,14 +108,22 @@ async fn handle(
     req: Request<hyper::body::Incoming>,
     dav: DavHandler<Caller>,
     auth: Arc<StoreAuth>,
-    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
 ) -> Response<Body> {
-    let Ok(_permit) = limit.try_acquire() else {
-        return status(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
-    };
     match authenticate(&auth, &req).await {
         Verdict::Caller(c) => {
+            // As on S3: one key holds at most its share of the slots, and a
+            // body that stalls or trickles is cut off (the write then fails
+            // instead of committing a truncated object).
+            let Ok(_slot) = admission.admit(Some(&c.access_key)) else {
+                return status(StatusCode::SERVICE_UNAVAILABLE, "busy, retry later\n");
+            };
             let principal = c.access_key.clone();
+            let (parts, body) = req.into_parts();
+            let paced = admission
+                .paced(body.into_data_stream())
+                .map(|r| r.map(Frame::data).map_err(std::io::Error::other));
+            let req = Request::from_parts(parts, StreamBody::new(paced));
             dav.handle_guarded(req, principal, c).await
         }
         Verdict::Refused => {
@@ -147,12 +158,32 @@ pub async fn serve_tls(
     store: ObjectStore,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_with(listener, tls, store, default_admission(), shutdown).await
+}
+
+/// The WebDAV listener's limits when none are given: the S3 defaults with
+/// its own bound.
+pub fn default_admission() -> AdmissionConfig {
+    AdmissionConfig {
+        max_requests: MAX_REQUESTS,
+        ..AdmissionConfig::default()
+    }
+}
+
+/// [`serve_tls`] with the limits of `admission`.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<crate::tls::Acceptor>,
+    store: ObjectStore,
+    admission: AdmissionConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let dav = handler(store.clone());
     let auth = Arc::new(StoreAuth::new(store));
-    let limit = Arc::new(Semaphore::new(MAX_REQUESTS));
+    let admission = Arc::new(Admission::new(admission));
     let svc = hyper::service::service_fn(move |req| {
-        let (dav, auth, limit) = (dav.clone(), auth.clone(), limit.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(req, dav, auth, limit).await) }
+        let (dav, auth, admission) = (dav.clone(), auth.clone(), admission.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, dav, auth, admission).await) }
     });
     crate::listener::serve_tls(listener, tls, svc, shutdown, "WebDAV").await;
 }
@@ -171,12 +202,22 @@ pub async fn start_tls(
     store: ObjectStore,
     tls: Option<crate::tls::Acceptor>,
 ) -> Result<Running, WebDavError> {
+    start_with(addr, store, tls, default_admission()).await
+}
+
+/// [`start_tls`] with the limits of `admission`.
+pub async fn start_with(
+    addr: std::net::SocketAddr,
+    store: ObjectStore,
+    tls: Option<crate::tls::Acceptor>,
+    admission: AdmissionConfig,
+) -> Result<Running, WebDavError> {
     let listener = bind(addr).await?;
     let addr = listener
         .local_addr()
         .map_err(|source| WebDavError::Listen { addr, source })?;
     Ok(Running::spawn(addr, |stopped| {
-        serve_tls(listener, tls, store, stopped)
+        serve_with(listener, tls, store, admission, stopped)
     }))
 }
 
