@@ -26,6 +26,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = api::ScanRequest::decode_record(data);
     let _ = api::CasRequest::decode_record(data);
     let _ = api::RefQuery::decode_record(data);
+    if let Ok(q) = api::ChangesRequest::decode_record(data) {
+        assert!(q.table().is_ok());
+    }
+    // What a node checks of the sealed records it stores: the shape and
+    // the clear revision, agreeing with each other.
+    assert_eq!(
+        metadata::sealed::check_envelope(data).is_ok(),
+        metadata::sealed::revision(data).is_some()
+    );
     if let Ok(refs) = api::RefList::decode_record(data) {
         assert!(refs.refs.iter().all(|r| r.key().is_some()));
     }
