@@ -360,10 +360,9 @@ impl ObjectStore {
         let ix = match fresh {
             Some(ix) => ix,
             None => match self.build_index(b).await? {
-                Some(ix) => ix,
-                None => {
-                    // Too large to keep: an ordered pass over a full read.
-                    let objects = self.read_objects(b).await?;
+                Ok(ix) => ix,
+                Err(objects) => {
+                    // Not kept: an ordered pass over the full read made.
                     walk(&objects, from, &mut visit);
                     return Ok(());
                 }
@@ -434,18 +433,22 @@ impl ObjectStore {
         (positions.len() >= b.replicas.read_quorum).then_some(positions)
     }
 
-    async fn build_index(&self, b: &BucketHandle) -> Result<Option<BucketIndex>> {
-        let Some(positions) = self.feed_positions(b).await else {
-            // Without positions no index can be kept current; the listing
-            // still works from a full read (which needs a read quorum too).
-            return Ok(None);
-        };
+    /// A new index of `b`, or, when none can be kept (no read quorum of
+    /// feed positions, or too many objects), the objects of the full read
+    /// it made, for this one listing.
+    async fn build_index(
+        &self,
+        b: &BucketHandle,
+    ) -> Result<std::result::Result<BucketIndex, Objects>> {
+        // Positions are read before the objects: a write the read misses
+        // is after them.
+        let positions = self.feed_positions(b).await;
         let objects = self.read_objects(b).await?;
-        if objects.len() > MAX_INDEXED_OBJECTS / 2 {
-            return Ok(None);
-        }
+        let Some(positions) = positions.filter(|_| objects.len() <= MAX_INDEXED_OBJECTS / 2) else {
+            return Ok(Err(objects));
+        };
         let by_hash = objects.keys().map(|k| (b.key_hash(k), k.clone())).collect();
-        Ok(Some(BucketIndex {
+        Ok(Ok(BucketIndex {
             replicas: b.replicas.nodes.clone(),
             positions,
             objects,
