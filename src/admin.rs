@@ -456,13 +456,14 @@ async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
 /// key hashes, the admin (holding the master key) can open the records.
 async fn referrer_names(s: &ObjectStore, rows: &[RepairRow]) -> ReferrerNames {
     let mut names = ReferrerNames::new();
+    let buckets = s.bucket_names_by_id().await.unwrap_or_default();
     for (_, st) in rows {
         let Some(r) = st.as_ref().ok().and_then(|st| st.repair.as_ref()) else {
             continue;
         };
         for rf in r.damaged.iter().flat_map(|d| &d.referrers) {
             if !names.contains_key(rf) {
-                let found = s.referrer_names(rf).await;
+                let found = s.referrer_names(rf, &buckets).await;
                 names.insert(rf.clone(), found);
             }
         }

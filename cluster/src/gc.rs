@@ -64,22 +64,30 @@ impl ObjectStore {
         }
     }
 
+    /// Every bucket's name by its id (tombstones included: a damaged
+    /// chunk may outlive its bucket's record), read once for
+    /// [`ObjectStore::referrer_names`].
+    pub async fn bucket_names_by_id(&self) -> Result<HashMap<Vec<u8>, String>> {
+        let mut scan = self
+            .root_table::<metadata::model::Bucket>()?
+            .scan(Vec::new(), None);
+        let mut names = HashMap::new();
+        while let Some((_, b)) = scan.next().await? {
+            names.insert(b.id, b.name);
+        }
+        Ok(names)
+    }
+
     /// Which bucket and object key a chunk referrer names, for operators
     /// (nodes only know the key's hash): `None` when the bucket or the
-    /// record is gone or unreadable.
-    pub async fn referrer_names(&self, r: &Referrer) -> Option<(String, String)> {
-        let mut scan = self
-            .root_table::<metadata::model::Bucket>()
-            .ok()?
-            .scan(Vec::new(), None);
-        let mut bucket = None;
-        while let Ok(Some((_, b))) = scan.next().await {
-            if b.id == r.bucket_id {
-                bucket = Some(b.name);
-                break;
-            }
-        }
-        let bucket = bucket?;
+    /// record is gone or unreadable. `buckets` is
+    /// [`ObjectStore::bucket_names_by_id`].
+    pub async fn referrer_names(
+        &self,
+        r: &Referrer,
+        buckets: &HashMap<Vec<u8>, String>,
+    ) -> Option<(String, String)> {
+        let bucket = buckets.get(&r.bucket_id)?.clone();
         let key_hash = <[u8; NAME_HASH_LEN]>::try_from(r.key_hash.as_slice()).ok()?;
         let set =
             ReplicaSet::place(&self.grid(), &r.bucket_id, self.config().metadata_replicas).ok()?;
