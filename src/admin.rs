@@ -357,7 +357,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
     let grid = s.grid();
     let change = match cmd {
         NodeCommand::Seed => {
-            let seeded = grid::membership::seed(&grid).await;
+            let seeded = grid::membership::seed(&grid, &s.owner_key()).await;
             if seeded.is_empty() {
                 println!("every node that answered already holds a cluster map");
             } else {
@@ -370,7 +370,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             return Ok(());
         }
         NodeCommand::List => {
-            let map = current_map(&grid).await?;
+            let map = current_map(&grid, &s.owner_key()).await?;
             println!("epoch {}", map.epoch);
             for n in &map.nodes {
                 let state = metadata::model::NodeState::try_from(n.state)
@@ -424,7 +424,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
         },
         NodeCommand::Remove { id, force } => Change::Remove { node: id, force },
     };
-    let map = apply(&grid, change).await?;
+    let map = apply(&grid, &s.owner_key(), change).await?;
     println!(
         "cluster map epoch {} handed to {} nodes",
         map.epoch,
@@ -738,11 +738,12 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     // node holding any map is never touched.
     let seeding = {
         let grid = store.grid();
+        let owner = store.owner_key();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                let seeded = grid::membership::seed(&grid).await;
+                let seeded = grid::membership::seed(&grid, &owner).await;
                 if !seeded.is_empty() {
                     tracing::info!(nodes = ?seeded, epoch = grid.map().epoch, "first cluster map handed to nodes");
                 }

@@ -155,6 +155,8 @@ impl MapFile {
                     role: parse_role(&c.role).unwrap_or(ClientRole::Gateway) as i32,
                 })
                 .collect(),
+            // Signed by whoever hands it to nodes (they hold the master key).
+            ..ClusterMap::default()
         }
     }
 }

@@ -182,7 +182,9 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         }],
     };
     map_file.save(&args.dir.join(MAP_FILE))?;
-    let map = map_file.to_map();
+    let master =
+        MasterKey::from_text(&state.master_key).map_err(|e| ServerError::Invalid(e.to_string()))?;
+    let map = master.owner_key().signed(map_file.to_map());
     let key = RpcKey::from_secret(state.cluster_secret.as_bytes());
     let opts = ClientOptions {
         timeout: Duration::from_secs(30),
@@ -196,8 +198,6 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         }
     }
     let grid = Grid::new(map, key, opts);
-    let master =
-        MasterKey::from_text(&state.master_key).map_err(|e| ServerError::Invalid(e.to_string()))?;
     let store = ObjectStore::new(grid, master, StoreConfig::default())
         .with_repair_forwarding()
         .following_map(cluster::map_follow::FOLLOW_EVERY);

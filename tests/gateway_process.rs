@@ -244,7 +244,7 @@ async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
             part_number: 0,
         }),
         created_ms: grid::rpc_auth::now_ms(),
-        shard_hashes: vec![],
+        ..ChunkReference::default()
     };
     clients[1].refs_add(vec![orphan]).await.unwrap();
 

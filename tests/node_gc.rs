@@ -108,7 +108,7 @@ async fn held(client: &NodeClient, c: &SealedChunk) -> usize {
 }
 
 fn reference(c: &SealedChunk, key: &str) -> ChunkReference {
-    ChunkReference {
+    let mut r = ChunkReference {
         chunk_id: c.id().0.to_vec(),
         erasure: Some(ErasureSpec::new(2, 1)),
         shard_len: c.shard(0).len() as u32,
@@ -119,8 +119,10 @@ fn reference(c: &SealedChunk, key: &str) -> ChunkReference {
             part_number: 0,
         }),
         created_ms: 5,
-        shard_hashes: vec![],
-    }
+        ..ChunkReference::default()
+    };
+    metadata::signing::OwnerKey::from_seed(&[42; 32]).sign_reference(&mut r);
+    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

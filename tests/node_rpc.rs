@@ -50,7 +50,7 @@ fn record_keys() -> metadata::sealed::RecordKeys {
 }
 
 fn reference(chunk: [u8; 32], key: &str) -> ChunkReference {
-    ChunkReference {
+    let mut r = ChunkReference {
         chunk_id: chunk.to_vec(),
         erasure: Some(ErasureSpec::new(2, 1)),
         shard_len: 100,
@@ -61,12 +61,14 @@ fn reference(chunk: [u8; 32], key: &str) -> ChunkReference {
             part_number: 0,
         }),
         created_ms: 5,
-        shard_hashes: vec![],
-    }
+        ..ChunkReference::default()
+    };
+    owner().sign_reference(&mut r);
+    r
 }
 
 fn map(epoch: u64) -> ClusterMap {
-    ClusterMap {
+    signed_map(ClusterMap {
         epoch,
         nodes: vec![Node {
             id: "n1".into(),
@@ -77,7 +79,8 @@ fn map(epoch: u64) -> ClusterMap {
             key: vec![],
         }],
         clients: test_clients(),
-    }
+        ..ClusterMap::default()
+    })
 }
 
 async fn shard_calls(c: &NodeClient, seed: u64) {

@@ -54,11 +54,12 @@ fn refused_by_tls(r: Result<impl std::fmt::Debug, RpcError>) -> String {
 async fn two_nodes(root: &Path) -> (NodeProc, NodeProc) {
     let a = NodeProc::start_as(&root.join("a"), "a", "farm-a", "");
     let b = NodeProc::start_as(&root.join("b"), "b", "farm-a", "");
-    let map = ClusterMap {
+    let map = signed_map(ClusterMap {
         epoch: 1,
         nodes: vec![entry(&a), entry(&b)],
         clients: test_clients(),
-    };
+        ..ClusterMap::default()
+    });
     for n in [&a, &b] {
         assert!(n.client().put_map(&map).await.unwrap().accepted);
     }
@@ -102,11 +103,12 @@ async fn a_client_the_map_does_not_list_is_refused() {
     stranger.status().await.unwrap();
 
     let b = NodeProc::start_as(&root.path().join("b"), "b", "farm-a", "");
-    let map = ClusterMap {
+    let map = signed_map(ClusterMap {
         epoch: 1,
         nodes: vec![entry(&a), entry(&b)],
         clients: test_clients(),
-    };
+        ..ClusterMap::default()
+    });
     a.client().put_map(&map).await.unwrap();
     // A new connection: the one above was admitted under no map.
     let stranger = client_as(&a, Identity::generate().unwrap());
@@ -241,7 +243,7 @@ async fn trusting_and_distrusting_a_client_takes_effect_on_every_node() {
     assert!(client_as(&a, gw.clone()).status().await.is_err());
     let kept = client_as(&a, gw.clone());
 
-    apply(&grid, Change::Trust(gw.as_gateway("gw2")))
+    apply(&grid, &owner(), Change::Trust(gw.as_gateway("gw2")))
         .await
         .unwrap();
     for n in [&a, &b] {
@@ -252,7 +254,7 @@ async fn trusting_and_distrusting_a_client_takes_effect_on_every_node() {
     }
     // A connection opened while trusted, kept in the pool.
     kept.status().await.unwrap();
-    apply(&grid, Change::Distrust(gw.key().0.to_vec()))
+    apply(&grid, &owner(), Change::Distrust(gw.key().0.to_vec()))
         .await
         .unwrap();
     assert!(
@@ -263,10 +265,11 @@ async fn trusting_and_distrusting_a_client_takes_effect_on_every_node() {
         refused_by_tls(client_as(n, gw.clone()).status().await);
     }
     // A malformed key changes nothing.
-    let bad = apply(&grid, Change::Distrust(vec![1; 3])).await;
+    let bad = apply(&grid, &owner(), Change::Distrust(vec![1; 3])).await;
     assert!(bad.is_ok(), "distrusting what is not there holds already");
     let bad = apply(
         &grid,
+        &owner(),
         Change::Trust(metadata::model::ClientIdentity {
             key: vec![1; 3],
             ..Default::default()

@@ -52,6 +52,7 @@ async fn a_1_gib_upload_peaks_under_128_mib() {
         epoch: 1,
         nodes,
         clients: vec![],
+        ..ClusterMap::default()
     };
     let grid = Grid::new(map, support::key(), ClientOptions::default());
     let s = ObjectStore::new(grid, MasterKey::from_bytes([1; 32]), StoreConfig::default());

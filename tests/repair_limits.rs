@@ -50,14 +50,17 @@ fn reference(id: [u8; 32], c: Option<&SealedChunk>, key: &str) -> ChunkReference
         ),
         None => (0, Vec::new()),
     };
-    ChunkReference {
+    let mut r = ChunkReference {
         chunk_id: id.to_vec(),
         erasure: Some(ErasureSpec::new(K as u32, M as u32)),
         shard_len,
         referrer: Some(referrer(key)),
         created_ms: 1,
         shard_hashes,
-    }
+        ..ChunkReference::default()
+    };
+    support::owner().sign_reference(&mut r);
+    r
 }
 
 fn homes(grid: &TestGrid, id: [u8; 32]) -> Vec<String> {
@@ -227,6 +230,7 @@ async fn a_chunk_too_few_shards_of_exist_is_listed_as_damaged_and_left_alone() {
     // listed (first found when they were first found).
     let mut map = grid.map.clone();
     map.epoch += 1;
+    let map = support::signed_map(map);
     g.client(&x).unwrap().put_map(&map).await.unwrap();
     let r = grid.node(&x).reconcile().await.unwrap();
     assert_eq!((r.damaged, r.failed), (2, 0), "{r:?}");

@@ -355,9 +355,13 @@ async fn draining_and_adding_nodes_move_only_what_placement_requires() {
     let m0 = grid.map.clone();
 
     let before = held(grid.dir.path());
-    let m1 = apply(&grid.grid(), Change::Drain("s3n1".into()))
-        .await
-        .unwrap();
+    let m1 = apply(
+        &grid.grid(),
+        &support::owner(),
+        Change::Drain("s3n1".into()),
+    )
+    .await
+    .unwrap();
     let expected = home_changes(&m0, &m1, &chunks);
     assert!(expected > 0);
     let drained = wait_for(Duration::from_secs(60), || async {
@@ -394,6 +398,7 @@ async fn draining_and_adding_nodes_move_only_what_placement_requires() {
     // A node that still holds shards is not removed unless forced.
     let busy = apply(
         &grid.grid(),
+        &support::owner(),
         Change::Remove {
             node: "s0n0".into(),
             force: false,
@@ -403,6 +408,7 @@ async fn draining_and_adding_nodes_move_only_what_placement_requires() {
     assert!(busy.is_err(), "removed an undrained node: {busy:?}");
     apply(
         &grid.grid(),
+        &support::owner(),
         Change::Remove {
             node: "s3n1".into(),
             force: false,
@@ -413,7 +419,9 @@ async fn draining_and_adding_nodes_move_only_what_placement_requires() {
 
     let before = held(grid.dir.path());
     let entry = grid.add_node("s3n2", "site-3").await;
-    let m2 = apply(&grid.grid(), Change::Add(entry)).await.unwrap();
+    let m2 = apply(&grid.grid(), &support::owner(), Change::Add(entry))
+        .await
+        .unwrap();
     let expected = home_changes(&m1, &m2, &chunks);
     assert!(expected > 0);
     let settled = wait_for(Duration::from_secs(60), || async {
@@ -482,7 +490,7 @@ async fn a_wiped_site_is_rebuilt_elsewhere_and_refilled_on_return() {
         grid.restart(id).await;
         let key = grid.node(id).node.identity.key().0.to_vec();
         let node = id.to_string();
-        apply(&grid.grid(), Change::Rekey { node, key })
+        apply(&grid.grid(), &support::owner(), Change::Rekey { node, key })
             .await
             .unwrap();
     }
@@ -638,11 +646,12 @@ async fn kill_9_two_node_processes_under_load() {
             procs.push(p);
         }
     }
-    let map = ClusterMap {
+    let map = support::signed_map(ClusterMap {
         epoch: 1,
         nodes,
         clients: support::test_clients(),
-    };
+        ..ClusterMap::default()
+    });
     for p in &procs {
         p.client().put_map(&map).await.unwrap();
     }

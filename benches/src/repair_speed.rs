@@ -209,11 +209,13 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
     }
     // The bench's calls present the process's ephemeral identity.
     let me = grid::tls::Identity::ephemeral().map_err(setup("identity"))?;
-    let map = ClusterMap {
+    let master = MasterKey::from_bytes([7; 32]);
+    let map = master.owner_key().signed(ClusterMap {
         epoch: 1,
         nodes: entries,
         clients: vec![me.as_gateway("bench")],
-    };
+        ..ClusterMap::default()
+    });
     let key = RpcKey::from_secret(SECRET.as_bytes());
     let grid = Grid::new(map.clone(), key, ClientOptions::default());
     for n in &map.nodes {
@@ -221,12 +223,8 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
             c.put_map(&map).await.map_err(setup("map"))?;
         }
     }
-    let store = ObjectStore::new(
-        grid.clone(),
-        MasterKey::from_bytes([7; 32]),
-        StoreConfig::default(),
-    )
-    .following_map(Duration::from_secs(1));
+    let store = ObjectStore::new(grid.clone(), master, StoreConfig::default())
+        .following_map(Duration::from_secs(1));
     store
         .create_bucket("bench", "bench", Some(ErasureSpec::new(4, 2)))
         .await

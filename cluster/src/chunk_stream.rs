@@ -66,6 +66,9 @@ pub(crate) struct ChunkIo {
     pub grid: Arc<Grid>,
     pub cfg: Arc<StoreConfig>,
     pub repair: RepairSink,
+    /// Signs every chunk reference written, so nodes can refuse made-up
+    /// ones from peers.
+    pub owner: Arc<metadata::signing::OwnerKey>,
 }
 
 /// What to write and under which name.
@@ -286,14 +289,14 @@ fn chunk_id_for(sealing: &Sealing, plain: &[u8]) -> ChunkId {
     }
 }
 
+/// This write's reference to chunk `id`, unsigned, without shard hashes.
 fn reference(ctx: &WriteCtx, id: &ChunkId) -> ChunkReference {
     ChunkReference {
         chunk_id: id.0.to_vec(),
         erasure: Some(ctx.erasure),
-        shard_len: 0,
         referrer: Some(ctx.referrer.clone()),
         created_ms: grid::rpc_auth::now_ms(),
-        shard_hashes: Vec::new(),
+        ..ChunkReference::default()
     }
 }
 
@@ -335,6 +338,7 @@ async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRe
             h[h.len() - 32..].to_vec()
         })
         .collect();
+    ctx.io.owner.sign_reference(&mut full);
 
     // A holder that dies between taking its shard and taking the reference
     // leaves the chunk a shard short: store the chunk again (the dead node
@@ -430,6 +434,8 @@ async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Optio
     }
     let mut tasks = JoinSet::new();
     let mut asked = Vec::new();
+    let mut signed = reference(ctx, id);
+    ctx.io.owner.sign_reference(&mut signed);
     for (node, keys) in by_node {
         if grid.is_suspect(node) {
             // Hung lately: the chunk cannot be known stored there; it is
@@ -438,7 +444,7 @@ async fn already_stored(ctx: &WriteCtx, id: &ChunkId, homes: &[String]) -> Optio
         }
         asked.push(node.to_string());
         let client = grid.client(node).cloned()?;
-        let r = reference(ctx, id);
+        let r = signed.clone();
         let name = node.to_string();
         tasks.spawn(async move {
             let answer = async {
@@ -577,18 +583,17 @@ pub(crate) async fn add_refs(
         };
         let n = c.erasure.map_or(1, |e| e.total());
         let nodes = grid.placement(&id, n).map_err(chunk_io::ChunkError::from)?;
+        let mut r = ChunkReference {
+            chunk_id: c.id.clone(),
+            erasure: c.erasure,
+            shard_len: c.shard_len,
+            referrer: Some(referrer.clone()),
+            created_ms: now,
+            ..ChunkReference::default()
+        };
+        io.owner.sign_reference(&mut r);
         for node in &nodes {
-            by_node
-                .entry(node.clone())
-                .or_default()
-                .push(ChunkReference {
-                    chunk_id: c.id.clone(),
-                    erasure: c.erasure,
-                    shard_len: c.shard_len,
-                    referrer: Some(referrer.clone()),
-                    created_ms: now,
-                    shard_hashes: Vec::new(),
-                });
+            by_node.entry(node.clone()).or_default().push(r.clone());
         }
         homes_of.insert(c.id.clone(), nodes);
     }

@@ -6,12 +6,15 @@ use base64::Engine;
 use codec::{ChunkId, ChunkKey, DomainKey};
 use md5::{Digest, Md5};
 use metadata::sealed::RecordKeys;
+use metadata::signing::OwnerKey;
+use std::sync::Arc;
 
 const BUCKET_KEY_CONTEXT: &str = "gridstore 2026-11 bucket key v1";
 const PASSPHRASE_CONTEXT: &str = "gridstore 2026-11 master key from passphrase v1";
 const CUSTOMER_CHUNK_CONTEXT: &str = "gridstore 2026-11 sse-c chunk key v1";
 const ROOT_RECORDS_CONTEXT: &str = "gridstore 2026-12 root record keys v1";
 const BUCKET_RECORDS_CONTEXT: &str = "gridstore 2026-12 bucket record keys v1";
+const MAP_SIGNING_CONTEXT: &str = "gridstore 2026-12 cluster map signing key v1";
 
 /// The environment variable a gateway reads its master key from.
 pub const MASTER_KEY_ENV: &str = "GRIDSTORE_MASTER_KEY";
@@ -29,10 +32,17 @@ pub enum KeyError {
     CustomerKeyDigest,
 }
 
+fn derive(master: &[u8; 32], context: &str, material: &[u8]) -> [u8; 32] {
+    let mut m = Vec::with_capacity(32 + material.len());
+    m.extend_from_slice(master);
+    m.extend_from_slice(material);
+    blake3::derive_key(context, &m)
+}
+
 /// The cluster master key. Every bucket's data key derives from it, so
 /// losing it loses the data: back it up like the data itself.
 #[derive(Clone)]
-pub struct MasterKey([u8; 32]);
+pub struct MasterKey([u8; 32], Arc<OwnerKey>);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,7 +52,10 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        Self(b)
+        // Made once: deriving an Ed25519 key pair costs a scalar
+        // multiplication, and every record sealed is signed with it.
+        let owner = OwnerKey::from_seed(&derive(&b, MAP_SIGNING_CONTEXT, b""));
+        Self(b, Arc::new(owner))
     }
 
     /// 64 hex digits are the key itself; anything else is a passphrase of
@@ -51,12 +64,15 @@ impl MasterKey {
         let s = s.trim();
         let mut b = [0u8; 32];
         if s.len() == 64 && hex::decode_to_slice(s, &mut b).is_ok() {
-            return Ok(Self(b));
+            return Ok(Self::from_bytes(b));
         }
         if s.chars().count() < 32 {
             return Err(KeyError::WeakMasterKey);
         }
-        Ok(Self(blake3::derive_key(PASSPHRASE_CONTEXT, s.as_bytes())))
+        Ok(Self::from_bytes(blake3::derive_key(
+            PASSPHRASE_CONTEXT,
+            s.as_bytes(),
+        )))
     }
 
     pub fn from_env() -> Result<Self, KeyError> {
@@ -73,10 +89,7 @@ impl MasterKey {
     /// A 32-byte key for `context` and `material`, derived from the master
     /// key (for gateway-held secrets other than bucket data).
     pub fn derive(&self, context: &str, material: &[u8]) -> [u8; 32] {
-        let mut m = Vec::with_capacity(32 + material.len());
-        m.extend_from_slice(&self.0);
-        m.extend_from_slice(material);
-        blake3::derive_key(context, &m)
+        derive(&self.0, context, material)
     }
 
     /// The key domain of one bucket: chunk ids, chunk keys and chunking
@@ -91,13 +104,20 @@ impl MasterKey {
     /// The keys that seal the records kept on the root replicas (buckets,
     /// users, locks) and hash their names.
     pub fn root_record_keys(&self) -> RecordKeys {
-        RecordKeys::new(&self.derive(ROOT_RECORDS_CONTEXT, b""))
+        RecordKeys::new(&self.derive(ROOT_RECORDS_CONTEXT, b"")).signing_with(self.owner_key())
+    }
+
+    /// The owner's cluster-map signing key: whoever holds the master key
+    /// (gateways, `gridstore admin`) may change the map; no farm can.
+    pub fn owner_key(&self) -> Arc<OwnerKey> {
+        self.1.clone()
     }
 
     /// The keys that seal one bucket's records (versions, uploads, parts)
     /// and hash its object keys.
     pub fn bucket_record_keys(&self, bucket_id: &[u8]) -> RecordKeys {
         RecordKeys::new(&self.derive(BUCKET_RECORDS_CONTEXT, bucket_id))
+            .signing_with(self.owner_key())
     }
 }
 

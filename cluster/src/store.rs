@@ -198,7 +198,21 @@ impl ObjectStore {
 
     /// Adopt `map` if it is newer than the one in use; returns whether it
     /// was. Clients of nodes whose address did not change are kept.
+    /// The owner's map-signing key, from the master key.
+    pub fn owner_key(&self) -> std::sync::Arc<grid::signed_map::OwnerKey> {
+        self.inner.master.owner_key()
+    }
+
+    /// Follow `map` if it is newer than the one in use and signed as a
+    /// map must be (`grid::signed_map`): a node cannot steer a gateway's
+    /// writes with a map it made up.
     pub fn set_map(&self, map: metadata::model::ClusterMap) -> bool {
+        if let Err(e) =
+            grid::signed_map::verify(&map, Some(&self.inner.master.owner_key().public()))
+        {
+            tracing::warn!(epoch = map.epoch, error = %e, "a node offered a cluster map not signed as it must be; ignored");
+            return false;
+        }
         let mut g = self.inner.grid.write().unwrap_or_else(|p| p.into_inner());
         if map.epoch <= g.map().epoch {
             return false;
@@ -471,6 +485,7 @@ impl ObjectStore {
             grid: self.grid(),
             cfg: self.inner.cfg.clone(),
             repair: RepairSink(self.inner.repair.clone()),
+            owner: self.inner.master.owner_key(),
         }
     }
 }

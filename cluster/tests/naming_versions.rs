@@ -151,6 +151,7 @@ fn map(nodes: &[(&str, NodeState)]) -> ClusterMap {
             })
             .collect(),
         clients: vec![],
+        ..ClusterMap::default()
     }
 }
 

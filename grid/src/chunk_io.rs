@@ -866,6 +866,7 @@ mod tests {
                 epoch: 1,
                 nodes,
                 clients: vec![],
+                ..ClusterMap::default()
             },
             RpcKey::from_secret(b"test"),
             ClientOptions::default(),

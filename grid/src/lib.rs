@@ -10,6 +10,8 @@
 //! * [`chunk_io`]: the cluster map in use ([`chunk_io::Grid`]), placement
 //!   of a chunk's shards, and shard reads and writes across nodes;
 //! * [`membership`]: agreeing on and spreading the cluster map;
+//! * [`signed_map`]: who may change the map (the owner, or a majority of
+//!   nodes for liveness);
 //! * [`replicas`]: metadata records on replica sets, written and read by
 //!   quorum;
 //! * [`table`]: one record kind on its replica set, typed: the generic
@@ -23,6 +25,7 @@ pub mod node_api;
 pub mod node_client;
 pub mod replicas;
 pub mod rpc_auth;
+pub mod signed_map;
 pub mod stragglers;
 pub mod table;
 pub mod task;

@@ -10,6 +10,7 @@
 
 use crate::chunk_io::Grid;
 use crate::node_client::RpcError;
+use crate::signed_map::{self, OwnerKey};
 use metadata::model::{ClientIdentity, ClusterMap, Node, NodeState};
 use std::time::Duration;
 
@@ -61,15 +62,21 @@ fn state_name(s: i32) -> String {
     )
 }
 
-/// The newest map any node of `grid` holds (the grid's own if none answers
-/// with a newer one).
-pub async fn current_map(grid: &Grid) -> Result<ClusterMap, MembershipError> {
+/// The newest map any node of `grid` holds that the owner (`owner`) or,
+/// for liveness, a majority of nodes signed. A map a node made up is
+/// never the base of a change the owner then signs.
+pub async fn current_map(grid: &Grid, owner: &OwnerKey) -> Result<ClusterMap, MembershipError> {
     let mut best: Option<ClusterMap> = None;
+    let public = owner.public();
     for n in &grid.map().nodes {
         let Some(c) = grid.client(&n.id) else {
             continue;
         };
         if let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_secs(3), c.get_map()).await {
+            if let Err(e) = signed_map::verify(&m, Some(&public)) {
+                tracing::warn!(node = %n.id, epoch = m.epoch, error = %e, "node holds a map not signed as it must be; ignored");
+                continue;
+            }
             if best.as_ref().is_none_or(|b| m.epoch > b.epoch) {
                 best = Some(m);
             }
@@ -85,8 +92,9 @@ pub async fn current_map(grid: &Grid) -> Result<ClusterMap, MembershipError> {
 /// ever move the epoch forward, and a seed must never roll them back.
 /// Returns the nodes seeded; nodes that did not answer are skipped (the
 /// next round reaches them).
-pub async fn seed(grid: &Grid) -> Vec<String> {
-    let map = grid.map();
+pub async fn seed(grid: &Grid, owner: &OwnerKey) -> Vec<String> {
+    let signed = owner.signed(grid.map().clone());
+    let map = &signed;
     let mut seeded = Vec::new();
     for n in &map.nodes {
         if n.state == NodeState::Removed as i32 {
@@ -215,14 +223,19 @@ async fn changed(
 
 /// Make `change` and hand the new map to every node of it; returns the map
 /// the nodes hold once the change is in it.
-pub async fn apply(grid: &Grid, change: Change) -> Result<ClusterMap, MembershipError> {
+pub async fn apply(
+    grid: &Grid,
+    owner: &OwnerKey,
+    change: Change,
+) -> Result<ClusterMap, MembershipError> {
     const TRIES: usize = 5;
     for _ in 0..TRIES {
-        let map = current_map(grid).await?;
+        let map = current_map(grid, owner).await?;
         if holds(&map, &change) {
             return Ok(map);
         }
-        let next = changed(&grid.with_map(map.clone()), &map, &change).await?;
+        let mut next = changed(&grid.with_map(map.clone()), &map, &change).await?;
+        owner.sign(&mut next);
         let target = grid.with_map(next.clone());
         for n in &next.nodes {
             if let Some(c) = target.client(&n.id) {
@@ -233,7 +246,7 @@ pub async fn apply(grid: &Grid, change: Change) -> Result<ClusterMap, Membership
         }
         // Let a racing proposal, if any, settle before reading back.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = current_map(&target).await?;
+        let now = current_map(&target, owner).await?;
         if holds(&now, &change) {
             return Ok(now);
         }

@@ -54,6 +54,9 @@ pub const REFS_REMOVE: &str = "/v1/refs:remove";
 pub const REFS_LIST: &str = "/v1/refs:list";
 pub const STATUS: &str = "/v1/status";
 pub const MAP: &str = "/v1/map";
+/// POST a proposed liveness change (a `ClusterMap`); the reply is the
+/// node's `LivenessVote` for it, or a refusal.
+pub const MAP_VOTE: &str = "/v1/map:vote";
 pub const REPAIR_HINT: &str = "/v1/repair:hint";
 pub const META_DIGEST: &str = "/v1/meta:digest";
 pub const META_CHANGES: &str = "/v1/meta:changes";

@@ -481,6 +481,16 @@ impl NodeClient {
         self.call_record(Method::PUT, api::MAP, map.encode_record().into())
             .await
     }
+
+    /// Ask a node to sign `map`, a liveness change, with its identity; it
+    /// refuses unless it sees the same up and down itself.
+    pub async fn map_vote(
+        &self,
+        map: &ClusterMap,
+    ) -> Result<metadata::model::LivenessVote, RpcError> {
+        self.call_record(Method::POST, api::MAP_VOTE, map.encode_record().into())
+            .await
+    }
 }
 
 /// A body fed through a channel: for streaming a body produced elsewhere

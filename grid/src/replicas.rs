@@ -235,7 +235,14 @@ pub struct MergedScan {
     cursors: Vec<Cursor>,
     /// Replicas that differed from the merged value, for read repair.
     pub stale: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Whether a (key, value) is authentic; asked only where replicas
+    /// disagree, so a farm's made-up record neither wins by its revision
+    /// nor adds a key.
+    valid: Option<Validator>,
 }
+
+/// See [`MergedScan::validated_by`].
+pub type Validator = Arc<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
 
 impl MergedScan {
     pub fn new(
@@ -261,7 +268,14 @@ impl MergedScan {
                 })
                 .collect(),
             stale: Vec::new(),
+            valid: None,
         }
+    }
+
+    /// Check records with `valid` wherever the replicas disagree.
+    pub fn validated_by(mut self, valid: Validator) -> Self {
+        self.valid = Some(valid);
+        self
     }
 
     /// Items per page asked of each replica.
@@ -370,46 +384,53 @@ impl MergedScan {
 
     /// The next key in order and its merged value.
     pub async fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, MetaError> {
-        self.fill().await?;
-        let Some(min) = self
-            .cursors
-            .iter()
-            .filter_map(|c| c.buf.front().map(|kv| kv.key.clone()))
-            .min()
-        else {
-            return Ok(None);
-        };
-        let mut best: Option<(u64, Vec<u8>)> = None;
-        let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut missing: Vec<String> = Vec::new();
-        for c in &mut self.cursors {
-            if c.buf.front().is_some_and(|kv| kv.key == min) {
-                let Some(kv) = c.buf.pop_front() else {
-                    continue;
-                };
-                let rev = revision_of(self.table, &kv.value).unwrap_or(0);
-                if best.as_ref().is_none_or(|(r, _)| rev > *r) {
-                    best = Some((rev, kv.value.clone()));
+        loop {
+            self.fill().await?;
+            let Some(min) = self
+                .cursors
+                .iter()
+                .filter_map(|c| c.buf.front().map(|kv| kv.key.clone()))
+                .min()
+            else {
+                return Ok(None);
+            };
+            let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut missing: Vec<String> = Vec::new();
+            for c in &mut self.cursors {
+                if c.buf.front().is_some_and(|kv| kv.key == min) {
+                    if let Some(kv) = c.buf.pop_front() {
+                        seen.push((c.node.clone(), kv.value));
+                    }
+                } else {
+                    missing.push(c.node.clone());
                 }
-                seen.push((c.node.clone(), kv.value));
-            } else {
-                missing.push(c.node.clone());
             }
-        }
-        let Some((_, value)) = best else {
-            return Ok(None);
-        };
-        for (node, v) in seen {
-            if v != value {
+            let agree = missing.is_empty() && seen.windows(2).all(|w| w[0].1 == w[1].1);
+            let mut best: Option<(u64, Vec<u8>)> = None;
+            for (node, v) in &seen {
+                if !agree && self.valid.as_ref().is_some_and(|ok| !ok(&min, v)) {
+                    tracing::warn!(%node, table = self.table.name(), "a replica served a record no key holder sealed; ignored");
+                    continue;
+                }
+                let rev = revision_of(self.table, v).unwrap_or(0);
+                if best.as_ref().is_none_or(|(r, _)| rev > *r) {
+                    best = Some((rev, v.clone()));
+                }
+            }
+            // Only made-up records under this key: no key at all.
+            let Some((_, value)) = best else { continue };
+            for (node, v) in seen {
+                if v != value {
+                    self.stale.push((node, min.clone(), value.clone()));
+                }
+            }
+            for node in missing {
                 self.stale.push((node, min.clone(), value.clone()));
             }
+            // Bounded: repair is a courtesy, not a queue.
+            self.stale.truncate(1000);
+            return Ok(Some((min, value)));
         }
-        for node in missing {
-            self.stale.push((node, min.clone(), value.clone()));
-        }
-        // Bounded: repair is a courtesy, not a queue.
-        self.stale.truncate(1000);
-        Ok(Some((min, value)))
     }
 
     /// Send the merged values to the replicas that lacked them.

@@ -65,7 +65,20 @@ impl<R: Replicated> Table<R> {
     /// answered with something older, or nothing, are sent the winner in
     /// the background.
     pub async fn get(&self, key: &[u8]) -> Result<Option<R>, MetaError> {
-        let answers = replicas::read(&self.grid, &self.set, R::TABLE, key).await?;
+        let mut answers = replicas::read(&self.grid, &self.set, R::TABLE, key).await?;
+        // A farm may answer with a record no key holder sealed, under a
+        // revision made up to win: where the replicas disagree, what does
+        // not open counts as nothing (and is repaired over). Where they
+        // agree, the one open below is the check.
+        if answers.windows(2).any(|w| w[0].1 != w[1].1) {
+            for (_, v) in answers.iter_mut() {
+                if v.as_ref()
+                    .is_some_and(|b| open::<R>(&self.keys, key, b).is_err())
+                {
+                    *v = None;
+                }
+            }
+        }
         let (winner, stale) = replicas::pick_latest(answers, R::TABLE);
         let Some(bytes) = winner else {
             return Ok(None);
@@ -108,8 +121,12 @@ impl<R: Replicated> Table<R> {
     /// Every record in `[start, end)` in key order, merged over a read
     /// quorum, fetched a page at a time.
     pub fn scan(&self, start: Vec<u8>, end: Option<Vec<u8>>) -> Scan<R> {
+        let keys = self.keys.clone();
+        let valid: replicas::Validator =
+            Arc::new(move |key: &[u8], bytes: &[u8]| open::<R>(&keys, key, bytes).is_ok());
         Scan {
-            inner: MergedScan::new(self.grid.clone(), &self.set, R::TABLE, start, end),
+            inner: MergedScan::new(self.grid.clone(), &self.set, R::TABLE, start, end)
+                .validated_by(valid),
             keys: self.keys.clone(),
             kind: PhantomData,
         }

@@ -68,6 +68,19 @@ impl IdentityKey {
         IdentityKey(Sha256::digest(spki_der).into())
     }
 
+    /// The key of an Ed25519 public key (what its certificate's
+    /// SubjectPublicKeyInfo hashes to).
+    pub fn of_ed25519(public_key: &[u8]) -> IdentityKey {
+        // SEQUENCE { SEQUENCE { OID 1.3.101.112 } BIT STRING (32 bytes) }
+        const PREFIX: [u8; 12] = [
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        let mut h = Sha256::new();
+        h.update(PREFIX);
+        h.update(public_key);
+        IdentityKey(h.finalize().into())
+    }
+
     /// As the cluster map carries it (`None` unless exactly 32 bytes).
     pub fn from_bytes(b: &[u8]) -> Option<IdentityKey> {
         b.try_into().ok().map(IdentityKey)
@@ -100,6 +113,9 @@ impl fmt::Debug for IdentityKey {
 pub struct Identity {
     certified: Arc<CertifiedKey>,
     key: IdentityKey,
+    /// The same key pair, for signing what is not a TLS handshake
+    /// (liveness votes on cluster maps).
+    signer: Arc<ring::signature::Ed25519KeyPair>,
 }
 
 impl fmt::Debug for Identity {
@@ -129,11 +145,20 @@ impl Identity {
     pub fn from_der(cert: Vec<u8>, key: Vec<u8>) -> Result<Identity, rustls::Error> {
         let cert = CertificateDer::from(cert);
         let key_id = IdentityKey::of_cert(&cert)?;
+        let signer = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&key)
+            .map_err(|e| rustls::Error::General(format!("not an Ed25519 key: {e}")))?;
+        if IdentityKey::of_ed25519(ring::signature::KeyPair::public_key(&signer).as_ref()) != key_id
+        {
+            return Err(rustls::Error::General(
+                "the key is not the certificate's".into(),
+            ));
+        }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
         let certified = CertifiedKey::from_der(vec![cert], key, &provider())?;
         Ok(Identity {
             certified: Arc::new(certified),
             key: key_id,
+            signer: Arc::new(signer),
         })
     }
 
@@ -176,6 +201,20 @@ impl Identity {
         }
         let made = Identity::generate()?;
         Ok(E.get_or_init(|| made).clone())
+    }
+
+    /// Sign `message` with this identity's key (Ed25519).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.signer.sign(message).as_ref());
+        out
+    }
+
+    /// The Ed25519 public key whose certificate this is.
+    pub fn public_key(&self) -> Vec<u8> {
+        ring::signature::KeyPair::public_key(&*self.signer)
+            .as_ref()
+            .to_vec()
     }
 
     pub fn key(&self) -> IdentityKey {

@@ -21,6 +21,7 @@ pub mod record;
 pub mod replicated;
 pub mod sealed;
 pub mod shard_key;
+pub mod signing;
 
 pub use record::{Record, RecordError};
 pub use replicated::Replicated;

@@ -344,6 +344,16 @@ pub struct ChunkReference {
     /// self-consistent shard a dishonest peer forged. Empty when unknown.
     #[prost(bytes = "vec", repeated, tag = "6")]
     pub shard_hashes: Vec<Vec<u8>>,
+    /// The owner's signature over the chunk id, erasure, referrer and
+    /// creation time (`crate::signing`): a node takes a reference from a
+    /// peer only with it, so no farm can make one up.
+    #[prost(bytes = "vec", tag = "7")]
+    pub signature: Vec<u8>,
+    /// The owner's signature over the chunk id, erasure, shard length and
+    /// shard hashes; travels with the hashes when a node copies them to
+    /// another reference of the chunk.
+    #[prost(bytes = "vec", tag = "8")]
+    pub hashes_signature: Vec<u8>,
 }
 
 impl ChunkReference {
@@ -544,7 +554,38 @@ pub struct ClusterMap {
     /// tools), by identity key.
     #[prost(message, repeated, tag = "3")]
     pub clients: Vec<ClientIdentity>,
+    /// The owner's map-signing public key (Ed25519, 32 bytes): the first
+    /// map a node takes pins it, and every later map must be signed by it
+    /// or, for a liveness change only, by a majority of the nodes.
+    #[prost(bytes = "vec", tag = "4")]
+    pub owner_key: Vec<u8>,
+    /// The owner's signature over this whole map (`grid::signed_map`).
+    #[prost(bytes = "vec", tag = "5")]
+    pub owner_signature: Vec<u8>,
+    /// The owner's signature over the map's membership: the map with its
+    /// epoch and every node's up/down state left out, so nodes can mark
+    /// each other down and up without the owner, and nothing else.
+    #[prost(bytes = "vec", tag = "6")]
+    pub membership_signature: Vec<u8>,
+    /// Nodes' signatures over this whole map, for a liveness change.
+    #[prost(message, repeated, tag = "7")]
+    pub votes: Vec<LivenessVote>,
 }
+
+/// One node's signature over a map that changes only who is up or down.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LivenessVote {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    /// The node's Ed25519 public key; its SubjectPublicKeyInfo hashes to
+    /// the node's identity key in the map.
+    #[prost(bytes = "vec", tag = "2")]
+    pub public_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub signature: Vec<u8>,
+}
+
+impl Record for LivenessVote {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]

@@ -10,11 +10,17 @@
 //! key, pass an old state off under a new revision, or splice two records.
 //!
 //! ```text
-//! 0      tag (SEALED_TAG)
+//! 0      tag (SIGNED_TAG; SEALED_TAG without the signature)
 //! 1..9   revision, big endian (what replicas merge by)
 //! 9..33  nonce (random: XChaCha's 24 bytes make collisions negligible)
 //! 33..   ciphertext of the record's plain encoding, then the 16-byte tag
+//! last 64 the owner's Ed25519 signature over table, key and all the above
 //! ```
+//!
+//! The AEAD lets a gateway refuse what it did not seal; the signature lets
+//! a node, which holds no key, refuse a record a farm made up when it
+//! arrives from a peer (anti-entropy), so a forged record never spreads
+//! and never outranks the real one by a made-up revision.
 //!
 //! Record keys reveal no names either: where a key would hold a name, it
 //! holds [`RecordKeys::name_hash`], a keyed hash only key holders can
@@ -22,11 +28,15 @@
 
 use crate::db::Table;
 use crate::record::{Record, RecordError};
+use crate::signing::{self, OwnerKey, SIGNATURE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use std::sync::Arc;
 
 /// The first byte of a sealed record.
 pub const SEALED_TAG: u8 = 2;
+/// The first byte of a sealed record that carries the owner's signature.
+pub const SIGNED_TAG: u8 = 3;
 const HEADER_LEN: usize = 1 + 8;
 const NONCE_LEN: usize = 24;
 const AEAD_TAG_LEN: usize = 16;
@@ -44,6 +54,8 @@ const AAD_CONTEXT: &[u8] = b"gridstore sealed record v1";
 pub struct RecordKeys {
     seal: XChaCha20Poly1305,
     names: [u8; 32],
+    /// Signs what is sealed, so nodes can check it (see the module doc).
+    signer: Option<Arc<OwnerKey>>,
 }
 
 impl std::fmt::Debug for RecordKeys {
@@ -71,7 +83,14 @@ impl RecordKeys {
         Self {
             seal: XChaCha20Poly1305::new(&seal.into()),
             names: blake3::derive_key(NAME_CONTEXT, secret),
+            signer: None,
         }
+    }
+
+    /// These keys, signing every record they seal with `owner`.
+    pub fn signing_with(mut self, owner: Arc<OwnerKey>) -> Self {
+        self.signer = Some(owner);
+        self
     }
 
     /// The keyed hash that stands for `name` in record keys.
@@ -87,8 +106,12 @@ impl RecordKeys {
     /// `record` sealed for `key` of `table`, carrying `revision` in clear.
     pub fn seal<R: Record>(&self, table: Table, key: &[u8], revision: u64, record: &R) -> Vec<u8> {
         let plain = record.encode_record();
-        let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
-        out.push(SEALED_TAG);
+        let mut out = Vec::with_capacity(plain.len() + OVERHEAD + SIGNATURE_LEN);
+        out.push(if self.signer.is_some() {
+            SIGNED_TAG
+        } else {
+            SEALED_TAG
+        });
         out.extend_from_slice(&revision.to_be_bytes());
         let nonce: [u8; NONCE_LEN] = rand::random();
         out.extend_from_slice(&nonce);
@@ -105,6 +128,10 @@ impl RecordKeys {
             )
             .expect("record far below the AEAD's message limit");
         out.extend_from_slice(&sealed);
+        if let Some(owner) = &self.signer {
+            let sig = owner.sign_digest(signing::RECORD_CONTEXT, &record_digest(table, key, &out));
+            out.extend_from_slice(&sig);
+        }
         out
     }
 
@@ -117,6 +144,7 @@ impl RecordKeys {
         bytes: &[u8],
     ) -> Result<R, RecordError> {
         check_envelope(bytes)?;
+        let bytes = unsigned_part(bytes);
         let (head, rest) = bytes.split_at(HEADER_LEN);
         let (nonce, body) = rest.split_at(NONCE_LEN);
         let plain = self
@@ -149,13 +177,58 @@ fn aad(table: Table, key: &[u8], head: &[u8]) -> Vec<u8> {
 /// without the key).
 pub fn check_envelope(bytes: &[u8]) -> Result<(), RecordError> {
     let (&tag, _) = bytes.split_first().ok_or(RecordError::Empty)?;
-    if tag != SEALED_TAG {
-        return Err(RecordError::UnsupportedVersion(tag));
-    }
-    if bytes.len() < OVERHEAD {
+    let min = match tag {
+        SEALED_TAG => OVERHEAD,
+        SIGNED_TAG => OVERHEAD + SIGNATURE_LEN,
+        _ => return Err(RecordError::UnsupportedVersion(tag)),
+    };
+    if bytes.len() < min {
         return Err(RecordError::Malformed("sealed record too short".into()));
     }
     Ok(())
+}
+
+/// A sealed record without its signature, if it has one.
+fn unsigned_part(bytes: &[u8]) -> &[u8] {
+    if bytes.first() == Some(&SIGNED_TAG) {
+        &bytes[..bytes.len() - SIGNATURE_LEN]
+    } else {
+        bytes
+    }
+}
+
+fn record_digest(table: Table, key: &[u8], unsigned: &[u8]) -> [u8; 32] {
+    let name = table.name().as_bytes();
+    let mut h = blake3::Hasher::new();
+    h.update(&(name.len() as u32).to_be_bytes());
+    h.update(name);
+    h.update(&(key.len() as u32).to_be_bytes());
+    h.update(key);
+    h.update(unsigned);
+    *h.finalize().as_bytes()
+}
+
+/// Whether `bytes`, found at `key` of `table`, was sealed and signed by
+/// the owner whose public key is `owner`: what a node checks before it
+/// takes a record from a peer. It says nothing of the contents, which
+/// only key holders can open.
+pub fn verify_signed(
+    table: Table,
+    key: &[u8],
+    bytes: &[u8],
+    owner: &[u8],
+) -> Result<(), RecordError> {
+    check_envelope(bytes)?;
+    if bytes[0] != SIGNED_TAG {
+        return Err(RecordError::Unauthentic);
+    }
+    let (unsigned, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+    let digest = record_digest(table, key, unsigned);
+    if signing::verifies(owner, signing::RECORD_CONTEXT, &digest, sig) {
+        Ok(())
+    } else {
+        Err(RecordError::Unauthentic)
+    }
 }
 
 /// The revision in a sealed record's clear header.
@@ -214,6 +287,38 @@ mod tests {
         assert!(k
             .open::<Bucket>(Table::Buckets, b"key", &bucket().encode_record())
             .is_err());
+    }
+
+    #[test]
+    fn nodes_can_check_the_owner_signed_a_record_and_nothing_else() {
+        let owner = Arc::new(OwnerKey::from_seed(&[5; 32]));
+        let public = owner.public();
+        let k = RecordKeys::new(&[1; 32]).signing_with(owner);
+        let sealed = k.seal(Table::Buckets, b"key", 42, &bucket());
+        assert_eq!(revision(&sealed), Some(42));
+        verify_signed(Table::Buckets, b"key", &sealed, &public).unwrap();
+        let back: Bucket = k.open(Table::Buckets, b"key", &sealed).unwrap();
+        assert_eq!(back, bucket());
+        // Moved, re-dated, altered, unsigned, or signed by another key.
+        assert!(verify_signed(Table::Buckets, b"kez", &sealed, &public).is_err());
+        assert!(verify_signed(Table::Users, b"key", &sealed, &public).is_err());
+        for at in [1, 8, 20, sealed.len() - 70, sealed.len() - 1] {
+            let mut t = sealed.clone();
+            t[at] ^= 1;
+            assert!(
+                verify_signed(Table::Buckets, b"key", &t, &public).is_err(),
+                "byte {at}"
+            );
+        }
+        let plain = RecordKeys::new(&[1; 32]).seal(Table::Buckets, b"key", 43, &bucket());
+        assert_eq!(
+            verify_signed(Table::Buckets, b"key", &plain, &public),
+            Err(RecordError::Unauthentic)
+        );
+        let farm = RecordKeys::new(&[1; 32]).signing_with(Arc::new(OwnerKey::from_seed(&[6; 32])));
+        let forged = farm.seal(Table::Buckets, b"key", 99, &bucket());
+        assert!(verify_signed(Table::Buckets, b"key", &forged, &public).is_err());
+        assert!(verify_signed(Table::Buckets, b"key", &sealed[..40], &public).is_err());
     }
 
     #[test]

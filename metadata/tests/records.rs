@@ -105,7 +105,46 @@ fn every_record_round_trips() {
         }),
         created_ms: 11,
         shard_hashes: (0..6).map(|i| vec![i; 32]).collect(),
+        ..ChunkReference::default()
     };
+    // Signed by the owner, checkable by anyone with the public key;
+    // altering what either signature covers breaks it.
+    let owner = metadata::signing::OwnerKey::from_seed(&[1; 32]);
+    let mut signed = r.clone();
+    owner.sign_reference(&mut signed);
+    assert!(metadata::signing::reference_verifies(
+        &signed,
+        &owner.public()
+    ));
+    let other = metadata::signing::OwnerKey::from_seed(&[2; 32]);
+    assert!(!metadata::signing::reference_verifies(
+        &signed,
+        &other.public()
+    ));
+    assert!(!metadata::signing::reference_verifies(&r, &owner.public()));
+    let mut moved = signed.clone();
+    moved.referrer.as_mut().unwrap().part_number = 1;
+    assert!(!metadata::signing::reference_verifies(
+        &moved,
+        &owner.public()
+    ));
+    let mut forged = signed.clone();
+    forged.shard_hashes[2][0] ^= 1;
+    assert!(!metadata::signing::reference_verifies(
+        &forged,
+        &owner.public()
+    ));
+    // The hashes' signature travels with them to another referrer.
+    let mut other_ref = r.clone();
+    other_ref.shard_hashes.clear();
+    other_ref.referrer.as_mut().unwrap().version = vec![2; VERSION_ID_LEN];
+    owner.sign_reference(&mut other_ref);
+    other_ref.shard_hashes = signed.shard_hashes.clone();
+    other_ref.hashes_signature = signed.hashes_signature.clone();
+    assert!(metadata::signing::reference_verifies(
+        &other_ref,
+        &owner.public()
+    ));
     assert_eq!(
         ChunkReference::decode_record(&r.encode_record()).unwrap(),
         r
@@ -128,6 +167,7 @@ fn every_record_round_trips() {
             key: vec![9; 32],
         }],
         clients: vec![],
+        ..ClusterMap::default()
     };
     let back = ClusterMap::decode_record(&m.encode_record()).unwrap();
     assert_eq!(back, m);
@@ -209,6 +249,7 @@ fn bad_input_is_a_typed_error() {
             },
         ],
         clients: vec![],
+        ..ClusterMap::default()
     };
     assert_eq!(
         ClusterMap::decode_record(&m.encode_record()),
@@ -282,6 +323,7 @@ fn a_record_from_this_version_decodes_after_fields_are_added() {
             key: vec![],
         }],
         clients: vec![],
+        ..ClusterMap::default()
     };
     let newer = ClusterMapV2::decode_record(&current.encode_record()).unwrap();
     assert_eq!(newer.epoch, 8);

@@ -59,6 +59,8 @@ pub struct SyncReport {
     pub pulled: u64,
     /// Records this node gave to peers.
     pub pushed: u64,
+    /// Records peers served that the owner did not sign, left alone.
+    pub refused: u64,
 }
 
 /// One table's key range `[start, end)` (`end` absent: the table's end).
@@ -345,7 +347,24 @@ async fn merge_page(
     for kv in remote {
         both.entry(kv.key).or_default().1 = Some(kv.value);
     }
+    // What a peer hands over is taken only if the owner signed it: a farm
+    // serving made-up records must not spread them (see `metadata::sealed`).
+    let n = node.clone();
+    let owner = blocking(move || Ok(n.owner_key()?))
+        .await?
+        .unwrap_or_default();
     for (key, (mine, theirs)) in both {
+        let theirs = match theirs {
+            Some(t) if metadata::sealed::verify_signed(table, &key, &t, &owner).is_err() => {
+                report.refused += 1;
+                tracing::warn!(
+                    table = table.name(),
+                    "a peer served a record the owner did not sign; not taken"
+                );
+                None
+            }
+            t => t,
+        };
         let take = match (&mine, &theirs) {
             (Some(a), Some(b)) if a == b => continue,
             (Some(a), Some(b)) => !metadata::replicated::newer(table, a, b),

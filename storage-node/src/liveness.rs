@@ -12,6 +12,11 @@
 //! under one epoch; [`Node::offer_map`] then keeps the one with the
 //! greater hash everywhere, so the grid converges on one map.
 //!
+//! A change takes effect only with the signatures of a strict majority of
+//! the map's nodes (`grid::signed_map`): the proposer asks every peer it
+//! reaches for a vote ([`vote`]), and each signs only what its own
+//! heartbeats show. One farm alone, however it lies, marks no one down.
+//!
 //! This is deliberately not consensus: a map change only moves where
 //! shards should be rebuilt, and every write is checked against the
 //! shards actually stored, so a wrong "down" costs repair traffic, never
@@ -21,9 +26,10 @@
 
 use crate::node::{Node, NodeError};
 use crate::repair::grid_of;
+use metadata::model::LivenessVote;
 use metadata::model::{ClusterMap, NodeState};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Heartbeat settings.
@@ -59,6 +65,82 @@ pub struct Liveness {
 }
 
 const NO_MAP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// What this node's own heartbeats last showed: the ground for its votes,
+/// shared between the liveness loop and the RPC server.
+#[derive(Debug, Default)]
+pub struct PeerView(Mutex<Option<Seen>>);
+
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    /// Older than this, the view is no ground for a vote.
+    fresh_for: Duration,
+    /// Heard from within the down timeout (or not yet due).
+    alive: HashSet<String>,
+    /// Answering steadily for two heartbeats or more.
+    steady: HashSet<String>,
+}
+
+impl PeerView {
+    fn set(&self, seen: Seen) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+    }
+
+    fn fresh(&self) -> Option<Seen> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|s| s.at.elapsed() < s.fresh_for)
+            .cloned()
+    }
+}
+
+/// This node's signature for `proposal`, a liveness change of the map it
+/// holds, if its own heartbeats show the same: every node it marks down
+/// unheard from, every node it marks up answering steadily, this node not
+/// down. Anything else is refused.
+pub fn vote(node: &Node, proposal: &ClusterMap) -> Result<LivenessVote, NodeError> {
+    let current = node
+        .cluster_map()?
+        .ok_or_else(|| NodeError::Refused("this node holds no cluster map".into()))?;
+    if proposal.epoch <= current.epoch {
+        return Err(NodeError::Refused(format!(
+            "map {} is not newer than the held {}",
+            proposal.epoch, current.epoch
+        )));
+    }
+    if !grid::signed_map::liveness_only(&current, proposal) {
+        return Err(NodeError::Unauthorised(
+            "not only a liveness change of the map this node holds".into(),
+        ));
+    }
+    let seen = node
+        .peers
+        .fresh()
+        .ok_or_else(|| NodeError::Refused("no recent heartbeats of its own to judge by".into()))?;
+    for p in &proposal.nodes {
+        let was = current.nodes.iter().find(|c| c.id == p.id).map(|c| c.state);
+        if was == Some(p.state) {
+            continue;
+        }
+        let agrees = if p.id == node.id {
+            p.state == NodeState::Up as i32
+        } else if p.state == NodeState::Down as i32 {
+            !seen.alive.contains(&p.id)
+        } else {
+            p.state == NodeState::Up as i32 && seen.steady.contains(&p.id)
+        };
+        if !agrees {
+            return Err(NodeError::Refused(format!(
+                "this node does not see {} as the proposal says",
+                p.id
+            )));
+        }
+    }
+    Ok(grid::signed_map::vote(&node.identity, &node.id, proposal))
+}
 
 impl Liveness {
     pub fn new(cfg: LivenessConfig) -> Self {
@@ -131,6 +213,22 @@ impl Liveness {
                 }
             }
         }
+        node.peers.set(Seen {
+            at: now,
+            fresh_for: self.cfg.heartbeat * 3,
+            alive: map
+                .nodes
+                .iter()
+                .filter(|p| p.id != node.id && self.alive(&p.id, now))
+                .map(|p| p.id.clone())
+                .collect(),
+            steady: self
+                .up_since
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) >= self.cfg.heartbeat * 2)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        });
         if let Some((_, holder)) = newest {
             if let Some(client) = grid.client(&holder) {
                 if let Ok(Some(m)) = client.get_map().await {
@@ -147,6 +245,44 @@ impl Liveness {
             return Ok(None);
         }
         self.propose(node, &map, now).await
+    }
+
+    /// Votes for `proposal`: this node's own and those of the peers in
+    /// `reachable` that agree, asked all at once.
+    async fn gather_votes(
+        &self,
+        node: &Arc<Node>,
+        grid: &grid::chunk_io::Grid,
+        proposal: &ClusterMap,
+        reachable: &[&str],
+    ) -> Vec<LivenessVote> {
+        let mut votes = Vec::new();
+        match vote(node, proposal) {
+            Ok(v) => votes.push(v),
+            Err(e) => tracing::warn!(error = %e, "this node does not vote for its own proposal"),
+        }
+        let timeout = self.cfg.heartbeat.max(Duration::from_secs(2));
+        let asks = reachable
+            .iter()
+            .filter(|id| **id != node.id)
+            .filter_map(|id| grid.client(id).map(|c| (*id, c)))
+            .map(|(id, c)| async move {
+                match tokio::time::timeout(timeout, c.map_vote(proposal)).await {
+                    Ok(Ok(v)) => Some(v),
+                    Ok(Err(e)) => {
+                        tracing::debug!(node = %id, error = %e, "no vote");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            });
+        votes.extend(
+            futures_util::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten(),
+        );
+        votes
     }
 
     /// Clients for `map`, reusing those of the last round.
@@ -224,12 +360,21 @@ impl Liveness {
             return Ok(None);
         }
         next.epoch = map.epoch + 1;
+        next.owner_signature.clear();
+        next.votes.clear();
+        let grid = self.grid_for(node, map);
+        next.votes = self.gather_votes(node, &grid, &next, &reachable).await;
+        if let Err(e) = grid::signed_map::verify(&next, Some(&map.owner_key)) {
+            tracing::info!(epoch = next.epoch, changes = %changed.join(", "), error = %e,
+                "liveness change not agreed by a majority yet");
+            return Ok(None);
+        }
         let n = node.clone();
         let m = next.clone();
         tokio::task::spawn_blocking(move || n.offer_map(&m))
             .await
             .map_err(|e| NodeError::Refused(e.to_string()))??;
-        tracing::warn!(epoch = next.epoch, changes = %changed.join(", "), "cluster map changed");
+        tracing::warn!(epoch = next.epoch, changes = %changed.join(", "), votes = next.votes.len(), "cluster map changed");
         let grid = self.grid_for(node, &next);
         // All at once: one at a time, a peer that is down (the usual news)
         // would hold the others' copy back by its connect timeout, and

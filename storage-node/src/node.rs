@@ -11,7 +11,7 @@ use grid::tls::{ClientPolicy, Identity, IdentityError, IdentityKey};
 use metadata::db::{Db, DbError, Table};
 use metadata::model::ClusterMap;
 use metadata::Record;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
@@ -32,6 +32,9 @@ pub enum NodeError {
     Db(#[from] DbError),
     #[error("{0}")]
     Refused(String),
+    /// Not signed by whom it must be (a cluster map).
+    #[error("{0}")]
+    Unauthorised(String),
     /// Shards that would not rebuild (too few good ones, mismatched).
     #[error("codec: {0}")]
     Codec(#[from] codec::CodecError),
@@ -42,36 +45,59 @@ pub enum NodeError {
 /// Where a node keeps its identity, inside its data directory.
 pub const IDENTITY_DIR: &str = "identity";
 
+/// What a caller is to this node, by the identity its certificate proved.
+/// Authority follows from it (see `rpc_server::authorize` and the table
+/// in docs/architecture.md, "Who may call what").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Another node of the map: another owner's farm, trusted with
+    /// nothing it could not check or undo.
+    Peer,
+    /// A gateway or admin tool of the map: the data's owner.
+    Owner,
+}
+
 /// The clients a node lets connect: the nodes and clients of the map it
 /// holds. Before it holds one, or while its map names no identity at all
-/// (a grid from before identities), any client with a certificate: the
-/// first map must come from somewhere, and requests are still signed.
+/// (a grid from before identities), any client with a certificate, as an
+/// owner: the first map must come from somewhere, and a node outside any
+/// grid holds nothing of anyone's.
 #[derive(Debug, Default)]
-pub struct Admission(RwLock<Option<HashSet<IdentityKey>>>);
+pub struct Admission(RwLock<Option<HashMap<IdentityKey, Caller>>>);
 
 impl Admission {
     fn set(&self, map: Option<&ClusterMap>) {
-        let keys = map.map(|m| {
-            m.nodes
+        let known = map.map(|m| {
+            let peers = m
+                .nodes
                 .iter()
                 .filter(|n| n.state != metadata::model::NodeState::Removed as i32)
-                .map(|n| n.key.as_slice())
-                .chain(m.clients.iter().map(|c| c.key.as_slice()))
-                .filter_map(IdentityKey::from_bytes)
-                .collect::<HashSet<_>>()
+                .filter_map(|n| IdentityKey::from_bytes(&n.key))
+                .map(|k| (k, Caller::Peer));
+            // Listed as a client too: the owner said so.
+            let owners = m
+                .clients
+                .iter()
+                .filter_map(|c| IdentityKey::from_bytes(&c.key))
+                .map(|k| (k, Caller::Owner));
+            peers.chain(owners).collect::<HashMap<_, _>>()
         });
-        let keys = keys.filter(|k| !k.is_empty());
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        let known = known.filter(|k| !k.is_empty());
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = known;
+    }
+
+    /// What the holder of `key` is here; `None` for a stranger.
+    pub fn caller(&self, key: &IdentityKey) -> Option<Caller> {
+        match &*self.0.read().unwrap_or_else(|p| p.into_inner()) {
+            None => Some(Caller::Owner),
+            Some(known) => known.get(key).copied(),
+        }
     }
 }
 
 impl ClientPolicy for Admission {
     fn accepts(&self, key: &IdentityKey) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_none_or(|keys| keys.contains(key))
+        self.caller(key).is_some()
     }
 }
 
@@ -86,6 +112,8 @@ pub struct Node {
     /// Its TLS identity, as a server and as a client of its peers.
     pub identity: Identity,
     pub admission: Arc<Admission>,
+    /// What its own heartbeats show of its peers (its votes' ground).
+    pub peers: crate::liveness::PeerView,
     pub metrics: Metrics,
     /// Counters and work queue of self-healing ([`crate::repair`]).
     pub repair: crate::repair_state::RepairState,
@@ -146,6 +174,7 @@ impl Node {
         Ok(Node {
             identity,
             admission,
+            peers: Default::default(),
             id: cfg.node_id.clone(),
             site: cfg.site.clone(),
             store,
@@ -175,6 +204,15 @@ impl Node {
         self.db.get(Table::System, MAP_KEY)
     }
 
+    /// The owner's public key, as the held map names it: what records and
+    /// references from peers must be signed with.
+    pub fn owner_key(&self) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self
+            .cluster_map()?
+            .map(|m| m.owner_key)
+            .filter(|k| !k.is_empty()))
+    }
+
     /// The map held before the current one (where shards were before the
     /// last change).
     pub fn previous_map(&self) -> Result<Option<ClusterMap>, DbError> {
@@ -184,21 +222,31 @@ impl Node {
     /// Keep `map` if it is newer than the one held (or, under the same
     /// epoch, wins the tie-break); returns whether it was kept and the
     /// epoch now held.
-    pub fn offer_map(&self, map: &ClusterMap) -> Result<(bool, u64), DbError> {
+    pub fn offer_map(&self, map: &ClusterMap) -> Result<(bool, u64), NodeError> {
         let new = map.encode_record();
         loop {
             let current = self.db.get_raw(Table::System, MAP_KEY)?;
-            let epoch = match &current {
-                None => 0,
+            let held = match &current {
+                None => None,
                 Some(b) => {
-                    ClusterMap::decode_record(b)
-                        .map_err(|source| DbError::Record {
+                    Some(
+                        ClusterMap::decode_record(b).map_err(|source| DbError::Record {
                             table: Table::System.name(),
                             source,
-                        })?
-                        .epoch
+                        })?,
+                    )
                 }
             };
+            let epoch = held.as_ref().map_or(0, |m| m.epoch);
+            // The owner's key as the held map pins it; a node holding no
+            // map takes the first map's own (trust on first use, like the
+            // first map itself).
+            let pinned = held
+                .as_ref()
+                .map(|m| m.owner_key.as_slice())
+                .filter(|k| !k.is_empty());
+            grid::signed_map::verify(map, pinned)
+                .map_err(|e| NodeError::Unauthorised(format!("cluster map {}: {e}", map.epoch)))?;
             // Two nodes may propose different maps under the same epoch
             // (liveness after a partition heals): every node then keeps the
             // one with the greater hash, so the grid converges on one map.

@@ -1093,6 +1093,9 @@ async fn hand_back(
         if !shard_ok(&bytes, c, index) {
             return Err(fail("local copy fails verification"));
         }
+        // A home takes a shard from a peer only for a chunk it holds a
+        // reference to (rpc_server, `peer_may_place`).
+        push_refs(grid, home, &c.refs).await.map_err(fail)?;
         client
             .put_shard(&key, Bytes::from(bytes))
             .await

@@ -7,13 +7,13 @@
 //! tokio's blocking pool so the reactor keeps serving other requests.
 
 use crate::jobs::JobHost;
-use crate::node::Node;
+use crate::node::{Caller, Node};
 use crate::shard_store::{ShardReader, StoreError};
 use bytes::Bytes;
 use grid::node_api::{self as api};
 use grid::node_client::{BodyError, ChannelBody, ResponseBody};
 use grid::rpc_auth::{AuthError, BodyCheck};
-use grid::tls::{ClientPolicy, IdentityKey};
+use grid::tls::IdentityKey;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -68,6 +68,19 @@ impl From<StoreError> for Failure {
             StoreError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
+    }
+}
+
+impl From<crate::node::NodeError> for Failure {
+    fn from(e: crate::node::NodeError) -> Self {
+        use crate::node::NodeError;
+        match e {
+            NodeError::Unauthorised(m) => Failure::new(StatusCode::FORBIDDEN, m),
+            NodeError::Refused(m) => Failure::new(StatusCode::CONFLICT, m),
+            NodeError::Store(e) => e.into(),
+            NodeError::Db(e) => e.into(),
+            e => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
     }
 }
 
@@ -147,6 +160,7 @@ enum Op {
     Status,
     GetMap,
     PutMap,
+    MapVote,
     RepairHint,
     MetaDigest,
     MetaChanges,
@@ -176,6 +190,7 @@ impl Op {
             Op::Status => "status",
             Op::GetMap => "get_map",
             Op::PutMap => "put_map",
+            Op::MapVote => "map_vote",
             Op::RepairHint => "repair_hint",
             Op::MetaDigest => "meta_digest",
             Op::MetaChanges => "meta_changes",
@@ -216,6 +231,7 @@ impl Op {
             (Method::GET, api::STATUS) => Op::Status,
             (Method::GET, api::MAP) => Op::GetMap,
             (Method::PUT, api::MAP) => Op::PutMap,
+            (Method::POST, api::MAP_VOTE) => Op::MapVote,
             (Method::POST, api::REPAIR_HINT) => Op::RepairHint,
             (Method::POST, api::META_DIGEST) => Op::MetaDigest,
             (Method::POST, api::META_CHANGES) => Op::MetaChanges,
@@ -247,23 +263,25 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let probe = matches!(op, Op::Health | Op::Metrics);
-    let result = match client {
-        None if !probe => Err(Failure::new(
+    // The map may have moved on since the handshake: a client it no
+    // longer lists loses its open connections too, not only new ones.
+    let caller = client.and_then(|key| node.admission.caller(&key));
+    let result = match (client, caller) {
+        _ if probe => dispatch(&node, &served.jobs, op, Caller::Peer, req).await,
+        (None, _) => Err(Failure::new(
             StatusCode::UNAUTHORIZED,
             "a client certificate is required",
         )),
-        // The map may have moved on since the handshake: a client it no
-        // longer lists loses its open connections too, not only new ones.
-        Some(key) if !probe && !node.admission.accepts(&key) => Err(Failure::new(
+        (Some(_), None) => Err(Failure::new(
             StatusCode::UNAUTHORIZED,
             "this client's identity is not in the node's cluster map",
         )),
-        _ => dispatch(&node, &served.jobs, op, req).await,
+        (Some(_), Some(caller)) => dispatch(&node, &served.jobs, op, caller, req).await,
     };
     let resp = match result {
         Ok(r) => r,
         Err(f) => {
-            if f.status == StatusCode::UNAUTHORIZED {
+            if f.status == StatusCode::UNAUTHORIZED || f.status == StatusCode::FORBIDDEN {
                 node.metrics.auth_failures.inc();
                 tracing::warn!(%method, %path, reason = %f.message, "refused request");
             } else if f.status.is_server_error() {
@@ -288,7 +306,52 @@ pub async fn handle(
     resp
 }
 
-async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<Incoming>) -> Reply {
+/// Whether `caller` may make call `op` at all; what a peer may put is
+/// checked further by the handlers. Peers are other owners' farms: they
+/// may read what they could read anyway (ciphertext, sealed records),
+/// offer what the receiver checks for itself (maps by their signatures,
+/// records newer than the ones held, shards this node is the home of),
+/// and nothing that deletes, overwrites or runs code. The table of calls
+/// and callers is in docs/architecture.md ("Who may call what").
+fn authorize(op: Op, caller: Caller) -> Result<(), Failure> {
+    let peer_may = matches!(
+        op,
+        Op::Health
+            | Op::Metrics
+            | Op::Unknown
+            | Op::GetShard
+            | Op::HaveShards
+            | Op::PutShard
+            | Op::RefsList
+            | Op::RefsAdd
+            | Op::RepairHint
+            | Op::MetaGet
+            | Op::MetaScan
+            | Op::MetaDigest
+            | Op::MetaChanges
+            | Op::MetaCas
+            | Op::Status
+            | Op::GetMap
+            | Op::PutMap
+            | Op::MapVote
+    );
+    if caller == Caller::Owner || peer_may {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            format!("{} is for gateways and admin tools, not nodes", op.name()),
+        ))
+    }
+}
+
+async fn dispatch(
+    node: &Arc<Node>,
+    jobs: &Arc<JobHost>,
+    op: Op,
+    caller: Caller,
+    req: Request<Incoming>,
+) -> Reply {
     match op {
         Op::Health => {
             // Alive either way (a node without a map must still take
@@ -312,8 +375,9 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
         _ => {}
     }
     let content_hash = authenticate(node, &req)?;
+    authorize(op, caller)?;
     match op {
-        Op::PutShard => put_shard(node, req, content_hash).await,
+        Op::PutShard => put_shard(node, req, content_hash, caller).await,
         Op::GetShard => get_shard(node, &req).await,
         Op::DeleteShard => {
             let key = shard_key(&req)?;
@@ -468,6 +532,9 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
             }
             let n = node.clone();
             let result = blocking(move || {
+                if caller == Caller::Peer {
+                    peer_may_replace(&n, table, &q)?;
+                }
                 let swapped =
                     n.db.compare_and_set(table, &q.key, q.expected.as_deref(), q.new.as_deref())?;
                 let current = n.db.get_raw(table, &q.key)?;
@@ -478,6 +545,23 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
         }
         Op::RefsAdd | Op::RefsRemove => {
             let mut list = read_record::<api::RefList>(node, req, content_hash).await?;
+            if caller == Caller::Peer {
+                // Repair hands references on; only the owner makes them.
+                let n = node.clone();
+                let owner = blocking(move || Ok(n.owner_key()?))
+                    .await?
+                    .unwrap_or_default();
+                if list
+                    .refs
+                    .iter()
+                    .any(|r| !metadata::signing::reference_verifies(r, &owner))
+                {
+                    return Err(Failure::new(
+                        StatusCode::FORBIDDEN,
+                        "a chunk reference not signed by the grid's owner",
+                    ));
+                }
+            }
             if op == Op::RefsAdd {
                 // A reference added without the shard hashes (a dedup hit or
                 // a new referrer of stored chunks) inherits them from one
@@ -490,8 +574,11 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
                         for (_, v) in page.items {
                             if let Ok(other) = ChunkReference::decode_record(&v) {
                                 if !other.shard_hashes.is_empty() && other.erasure == r.erasure {
+                                    // With their signature, which covers
+                                    // them for any reference of the chunk.
                                     r.shard_hashes = other.shard_hashes;
                                     r.shard_len = other.shard_len;
+                                    r.hashes_signature = other.hashes_signature;
                                     break;
                                 }
                             }
@@ -590,10 +677,80 @@ async fn dispatch(node: &Arc<Node>, jobs: &Arc<JobHost>, op: Op, req: Request<In
             }
             ok_record(&api::MapAccepted { accepted, epoch })
         }
+        Op::MapVote => {
+            let proposal = read_record::<ClusterMap>(node, req, content_hash).await?;
+            let n = node.clone();
+            let vote = blocking(move || Ok(crate::liveness::vote(&n, &proposal)?)).await?;
+            ok_record(&vote)
+        }
         Op::Health | Op::Metrics | Op::Unknown => {
             Err(Failure::new(StatusCode::NOT_FOUND, "no such call"))
         }
     }
+}
+
+/// A peer's compare-and-set is anti-entropy: it may only hand this node
+/// a record the owner signed that wins the merge against the one held (a
+/// newer revision), never delete one, put an older one back or make one
+/// up.
+fn peer_may_replace(node: &Node, table: Table, q: &api::CasRequest) -> Result<(), Failure> {
+    let forbidden = |m: &str| Failure::new(StatusCode::FORBIDDEN, m.to_string());
+    let new = q
+        .new
+        .as_deref()
+        .ok_or_else(|| forbidden("a node may not delete records"))?;
+    let owner = node
+        .owner_key()?
+        .ok_or_else(|| forbidden("this node follows no owner yet"))?;
+    metadata::sealed::verify_signed(table, &q.key, new, &owner)
+        .map_err(|_| forbidden("the record is not signed by the grid's owner"))?;
+    if let Some(held) = node.db.get_raw(table, &q.key)? {
+        if !metadata::replicated::newer(table, new, &held) {
+            return Err(forbidden(
+                "a node may only hand over a record newer than the one held",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A peer may hand this node a shard only where the map this node holds
+/// makes it that shard's home, for a chunk it holds a reference to, and
+/// with the checksum that reference records for that index when it
+/// records one: a farm cannot fill others' disks with shards of its own
+/// making or slip a forged one in. Returns the checksum to insist on.
+fn peer_may_place(node: &Node, key: &ShardKey) -> Result<Option<[u8; 32]>, Failure> {
+    let forbidden = |m: String| Failure::new(StatusCode::FORBIDDEN, m);
+    let map = node
+        .cluster_map()?
+        .ok_or_else(|| forbidden("this node holds no cluster map yet".into()))?;
+    let page = node
+        .db
+        .scan_prefix(Table::ChunkRefs, &key.chunk[..], None, 16)?;
+    let refs: Vec<ChunkReference> = page
+        .items
+        .iter()
+        .filter_map(|(_, v)| ChunkReference::decode_record(v).ok())
+        .collect();
+    let Some(erasure) = refs.iter().find_map(|r| r.erasure) else {
+        return Err(forbidden(format!(
+            "no reference to chunk {} here: a node sends its references first",
+            hex::encode(key.chunk)
+        )));
+    };
+    let homes = metadata::placement::chunk_nodes(&map, &key.chunk[..], erasure.total())
+        .map_err(|e| forbidden(format!("no placement under map {}: {e}", map.epoch)))?;
+    if homes.get(key.index as usize).map(|n| n.id.as_str()) != Some(node.id.as_str()) {
+        return Err(forbidden(format!(
+            "this node is not the home of shard {} under map {}",
+            key.index, map.epoch
+        )));
+    }
+    Ok(refs
+        .iter()
+        .filter(|r| r.erasure == Some(erasure))
+        .find_map(|r| r.shard_hashes.get(key.index as usize))
+        .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok()))
 }
 
 fn authenticate<B>(node: &Node, req: &Request<B>) -> Result<[u8; 32], Failure> {
@@ -699,8 +856,23 @@ enum Piece {
     End,
 }
 
-async fn put_shard(node: &Arc<Node>, req: Request<Incoming>, content_hash: [u8; 32]) -> Reply {
+async fn put_shard(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    content_hash: [u8; 32],
+    caller: Caller,
+) -> Reply {
     let key = shard_key(&req)?;
+    if caller == Caller::Peer {
+        let n = node.clone();
+        let recorded = blocking(move || peer_may_place(&n, &key)).await?;
+        if recorded.is_some_and(|h| h != content_hash) {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "shard checksum differs from the one its writer recorded",
+            ));
+        }
+    }
     let len = content_length(&req)?.ok_or_else(|| {
         Failure::new(
             StatusCode::LENGTH_REQUIRED,

@@ -51,11 +51,14 @@ impl TestGrid {
     }
 
     /// Hand the map to every live node.
+    /// Hand the map to every live node, signed by the owner as it is now
+    /// (tests change it by hand).
     pub async fn publish_map(&self) {
         let g = self.grid();
+        let map = super::signed_map(self.map.clone());
         for n in &self.map.nodes {
             if let Some(c) = g.client(&n.id) {
-                let _ = c.put_map(&self.map).await;
+                let _ = c.put_map(&map).await;
             }
         }
     }
@@ -138,11 +141,12 @@ impl TestGrid {
         TestGrid {
             dir,
             nodes,
-            map: ClusterMap {
+            map: super::signed_map(ClusterMap {
                 epoch: 1,
                 nodes: entries,
                 clients: super::test_clients(),
-            },
+                ..ClusterMap::default()
+            }),
             cfgs,
         }
     }

@@ -29,6 +29,21 @@ pub fn key() -> RpcKey {
     RpcKey::from_secret(SECRET.as_bytes())
 }
 
+/// The master key of the tests' object stores.
+pub fn master() -> cluster::MasterKey {
+    cluster::MasterKey::from_bytes([42; 32])
+}
+
+/// The owner's map key the tests sign their maps with (the master key's).
+pub fn owner() -> std::sync::Arc<::grid::signed_map::OwnerKey> {
+    master().owner_key()
+}
+
+/// `map` signed by the tests' owner.
+pub fn signed_map(map: metadata::model::ClusterMap) -> metadata::model::ClusterMap {
+    owner().signed(map)
+}
+
 /// Who the tests' clients are to the nodes: the process's ephemeral
 /// identity, which `ClientOptions::default()` presents.
 pub fn me() -> Identity {

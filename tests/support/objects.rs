@@ -3,7 +3,7 @@
 
 use super::grid::TestGrid;
 use bytes::Bytes;
-use cluster::{MasterKey, ObjectBody, ObjectStore, StoreConfig};
+use cluster::{ObjectBody, ObjectStore, StoreConfig};
 use futures_util::StreamExt;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -12,7 +12,7 @@ use std::convert::Infallible;
 pub const OWNER: &str = "test-owner";
 
 pub fn store_on(grid: &TestGrid, cfg: StoreConfig) -> ObjectStore {
-    ObjectStore::new(grid.grid(), MasterKey::from_bytes([42; 32]), cfg)
+    ObjectStore::new(grid.grid(), super::master(), cfg)
 }
 
 /// Deterministic pseudo-random bytes, produced piece by piece so a test

@@ -22,5 +22,6 @@ pub fn map(nodes_per_site: &[usize]) -> ClusterMap {
         epoch: 1,
         nodes,
         clients: vec![],
+        ..ClusterMap::default()
     }
 }
