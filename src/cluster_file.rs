@@ -144,6 +144,7 @@ impl MapFile {
                     // Checked by `load`; a bad one leaves the node unpinned,
                     // and calls to it fail saying so.
                     key: key_bytes(&n.key),
+                    untrusted_reason: String::new(),
                 })
                 .collect(),
             clients: self
