@@ -250,45 +250,6 @@ async fn a_node_that_drops_shards_is_untrusted_and_its_shards_rebuilt() {
     // Liveness leaves it untrusted; no honest node was blamed meanwhile.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m = node_map(&grid, "s0n0").await;
-    for n in m
-        .nodes
-        .iter()
-        .filter(|n| n.id != victim && n.state != NodeState::Up as i32)
-    {
-        let Some(name) = n
-            .untrusted_reason
-            .split("shard ")
-            .nth(1)
-            .and_then(|r| r.split(':').next())
-        else {
-            continue;
-        };
-        let key = metadata::ShardKey::from_name(name).unwrap();
-        let held: Vec<_> = support::shards::held(grid.dir.path())
-            .into_iter()
-            .filter(|(_, c, i)| *c == key.chunk && *i == key.index)
-            .collect();
-        let g = ::grid::chunk_io::Grid::new(
-            m.clone(),
-            support::key(),
-            ::grid::ClientOptions::default(),
-        );
-        let homes = g.shard_homes(&codec::ChunkId(key.chunk), 6).unwrap();
-        let mut refs = Vec::new();
-        for x in &m.nodes {
-            let c = grid.grid().client(&x.id).unwrap().clone();
-            let r = c
-                .refs_list(::grid::node_api::RefQuery {
-                    chunk_id: Some(key.chunk.to_vec()),
-                    start_after: None,
-                    limit: 10,
-                })
-                .await
-                .map(|p| p.refs.len());
-            refs.push((x.id.clone(), r.ok()));
-        }
-        eprintln!("DIAG {}: held {held:?} homes {homes:?} refs {refs:?}", n.id);
-    }
     for n in &m.nodes {
         let want = if n.id == victim {
             NodeState::Untrusted

@@ -167,6 +167,9 @@ struct Challenge {
     shard_len: u64,
     /// Shards of the chunk (k + m).
     total: usize,
+    /// The reference that named the checksum: given to a node that says
+    /// it lacks the shard, so it knows to rebuild it.
+    reference: ChunkReference,
     /// Who vouched for `root`.
     source: String,
 }
@@ -285,7 +288,7 @@ impl Auditor {
                         Some(_) => n.rechecking += 1,
                         None => {
                             n.rechecking += 1;
-                            hints.push((n.node.clone(), c.key));
+                            hints.push((n.node.clone(), c.clone()));
                             st.pending.insert(id, (Instant::now(), c));
                         }
                     }
@@ -303,10 +306,16 @@ impl Auditor {
                 report.nodes.push(n);
             }
         }
-        // An honest node told of a shard it lacks rebuilds it at once.
-        for (node, key) in hints {
+        // An honest node told of a shard it lacks rebuilds it at once; it
+        // is given the reference too, in case it never had it (then it
+        // could not know the shard was its to hold).
+        for (node, ch) in hints {
             if let Some(c) = grid.client(&node) {
-                if let Err(e) = c.repair_hint(&[key], false).await {
+                let told = match c.refs_add(vec![ch.reference.clone()]).await {
+                    Ok(()) => c.repair_hint(&[ch.key], false).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = told {
                     tracing::debug!(%node, error = %e, "audit repair hint not delivered");
                 }
             }
@@ -435,6 +444,7 @@ impl Auditor {
                         root,
                         shard_len: u64::from(r.shard_len),
                         total,
+                        reference: r.clone(),
                         source: source.clone(),
                     });
                 }
