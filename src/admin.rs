@@ -40,6 +40,10 @@ enum AdminCommand {
     /// Self-healing.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Run one storage audit round now: challenge every up node to prove
+    /// random slices of shards it should hold, print per-node results, and
+    /// mark nodes past the failure threshold untrusted.
+    Audit,
     /// Grid membership: add, drain and remove nodes; pin their identities
     /// and those of the gateways the nodes accept.
     #[command(subcommand)]
@@ -340,10 +344,30 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
             }
         }
         AdminCommand::Node(cmd) => node_command(s, cmd).await?,
+        AdminCommand::Audit => {
+            let cfg = match &args.config {
+                Some(config) => GatewayFile::load(config)?.audit_config(),
+                None => cluster::AuditConfig::default(),
+            };
+            let report = cluster::Auditor::new(s.clone(), cfg).audit_once().await;
+            print!("{}", audit_table(&report));
+            if report
+                .nodes
+                .iter()
+                .any(|n| n.failed > 0 || n.rechecking > 0)
+            {
+                return Err(AdminError::Usage(
+                    "some nodes failed their audit or lack shards they should hold".into(),
+                ));
+            }
+        }
         AdminCommand::Repair(RepairCommand::Status { watch }) => {
             let rows = repair_rows(s).await;
             let names = referrer_names(s, &rows).await;
             print!("{}", repair_table(&rows, &names));
+            if let Ok(map) = grid::membership::current_map(&s.grid(), &s.owner_key()).await {
+                print!("{}", untrusted_table(&map));
+            }
             if watch {
                 watch_repair(s, &rows).await;
             }
@@ -406,6 +430,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             capacity_bytes: capacity_gib << 30,
             state: metadata::model::NodeState::Up as i32,
             key: parse_key(&key)?,
+            untrusted_reason: String::new(),
         }),
         NodeCommand::Drain { id } => Change::Drain(id),
         NodeCommand::Trust { key, name, role } => Change::Trust(metadata::model::ClientIdentity {
@@ -431,6 +456,63 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
         map.nodes.len()
     );
     Ok(())
+}
+
+/// Nodes that failed storage audits, and why: their shards are rebuilt
+/// elsewhere, and they stay out until an operator removes them.
+fn untrusted_table(map: &metadata::model::ClusterMap) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let untrusted = map
+        .nodes
+        .iter()
+        .filter(|n| n.state == metadata::model::NodeState::Untrusted as i32);
+    for (i, n) in untrusted.enumerate() {
+        if i == 0 {
+            let _ = writeln!(
+                out,
+                "\nuntrusted nodes (failed storage audits; their shards are rebuilt elsewhere):"
+            );
+        }
+        let _ = writeln!(out, "{} ({}): {}", n.id, n.site, n.untrusted_reason);
+    }
+    out
+}
+
+fn audit_table(r: &cluster::AuditReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "audit against map epoch {}", r.epoch);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>7} {:>7} {:>8} {:>10} {:>7}  result",
+        "node", "passed", "failed", "skipped", "rechecking", "recent"
+    );
+    for n in &r.nodes {
+        let result = if n.untrusted {
+            "UNTRUSTED now"
+        } else if n.failed > 0 {
+            "FAILED"
+        } else if n.rechecking > 0 {
+            "lacks shards: told to repair, asked again later"
+        } else if n.passed == 0 {
+            "nothing to challenge"
+        } else {
+            "ok"
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:>7} {:>7} {:>8} {:>10} {:>7}  {result}",
+            n.node, n.passed, n.failed, n.skipped, n.rechecking, n.recent_failures
+        );
+        for f in &n.failures {
+            let _ = writeln!(out, "    {f}");
+        }
+    }
+    if let Some(w) = &r.withheld {
+        let _ = writeln!(out, "{w}");
+    }
+    out
 }
 
 /// One node's answer to a status call, or why there was none.
@@ -758,6 +840,12 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
             upload_max_age: Duration::from_secs(g.upload_max_age_secs),
         },
     ));
+    let audits = (g.audit_secs > 0).then(|| {
+        tokio::spawn(
+            cluster::Auditor::new(store.clone(), g.audit_config())
+                .run(crate::embedded::duty_holder("gateway")),
+        )
+    });
     let service = gateway::server::service(store, &cfg);
     let addr = listener.local_addr().map_err(|source| AdminError::Listen {
         addr: g.listen,
@@ -778,6 +866,9 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     gateway::server::serve_tls(listener, tls, service, shutdown).await;
     seeding.abort();
     duties.abort();
+    if let Some(a) = audits {
+        a.abort();
+    }
     webdav.stop().await;
     jobs.stop().await;
     Ok(())

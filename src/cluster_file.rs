@@ -144,6 +144,7 @@ impl MapFile {
                     // Checked by `load`; a bad one leaves the node unpinned,
                     // and calls to it fail saying so.
                     key: key_bytes(&n.key),
+                    untrusted_reason: String::new(),
                 })
                 .collect(),
             clients: self
@@ -237,6 +238,37 @@ pub struct GatewayFile {
     /// An unfinished multipart upload is aborted once this old.
     #[serde(default = "default_upload_max_age_secs")]
     pub upload_max_age_secs: u64,
+    /// Seconds between storage audit rounds (0: no audits); one gateway of
+    /// the grid audits at a time.
+    #[serde(default = "default_audit_secs")]
+    pub audit_secs: u64,
+    /// Shards each node is challenged to prove per round.
+    #[serde(default = "default_audit_samples_per_node")]
+    pub audit_samples_per_node: usize,
+    /// Failed challenges within a node's last six rounds that make it
+    /// untrusted.
+    #[serde(default = "default_audit_fail_threshold")]
+    pub audit_fail_threshold: u32,
+    /// Chunks younger than this, and shards whose home moved more recently,
+    /// are not challenged (they may still be on their way).
+    #[serde(default = "default_audit_settle_secs")]
+    pub audit_settle_secs: u64,
+}
+
+fn default_audit_secs() -> u64 {
+    600
+}
+
+fn default_audit_samples_per_node() -> usize {
+    8
+}
+
+fn default_audit_fail_threshold() -> u32 {
+    3
+}
+
+fn default_audit_settle_secs() -> u64 {
+    3600
 }
 
 fn default_body_idle_timeout_secs() -> u64 {
@@ -284,6 +316,17 @@ fn default_max_requests() -> usize {
 }
 
 impl GatewayFile {
+    /// The storage audit settings.
+    pub fn audit_config(&self) -> cluster::AuditConfig {
+        cluster::AuditConfig {
+            every: std::time::Duration::from_secs(self.audit_secs.max(1)),
+            samples_per_node: self.audit_samples_per_node,
+            fail_threshold: self.audit_fail_threshold.max(1),
+            settle: std::time::Duration::from_secs(self.audit_settle_secs),
+            ..cluster::AuditConfig::default()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<GatewayFile, FileError> {
         let mut g: GatewayFile = toml::from_str(&read(path)?).map_err(|e| FileError::Parse {
             path: path.to_owned(),

@@ -234,6 +234,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             .clone()
             .run_duties(duty_holder("server"), cluster::DutyConfig::default()),
     );
+    let audits = tokio::spawn(
+        cluster::Auditor::new(store.clone(), cluster::AuditConfig::default())
+            .run(duty_holder("server")),
+    );
 
     println!(
         "gridstore server ready: S3 on http://{addr} (region {})",
@@ -278,6 +282,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     webdav.stop().await;
     jobs.stop().await;
     housekeeping.abort();
+    audits.abort();
     for n in nodes {
         n.stop().await;
     }

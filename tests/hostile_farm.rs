@@ -54,6 +54,7 @@ async fn farm() -> Farm {
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
                 key: p.key.0.to_vec(),
+                ..Default::default()
             });
             procs.push(p);
         }

@@ -77,6 +77,7 @@ fn map(epoch: u64) -> ClusterMap {
             capacity_bytes: 1 << 30,
             state: NodeState::Up as i32,
             key: vec![],
+            untrusted_reason: String::new(),
         }],
         clients: test_clients(),
         ..ClusterMap::default()

@@ -22,6 +22,7 @@ fn entry(n: &NodeProc) -> Node {
         capacity_bytes: 1 << 30,
         state: NodeState::Up as i32,
         key: n.key.0.to_vec(),
+        untrusted_reason: String::new(),
     }
 }
 

@@ -44,6 +44,7 @@ async fn a_1_gib_upload_peaks_under_128_mib() {
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
                 key: p.key.0.to_vec(),
+                untrusted_reason: String::new(),
             });
             procs.push(p);
         }

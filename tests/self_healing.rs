@@ -642,6 +642,7 @@ async fn kill_9_two_node_processes_under_load() {
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
                 key: p.key.0.to_vec(),
+                untrusted_reason: String::new(),
             });
             procs.push(p);
         }

@@ -4,6 +4,7 @@
 //! collection. Below it, the `grid` crate: node RPC, chunk I/O across
 //! nodes and metadata replica sets.
 
+pub mod audit;
 pub mod checksum;
 mod chunk_stream;
 mod config;
@@ -27,6 +28,7 @@ pub mod users;
 pub mod version_id;
 mod versions;
 
+pub use audit::{AuditConfig, AuditReport, Auditor};
 pub use checksum::ChecksumAlgorithm;
 pub use chunk_stream::RepairHint;
 pub use config::StoreConfig;

@@ -36,6 +36,8 @@ pub(crate) struct Inner {
     pub repair: Option<mpsc::Sender<RepairHint>>,
     /// Ordered listings of the buckets this gateway lists.
     pub list_indexes: crate::list_index::ListIndexes,
+    /// Storage audit results, for the gateway's metrics.
+    pub audits: Arc<crate::audit::AuditStats>,
 }
 
 #[derive(Clone)]
@@ -163,6 +165,7 @@ impl ObjectStore {
                 hlc: Hlc::new(),
                 repair: None,
                 list_indexes: Default::default(),
+                audits: crate::audit::new_stats(),
             }),
         }
     }
@@ -184,11 +187,17 @@ impl ObjectStore {
                 hlc: Hlc::new(),
                 repair: Some(tx),
                 list_indexes: Default::default(),
+                audits: shared.audits.clone(),
             },
         };
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Storage audit counters of this gateway (see [`crate::audit`]).
+    pub fn audit_stats(&self) -> Arc<crate::audit::AuditStats> {
+        self.inner.audits.clone()
     }
 
     /// The grid as of now (a later map change does not alter it).

@@ -148,6 +148,7 @@ fn map(nodes: &[(&str, NodeState)]) -> ClusterMap {
                 capacity_bytes: 1 << 40,
                 state: *state as i32,
                 key: vec![],
+                untrusted_reason: String::new(),
             })
             .collect(),
         clients: vec![],

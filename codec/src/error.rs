@@ -50,6 +50,14 @@ pub enum CodecError {
     #[error("decoded chunk does not match its id")]
     ChunkIdMismatch,
 
+    #[error(
+        "slice {offset}+{len} is not a slice of {total} checksummed shard bytes a proof may cover"
+    )]
+    SliceOutOfRange { offset: u64, len: u64, total: u64 },
+
+    #[error("storage proof refused: {0}")]
+    BadProof(&'static str),
+
     #[error("reed-solomon failure: {0}")]
     ReedSolomon(String),
 }

@@ -16,6 +16,7 @@
 //! [`shard::verify`] checks one, [`Rebuilder`] recreates lost ones.
 
 mod aead;
+pub mod audit;
 pub mod chunker;
 mod compress;
 mod erasure;

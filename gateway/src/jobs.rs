@@ -9,6 +9,7 @@
 //! | `GET /v1/jobs/<id>[?wait=SECS]` | its status (after it finished or SECS passed) |
 //! | `GET /v1/jobs/<id>/logs[?key=KEY]` | stderr of failed tasks, or of task KEY (text) |
 //! | `POST /v1/jobs/<id>/cancel` | its status |
+//! | `GET /metrics` | the gateway's Prometheus metrics (storage audits per node); no credentials, as the nodes' probes |
 //!
 //! [`client`] is the other side, for `gridstore job`.
 
@@ -179,6 +180,17 @@ pub fn status_json(s: &JobStatus) -> Value {
         "reduce": s.reduce.as_ref().map(task_json),
         "summary": s.summary(),
     })
+}
+
+fn metrics_reply(text: String) -> Response<String> {
+    let mut r = Response::new(text);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>, json: bool) -> Response<String> {
@@ -360,10 +372,19 @@ pub async fn start_tls(
         .local_addr()
         .map_err(|source| JobsApiError::Listen { addr, source })?;
     let jobs = JobManager::new(store.clone());
+    let audits = store.audit_stats();
     let auth = Arc::new(StoreAuth::new(store));
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (jobs, auth) = (jobs.clone(), auth.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(req, jobs, auth).await) }
+        // Counts per node id, no data: served like the nodes' probes.
+        let metrics = (req.method() == http::Method::GET && req.uri().path() == "/metrics")
+            .then(|| audits.render());
+        async move {
+            Ok::<_, std::convert::Infallible>(match metrics {
+                Some(text) => metrics_reply(text),
+                None => handle(req, jobs, auth).await,
+            })
+        }
     });
     Ok(Running::spawn(addr, |stopped| {
         crate::listener::serve_tls(listener, tls, svc, stopped, "jobs")

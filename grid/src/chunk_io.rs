@@ -859,6 +859,7 @@ mod tests {
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
                 key: vec![i as u8; 32],
+                untrusted_reason: String::new(),
             })
             .collect();
         Grid::new(

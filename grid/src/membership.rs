@@ -53,6 +53,10 @@ pub enum Change {
     Trust(ClientIdentity),
     /// Stop letting the client with this identity key connect.
     Distrust(Vec<u8>),
+    /// A node that failed storage audits: never placed on again, its
+    /// shards rebuilt elsewhere as for a down node. `reason` (audit
+    /// figures) goes into the map for operators.
+    Untrust { node: String, reason: String },
 }
 
 fn state_name(s: i32) -> String {
@@ -130,6 +134,11 @@ fn holds(map: &ClusterMap, change: &Change) -> bool {
         Change::Rekey { node, key } => map.nodes.iter().any(|n| &n.id == node && &n.key == key),
         Change::Trust(c) => map.clients.contains(c),
         Change::Distrust(key) => !map.clients.iter().any(|c| &c.key == key),
+        // A removed node holds nothing to distrust.
+        Change::Untrust { node, .. } => matches!(
+            state(node),
+            Some(s) if s == NodeState::Untrusted as i32 || s == NodeState::Removed as i32
+        ),
     }
 }
 
@@ -217,6 +226,15 @@ async fn changed(
             next.clients.push(client.clone());
         }
         Change::Distrust(key) => next.clients.retain(|c| &c.key != key),
+        Change::Untrust { node: id, reason } => {
+            let n = next
+                .nodes
+                .iter_mut()
+                .find(|n| &n.id == id)
+                .ok_or_else(|| MembershipError::UnknownNode(id.clone()))?;
+            n.state = NodeState::Untrusted as i32;
+            n.untrusted_reason = reason.clone();
+        }
     }
     Ok(next)
 }

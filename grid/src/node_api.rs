@@ -28,6 +28,7 @@
 //! | range digests | `POST /v1/meta:digest` | [`DigestRequest`] | [`DigestReply`] |
 //! | changed keys | `POST /v1/meta:changes` | [`ChangesRequest`] | [`ChangesReply`] |
 //! | repair hint | `POST /v1/repair:hint` | [`RepairHints`] (shards to reconcile soon) | - |
+//! | storage proof | `POST /v1/shards:prove` | [`ProveRequest`] | [`ShardProof`] (404 if absent) |
 //!
 //! A shard put signs the shard's own checksum (the last 32 bytes of its
 //! header: BLAKE3 over every other byte of the shard) as its content hash
@@ -45,6 +46,7 @@ use metadata::{InvalidShardKey, Record, RecordError, ShardKey};
 pub const SHARDS: &str = "/v1/shards/";
 pub const SHARDS_HAVE: &str = "/v1/shards:have";
 pub const SHARDS_DELETE: &str = "/v1/shards:delete";
+pub const SHARDS_PROVE: &str = "/v1/shards:prove";
 pub const META: &str = "/v1/meta/";
 pub const META_BATCH: &str = "/v1/meta:batch";
 pub const META_SCAN: &str = "/v1/meta:scan";
@@ -661,6 +663,58 @@ pub struct MapAccepted {
     pub epoch: u64,
 }
 impl Record for MapAccepted {}
+
+/// A storage audit challenge: prove holding `len` bytes at `offset` of the
+/// bytes shard `key`'s checksum covers (see `codec::audit`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProveRequest {
+    /// 32 bytes of chunk id, one of index, as in [`ShardList`].
+    #[prost(bytes = "vec", tag = "1")]
+    pub key: Vec<u8>,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(uint64, tag = "3")]
+    pub len: u64,
+}
+
+impl ProveRequest {
+    pub fn new(key: &ShardKey, offset: u64, len: u64) -> Self {
+        let mut k = key.chunk.to_vec();
+        k.push(key.index);
+        Self {
+            key: k,
+            offset,
+            len,
+        }
+    }
+
+    pub fn shard_key(&self) -> Result<ShardKey, InvalidShardKey> {
+        let (chunk, index) = self
+            .key
+            .split_first_chunk::<32>()
+            .filter(|(_, rest)| rest.len() == 1)
+            .ok_or(InvalidShardKey("shard key must be 33 bytes"))?;
+        ShardKey::new(*chunk, index[0] as usize)
+    }
+}
+
+impl Record for ProveRequest {
+    fn validate(&self) -> Result<(), RecordError> {
+        self.shard_key().map_err(|e| RecordError::Invalid(e.0))?;
+        if self.len == 0 || self.len > codec::audit::MAX_SLICE_LEN {
+            return Err(RecordError::Invalid("slice length out of range"));
+        }
+        Ok(())
+    }
+}
+
+/// A bao slice proof of the slice a [`ProveRequest`] asked for.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShardProof {
+    #[prost(bytes = "vec", tag = "1")]
+    pub proof: Vec<u8>,
+}
+impl Record for ShardProof {}
 
 /// Parse `offset=N&len=M` (both or neither) of a shard GET.
 pub fn parse_range_query(query: Option<&str>) -> Result<Option<(u64, u64)>, &'static str> {

@@ -315,6 +315,24 @@ impl NodeClient {
         expect_len(r.lens, keys.len())
     }
 
+    /// A storage audit challenge: the node's bao proof of `len` bytes at
+    /// `offset` of the shard's checksummed bytes, unverified (the caller
+    /// checks it with `codec::audit::verify_slice` against the checksum it
+    /// trusts, never one this node reports). `NotFound` if it lacks the
+    /// shard.
+    pub async fn prove_shard(
+        &self,
+        key: &ShardKey,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, RpcError> {
+        let body = api::ProveRequest::new(key, offset, len).encode_record();
+        let r: api::ShardProof = self
+            .call_record(Method::POST, api::SHARDS_PROVE, body.into())
+            .await?;
+        Ok(r.proof)
+    }
+
     /// Ask the node to reconcile these shards' chunks soon instead of at
     /// its next pass; `verify` when they were read and found bad.
     pub async fn repair_hint(&self, keys: &[ShardKey], verify: bool) -> Result<(), RpcError> {

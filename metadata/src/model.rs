@@ -510,6 +510,12 @@ pub enum NodeState {
     Down = 2,
     /// Gone for good; kept in the map so its id is never reused.
     Removed = 3,
+    /// Failed storage audits: it could not prove holding shards placement
+    /// gave it. Never placed on; its shards are rebuilt elsewhere as for a
+    /// down node, and liveness never marks it up again (only an operator
+    /// acts on it: remove it, or re-add it under a new id once its farm is
+    /// trusted again). Why is in [`Node::untrusted_reason`].
+    Untrusted = 4,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -532,6 +538,10 @@ pub struct Node {
     /// known, and no call is made to it.
     #[prost(bytes = "vec", tag = "6")]
     pub key: Vec<u8>,
+    /// Why the node is [`NodeState::Untrusted`] (audit figures, never a
+    /// farm's or owner's name); empty otherwise.
+    #[prost(string, tag = "7")]
+    pub untrusted_reason: String,
 }
 
 impl Node {

@@ -138,6 +138,7 @@ fn adding_or_removing_one_node_moves_about_one_in_n() {
         capacity_bytes: 1 << 40,
         state: NodeState::Up as i32,
         key: vec![],
+        untrusted_reason: String::new(),
     });
     let added = moved_fraction(&base, &grown, n, chunks);
     let mut shrunk = base.clone();

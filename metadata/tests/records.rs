@@ -165,6 +165,7 @@ fn every_record_round_trips() {
             capacity_bytes: 1 << 40,
             state: NodeState::Draining as i32,
             key: vec![9; 32],
+            untrusted_reason: String::new(),
         }],
         clients: vec![],
         ..ClusterMap::default()
@@ -321,6 +322,7 @@ fn a_record_from_this_version_decodes_after_fields_are_added() {
             capacity_bytes: 5,
             state: NodeState::Down as i32,
             key: vec![],
+            untrusted_reason: String::new(),
         }],
         clients: vec![],
         ..ClusterMap::default()

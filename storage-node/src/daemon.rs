@@ -239,6 +239,7 @@ impl LocalNode {
             capacity_bytes,
             state: metadata::model::NodeState::Up as i32,
             key: self.node.identity.key().0.to_vec(),
+            untrusted_reason: String::new(),
         }
     }
 

@@ -4,10 +4,11 @@
 //! `gridstore node --config node.toml` ([`daemon`]), which also collects
 //! unreferenced shards ([`gc`]), repairs and scrubs what it should hold
 //! ([`repair`], [`scrub`], [`anti_entropy`]) and runs job tasks beside the
-//! shards they read ([`jobs`]). The daemon owns the node core ([`node`])
+//! shards they read ([`jobs`]), and answers storage audits ([`audit`]). The daemon owns the node core ([`node`])
 //! and hands it to each of these; none of them reaches back into another.
 
 pub mod anti_entropy;
+pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod file_io;

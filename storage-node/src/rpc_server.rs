@@ -165,6 +165,7 @@ enum Op {
     MetaDigest,
     MetaChanges,
     JobTask,
+    ProveShard,
     Unknown,
 }
 
@@ -195,6 +196,7 @@ impl Op {
             Op::MetaDigest => "meta_digest",
             Op::MetaChanges => "meta_changes",
             Op::JobTask => "job_task",
+            Op::ProveShard => "prove_shard",
             Op::Unknown => "unknown",
         }
     }
@@ -236,6 +238,7 @@ impl Op {
             (Method::POST, api::META_DIGEST) => Op::MetaDigest,
             (Method::POST, api::META_CHANGES) => Op::MetaChanges,
             (Method::POST, grid::task::TASK_RUN) => Op::JobTask,
+            (Method::POST, api::SHARDS_PROVE) => Op::ProveShard,
             _ => Op::Unknown,
         }
     }
@@ -403,6 +406,11 @@ async fn dispatch(
             let body = read_body(node, req, content_hash).await?;
             crate::jobs::task_response(node, jobs, &body)
                 .map_err(|(status, m)| Failure::new(status, m))
+        }
+        Op::ProveShard => {
+            let q = read_record::<api::ProveRequest>(node, req, content_hash).await?;
+            let n = node.clone();
+            ok_record(&blocking(move || Ok(crate::audit::prove(&n, &q)?)).await?)
         }
         Op::RepairHint => {
             let hints = read_record::<api::RepairHints>(node, req, content_hash).await?;

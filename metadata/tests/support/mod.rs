@@ -15,6 +15,7 @@ pub fn map(nodes_per_site: &[usize]) -> ClusterMap {
                 capacity_bytes: 1 << 40,
                 state: NodeState::Up as i32,
                 key: vec![],
+                untrusted_reason: String::new(),
             });
         }
     }
