@@ -35,14 +35,19 @@ struct Farm {
 }
 
 async fn farm() -> Farm {
+    farm_of(3, 2, 8).await
+}
+
+/// `per_site` nodes on each of `sites` sites, `objects` objects written.
+async fn farm_of(sites: usize, per_site: usize, objects: u64) -> Farm {
     let root = tempfile::tempdir().unwrap();
     let cfg = "[repair]\nreconcile_interval_secs = 1\nheartbeat_secs = 1\n\
                down_after_secs = 3\nscrub_interval_secs = 0\n\
                anti_entropy_interval_secs = 1\n";
     let mut procs = Vec::new();
     let mut nodes = Vec::new();
-    for s in 0..3 {
-        for j in 0..2 {
+    for s in 0..sites {
+        for j in 0..per_site {
             let id = format!("s{s}n{j}");
             let p = NodeProc::start_as(&root.path().join(&id), &id, &format!("site-{s}"), cfg);
             // Restarted on the same address, as the map says.
@@ -75,8 +80,9 @@ async fn farm() -> Farm {
         .create_bucket("farm", OWNER, Some(ErasureSpec::new(4, 2)))
         .await
         .unwrap();
+    let count = objects;
     let mut objects = Vec::new();
-    for i in 0..8u64 {
+    for i in 0..count {
         let len = [1_000, 300_000, 2_500_000][i as usize % 3];
         let key = format!("o/{i}");
         store
@@ -639,4 +645,98 @@ async fn a_farm_serving_made_up_records_from_its_own_disk_changes_nothing() {
         }
     }
     f.assert_whole().await;
+}
+
+/// A farm quietly deletes a tenth of the shards it was given and runs no
+/// repair of its own. The gateway's storage audits find it, the owner's
+/// map marks it untrusted with the reason, the other nodes rebuild its
+/// shards at their new homes, and every object reads back, with no
+/// command. (A farm that also answered "have" for the deleted shards
+/// would be found the same way: a challenge asks for a proof of content,
+/// which it cannot give.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_farm_that_drops_a_tenth_of_its_shards_is_found_and_replaced() {
+    use cluster::{AuditConfig, Auditor};
+    let mut f = farm_of(4, 2, 24).await;
+    let h = f.hostile;
+    let id = f.procs[h].id.clone();
+    // Its own repair off, so nothing puts the shards back behind the
+    // auditor's back.
+    f.procs[h].kill9();
+    let text = std::fs::read_to_string(&f.procs[h].config).unwrap();
+    let text = text
+        .replace("reconcile_interval_secs = 1", "reconcile_interval_secs = 0")
+        .replace(
+            "anti_entropy_interval_secs = 1",
+            "anti_entropy_interval_secs = 0",
+        );
+    std::fs::write(&f.procs[h].config, text).unwrap();
+    let mut files: Vec<_> = shard_files(&f.procs[h].dir.join("data"))
+        .into_keys()
+        .collect();
+    assert!(files.len() >= 10, "it holds only {} shards", files.len());
+    let drop = files.len().div_ceil(10);
+    for i in 0..drop {
+        let at = (i * 7919) % files.len();
+        std::fs::remove_file(files.swap_remove(at)).unwrap();
+    }
+    f.procs[h].restart();
+
+    let every = Duration::from_secs(1);
+    let cfg = AuditConfig {
+        every,
+        samples_per_node: 32,
+        fail_threshold: 2,
+        window_rounds: 30,
+        settle: Duration::from_secs(2),
+        ..AuditConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let auditor = tokio::spawn(Auditor::new(f.store.clone(), cfg).run("hostile-test".into()));
+    let watcher = f.procs[(h + 1) % f.procs.len()].client();
+    let found = wait_for(Duration::from_secs(90), || async {
+        watcher.get_map().await.ok().flatten().is_some_and(|m| {
+            m.nodes
+                .iter()
+                .any(|n| n.id == id && n.state == NodeState::Untrusted as i32)
+        })
+    })
+    .await;
+    assert!(found, "the farm that dropped shards was never found");
+    eprintln!(
+        "{drop} of {} shards dropped; untrusted after {:.1} s of 1 s audit rounds",
+        files.len() + drop,
+        started.elapsed().as_secs_f64()
+    );
+    let m = watcher.get_map().await.unwrap().unwrap();
+    let entry = m.nodes.iter().find(|n| n.id == id).unwrap();
+    assert!(
+        entry.untrusted_reason.contains("storage audit"),
+        "{entry:?}"
+    );
+    assert!(
+        m.nodes
+            .iter()
+            .all(|n| n.id == id || n.state == NodeState::Up as i32),
+        "an honest node was blamed: {:?}",
+        m.nodes
+    );
+
+    // Redundancy comes back by itself: every shard at its home under the
+    // new map, the untrusted farm's included.
+    let root = f._root.path().to_path_buf();
+    let chunks = support::shards::chunks_on_disk(&root, 6);
+    let healed = wait_for(Duration::from_secs(120), || async {
+        let m = watcher.get_map().await.unwrap().unwrap();
+        support::shards::misplaced(&root, &m, &chunks).0 == 0
+    })
+    .await;
+    let m = watcher.get_map().await.unwrap().unwrap();
+    assert!(
+        healed,
+        "shards missing at their homes: {:?}",
+        support::shards::misplaced(&root, &m, &chunks)
+    );
+    f.assert_whole().await;
+    auditor.abort();
 }
