@@ -724,9 +724,9 @@ fn peer_may_replace(node: &Node, table: Table, q: &api::CasRequest) -> Result<()
 
 /// A peer may hand this node a shard only where the map this node holds
 /// makes it that shard's home, for a chunk it holds a reference to, and
-/// with the checksum that reference records for that index when it
-/// records one: a farm cannot fill others' disks with shards of its own
-/// making or slip a forged one in. Returns the checksum to insist on.
+/// with the checksum that reference records for that index: a farm cannot
+/// fill others' disks with shards of its own making or slip a forged one
+/// in. Returns the recorded checksum, if any.
 fn peer_may_place(node: &Node, key: &ShardKey) -> Result<Option<[u8; 32]>, Failure> {
     let forbidden = |m: String| Failure::new(StatusCode::FORBIDDEN, m);
     let map = node
@@ -874,11 +874,23 @@ async fn put_shard(
     if caller == Caller::Peer {
         let n = node.clone();
         let recorded = blocking(move || peer_may_place(&n, &key)).await?;
-        if recorded.is_some_and(|h| h != content_hash) {
-            return Err(Failure::new(
-                StatusCode::FORBIDDEN,
-                "shard checksum differs from the one its writer recorded",
-            ));
+        // Without a recorded checksum a farm could plant any shard that
+        // checks out by itself; repair always sends the references (which
+        // carry the checksums) first.
+        match recorded {
+            Some(h) if h == content_hash => {}
+            Some(_) => {
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    "shard checksum differs from the one its writer recorded",
+                ))
+            }
+            None => {
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    "no checksum recorded for this shard here: references first",
+                ))
+            }
         }
     }
     let len = content_length(&req)?.ok_or_else(|| {
