@@ -68,7 +68,7 @@ async fn farm() -> Farm {
     for p in &procs {
         assert!(p.client().put_map(&map).await.unwrap().accepted);
     }
-    let grid = ::grid::Grid::new(map.clone(), support::key(), ClientOptions::default());
+    let grid = ::grid::Grid::new(map.clone(), ClientOptions::default());
     let store = ObjectStore::new(grid, support::master(), StoreConfig::default())
         .following_map(Duration::from_millis(500));
     store
@@ -113,7 +113,7 @@ impl Farm {
             identity: Some(self.stolen_identity()),
             ..ClientOptions::default()
         };
-        NodeClient::new(&p.addr, &p.key.0, support::key(), opts)
+        NodeClient::new(&p.addr, &p.key.0, opts)
     }
 
     fn victims(&self) -> impl Iterator<Item = usize> + '_ {
