@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use cluster::secrets::MasterKey;
 use cluster::{ErasureSpec, ObjectStore, StoreConfig};
 use grid::chunk_io::Grid;
-use grid::rpc_auth::RpcKey;
 use grid::tls::{Identity, IdentityKey};
 use grid::ClientOptions;
 use std::path::{Path, PathBuf};
@@ -59,7 +58,7 @@ enum NodeCommand {
     /// first map. Nodes holding a map are left alone. `gridstore gateway`
     /// does this by itself at start and every few seconds.
     Seed,
-    /// Add a node (already running with the cluster secret); placement
+    /// Add a node (already running, its identity key known); placement
     /// starts using it at once and the others move it its share.
     Add {
         /// Its `node_id`.
@@ -186,7 +185,6 @@ struct Connection {
 fn connect_parts(
     map: MapFile,
     identity: Identity,
-    secret: &[u8],
     master: MasterKey,
     site: Option<String>,
     metadata_replicas: usize,
@@ -204,7 +202,7 @@ fn connect_parts(
         identity: Some(identity),
         ..ClientOptions::default()
     };
-    let grid = Grid::new(map.to_map(), RpcKey::from_secret(secret), opts);
+    let grid = Grid::new(map.to_map(), opts);
     let cfg = StoreConfig {
         local_site: site,
         metadata_replicas,
@@ -234,7 +232,6 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
             connect_parts(
                 map,
                 identity,
-                state.cluster_secret.as_bytes(),
                 master,
                 None,
                 StoreConfig::default().metadata_replicas,
@@ -246,7 +243,6 @@ fn connect(args: &AdminArgs) -> Result<Connection, AdminError> {
             connect_parts(
                 map,
                 g.identity()?,
-                &g.cluster_secret()?,
                 g.master_key()?,
                 g.site.clone(),
                 g.metadata_replicas,
@@ -557,7 +553,7 @@ type ReferrerNames = std::collections::HashMap<metadata::model::Referrer, Option
 
 fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
     use std::fmt::Write;
-    let now = grid::rpc_auth::now_ms();
+    let now = grid::clock::now_ms();
     let ago = |ms: u64| {
         if ms == 0 {
             "never".to_string()
@@ -677,7 +673,7 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
 /// few shards to rebuild) are not missing shards: nothing will rebuild
 /// them, so the watch ends without them and says how many there are.
 async fn watch_repair(s: &ObjectStore, first: &[RepairRow]) {
-    let now = grid::rpc_auth::now_ms;
+    let now = grid::clock::now_ms;
     let sum = |rows: &[RepairRow]| {
         rows.iter()
             .filter_map(|(_, st)| st.as_ref().ok()?.repair.clone())
@@ -768,7 +764,6 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     let c = connect_parts(
         map,
         identity,
-        &g.cluster_secret()?,
         g.master_key()?,
         g.site.clone(),
         g.metadata_replicas,

@@ -202,10 +202,13 @@ pub struct GatewayFile {
     /// listeners are plain HTTP (loopback, or behind a TLS proxy).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// Node RPC secret; or `cluster_secret_file`; or env
-    /// `GRIDSTORE_CLUSTER_SECRET`.
-    pub cluster_secret: Option<String>,
-    pub cluster_secret_file: Option<PathBuf>,
+    /// Read from older configs and ignored (see
+    /// `storage_node::config::RETIRED_KEYS`): node calls are authenticated
+    /// by the gateway's TLS identity.
+    #[serde(default)]
+    cluster_secret: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    cluster_secret_file: Option<serde::de::IgnoredAny>,
     /// Master key (64 hex digits or a passphrase of 32+ characters); or
     /// `master_key_file`; or env `GRIDSTORE_MASTER_KEY`.
     pub master_key: Option<String>,
@@ -336,7 +339,6 @@ impl GatewayFile {
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             Some(&mut g.cluster_map),
-            g.cluster_secret_file.as_mut(),
             g.master_key_file.as_mut(),
             g.identity_dir.as_mut(),
             g.tls_cert.as_mut(),
@@ -352,6 +354,11 @@ impl GatewayFile {
         if g.identity_dir.is_none() {
             g.identity_dir = Some(base.join("identity"));
         }
+        let retired = [
+            g.cluster_secret.map(|_| "cluster_secret"),
+            g.cluster_secret_file.map(|_| "cluster_secret_file"),
+        ];
+        storage_node::config::warn_retired(retired.into_iter().flatten().collect());
         Ok(g)
     }
 
@@ -375,24 +382,6 @@ impl GatewayFile {
             .clone()
             .unwrap_or_else(|| PathBuf::from("identity"));
         Identity::load_or_create(&dir).map_err(|e| FileError::Invalid(e.to_string()))
-    }
-
-    pub fn cluster_secret(&self) -> Result<Vec<u8>, FileError> {
-        let s = match (&self.cluster_secret, &self.cluster_secret_file) {
-            (Some(s), _) => s.clone(),
-            (None, Some(f)) => read(f)?.trim().to_string(),
-            (None, None) => std::env::var("GRIDSTORE_CLUSTER_SECRET").map_err(|_| {
-                FileError::Invalid(
-                    "no cluster secret: set cluster_secret, cluster_secret_file or GRIDSTORE_CLUSTER_SECRET".into(),
-                )
-            })?,
-        };
-        if s.len() < 16 {
-            return Err(FileError::Invalid(
-                "the cluster secret must be at least 16 bytes".into(),
-            ));
-        }
-        Ok(s.into_bytes())
     }
 
     pub fn master_key(&self) -> Result<MasterKey, FileError> {

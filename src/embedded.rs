@@ -8,7 +8,6 @@ use crate::cluster_file::{write_private, FileError, MapClient, MapFile, MapNode}
 use cluster::secrets::MasterKey;
 use cluster::{ObjectStore, StoreConfig};
 use grid::chunk_io::Grid;
-use grid::rpc_auth::RpcKey;
 use grid::ClientOptions;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -38,7 +37,11 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerState {
-    pub cluster_secret: String,
+    /// Read from older state files and ignored: node calls are
+    /// authenticated by TLS identity, so nothing needs a shared secret.
+    /// Never written.
+    #[serde(default, skip_serializing)]
+    cluster_secret: Option<serde::de::IgnoredAny>,
     pub master_key: String,
     pub access_key: String,
     pub secret_key: String,
@@ -75,15 +78,18 @@ impl ServerState {
                 path: path.clone(),
                 source,
             })?;
-            return toml::from_str(&text).map_err(|e| {
+            let state: ServerState = toml::from_str(&text).map_err(|e| {
                 ServerError::File(FileError::Parse {
                     path,
                     message: e.to_string(),
                 })
-            });
+            })?;
+            let retired = state.cluster_secret.map(|_| "cluster_secret (server.toml)");
+            storage_node::config::warn_retired(retired.into_iter().collect());
+            return Ok(state);
         }
         let state = ServerState {
-            cluster_secret: cluster::users::new_secret_key() + &cluster::users::new_secret_key(),
+            cluster_secret: None,
             master_key: MasterKey::generate_text(),
             access_key: cluster::users::new_access_key(),
             secret_key: cluster::users::new_secret_key(),
@@ -132,8 +138,6 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             site: site.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: args.dir.join(&site).join(&id),
-            cluster_secret: Some(state.cluster_secret.clone()),
-            cluster_secret_file: None,
             quota_bytes: None,
             reserve_bytes: 256 << 20,
             io: IoChoice::Auto,
@@ -173,7 +177,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Invalid(e.to_string()))?;
     // Ports change between starts; the epoch only grows.
     let map_file = MapFile {
-        epoch: grid::rpc_auth::now_ms(),
+        epoch: grid::clock::now_ms(),
         nodes: entries,
         clients: vec![MapClient {
             name: "server".into(),
@@ -185,19 +189,18 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let master =
         MasterKey::from_text(&state.master_key).map_err(|e| ServerError::Invalid(e.to_string()))?;
     let map = master.owner_key().signed(map_file.to_map());
-    let key = RpcKey::from_secret(state.cluster_secret.as_bytes());
     let opts = ClientOptions {
         timeout: Duration::from_secs(30),
         identity: Some(identity),
         ..ClientOptions::default()
     };
     for n in &map.nodes {
-        let c = grid::NodeClient::new(n.addr.clone(), &n.key, key.clone(), opts.clone());
+        let c = grid::NodeClient::new(n.addr.clone(), &n.key, opts.clone());
         if let Err(e) = c.put_map(&map).await {
             tracing::warn!(node = %n.id, error = %e, "could not hand the cluster map to a node");
         }
     }
-    let grid = Grid::new(map, key, opts);
+    let grid = Grid::new(map, opts);
     let store = ObjectStore::new(grid, master, StoreConfig::default())
         .with_repair_forwarding()
         .following_map(cluster::map_follow::FOLLOW_EVERY);

@@ -41,8 +41,7 @@ fn gateway_config(dir: &Path, map: &Path, extra: &str) -> std::path::PathBuf {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
-             cluster_map = {map:?}\ncluster_secret = {:?}\nmaster_key = {MASTER:?}\n{extra}",
-            support::SECRET
+             cluster_map = {map:?}\nmaster_key = {MASTER:?}\n{extra}",
         ),
     )
     .unwrap();
@@ -136,10 +135,15 @@ async fn start_grid(root: &Path) -> (Vec<NodeProc>, GatewayProc, metadata::model
         );
     }
     let map_path = root.join("map.toml");
+    // As an old gw.toml had them: ignored, and the gateway still starts.
+    let retired = "cluster_secret = \"test-cluster-secret-0123456789\"\n\
+                   cluster_secret_file = \"no-such-file\"\n";
     let config = gateway_config(
         root,
         &map_path,
-        "housekeeping_secs = 1\norphan_grace_secs = 2\nupload_max_age_secs = 2\n",
+        &format!(
+            "housekeeping_secs = 1\norphan_grace_secs = 2\nupload_max_age_secs = 2\n{retired}"
+        ),
     );
     write_map(&map_path, &nodes.iter().collect::<Vec<_>>(), &config);
 
@@ -163,7 +167,7 @@ async fn start_grid(root: &Path) -> (Vec<NodeProc>, GatewayProc, metadata::model
 }
 
 fn store_for(map: &metadata::model::ClusterMap, opts: ClientOptions) -> ObjectStore {
-    let grid = Grid::new(map.clone(), support::key(), opts);
+    let grid = Grid::new(map.clone(), opts);
     ObjectStore::new(
         grid,
         MasterKey::from_text(MASTER).unwrap(),
@@ -243,7 +247,7 @@ async fn a_gateway_seeds_the_first_map_and_collects_crash_leftovers() {
             version: vec![4; VERSION_ID_LEN],
             part_number: 0,
         }),
-        created_ms: grid::rpc_auth::now_ms(),
+        created_ms: grid::clock::now_ms(),
         ..ChunkReference::default()
     };
     clients[1].refs_add(vec![orphan]).await.unwrap();

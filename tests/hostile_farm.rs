@@ -73,7 +73,7 @@ async fn farm_of(sites: usize, per_site: usize, objects: u64) -> Farm {
     for p in &procs {
         assert!(p.client().put_map(&map).await.unwrap().accepted);
     }
-    let grid = ::grid::Grid::new(map.clone(), support::key(), ClientOptions::default());
+    let grid = ::grid::Grid::new(map.clone(), ClientOptions::default());
     let store = ObjectStore::new(grid, support::master(), StoreConfig::default())
         .following_map(Duration::from_millis(500));
     store
@@ -119,7 +119,7 @@ impl Farm {
             identity: Some(self.stolen_identity()),
             ..ClientOptions::default()
         };
-        NodeClient::new(&p.addr, &p.key.0, support::key(), opts)
+        NodeClient::new(&p.addr, &p.key.0, opts)
     }
 
     fn victims(&self) -> impl Iterator<Item = usize> + '_ {

@@ -4,7 +4,6 @@
 //! are driven by their `now_ms` argument, never by the clock, except for
 //! the one test of the background loop.
 
-use ::grid::rpc_auth::RpcKey;
 use ::grid::{ClientOptions, NodeClient};
 use codec::{DomainKey, ErasureParams, SealConfig, SealedChunk, Sealer};
 use metadata::model::{ChunkReference, ErasureSpec, Referrer, BUCKET_ID_LEN, VERSION_ID_LEN};
@@ -15,7 +14,6 @@ use storage_node::config::IoChoice;
 use storage_node::daemon::LocalNode;
 use storage_node::{GcReport, NodeConfig};
 
-const SECRET: &str = "test-cluster-secret-0123456789";
 /// A pass's idea of "now" at the start of each test.
 const T0: u64 = 1_700_000_000_000;
 const GRACE: u64 = 60_000;
@@ -32,8 +30,6 @@ fn config(dir: &std::path::Path, gc_interval_secs: u64, gc_grace_secs: u64) -> N
         site: "farm-a".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
-        cluster_secret: Some(SECRET.into()),
-        cluster_secret_file: None,
         quota_bytes: None,
         reserve_bytes: 0,
         io: IoChoice::Auto,
@@ -58,7 +54,6 @@ async fn start_with(gc_interval_secs: u64, gc_grace_secs: u64) -> TestNode {
     let client = NodeClient::new(
         local.addr.to_string(),
         &local.node.identity.key().0,
-        RpcKey::from_secret(SECRET.as_bytes()),
         ClientOptions::default(),
     );
     TestNode {
@@ -437,4 +432,21 @@ fn gc_settings_parse_with_defaults() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/node.example.toml");
     let cfg = NodeConfig::load(&example).unwrap();
     assert_eq!((cfg.gc_grace_secs, cfg.gc_interval_secs), (86_400, 3_600));
+}
+
+#[test]
+fn retired_secret_settings_are_set_aside() {
+    let base = "node_id = \"n1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+    let old = format!(
+        "{base}cluster_secret = \"test-cluster-secret-0123456789\"\n\
+         cluster_secret_file = \"/etc/gridstore/cluster.secret\"\ngc_grace_secs = 600\n"
+    );
+    let (cfg, retired) = NodeConfig::parse(&old).unwrap();
+    assert_eq!(retired, ["cluster_secret", "cluster_secret_file"]);
+    assert_eq!((cfg.node_id.as_str(), cfg.gc_grace_secs), ("n1", 600));
+    let (_, retired) = NodeConfig::parse(base).unwrap();
+    assert!(retired.is_empty());
+    // Only those: other unknown keys are refused as before, by name.
+    let err = NodeConfig::parse(&format!("{old}gc_grace = 1\n")).unwrap_err();
+    assert!(err.contains("gc_grace"), "{err}");
 }

@@ -1,12 +1,13 @@
 //! Node RPC against a real `gridstore node` process on 127.0.0.1 with real
 //! RocksDB and shard files in a temp dir: every call, HTTP/1.1 and HTTP/2,
-//! authentication, malformed requests, and capacity.
+//! declared shard checksums, malformed requests, and capacity. Who may
+//! connect at all is `node_tls.rs`.
 
 mod support;
 
 use ::grid::node_api::{self as api, MetaOp, RefQuery};
-use ::grid::rpc_auth::RpcKey;
-use ::grid::{ClientOptions, NodeClient, RpcError};
+use ::grid::node_client::{read_response, RequestBody};
+use ::grid::{NodeClient, RpcError};
 use bytes::Bytes;
 use http::Method;
 use metadata::db::Table;
@@ -378,146 +379,102 @@ async fn hyper_get(node: &NodeProc, path: &str) -> (u16, String) {
     probe_get(&node.addr, node.key, path).await
 }
 
+async fn send_put(c: &NodeClient, req: http::Request<RequestBody>) -> Result<Bytes, RpcError> {
+    read_response(c.send(req).await?).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_credentials_tampering_and_replays_get_401_and_change_nothing() {
+async fn a_shard_put_must_carry_the_checksum_it_declares() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProc::start(dir.path(), "");
     let c = node.client();
     let chunk = sealed(50_000, 2, 1, 9);
     let k0 = shard_key(&chunk, 0);
-    let k1 = shard_key(&chunk, 1);
     let path0 = api::shard_path(&k0);
     let shard0 = Bytes::from(chunk.shard(0));
+    // A valid shard of the same chunk and index (sealed with another
+    // erasure shape): it verifies on its own, with another checksum.
+    let twin = sealed(50_000, 2, 2, 9);
+    assert_eq!(twin.id(), chunk.id());
+    let twin0 = Bytes::from(twin.shard(0));
+    assert_ne!(twin0, shard0);
+    let declared = |d: [u8; 32], b: &Bytes| {
+        c.request(
+            Method::PUT,
+            &path0,
+            Some(d),
+            b.len() as u64,
+            body(b.clone()),
+        )
+        .unwrap()
+    };
 
-    // No credentials at all.
-    let req = http::Request::put(format!("https://{}{path0}", node.addr))
-        .body(body(shard0.clone()))
+    // Declaring nothing, or something that is no checksum.
+    let req = c
+        .request(
+            Method::PUT,
+            &path0,
+            None,
+            shard0.len() as u64,
+            body(shard0.clone()),
+        )
         .unwrap();
-    assert_eq!(status_of(&c, req).await, 401);
-    // Another cluster's secret.
-    let stranger = NodeClient::new(
-        &node.addr,
-        &node.key.0,
-        RpcKey::from_secret(b"some-other-cluster-secret"),
-        ClientOptions::default(),
+    let r = send_put(&c, req).await;
+    assert!(
+        matches!(&r, Err(RpcError::Rejected { status: 400, message }) if message.contains(api::HEADER_SHARD_CHECKSUM)),
+        "{r:?}"
     );
-    assert!(matches!(
-        stranger.put_shard(&k0, shard0.clone()).await,
-        Err(RpcError::Unauthorized(_))
-    ));
-    assert!(matches!(
-        stranger
-            .meta_put(
-                Table::Buckets,
-                b"x",
-                seal(Table::Buckets, b"x", &bucket("x"))
-            )
-            .await,
-        Err(RpcError::Unauthorized(_))
-    ));
-    assert!(matches!(
-        stranger.status().await,
-        Err(RpcError::Unauthorized(_))
-    ));
-    // Signed for one shard, sent to another path.
-    let req = signed(
-        &key(),
-        &node.addr,
-        Method::PUT,
-        &path0,
-        shard0.clone(),
-        None,
-    )
-    .uri(format!("https://{}{}", node.addr, api::shard_path(&k1)))
-    .body(body(chunk.shard(1)))
-    .unwrap();
-    assert_eq!(status_of(&c, req).await, 401);
-    // The body swapped after signing: a damaged copy fails the shard's own
-    // checksum (400); a valid shard of the same chunk and index (sealed
-    // with another erasure shape) carries another checksum than the one
-    // signed (401). Neither is stored.
+    let mut req = declared([0; 32], &shard0);
+    req.headers_mut()
+        .insert(api::HEADER_SHARD_CHECKSUM, "zz".parse().unwrap());
+    let r = send_put(&c, req).await;
+    assert!(
+        matches!(&r, Err(RpcError::Rejected { status: 400, message }) if message.contains("malformed")),
+        "{r:?}"
+    );
+    // Another shard than the one declared, whole and valid, either way.
+    let own = |b: &Bytes| api::shard_checksum(b);
+    for (d, b) in [(own(&shard0), &twin0), (own(&twin0), &shard0)] {
+        let r = send_put(&c, declared(d, b)).await;
+        assert!(
+            matches!(&r, Err(RpcError::Rejected { status: 400, message }) if message.contains("declared")),
+            "{r:?}"
+        );
+    }
+    // The declared shard, damaged on the way: its own checksum fails.
     let mut damaged = chunk.shard(0);
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
-    let req = signed(
-        &key(),
-        &node.addr,
-        Method::PUT,
-        &path0,
-        shard0.clone(),
-        None,
-    )
-    .body(body(damaged))
-    .unwrap();
-    assert_eq!(status_of(&c, req).await, 400);
-    let twin = sealed(50_000, 2, 2, 9);
-    assert_eq!(twin.id(), chunk.id());
-    assert_ne!(twin.shard(0), chunk.shard(0));
-    let req = signed(
-        &key(),
-        &node.addr,
-        Method::PUT,
-        &path0,
-        shard0.clone(),
-        None,
-    )
-    .body(body(twin.shard(0)))
-    .unwrap();
-    assert_eq!(status_of(&c, req).await, 401);
-    // Method changed.
-    let req = signed(&key(), &node.addr, Method::GET, &path0, Bytes::new(), None)
-        .method(Method::DELETE)
-        .body(body(Bytes::new()))
-        .unwrap();
-    assert_eq!(status_of(&c, req).await, 401);
-    // Signed too long ago (outside the 30 s window).
-    let old = ::grid::rpc_auth::now_ms() - 120_000;
-    let req = signed(
-        &key(),
-        &node.addr,
-        Method::PUT,
-        &path0,
-        shard0.clone(),
-        Some(old),
-    )
-    .body(body(shard0.clone()))
-    .unwrap();
-    assert_eq!(status_of(&c, req).await, 401);
-    assert_eq!(c.has_shards(&[k0, k1]).await.unwrap(), vec![0, 0]);
-
-    // A captured request replayed, even at once, is refused.
-    let record = seal(Table::Buckets, b"replayed", &bucket("replayed"));
-    let path = api::meta_path(Table::Buckets, b"replayed");
-    let first = signed(
-        &key(),
-        &node.addr,
-        Method::PUT,
-        &path,
-        record.clone().into(),
-        None,
+    let r = send_put(&c, declared(own(&shard0), &Bytes::from(damaged))).await;
+    assert!(
+        matches!(r, Err(RpcError::Rejected { status: 400, .. })),
+        "{r:?}"
     );
-    let headers = first.headers_ref().unwrap().clone();
-    assert_eq!(
-        status_of(&c, first.body(body(record.clone())).unwrap()).await,
-        204
-    );
-    c.meta_delete(Table::Buckets, b"replayed").await.unwrap();
-    let mut again = http::Request::put(format!("https://{}{path}", node.addr));
-    for (n, v) in &headers {
-        again = again.header(n, v);
-    }
-    assert_eq!(status_of(&c, again.body(body(record)).unwrap()).await, 401);
-    assert_eq!(c.meta_get(Table::Buckets, b"replayed").await.unwrap(), None);
 
-    // The refusals are counted, and the log says why.
-    let (_, text) = hyper_get(&node, "/metrics").await;
-    let refused: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("gridstore_node_auth_failures_total "))
-        .and_then(|v| v.trim().parse().ok())
+    // None of it left anything, and the shard as declared goes in.
+    assert_eq!(c.has_shards(&[k0]).await.unwrap(), vec![0]);
+    let tmp: Vec<_> = std::fs::read_dir(dir.path().join("data/tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+    send_put(&c, declared(own(&shard0), &shard0)).await.unwrap();
+    assert_eq!(c.get_shard(&k0, None).await.unwrap(), shard0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_config_with_a_cluster_secret_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = "cluster_secret = \"test-cluster-secret-0123456789\"";
+    let node = NodeProc::start(dir.path(), old);
+    let c = node.client();
+    let chunk = sealed(20_000, 2, 1, 12);
+    c.put_shard(&shard_key(&chunk, 0), chunk.shard(0).into())
+        .await
         .unwrap();
-    assert!(refused >= 8, "{refused}");
-    assert!(node.log().contains("replay"), "{}", node.log());
+    assert_eq!(c.status().await.unwrap().shard_count, 1);
+    let log = node.log();
+    assert_eq!(log.matches("no longer used").count(), 1, "{log}");
+    assert!(log.contains("cluster_secret"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,12 +500,12 @@ async fn malformed_ids_paths_and_bodies_are_rejected() {
         format!("/v1/shards/{hex}.0/../x"),
     ];
     for p in &bad_paths {
-        let req = signed(&key(), &node.addr, Method::PUT, p, shard.clone(), None)
+        let req = request(&node.addr, Method::PUT, p, &shard)
             .body(body(shard.clone()))
             .unwrap();
         let s = status_of(&c, req).await;
         assert_eq!(s, 400, "PUT {p}");
-        let req = signed(&key(), &node.addr, Method::GET, p, Bytes::new(), None)
+        let req = request(&node.addr, Method::GET, p, &[])
             .body(body(Bytes::new()))
             .unwrap();
         assert_eq!(status_of(&c, req).await, 400, "GET {p}");
@@ -561,21 +518,14 @@ async fn malformed_ids_paths_and_bodies_are_rejected() {
         "/v1/meta/buckets/",
         "/v1/meta/buckets",
     ] {
-        let req = signed(&key(), &node.addr, Method::GET, p, Bytes::new(), None)
+        let req = request(&node.addr, Method::GET, p, &[])
             .body(body(Bytes::new()))
             .unwrap();
         assert_eq!(status_of(&c, req).await, 400, "GET {p}");
     }
-    let req = signed(
-        &key(),
-        &node.addr,
-        Method::GET,
-        "/v1/nope",
-        Bytes::new(),
-        None,
-    )
-    .body(body(Bytes::new()))
-    .unwrap();
+    let req = request(&node.addr, Method::GET, "/v1/nope", &[])
+        .body(body(Bytes::new()))
+        .unwrap();
     assert_eq!(status_of(&c, req).await, 404);
 
     // Bodies: a shard filed under another index, garbage, a truncated
@@ -622,7 +572,7 @@ async fn malformed_ids_paths_and_bodies_are_rejected() {
     // read (the body here never comes).
     let path = api::shard_path(&k0);
     let (_tx, never) = channel_body();
-    let mut req = signed(&key(), &node.addr, Method::PUT, &path, Bytes::new(), None)
+    let mut req = request(&node.addr, Method::PUT, &path, &[])
         .body(never)
         .unwrap();
     req.headers_mut().insert(
@@ -631,16 +581,9 @@ async fn malformed_ids_paths_and_bodies_are_rejected() {
     );
     assert_eq!(status_of(&c, req).await, 413);
     let (_tx2, never) = channel_body();
-    let mut req = signed(
-        &key(),
-        &node.addr,
-        Method::POST,
-        api::META_BATCH,
-        Bytes::new(),
-        None,
-    )
-    .body(never)
-    .unwrap();
+    let mut req = request(&node.addr, Method::POST, api::META_BATCH, &[])
+        .body(never)
+        .unwrap();
     req.headers_mut().insert(
         http::header::CONTENT_LENGTH,
         (api::MAX_MESSAGE_BYTES + 1).into(),

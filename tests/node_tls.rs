@@ -39,7 +39,7 @@ fn client_as(n: &NodeProc, identity: Identity) -> NodeClient {
         identity: Some(identity),
         ..ClientOptions::default()
     };
-    NodeClient::new(&n.addr, &n.key.0, key(), opts)
+    NodeClient::new(&n.addr, &n.key.0, opts)
 }
 
 /// Whether a call failed at the connection (refused by TLS), not by a
@@ -116,6 +116,21 @@ async fn a_client_the_map_does_not_list_is_refused() {
     let why = refused_by_tls(stranger.status().await);
     assert!(why.contains("AccessDenied"), "{why}");
     assert!(a.log().contains("refused a client"), "{}", a.log());
+    // Nothing else gets through either: with no shared secret left, the
+    // certificate is all a caller has to show.
+    let chunk = sealed(20_000, 2, 1, 3);
+    let k = shard_key(&chunk, 0);
+    a.client()
+        .put_shard(&k, chunk.shard(0).into())
+        .await
+        .unwrap();
+    let fresh = shard_key(&chunk, 1);
+    refused_by_tls(stranger.put_shard(&fresh, chunk.shard(1).into()).await);
+    refused_by_tls(stranger.delete_shard(&k).await);
+    refused_by_tls(stranger.get_shard(&k, None).await);
+    refused_by_tls(stranger.get_map().await);
+    assert_eq!(a.client().has_shards(&[k, fresh]).await.unwrap()[1], 0);
+    assert_ne!(a.client().has_shards(&[k]).await.unwrap()[0], 0);
     // Listed ones get in: this process, and a peer node with its own
     // identity (as repair and heartbeats call).
     a.client().status().await.unwrap();
@@ -173,16 +188,86 @@ async fn a_client_showing_another_nodes_certificate_is_refused() {
     assert!(text.contains("client certificate"), "{text}");
 }
 
+/// Every call of the protocol (one request each, bodies that would do
+/// something were they let in), as (method, path, body).
+fn every_call(chunk: &codec::SealedChunk) -> Vec<(http::Method, String, Vec<u8>)> {
+    use ::grid::node_api::{RefQuery, ShardList};
+    use http::Method;
+    use metadata::db::Table;
+    use metadata::Record;
+    let k0 = shard_key(chunk, 0);
+    let k1 = shard_key(chunk, 1);
+    let keys = ShardList::new(&[k0]).encode_record();
+    let meta = api::meta_path(Table::Buckets, b"k");
+    vec![
+        (Method::PUT, api::shard_path(&k1), chunk.shard(1)),
+        (Method::GET, api::shard_path(&k0), vec![]),
+        (Method::DELETE, api::shard_path(&k0), vec![]),
+        (Method::POST, api::SHARDS_HAVE.into(), keys.clone()),
+        (Method::POST, api::SHARDS_DELETE.into(), keys.clone()),
+        (Method::POST, api::SHARDS_PROVE.into(), vec![]),
+        (Method::GET, meta.clone(), vec![]),
+        (Method::PUT, meta.clone(), b"x".to_vec()),
+        (Method::DELETE, meta, vec![]),
+        (Method::POST, api::META_BATCH.into(), vec![]),
+        (Method::POST, api::META_SCAN.into(), vec![]),
+        (Method::POST, api::META_CAS.into(), vec![]),
+        (Method::POST, api::META_DIGEST.into(), vec![]),
+        (Method::POST, api::META_CHANGES.into(), vec![]),
+        (Method::POST, api::REFS_ADD.into(), vec![]),
+        (Method::POST, api::REFS_REMOVE.into(), vec![]),
+        (
+            Method::POST,
+            api::REFS_LIST.into(),
+            RefQuery::default().encode_record(),
+        ),
+        (Method::GET, api::STATUS.into(), vec![]),
+        (Method::GET, api::MAP.into(), vec![]),
+        (Method::PUT, api::MAP.into(), vec![]),
+        (Method::POST, api::MAP_VOTE.into(), vec![]),
+        (Method::POST, api::REPAIR_HINT.into(), keys),
+        (Method::POST, ::grid::task::TASK_RUN.into(), vec![]),
+        // Unknown calls too: a 404 would tell a stranger what exists.
+        (Method::GET, "/v1/nope".into(), vec![]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_client_certificate_only_probes_are_answered() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, _b) = two_nodes(root.path()).await;
+    // And a node before its first map, when it takes any certificate.
+    let lone = NodeProc::start_as(&root.path().join("lone"), "lone", "farm-a", "");
+    let chunk = sealed(20_000, 2, 1, 5);
+    let k0 = shard_key(&chunk, 0);
+    for n in [&a, &lone] {
+        let c = n.client();
+        c.put_shard(&k0, chunk.shard(0).into()).await.unwrap();
+        for (method, path, payload) in every_call(&chunk) {
+            let (status, text) =
+                probe_call(&n.addr, n.key, method.clone(), &path, payload.into()).await;
+            assert_eq!(status, 401, "{} {method} {path}: {text}", n.id);
+            assert!(text.contains("client certificate"), "{text}");
+        }
+        for path in [api::HEALTH, api::METRICS] {
+            assert_eq!(probe_get(&n.addr, n.key, path).await.0, 200, "{path}");
+        }
+        // Nothing changed: the shard is there, and only it.
+        let held = c.has_shards(&[k0, shard_key(&chunk, 1)]).await.unwrap();
+        assert_eq!(held, vec![chunk.shard(0).len() as u64, 0], "{}", n.id);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_certificate_is_not_the_pinned_one_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let (a, b) = two_nodes(root.path()).await;
     // a's address with b's key: whoever answers there is not b.
-    let wrong = NodeClient::new(&a.addr, &b.key.0, key(), ClientOptions::default());
+    let wrong = NodeClient::new(&a.addr, &b.key.0, ClientOptions::default());
     let why = refused_by_tls(wrong.status().await);
     assert!(why.to_lowercase().contains("certificate"), "{why}");
     // No key in the map: no call at all, and it says why.
-    let unpinned = NodeClient::new(&a.addr, &[], key(), ClientOptions::default());
+    let unpinned = NodeClient::new(&a.addr, &[], ClientOptions::default());
     assert!(matches!(
         unpinned.status().await,
         Err(RpcError::Unpinned { .. })
@@ -239,7 +324,7 @@ async fn trusting_and_distrusting_a_client_takes_effect_on_every_node() {
     let root = tempfile::tempdir().unwrap();
     let (a, b) = two_nodes(root.path()).await;
     let map = a.client().get_map().await.unwrap().unwrap();
-    let grid = ::grid::Grid::new(map, key(), ClientOptions::default());
+    let grid = ::grid::Grid::new(map, ClientOptions::default());
     let gw = Identity::generate().unwrap();
     assert!(client_as(&a, gw.clone()).status().await.is_err());
     let kept = client_as(&a, gw.clone());

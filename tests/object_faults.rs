@@ -451,7 +451,7 @@ async fn deleted_versions_and_crashed_puts_are_collected() {
     let gc_all = |tg: &TestGrid| {
         let nodes: Vec<_> = tg.nodes.iter().flatten().map(|n| n.node.clone()).collect();
         async move {
-            let now = ::grid::rpc_auth::now_ms();
+            let now = ::grid::clock::now_ms();
             // Grace 0: the first pass starts it, the second collects.
             for pass in 0..2 {
                 for n in &nodes {

@@ -55,7 +55,7 @@ async fn a_1_gib_upload_peaks_under_128_mib() {
         clients: vec![],
         ..ClusterMap::default()
     };
-    let grid = Grid::new(map, support::key(), ClientOptions::default());
+    let grid = Grid::new(map, ClientOptions::default());
     let s = ObjectStore::new(grid, MasterKey::from_bytes([1; 32]), StoreConfig::default());
     s.create_bucket("memory", OWNER, None).await.unwrap();
     let before = peak_rss_bytes();

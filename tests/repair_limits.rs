@@ -338,7 +338,7 @@ async fn a_full_store_pauses_rebuilds_and_fetches_nothing_until_there_is_room() 
     assert_eq!(r.deferred, 6, "{r:?}");
     let st = repair_status(&grid, &x).await;
     assert!(
-        st.rebuilds_paused_until_ms > grid::rpc_auth::now_ms(),
+        st.rebuilds_paused_until_ms > grid::clock::now_ms(),
         "status says paused: {st:?}"
     );
     assert_eq!(st.store_full_pauses, 1);

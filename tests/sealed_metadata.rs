@@ -163,7 +163,7 @@ async fn no_name_metadata_or_digest_reaches_a_node() {
         ..ClientOptions::default()
     };
     let store = ObjectStore::new(
-        Grid::new(map, support::key(), opts),
+        Grid::new(map, opts),
         cluster::MasterKey::from_bytes([42; 32]),
         StoreConfig::default(),
     );
@@ -268,7 +268,7 @@ async fn no_name_metadata_or_digest_reaches_a_node() {
             token: lock_token.clone(),
             principal: access_key.clone(),
             owner_xml: lock_owner.clone().into_bytes(),
-            expires_ms: grid::rpc_auth::now_ms() + 600_000,
+            expires_ms: grid::clock::now_ms() + 600_000,
             timeout_secs: 600,
             deep: true,
             ..Default::default()
@@ -302,7 +302,7 @@ async fn no_name_metadata_or_digest_reaches_a_node() {
     assert_eq!(uploads.uploads[0].key, upload_key);
     assert_eq!(
         store
-            .list_locks("/canarybucketqx7/", grid::rpc_auth::now_ms())
+            .list_locks("/canarybucketqx7/", grid::clock::now_ms())
             .await
             .unwrap()
             .len(),

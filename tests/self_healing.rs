@@ -332,11 +332,7 @@ fn home_changes(a: &ClusterMap, b: &ClusterMap, chunks: &BTreeMap<[u8; 32], usiz
 }
 
 fn grid_view(map: &ClusterMap) -> ::grid::chunk_io::Grid {
-    ::grid::chunk_io::Grid::new(
-        map.clone(),
-        support::key(),
-        ::grid::ClientOptions::default(),
-    )
+    ::grid::chunk_io::Grid::new(map.clone(), ::grid::ClientOptions::default())
 }
 
 /// Drain a node, remove it, add a new one: each time the nodes move the
@@ -658,7 +654,6 @@ async fn kill_9_two_node_processes_under_load() {
     }
     let grid = ::grid::chunk_io::Grid::new(
         map.clone(),
-        support::key(),
         ::grid::ClientOptions {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),

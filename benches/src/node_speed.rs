@@ -13,7 +13,6 @@
 use crate::{median, median_ratio, Case, Timing};
 use bytes::Bytes;
 use codec::{DomainKey, ErasureParams, SealConfig, Sealer};
-use grid::rpc_auth::RpcKey;
 use grid::{ClientOptions, NodeClient};
 use metadata::ShardKey;
 use rand::{RngCore, SeedableRng};
@@ -98,14 +97,11 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         .build()
         .map_err(setup("runtime"))?;
 
-    let secret = "bench-secret-0123456789abcdef";
     let cfg = NodeConfig {
         node_id: "bench".into(),
         site: "bench".into(),
         listen: "127.0.0.1:0".parse().map_err(setup("address"))?,
         data_dir: base.path().join("node"),
-        cluster_secret: Some(secret.into()),
-        cluster_secret_file: None,
         quota_bytes: None,
         reserve_bytes: 0,
         io: IoChoice::Auto,
@@ -127,7 +123,6 @@ pub fn run(timing: Timing, dir: Option<&Path>) -> Result<NodeReport, NodeBenchEr
         NodeClient::new(
             addr.to_string(),
             &local.node.identity.key().0,
-            RpcKey::from_secret(secret.as_bytes()),
             ClientOptions::default(),
         )
     };

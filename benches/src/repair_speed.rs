@@ -14,7 +14,6 @@ use bytes::Bytes;
 use cluster::{ErasureSpec, MasterKey, ObjectStore, PutOptions, StoreConfig};
 use codec::{DomainKey, ErasureParams, Rebuilder, SealConfig, Sealer};
 use grid::chunk_io::Grid;
-use grid::rpc_auth::RpcKey;
 use grid::ClientOptions;
 use metadata::model::{ClusterMap, NodeState};
 use rand::{RngCore, SeedableRng};
@@ -25,7 +24,6 @@ use std::time::{Duration, Instant};
 use storage_node::daemon::LocalNode;
 use storage_node::NodeConfig;
 
-const SECRET: &str = "bench-repair-cluster-secret-0123456789";
 const OBJECT_MIB: u64 = 64;
 
 #[derive(Debug, Clone, Serialize)]
@@ -192,7 +190,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
             let path = dir.join(format!("{id}.toml"));
             let text = format!(
                 "node_id = {id:?}\nsite = \"site-{s}\"\nlisten = \"127.0.0.1:0\"\n\
-                 data_dir = {:?}\ncluster_secret = {SECRET:?}\nreserve_bytes = 0\n\
+                 data_dir = {:?}\nreserve_bytes = 0\n\
                  gc_interval_secs = 0\n[repair]\nheartbeat_secs = {}\n\
                  down_after_secs = {}\nscrub_interval_secs = 0\nconcurrency = {}\n",
                 dir.join(&id),
@@ -216,8 +214,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
         clients: vec![me.as_gateway("bench")],
         ..ClusterMap::default()
     });
-    let key = RpcKey::from_secret(SECRET.as_bytes());
-    let grid = Grid::new(map.clone(), key, ClientOptions::default());
+    let grid = Grid::new(map.clone(), ClientOptions::default());
     for n in &map.nodes {
         if let Some(c) = grid.client(&n.id) {
             c.put_map(&map).await.map_err(setup("map"))?;

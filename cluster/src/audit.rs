@@ -392,7 +392,7 @@ impl Auditor {
             .filter(|n| n.state == NodeState::Up as i32)
             .map(|n| n.id.as_str())
             .collect();
-        let now_ms = grid::rpc_auth::now_ms();
+        let now_ms = grid::clock::now_ms();
         let settle_ms = self.cfg.settle.as_millis() as u64;
         let pages = map
             .nodes

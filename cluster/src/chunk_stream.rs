@@ -295,7 +295,7 @@ fn reference(ctx: &WriteCtx, id: &ChunkId) -> ChunkReference {
         chunk_id: id.0.to_vec(),
         erasure: Some(ctx.erasure),
         referrer: Some(ctx.referrer.clone()),
-        created_ms: grid::rpc_auth::now_ms(),
+        created_ms: grid::clock::now_ms(),
         ..ChunkReference::default()
     }
 }
@@ -574,7 +574,7 @@ pub(crate) async fn add_refs(
     chunks: &[ChunkRef],
 ) -> Result<PendingRefs> {
     let grid = &io.grid;
-    let now = grid::rpc_auth::now_ms();
+    let now = grid::clock::now_ms();
     let mut by_node: BTreeMap<String, Vec<ChunkReference>> = BTreeMap::new();
     let mut homes_of: BTreeMap<Vec<u8>, Vec<String>> = BTreeMap::new();
     for c in chunks {

@@ -63,7 +63,7 @@ impl ObjectStore {
     /// the lease. The lease lasts three rounds, so a holder missing one
     /// renewal keeps it.
     pub async fn hold_duty(&self, duty: &str, holder: &str, every: Duration) -> Result<bool> {
-        let now = grid::rpc_auth::now_ms();
+        let now = grid::clock::now_ms();
         let ttl = every.saturating_mul(3).max(Duration::from_secs(3));
         let path = format!("{DUTY_PREFIX}{duty}");
         self.put_lock(&Lock {

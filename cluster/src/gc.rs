@@ -118,7 +118,7 @@ impl ObjectStore {
         let Some(client) = self.grid().client(node_id).cloned() else {
             return Ok(report);
         };
-        let cutoff = grid::rpc_auth::now_ms().saturating_sub(grace.as_millis() as u64);
+        let cutoff = grid::clock::now_ms().saturating_sub(grace.as_millis() as u64);
         let mut alive: HashMap<Vec<u8>, bool> = HashMap::new();
         let mut start_after = None;
         loop {

@@ -287,7 +287,7 @@ impl ObjectStore {
                 size: written.size,
                 etag: hex::encode(written.digests.md5),
                 chunks: refs.chunks().to_vec(),
-                last_modified_ms: grid::rpc_auth::now_ms(),
+                last_modified_ms: grid::clock::now_ms(),
                 checksums: written.digests.checksums,
                 revision: self.revision(),
             };
@@ -668,7 +668,7 @@ impl ObjectStore {
     /// Abort uploads initiated more than `max_age` ago, in every bucket.
     /// Returns how many were aborted.
     pub async fn abort_stale_uploads(&self, max_age: Duration) -> Result<usize> {
-        let cutoff = grid::rpc_auth::now_ms().saturating_sub(max_age.as_millis() as u64);
+        let cutoff = grid::clock::now_ms().saturating_sub(max_age.as_millis() as u64);
         let mut total = 0;
         for info in self.list_buckets().await? {
             let b = match self.bucket(&info.name).await {

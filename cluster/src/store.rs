@@ -393,7 +393,7 @@ impl ObjectStore {
                 });
             }
         }
-        let now = grid::rpc_auth::now_ms();
+        let now = grid::clock::now_ms();
         let record = Bucket {
             name: name.to_string(),
             id: rand::random::<[u8; BUCKET_ID_LEN]>().to_vec(),

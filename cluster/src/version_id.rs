@@ -75,7 +75,7 @@ impl Default for Hlc {
 impl Hlc {
     /// A clock with a random process id and the system wall clock.
     pub fn new() -> Self {
-        Self::with_clock(rand::random(), grid::rpc_auth::now_ms)
+        Self::with_clock(rand::random(), grid::clock::now_ms)
     }
 
     /// A clock with a given process id and time source (tests).

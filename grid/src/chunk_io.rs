@@ -16,7 +16,6 @@
 //! repair queue.
 
 use crate::node_client::{ClientOptions, NodeClient, RpcError};
-use crate::rpc_auth::RpcKey;
 use crate::stragglers::{join_all_but_stragglers, Stragglers};
 use crate::tls::IdentityKey;
 use bytes::Bytes;
@@ -68,7 +67,6 @@ pub struct Grid {
     map: ClusterMap,
     clients: HashMap<String, NodeClient>,
     local_site: Option<String>,
-    key: RpcKey,
     opts: ClientOptions,
     /// Shard homes placed lately under `map`, shared by clones.
     placed: Arc<HomesCache>,
@@ -123,14 +121,14 @@ impl HomesCache {
 }
 
 impl Grid {
-    pub fn new(map: ClusterMap, key: RpcKey, opts: ClientOptions) -> Self {
+    pub fn new(map: ClusterMap, opts: ClientOptions) -> Self {
         let clients = map
             .nodes
             .iter()
             .map(|n| {
                 (
                     n.id.clone(),
-                    NodeClient::new(n.addr.clone(), &n.key, key.clone(), opts.clone()),
+                    NodeClient::new(n.addr.clone(), &n.key, opts.clone()),
                 )
             })
             .collect();
@@ -138,7 +136,6 @@ impl Grid {
             map,
             clients,
             local_site: None,
-            key,
             opts,
             placed: Arc::default(),
             suspects: Arc::default(),
@@ -156,7 +153,7 @@ impl Grid {
                         c.addr() == n.addr && c.pin() == IdentityKey::from_bytes(&n.key)
                     });
                     let client = kept.cloned().unwrap_or_else(|| {
-                        NodeClient::new(n.addr.clone(), &n.key, self.key.clone(), self.opts.clone())
+                        NodeClient::new(n.addr.clone(), &n.key, self.opts.clone())
                     });
                     (n.id.clone(), client)
                 })
@@ -165,7 +162,6 @@ impl Grid {
             map,
             clients,
             local_site: self.local_site.clone(),
-            key: self.key.clone(),
             opts: self.opts.clone(),
             placed: Arc::default(),
             suspects: self.suspects.clone(),
@@ -869,7 +865,6 @@ mod tests {
                 clients: vec![],
                 ..ClusterMap::default()
             },
-            RpcKey::from_secret(b"test"),
             ClientOptions::default(),
         )
     }

@@ -1,9 +1,8 @@
 //! What nodes and gateways both speak, below the object layer (`cluster`)
 //! and the node daemon (`storage-node`):
 //!
-//! * [`rpc_auth`]: how every node RPC is signed and checked;
 //! * [`tls`]: identities, and TLS 1.3 with keys pinned by the cluster map
-//!   on every node connection;
+//!   on every node connection (the only authentication node RPC has);
 //! * [`node_api`]: the node protocol (paths, records, limits) shared by
 //!   the server in `storage-node` and the typed client [`node_client`];
 //! * [`task`]: the job task call and its streamed frames;
@@ -16,15 +15,16 @@
 //!   quorum;
 //! * [`table`]: one record kind on its replica set, typed: the generic
 //!   get / put / scan every kind of metadata goes through;
-//! * [`blocking()`]: the one way blocking work leaves an async thread.
+//! * [`blocking()`]: the one way blocking work leaves an async thread;
+//! * [`clock`]: the wall clock in the milliseconds records carry.
 
 pub mod blocking;
 pub mod chunk_io;
+pub mod clock;
 pub mod membership;
 pub mod node_api;
 pub mod node_client;
 pub mod replicas;
-pub mod rpc_auth;
 pub mod signed_map;
 pub mod stragglers;
 pub mod table;

@@ -2,7 +2,10 @@
 //! by the client (`NodeClient`, in this crate) and the server (the
 //! `storage-node` crate).
 //!
-//! Every call is HTTP (1.1 or 2) authenticated by [`crate::rpc_auth`].
+//! Every call is HTTP (1.1 or 2) over TLS 1.3 with both ends' identities
+//! pinned by the cluster map (see [`crate::tls`]): who the caller is comes
+//! from its certificate, and what it may do from that (see the node's
+//! `rpc_server::authorize`), never from anything a request says of itself.
 //! Shard bodies travel raw; every other body is a record in the versioned
 //! encoding of [`metadata::record`], so the protocol evolves by the same
 //! rules as the data on disk.
@@ -30,11 +33,13 @@
 //! | repair hint | `POST /v1/repair:hint` | [`RepairHints`] (shards to reconcile soon) | - |
 //! | storage proof | `POST /v1/shards:prove` | [`ProveRequest`] | [`ShardProof`] (404 if absent) |
 //!
-//! A shard put signs the shard's own checksum (the last 32 bytes of its
-//! header: BLAKE3 over every other byte of the shard) as its content hash
-//! instead of a hash of the body: the node verifies that checksum anyway,
-//! so one pass over the bytes authenticates and verifies them, and the
-//! sender, who sealed the shard, hashes nothing. See [`content_hash`].
+//! A shard put declares the shard's own checksum (the last 32 bytes of its
+//! header: BLAKE3 over every other byte of the shard) in
+//! [`HEADER_SHARD_CHECKSUM`]. The node decides from it, before the body
+//! arrives, whether a peer may place that shard (the checksum must be the
+//! one the owner recorded), and commits the shard only if it verifies and
+//! carries that checksum: one pass over the bytes, and the sender, who
+//! sealed the shard, hashes nothing. See [`shard_checksum`].
 //!
 //! `/health` and `/metrics` are plain, unauthenticated GETs for probes and
 //! Prometheus; they reveal counts, never data or names.
@@ -63,6 +68,9 @@ pub const REPAIR_HINT: &str = "/v1/repair:hint";
 pub const META_DIGEST: &str = "/v1/meta:digest";
 pub const META_CHANGES: &str = "/v1/meta:changes";
 pub const HEALTH: &str = "/health";
+/// A shard put's declared checksum, hex (see the module documentation).
+/// The wire name is older than its present meaning.
+pub const HEADER_SHARD_CHECKSUM: &str = "x-gs-content-hash";
 pub const METRICS: &str = "/metrics";
 
 /// Largest shard a node accepts: a 64 MiB chunk with k = 1 plus its
@@ -120,17 +128,21 @@ pub fn table_to_wire(t: Table) -> u32 {
     }
 }
 
-/// The content hash a request signs: for a shard put the shard's own
-/// checksum (or, for bytes that are not a shard, their BLAKE3: the node
-/// refuses them either way, with the precise reason); for every other
-/// call the BLAKE3 of the body.
-pub fn content_hash(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
-    if method == "PUT" && path.starts_with(SHARDS) {
-        if let Ok(h) = codec::shard::ShardHeader::parse(body) {
-            return h.checksum;
-        }
+/// The checksum a shard put declares for `shard`: the one its header
+/// carries, or, for bytes that are not a shard, their BLAKE3 (the node
+/// refuses them either way, with the precise reason).
+pub fn shard_checksum(shard: &[u8]) -> [u8; 32] {
+    match codec::shard::ShardHeader::parse(shard) {
+        Ok(h) => h.checksum,
+        Err(_) => *blake3::hash(shard).as_bytes(),
     }
-    *blake3::hash(body).as_bytes()
+}
+
+/// The checksum a shard put declared, if it declared a well-formed one.
+pub fn parse_shard_checksum(value: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value, &mut out).ok()?;
+    Some(out)
 }
 
 pub fn shard_path(key: &ShardKey) -> String {

@@ -5,7 +5,6 @@
 //! pins for the node, carrying HTTP/1.1, or HTTP/2 when asked.
 
 use crate::node_api::{self as api, MetaOp};
-use crate::rpc_auth::{self, RpcKey};
 use crate::tls::{Identity, IdentityKey};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -94,7 +93,6 @@ pub struct NodeClient {
     pin: Option<IdentityKey>,
     /// `host:port`
     addr: String,
-    key: RpcKey,
     timeout: Duration,
 }
 
@@ -117,7 +115,7 @@ impl NodeClient {
     /// A client of the node at `addr` whose identity key is `pin` (as the
     /// cluster map carries it: 32 bytes; anything else makes every call
     /// fail with [`RpcError::Unpinned`]).
-    pub fn new(addr: impl Into<String>, pin: &[u8], key: RpcKey, opts: ClientOptions) -> Self {
+    pub fn new(addr: impl Into<String>, pin: &[u8], opts: ClientOptions) -> Self {
         let pin = IdentityKey::from_bytes(pin);
         let http = match pin {
             None => Err("no 32-byte key".to_string()),
@@ -127,7 +125,6 @@ impl NodeClient {
             http,
             pin,
             addr: addr.into(),
-            key,
             timeout: opts.timeout,
         }
     }
@@ -167,24 +164,24 @@ impl NodeClient {
         self.pin
     }
 
-    /// A signed request for `path_and_query` whose body hashes to
-    /// `content_hash`. Public so tests and tools can send what the typed
-    /// calls would not (tampered, streamed or replayed requests).
-    pub fn signed_request(
+    /// A request for `path_and_query` on this node; a shard put also
+    /// declares `shard_checksum` (see [`api::HEADER_SHARD_CHECKSUM`]).
+    /// Public so tests and tools can send what the typed calls would not
+    /// (streamed or cut bodies, a checksum the body does not carry).
+    pub fn request(
         &self,
         method: Method,
         path_and_query: &str,
-        content_hash: [u8; 32],
+        shard_checksum: Option<[u8; 32]>,
         content_len: u64,
         body: RequestBody,
     ) -> Result<Request<RequestBody>, RpcError> {
-        let signed = rpc_auth::sign(&self.key, method.as_str(), path_and_query, content_hash);
         let mut b = Request::builder()
             .method(method)
             .uri(format!("https://{}{}", self.addr, path_and_query))
             .header(http::header::CONTENT_LENGTH, content_len);
-        for (name, value) in signed.to_pairs() {
-            b = b.header(name, value);
+        if let Some(c) = shard_checksum {
+            b = b.header(api::HEADER_SHARD_CHECKSUM, hex::encode(c));
         }
         b.body(body)
             .map_err(|e| RpcError::BadResponse(format!("cannot build request: {e}")))
@@ -218,17 +215,27 @@ impl NodeClient {
         }
     }
 
-    /// Sign, send, check the status and collect the response body, all
-    /// within the call's timeout.
+    /// Send, check the status and collect the response body, all within
+    /// the call's timeout.
     async fn call(
         &self,
         method: Method,
         path_and_query: &str,
         body: Bytes,
     ) -> Result<Bytes, RpcError> {
-        let hash = api::content_hash(method.as_str(), path_and_query, &body);
+        self.call_declaring(method, path_and_query, None, body)
+            .await
+    }
+
+    async fn call_declaring(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        shard_checksum: Option<[u8; 32]>,
+        body: Bytes,
+    ) -> Result<Bytes, RpcError> {
         let len = body.len() as u64;
-        let req = self.signed_request(method, path_and_query, hash, len, full_body(body))?;
+        let req = self.request(method, path_and_query, shard_checksum, len, full_body(body))?;
         let work = async {
             let resp = self.send_untimed(req).await?;
             read_response(resp).await
@@ -259,9 +266,8 @@ impl NodeClient {
     ) -> Result<Response<Incoming>, RpcError> {
         let body = Bytes::from(req.encode_record());
         let path = crate::task::TASK_RUN;
-        let hash = api::content_hash("POST", path, &body);
         let len = body.len() as u64;
-        let request = self.signed_request(Method::POST, path, hash, len, full_body(body))?;
+        let request = self.request(Method::POST, path, None, len, full_body(body))?;
         let resp = self.send(request).await?;
         if !resp.status().is_success() {
             return Err(read_response(resp)
@@ -276,7 +282,8 @@ impl NodeClient {
 
     /// Store a shard. The node verifies it before it acknowledges.
     pub async fn put_shard(&self, key: &ShardKey, shard: Bytes) -> Result<(), RpcError> {
-        self.call(Method::PUT, &api::shard_path(key), shard)
+        let checksum = api::shard_checksum(&shard);
+        self.call_declaring(Method::PUT, &api::shard_path(key), Some(checksum), shard)
             .await
             .map(drop)
     }

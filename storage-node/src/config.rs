@@ -5,8 +5,6 @@
 //! site = "farm-a"                 # failure domain
 //! listen = "0.0.0.0:7070"
 //! data_dir = "/var/lib/gridstore/node"
-//! cluster_secret_file = "/etc/gridstore/cluster.secret"   # or cluster_secret, or
-//!                                 # the GRIDSTORE_CLUSTER_SECRET environment variable
 //! quota_bytes = 500_000_000_000   # optional; default: the disk decides
 //! reserve_bytes = 268_435_456     # free space always left on the filesystem
 //! io = "auto"                     # "auto", "io_uring" or "threads"
@@ -42,9 +40,28 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub const SECRET_ENV: &str = "GRIDSTORE_CLUSTER_SECRET";
-/// A shorter secret is refused: it would make the MAC guessable.
-pub const MIN_SECRET_LEN: usize = 16;
+/// Settings of the shared cluster secret that once keyed a MAC on every
+/// node call. Callers are now authenticated by their TLS identity alone,
+/// and a secret every farm holds is what the trust model forbids; configs
+/// that still carry them keep working (see [`warn_retired`]).
+pub const RETIRED_KEYS: [&str; 2] = ["cluster_secret", "cluster_secret_file"];
+/// The environment variable that carried the same secret.
+pub const RETIRED_ENV: &str = "GRIDSTORE_CLUSTER_SECRET";
+
+/// One warning naming the retired settings a process was given (`found`,
+/// plus [`RETIRED_ENV`] if set), if any, so operators can drop them.
+pub fn warn_retired(mut found: Vec<&'static str>) {
+    if std::env::var_os(RETIRED_ENV).is_some() {
+        found.push(RETIRED_ENV);
+    }
+    if !found.is_empty() {
+        tracing::warn!(
+            settings = %found.join(", "),
+            "the cluster secret is no longer used (node calls are authenticated by TLS \
+             identity): these settings are ignored and can be removed"
+        );
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -69,7 +86,7 @@ pub enum IoChoice {
     Threads,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub node_id: String,
@@ -77,10 +94,6 @@ pub struct NodeConfig {
     pub site: String,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    #[serde(default)]
-    pub cluster_secret: Option<String>,
-    #[serde(default)]
-    pub cluster_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub quota_bytes: Option<u64>,
     #[serde(default = "default_reserve")]
@@ -162,25 +175,6 @@ impl RepairConfig {
     }
 }
 
-impl std::fmt::Debug for NodeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeConfig")
-            .field("node_id", &self.node_id)
-            .field("site", &self.site)
-            .field("listen", &self.listen)
-            .field("data_dir", &self.data_dir)
-            .field("quota_bytes", &self.quota_bytes)
-            .field("reserve_bytes", &self.reserve_bytes)
-            .field("io", &self.io)
-            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("gc_grace_secs", &self.gc_grace_secs)
-            .field("gc_interval_secs", &self.gc_interval_secs)
-            .field("repair", &self.repair)
-            .field("jobs", &self.jobs)
-            .finish_non_exhaustive()
-    }
-}
-
 fn default_site() -> String {
     "default".into()
 }
@@ -203,12 +197,35 @@ impl NodeConfig {
             path: path.into(),
             source,
         })?;
-        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse = |message: String| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let (cfg, retired) = Self::parse(&text).map_err(parse)?;
         cfg.validate()?;
+        warn_retired(retired);
         Ok(cfg)
+    }
+
+    /// Parse `node.toml`, accepting and setting aside [`RETIRED_KEYS`]
+    /// (returned) while still refusing every other unknown key.
+    pub fn parse(text: &str) -> Result<(NodeConfig, Vec<&'static str>), String> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let retired: Vec<&'static str> = RETIRED_KEYS
+            .into_iter()
+            .filter(|k| table.remove(*k).is_some())
+            .collect();
+        // The original text when it can be used: its errors point at the
+        // lines the operator wrote.
+        let rest;
+        let text = if retired.is_empty() {
+            text
+        } else {
+            rest = toml::to_string(&table).map_err(|e| e.to_string())?;
+            &rest
+        };
+        let cfg = toml::from_str(text).map_err(|e| e.to_string())?;
+        Ok((cfg, retired))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -226,39 +243,7 @@ impl NodeConfig {
         if self.site.is_empty() {
             return Err(ConfigError::Invalid("site must not be empty".into()));
         }
-        if self.cluster_secret.is_some() && self.cluster_secret_file.is_some() {
-            return Err(ConfigError::Invalid(
-                "give cluster_secret or cluster_secret_file, not both".into(),
-            ));
-        }
         Ok(())
-    }
-
-    /// The cluster secret: from the config, its file, or the environment.
-    pub fn secret(&self) -> Result<Vec<u8>, ConfigError> {
-        let secret = if let Some(s) = &self.cluster_secret {
-            s.clone()
-        } else if let Some(p) = &self.cluster_secret_file {
-            std::fs::read_to_string(p)
-                .map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?
-                .trim_end()
-                .to_owned()
-        } else {
-            std::env::var(SECRET_ENV).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "no cluster secret: set cluster_secret, cluster_secret_file or {SECRET_ENV}"
-                ))
-            })?
-        };
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(ConfigError::Invalid(format!(
-                "cluster secret shorter than {MIN_SECRET_LEN} bytes"
-            )));
-        }
-        Ok(secret.into_bytes())
     }
 
     pub fn io_backend(&self) -> Option<IoBackend> {

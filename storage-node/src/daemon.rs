@@ -131,7 +131,7 @@ async fn gc_loop(
         let n = node.clone();
         let s = stop.clone();
         // Wall-clock time: the marks it is compared with outlive restarts.
-        let now_ms = grid::rpc_auth::now_ms();
+        let now_ms = grid::clock::now_ms();
         let pass = tokio::task::spawn_blocking(move || n.gc_pass_until(now_ms, grace_ms, &s));
         match pass.await {
             Ok(Ok(r)) => log_report(&r),
@@ -527,7 +527,7 @@ async fn scrub_loop(
             .flatten();
         let wait = last.map_or(Duration::from_secs(60), |done| {
             let due = done.saturating_add(interval.as_millis() as u64);
-            Duration::from_millis(due.saturating_sub(grid::rpc_auth::now_ms()))
+            Duration::from_millis(due.saturating_sub(grid::clock::now_ms()))
         });
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

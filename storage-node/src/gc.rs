@@ -251,8 +251,6 @@ mod tests {
             site: "farm-a".into(),
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.join("node"),
-            cluster_secret: Some("gc-test-secret-0123456789".into()),
-            cluster_secret_file: None,
             quota_bytes: None,
             reserve_bytes: 0,
             io: IoChoice::Threads,

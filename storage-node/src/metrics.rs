@@ -99,7 +99,7 @@ impl Metrics {
         );
         registry.register(
             "auth_failures",
-            "Requests refused for missing, bad or replayed authentication",
+            "Requests refused: no admitted client certificate, or a call its identity may not make",
             m.auth_failures.clone(),
         );
         registry.register(

@@ -6,7 +6,6 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::metrics::Metrics;
 use crate::shard_store::{ShardStore, ShardStoreConfig, StoreError};
 use crate::IoBackend;
-use grid::rpc_auth::{RpcKey, Verifier, DEFAULT_WINDOW};
 use grid::tls::{ClientPolicy, Identity, IdentityError, IdentityKey};
 use metadata::db::{Db, DbError, Table};
 use metadata::model::ClusterMap;
@@ -106,9 +105,6 @@ pub struct Node {
     pub site: String,
     pub store: ShardStore,
     pub db: Db,
-    pub verifier: Verifier,
-    /// Signs this node's own calls to its peers (repair, heartbeats).
-    pub key: RpcKey,
     /// Its TLS identity, as a server and as a client of its peers.
     pub identity: Identity,
     pub admission: Arc<Admission>,
@@ -132,7 +128,6 @@ impl Node {
     /// Open the node's stores under `cfg.data_dir` (creating them on first
     /// start) and claim the directory for `cfg.node_id`.
     pub fn open(cfg: &NodeConfig) -> Result<Node, NodeError> {
-        let secret = cfg.secret()?;
         let io = match cfg.io_backend() {
             Some(IoBackend::Uring) if IoBackend::detect() != IoBackend::Uring => {
                 return Err(NodeError::Refused(
@@ -179,8 +174,6 @@ impl Node {
             site: cfg.site.clone(),
             store,
             db,
-            verifier: Verifier::new(RpcKey::from_secret(&secret), DEFAULT_WINDOW),
-            key: RpcKey::from_secret(&secret),
             metrics: Metrics::new(),
             repair: crate::repair_state::RepairState::default(),
             started: Instant::now(),

@@ -596,7 +596,7 @@ pub fn grid_of(node: &Node, map: ClusterMap) -> Grid {
         connect_timeout: Duration::from_secs(2),
         ..ClientOptions::default()
     };
-    Grid::new(map, node.key.clone(), opts)
+    Grid::new(map, opts)
 }
 
 /// One reconciliation pass: the hinted chunks, then, when `full`, every
@@ -759,7 +759,7 @@ pub async fn reconcile_pass(
     node.repair.passes.fetch_add(1, Ordering::Relaxed);
     node.repair
         .last_pass_ms
-        .store(grid::rpc_auth::now_ms(), Ordering::Relaxed);
+        .store(grid::clock::now_ms(), Ordering::Relaxed);
     Ok(report)
 }
 

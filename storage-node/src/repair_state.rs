@@ -188,7 +188,7 @@ impl RepairState {
         needed: usize,
         referrers: impl IntoIterator<Item = Referrer>,
     ) -> bool {
-        let now_ms = grid::rpc_auth::now_ms();
+        let now_ms = grid::clock::now_ms();
         let mut all = referrers.into_iter();
         let listed: Vec<Referrer> = all.by_ref().take(MAX_DAMAGED_REFERRERS).collect();
         let referrer_count = listed.len() + all.count();
@@ -253,7 +253,7 @@ impl RepairState {
         }
         let length = if p.next.is_zero() { PAUSE_MIN } else { p.next };
         p.until = Some(now + length);
-        p.until_ms = grid::rpc_auth::now_ms().saturating_add(length.as_millis() as u64);
+        p.until_ms = grid::clock::now_ms().saturating_add(length.as_millis() as u64);
         p.next = (length * 2).min(PAUSE_MAX);
         drop(p);
         self.store_full_pauses.fetch_add(1, Ordering::Relaxed);

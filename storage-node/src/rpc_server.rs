@@ -1,7 +1,8 @@
 //! The node RPC server: TLS 1.3 only (see `grid::tls`), HTTP/1.1 and HTTP/2
 //! by ALPN on one port, every call from a client whose certificate the
-//! cluster map lists and signed (see `grid::rpc_auth`), the protocol in
-//! `grid::node_api`. Probes (`/health`, `/metrics`) need no certificate.
+//! cluster map lists (the certificate is the whole of its authentication;
+//! what it may do follows from who it is, see [`authorize`]), the protocol
+//! in `grid::node_api`. Probes (`/health`, `/metrics`) need no certificate.
 //!
 //! Blocking work (file and RocksDB I/O, both of which fsync) runs on
 //! tokio's blocking pool so the reactor keeps serving other requests.
@@ -12,7 +13,6 @@ use crate::shard_store::{ShardReader, StoreError};
 use bytes::Bytes;
 use grid::node_api::{self as api};
 use grid::node_client::{BodyError, ChannelBody, ResponseBody};
-use grid::rpc_auth::{AuthError, BodyCheck};
 use grid::tls::IdentityKey;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -59,9 +59,10 @@ impl From<StoreError> for Failure {
         let status = match &e {
             StoreError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::NotFound => StatusCode::NOT_FOUND,
-            StoreError::InvalidKey(_) | StoreError::Corrupt(_) => StatusCode::BAD_REQUEST,
+            StoreError::InvalidKey(_) | StoreError::Corrupt(_) | StoreError::NotVouched => {
+                StatusCode::BAD_REQUEST
+            }
             StoreError::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            StoreError::NotVouched => StatusCode::UNAUTHORIZED,
             StoreError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
@@ -93,12 +94,6 @@ impl From<DbError> for Failure {
 impl From<RecordError> for Failure {
     fn from(e: RecordError) -> Self {
         Self::bad_request(e.to_string())
-    }
-}
-
-impl From<AuthError> for Failure {
-    fn from(e: AuthError) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, e.to_string())
     }
 }
 
@@ -369,18 +364,14 @@ async fn dispatch(
             return Ok(reply(StatusCode::OK, body));
         }
         Op::Metrics => return metrics(node).await,
-        Op::Unknown => {
-            // Answer unknown paths only to authenticated callers, so probing
-            // learns nothing; everyone else gets the same 401.
-            authenticate(node, &req)?;
-            return Err(Failure::new(StatusCode::NOT_FOUND, "no such call"));
-        }
+        // Only callers with an admitted certificate get here (see
+        // `handle`), so probing without one learns nothing from a 404.
+        Op::Unknown => return Err(Failure::new(StatusCode::NOT_FOUND, "no such call")),
         _ => {}
     }
-    let content_hash = authenticate(node, &req)?;
     authorize(op, caller)?;
     match op {
-        Op::PutShard => put_shard(node, req, content_hash, caller).await,
+        Op::PutShard => put_shard(node, req, caller).await,
         Op::GetShard => get_shard(node, &req).await,
         Op::DeleteShard => {
             let key = shard_key(&req)?;
@@ -392,7 +383,7 @@ async fn dispatch(
             }
         }
         Op::MetaDigest => {
-            let q = read_record::<api::DigestRequest>(node, req, content_hash).await?;
+            let q = read_record::<api::DigestRequest>(node, req).await?;
             let table = q.table()?;
             let n = node.clone();
             let ranges = blocking(move || {
@@ -403,24 +394,24 @@ async fn dispatch(
             ok_record(&api::DigestReply { ranges })
         }
         Op::JobTask => {
-            let body = read_body(node, req, content_hash).await?;
+            let body = read_body(node, req).await?;
             crate::jobs::task_response(node, jobs, &body)
                 .map_err(|(status, m)| Failure::new(status, m))
         }
         Op::ProveShard => {
-            let q = read_record::<api::ProveRequest>(node, req, content_hash).await?;
+            let q = read_record::<api::ProveRequest>(node, req).await?;
             let n = node.clone();
             ok_record(&blocking(move || Ok(crate::audit::prove(&n, &q)?)).await?)
         }
         Op::RepairHint => {
-            let hints = read_record::<api::RepairHints>(node, req, content_hash).await?;
+            let hints = read_record::<api::RepairHints>(node, req).await?;
             for k in &hints.shard_keys()? {
                 node.repair.hint(k.chunk, hints.verify);
             }
             Ok(reply(StatusCode::NO_CONTENT, ""))
         }
         Op::HaveShards => {
-            let keys = read_record::<api::ShardList>(node, req, content_hash)
+            let keys = read_record::<api::ShardList>(node, req)
                 .await?
                 .shard_keys()?;
             let n = node.clone();
@@ -437,7 +428,7 @@ async fn dispatch(
             ok_record(&api::ShardLengths { lens })
         }
         Op::DeleteShards => {
-            let keys = read_record::<api::ShardList>(node, req, content_hash)
+            let keys = read_record::<api::ShardList>(node, req)
                 .await?
                 .shard_keys()?;
             let n = node.clone();
@@ -468,7 +459,7 @@ async fn dispatch(
         }
         Op::MetaPut => {
             let (table, key) = meta_target(&req)?;
-            let value = read_body(node, req, content_hash).await?;
+            let value = read_body(node, req).await?;
             check_value(table, &value)?;
             let n = node.clone();
             blocking(move || Ok(n.db.put_raw(table, &key, &value)?)).await?;
@@ -481,7 +472,7 @@ async fn dispatch(
             no_content()
         }
         Op::MetaBatch => {
-            let batch = read_record::<api::MetaBatch>(node, req, content_hash).await?;
+            let batch = read_record::<api::MetaBatch>(node, req).await?;
             let mut b = Batch::new();
             for op in batch.ops {
                 let table = op.table()?;
@@ -500,7 +491,7 @@ async fn dispatch(
             no_content()
         }
         Op::MetaChanges => {
-            let q = read_record::<api::ChangesRequest>(node, req, content_hash).await?;
+            let q = read_record::<api::ChangesRequest>(node, req).await?;
             let table = q.table()?;
             let c = node.db.changes(
                 table,
@@ -516,7 +507,7 @@ async fn dispatch(
             })
         }
         Op::MetaScan => {
-            let q = read_record::<api::ScanRequest>(node, req, content_hash).await?;
+            let q = read_record::<api::ScanRequest>(node, req).await?;
             let table = q.table()?;
             let n = node.clone();
             let page = blocking(move || {
@@ -533,7 +524,7 @@ async fn dispatch(
             })
         }
         Op::MetaCas => {
-            let q = read_record::<api::CasRequest>(node, req, content_hash).await?;
+            let q = read_record::<api::CasRequest>(node, req).await?;
             let table = q.table()?;
             if let Some(v) = &q.new {
                 check_value(table, v)?;
@@ -552,7 +543,7 @@ async fn dispatch(
             ok_record(&result)
         }
         Op::RefsAdd | Op::RefsRemove => {
-            let mut list = read_record::<api::RefList>(node, req, content_hash).await?;
+            let mut list = read_record::<api::RefList>(node, req).await?;
             if caller == Caller::Peer {
                 // Repair hands references on; only the owner makes them.
                 let n = node.clone();
@@ -622,7 +613,7 @@ async fn dispatch(
             no_content()
         }
         Op::RefsList => {
-            let q = read_record::<api::RefQuery>(node, req, content_hash).await?;
+            let q = read_record::<api::RefQuery>(node, req).await?;
             let n = node.clone();
             let page = blocking(move || {
                 let prefix = q.chunk_id.clone().unwrap_or_default();
@@ -677,7 +668,7 @@ async fn dispatch(
             }
         }
         Op::PutMap => {
-            let map = read_record::<ClusterMap>(node, req, content_hash).await?;
+            let map = read_record::<ClusterMap>(node, req).await?;
             let n = node.clone();
             let (accepted, epoch) = blocking(move || Ok(n.offer_map(&map)?)).await?;
             if accepted {
@@ -686,7 +677,7 @@ async fn dispatch(
             ok_record(&api::MapAccepted { accepted, epoch })
         }
         Op::MapVote => {
-            let proposal = read_record::<ClusterMap>(node, req, content_hash).await?;
+            let proposal = read_record::<ClusterMap>(node, req).await?;
             let n = node.clone();
             let vote = blocking(move || Ok(crate::liveness::vote(&n, &proposal)?)).await?;
             ok_record(&vote)
@@ -761,15 +752,25 @@ fn peer_may_place(node: &Node, key: &ShardKey) -> Result<Option<[u8; 32]>, Failu
         .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok()))
 }
 
-fn authenticate<B>(node: &Node, req: &Request<B>) -> Result<[u8; 32], Failure> {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path(), |p| p.as_str());
-    let headers = req.headers();
-    Ok(node.verifier.verify(req.method().as_str(), pq, |name| {
-        headers.get(name).and_then(|v| v.to_str().ok())
-    })?)
+/// The checksum a shard put declares (see `node_api`): required, since a
+/// peer's put is judged by it before its body arrives.
+fn declared_checksum<B>(req: &Request<B>) -> Result<[u8; 32], Failure> {
+    let value = req
+        .headers()
+        .get(api::HEADER_SHARD_CHECKSUM)
+        .ok_or_else(|| {
+            Failure::bad_request(format!("a shard put needs {}", api::HEADER_SHARD_CHECKSUM))
+        })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(api::parse_shard_checksum)
+        .ok_or_else(|| {
+            Failure::bad_request(format!(
+                "malformed {}: 64 hex digits expected",
+                api::HEADER_SHARD_CHECKSUM
+            ))
+        })
 }
 
 fn shard_key<B>(req: &Request<B>) -> Result<ShardKey, Failure> {
@@ -818,12 +819,8 @@ fn content_length<B>(req: &Request<B>) -> Result<Option<u64>, Failure> {
     }
 }
 
-/// Collect a small body and check it against its signed hash.
-async fn read_body(
-    node: &Node,
-    req: Request<Incoming>,
-    content_hash: [u8; 32],
-) -> Result<Bytes, Failure> {
+/// Collect a small body, refusing one beyond the message limit.
+async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, Failure> {
     if content_length(&req)?.is_some_and(|n| n > api::MAX_MESSAGE_BYTES) {
         return Err(Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -841,19 +838,12 @@ async fn read_body(
             }
         })?
         .to_bytes();
-    let mut check = BodyCheck::new(content_hash);
-    check.update(&body);
-    check.finish()?;
     node.metrics.bytes_received.inc_by(body.len() as u64);
     Ok(body)
 }
 
-async fn read_record<R: Record>(
-    node: &Node,
-    req: Request<Incoming>,
-    content_hash: [u8; 32],
-) -> Result<R, Failure> {
-    let body = read_body(node, req, content_hash).await?;
+async fn read_record<R: Record>(node: &Node, req: Request<Incoming>) -> Result<R, Failure> {
+    let body = read_body(node, req).await?;
     Ok(R::decode_record(&body)?)
 }
 
@@ -864,13 +854,9 @@ enum Piece {
     End,
 }
 
-async fn put_shard(
-    node: &Arc<Node>,
-    req: Request<Incoming>,
-    content_hash: [u8; 32],
-    caller: Caller,
-) -> Reply {
+async fn put_shard(node: &Arc<Node>, req: Request<Incoming>, caller: Caller) -> Reply {
     let key = shard_key(&req)?;
+    let checksum = declared_checksum(&req)?;
     if caller == Caller::Peer {
         let n = node.clone();
         let recorded = blocking(move || peer_may_place(&n, &key)).await?;
@@ -878,7 +864,7 @@ async fn put_shard(
         // checks out by itself; repair always sends the references (which
         // carry the checksums) first.
         match recorded {
-            Some(h) if h == content_hash => {}
+            Some(h) if h == checksum => {}
             Some(_) => {
                 return Err(Failure::new(
                     StatusCode::FORBIDDEN,
@@ -907,13 +893,14 @@ async fn put_shard(
     }
     // The blocking writer verifies and writes while the body streams in;
     // it commits only after the shard verified and its checksum is the one
-    // the request signed (see `node_api`), so a cut or tampered stream
-    // leaves nothing.
+    // the request declared (the one a peer was judged by, see `node_api`),
+    // so a cut stream, or a body other than the one declared, leaves
+    // nothing.
     let (tx, mut rx) = mpsc::channel::<Piece>(8);
     let n = node.clone();
     let writer = tokio::task::spawn_blocking(move || -> Result<(), Failure> {
         let mut w = n.store.writer(key, len)?;
-        w.expect_checksum(content_hash);
+        w.expect_checksum(checksum);
         loop {
             match rx.blocking_recv() {
                 Some(Piece::Data(b)) => w.write(&b)?,

@@ -112,7 +112,7 @@ impl Node {
         self.db.put_raw(
             Table::System,
             DONE_KEY,
-            &grid::rpc_auth::now_ms().to_be_bytes(),
+            &grid::clock::now_ms().to_be_bytes(),
         )?;
         report.complete = true;
         Ok(report)

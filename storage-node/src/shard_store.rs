@@ -38,7 +38,7 @@ pub enum StoreError {
         len: u64,
         shard_len: u64,
     },
-    #[error("shard checksum differs from the one the writer vouched for")]
+    #[error("shard checksum differs from the one the put declared")]
     NotVouched,
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -562,10 +562,10 @@ pub struct ShardWriter<'a> {
 }
 
 impl ShardWriter<'_> {
-    /// Commit only if the shard's own checksum is `checksum`. The node RPC
-    /// signs a shard's checksum instead of hashing its body a second time:
-    /// the checksum covers every byte of the shard but itself, so a shard
-    /// that verifies and carries the signed checksum is the signed shard.
+    /// Commit only if the shard's own checksum is `checksum`. A shard put
+    /// declares its checksum up front, and a peer's put is allowed or not
+    /// by it: the checksum covers every byte of the shard but itself, so a
+    /// shard that verifies and carries that checksum is the one judged.
     pub fn expect_checksum(&mut self, checksum: [u8; 32]) {
         self.vouched = Some(checksum);
     }

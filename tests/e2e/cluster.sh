@@ -530,9 +530,9 @@ if [[ -n "$busy_ports" ]]; then
 fi
 
 say "binary $BIN; work dir $W"
-# As README: the secrets in the environment of every process.
-export GRIDSTORE_CLUSTER_SECRET GRIDSTORE_MASTER_KEY
-GRIDSTORE_CLUSTER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# As README: the master key in the environment of the gateways and admin
+# (nodes need no secret: they know callers by their identities).
+export GRIDSTORE_MASTER_KEY
 GRIDSTORE_MASTER_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 up_err=""

@@ -7,7 +7,8 @@
 # Usage: ENDPOINT=http://127.0.0.1:S3PORT DAV_ENDPOINT=http://127.0.0.1:DAVPORT \
 #        AK=... SK=... [GRIDSTORE_DATA=DIR GRIDSTORE_BIN=...] tests/e2e/webdav.sh
 # GRIDSTORE_DATA is the `gridstore server` data dir: the RSS case starts
-# `gridstore gateway` against that server's nodes (its map and secrets).
+# `gridstore gateway` against that server's nodes (its map, identity and
+# master key).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -152,7 +153,7 @@ open(out, "w").write(
     f'cluster_map = "{data}/cluster-map.toml"\n'
     # The server's gateway identity: the one its cluster map trusts.
     f'identity_dir = "{data}/identity"\n'
-    f'cluster_secret = "{s["cluster_secret"]}"\nmaster_key = "{s["master_key"]}"\n')
+    f'master_key = "{s["master_key"]}"\n')
 EOF
     # glibc keeps up to 8 malloc arenas per core; two bound what freed
     # chunk buffers can pin (see docs/benchmarks.md, "WebDAV gateway memory").

@@ -118,8 +118,6 @@ impl TestGrid {
                     site: format!("site-{s}"),
                     listen: "127.0.0.1:0".parse().unwrap(),
                     data_dir: dir.path().join(&id),
-                    cluster_secret: Some(super::SECRET.into()),
-                    cluster_secret_file: None,
                     quota_bytes: None,
                     reserve_bytes: 0,
                     io: IoChoice::Auto,
@@ -159,7 +157,7 @@ impl TestGrid {
             connect_timeout: Duration::from_secs(2),
             ..ClientOptions::default()
         };
-        Grid::new(self.map.clone(), super::key(), opts)
+        Grid::new(self.map.clone(), opts)
     }
 
     pub fn index_of(&self, node_id: &str) -> usize {

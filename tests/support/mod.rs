@@ -8,7 +8,6 @@ pub mod shards;
 
 use ::grid::node_api as api;
 use ::grid::node_client::{full_body, BodyError, ChannelBody, RequestBody};
-use ::grid::rpc_auth::{self, RpcKey};
 use ::grid::tls::{Identity, IdentityKey};
 use ::grid::{ClientOptions, NodeClient};
 use bytes::Bytes;
@@ -22,12 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-pub const SECRET: &str = "test-cluster-secret-0123456789";
-
-pub fn key() -> RpcKey {
-    RpcKey::from_secret(SECRET.as_bytes())
-}
 
 /// The master key of the tests' object stores.
 pub fn master() -> cluster::MasterKey {
@@ -80,7 +73,7 @@ impl NodeProc {
             &config,
             format!(
                 "node_id = {id:?}\nsite = {site:?}\nlisten = \"127.0.0.1:0\"\n\
-                 data_dir = {:?}\ncluster_secret = {SECRET:?}\nshutdown_grace_secs = 20\n{extra}\n",
+                 data_dir = {:?}\nshutdown_grace_secs = 20\n{extra}\n",
                 dir.join("data")
             ),
         )
@@ -128,7 +121,7 @@ impl NodeProc {
     }
 
     pub fn client(&self) -> NodeClient {
-        NodeClient::new(&self.addr, &self.key.0, key(), ClientOptions::default())
+        NodeClient::new(&self.addr, &self.key.0, ClientOptions::default())
     }
 
     pub fn client_h2(&self) -> NodeClient {
@@ -136,7 +129,7 @@ impl NodeProc {
             http2: true,
             ..ClientOptions::default()
         };
-        NodeClient::new(&self.addr, &self.key.0, key(), opts)
+        NodeClient::new(&self.addr, &self.key.0, opts)
     }
 
     pub fn pid(&self) -> i32 {
@@ -217,30 +210,19 @@ pub fn shard_key(c: &SealedChunk, i: usize) -> ShardKey {
     ShardKey::new(c.id().0, i).unwrap()
 }
 
-/// A request signed now (or at `time_ms`) with `key`, for tests that send
-/// what the typed client never would.
-pub fn signed(
-    key: &RpcKey,
-    addr: &str,
-    method: Method,
-    path: &str,
-    body: Bytes,
-    time_ms: Option<u64>,
-) -> http::request::Builder {
-    let hash = api::content_hash(method.as_str(), path, &body);
-    let s = rpc_auth::sign_at(
-        key,
-        method.as_str(),
-        path,
-        hash,
-        time_ms.unwrap_or_else(rpc_auth::now_ms),
-    );
+/// A request as the typed client would make it (a shard put declaring
+/// the checksum its body carries), for tests that then send it with a
+/// body the typed client never would (cut, paused, another one).
+pub fn request(addr: &str, method: Method, path: &str, body: &[u8]) -> http::request::Builder {
     let mut b = Request::builder()
-        .method(method)
+        .method(method.clone())
         .uri(format!("https://{addr}{path}"))
         .header(http::header::CONTENT_LENGTH, body.len());
-    for (n, v) in s.to_pairs() {
-        b = b.header(n, v);
+    if method == Method::PUT && path.starts_with(api::SHARDS) {
+        b = b.header(
+            api::HEADER_SHARD_CHECKSUM,
+            hex::encode(api::shard_checksum(body)),
+        );
     }
     b
 }
@@ -258,6 +240,18 @@ pub fn channel_body() -> (mpsc::Sender<Result<Bytes, BodyError>>, RequestBody) {
 /// A GET over TLS to the node at `addr` whose key is `pin`, showing no
 /// client certificate (as a monitoring probe would).
 pub async fn probe_get(addr: &str, pin: IdentityKey, path: &str) -> (u16, String) {
+    probe_call(addr, pin, Method::GET, path, Bytes::new()).await
+}
+
+/// Any call over TLS to the node at `addr` whose key is `pin`, showing no
+/// client certificate.
+pub async fn probe_call(
+    addr: &str,
+    pin: IdentityKey,
+    method: Method,
+    path: &str,
+    payload: Bytes,
+) -> (u16, String) {
     let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
     tcp.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -267,8 +261,8 @@ pub async fn probe_get(addr: &str, pin: IdentityKey, path: &str) -> (u16, String
         .wrap_connector(tcp);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, RequestBody>(https);
-    let req = Request::get(format!("https://{addr}{path}"))
-        .body(body(Bytes::new()))
+    let req = request(addr, method, path, &payload)
+        .body(body(payload))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     let status = resp.status().as_u16();

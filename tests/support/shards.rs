@@ -70,7 +70,7 @@ pub fn misplaced(
     map: &ClusterMap,
     chunks: &BTreeMap<[u8; 32], usize>,
 ) -> (usize, usize) {
-    let g = Grid::new(map.clone(), super::key(), ClientOptions::default());
+    let g = Grid::new(map.clone(), ClientOptions::default());
     let held = held(root);
     let (mut missing, mut stale) = (0, 0);
     for (id, n) in chunks {
@@ -95,7 +95,7 @@ pub fn stale_list(
     map: &ClusterMap,
     chunks: &BTreeMap<[u8; 32], usize>,
 ) -> Vec<(String, String, u8, Vec<String>)> {
-    let g = Grid::new(map.clone(), super::key(), ClientOptions::default());
+    let g = Grid::new(map.clone(), ClientOptions::default());
     let mut out = Vec::new();
     for (p, k) in shard_files(root) {
         let Some(node) = p

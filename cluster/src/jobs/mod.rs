@@ -599,12 +599,12 @@ impl JobManager {
         crate::naming::check_object_key(&spec.reduce_key()).map_err(Error::from)?;
         let id = format!(
             "j{:x}{:06x}",
-            grid::rpc_auth::now_ms(),
+            grid::clock::now_ms(),
             rand::random::<u32>() & 0xff_ffff
         );
         let job = Arc::new(Job {
             id: id.clone(),
-            created_ms: grid::rpc_auth::now_ms(),
+            created_ms: grid::clock::now_ms(),
             state: Mutex::new(JobState {
                 phase: JobPhase::Running,
                 tasks: Vec::new(),
@@ -933,7 +933,7 @@ async fn drive(store: ObjectStore, job: Arc<Job>) {
         if let Err(e) = &result {
             st.error = Some(e.clone());
         }
-        st.finished_ms = Some(grid::rpc_auth::now_ms());
+        st.finished_ms = Some(grid::clock::now_ms());
         st.phase
     };
     tracing::info!(job = %job.id, phase = phase.name(), "job finished");
