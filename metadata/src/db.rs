@@ -77,9 +77,11 @@ pub enum DbError {
     Format { found: String },
 }
 
-/// The format of what a node stores: 2 = sealed records under hashed keys.
+/// The format of what a node stores: 2 = sealed records under hashed keys;
+/// 3 = records, chunk references and the cluster map signed by the owner
+/// (a node would refuse a format-2 peer's unsigned records and maps).
 /// Bumped for any change an older reader would misread.
-pub const DATA_FORMAT: u64 = 2;
+pub const DATA_FORMAT: u64 = 3;
 const FORMAT_KEY: &[u8] = b"data_format";
 
 /// One page of a range scan, and where the next page starts.
