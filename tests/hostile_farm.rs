@@ -44,35 +44,7 @@ async fn farm_of(sites: usize, per_site: usize, objects: u64) -> Farm {
     let cfg = "[repair]\nreconcile_interval_secs = 1\nheartbeat_secs = 1\n\
                down_after_secs = 3\nscrub_interval_secs = 0\n\
                anti_entropy_interval_secs = 1\n";
-    let mut procs = Vec::new();
-    let mut nodes = Vec::new();
-    for s in 0..sites {
-        for j in 0..per_site {
-            let id = format!("s{s}n{j}");
-            let p = NodeProc::start_as(&root.path().join(&id), &id, &format!("site-{s}"), cfg);
-            // Restarted on the same address, as the map says.
-            p.pin_port();
-            nodes.push(metadata::model::Node {
-                id: id.clone(),
-                addr: p.addr.clone(),
-                site: format!("site-{s}"),
-                capacity_bytes: 1 << 40,
-                state: NodeState::Up as i32,
-                key: p.key.0.to_vec(),
-                ..Default::default()
-            });
-            procs.push(p);
-        }
-    }
-    let map = support::signed_map(ClusterMap {
-        epoch: 1,
-        nodes,
-        clients: support::test_clients(),
-        ..ClusterMap::default()
-    });
-    for p in &procs {
-        assert!(p.client().put_map(&map).await.unwrap().accepted);
-    }
+    let (procs, map) = support::proc_grid(root.path(), sites, per_site, cfg).await;
     let grid = ::grid::Grid::new(map.clone(), ClientOptions::default());
     let store = ObjectStore::new(grid, support::master(), StoreConfig::default())
         .following_map(Duration::from_millis(500));

@@ -615,7 +615,6 @@ async fn dead_nodes_are_replaced_and_their_return_collects_stale_copies() {
 async fn kill_9_two_node_processes_under_load() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    use support::NodeProc;
 
     let root = tempfile::tempdir().unwrap();
     // A short GC grace too: a put retried after a holder died mid-chunk
@@ -624,34 +623,7 @@ async fn kill_9_two_node_processes_under_load() {
                    [repair]\nreconcile_interval_secs = 1\nheartbeat_secs = 1\n\
                    down_after_secs = 3\nscrub_interval_secs = 0\n\
                    anti_entropy_interval_secs = 1\nmetadata_replicas = 5\n";
-    let mut procs = Vec::new();
-    let mut nodes = Vec::new();
-    for s in 0..4 {
-        for j in 0..2 {
-            let id = format!("s{s}n{j}");
-            let p = NodeProc::start_as(&root.path().join(&id), &id, &format!("site-{s}"), healing);
-            p.pin_port();
-            nodes.push(metadata::model::Node {
-                id: id.clone(),
-                addr: p.addr.clone(),
-                site: format!("site-{s}"),
-                capacity_bytes: 1 << 40,
-                state: NodeState::Up as i32,
-                key: p.key.0.to_vec(),
-                untrusted_reason: String::new(),
-            });
-            procs.push(p);
-        }
-    }
-    let map = support::signed_map(ClusterMap {
-        epoch: 1,
-        nodes,
-        clients: support::test_clients(),
-        ..ClusterMap::default()
-    });
-    for p in &procs {
-        p.client().put_map(&map).await.unwrap();
-    }
+    let (mut procs, map) = support::proc_grid(root.path(), 4, 2, healing).await;
     let grid = ::grid::chunk_io::Grid::new(
         map.clone(),
         ::grid::ClientOptions {

@@ -76,10 +76,25 @@ struct Seen {
     at: Instant,
     /// Older than this, the view is no ground for a vote.
     fresh_for: Duration,
-    /// Heard from within the down timeout (or not yet due).
-    alive: HashSet<String>,
+    /// When each peer last answered (the loop's start for one never
+    /// heard from).
+    last_ok: HashMap<String, Instant>,
+    started: Instant,
+    /// Unheard from this long, a peer may be voted down: a heartbeat less
+    /// than the proposer's timeout, since heartbeats run out of phase and a
+    /// voter may have heard from a dead node up to one heartbeat later.
+    vote_down_after: Duration,
     /// Answering steadily for two heartbeats or more.
     steady: HashSet<String>,
+}
+
+impl Seen {
+    /// Whether `id` was heard from recently enough, as of now (not as of
+    /// the last round: a proposal may come up to a heartbeat later).
+    fn alive(&self, id: &str) -> bool {
+        let seen = self.last_ok.get(id).copied().unwrap_or(self.started);
+        seen.elapsed() < self.vote_down_after
+    }
 }
 
 impl PeerView {
@@ -99,8 +114,9 @@ impl PeerView {
 
 /// This node's signature for `proposal`, a liveness change of the map it
 /// holds, if its own heartbeats show the same: every node it marks down
-/// unheard from, every node it marks up answering steadily, this node not
-/// down. Anything else is refused.
+/// unheard from for the down timeout (less a heartbeat), every node it
+/// marks up answering steadily, this node not down. Anything else is
+/// refused.
 pub fn vote(node: &Node, proposal: &ClusterMap) -> Result<LivenessVote, NodeError> {
     let current = node
         .cluster_map()?
@@ -128,7 +144,7 @@ pub fn vote(node: &Node, proposal: &ClusterMap) -> Result<LivenessVote, NodeErro
         let agrees = if p.id == node.id {
             p.state == NodeState::Up as i32
         } else if p.state == NodeState::Down as i32 {
-            !seen.alive.contains(&p.id)
+            !seen.alive(&p.id)
         } else {
             p.state == NodeState::Up as i32 && seen.steady.contains(&p.id)
         };
@@ -216,12 +232,13 @@ impl Liveness {
         node.peers.set(Seen {
             at: now,
             fresh_for: self.cfg.heartbeat * 3,
-            alive: map
-                .nodes
-                .iter()
-                .filter(|p| p.id != node.id && self.alive(&p.id, now))
-                .map(|p| p.id.clone())
-                .collect(),
+            last_ok: self.last_ok.clone(),
+            started: self.started,
+            vote_down_after: self
+                .cfg
+                .down_after
+                .saturating_sub(self.cfg.heartbeat)
+                .max(self.cfg.heartbeat),
             steady: self
                 .up_since
                 .iter()

@@ -48,6 +48,48 @@ pub fn test_clients() -> Vec<metadata::model::ClientIdentity> {
     vec![me().as_gateway("tests")]
 }
 
+/// `per_site` node processes on each of `sites` sites (ids `s{site}n{j}`,
+/// sites `site-{site}`), each with `extra` in its config and pinned to its
+/// first port (so a restart keeps the map's address), and the signed map
+/// naming them, already handed to every one.
+pub async fn proc_grid(
+    root: &Path,
+    sites: usize,
+    per_site: usize,
+    extra: &str,
+) -> (Vec<NodeProc>, metadata::model::ClusterMap) {
+    let mut procs = Vec::new();
+    let mut nodes = Vec::new();
+    for s in 0..sites {
+        for j in 0..per_site {
+            let id = format!("s{s}n{j}");
+            let site = format!("site-{s}");
+            let p = NodeProc::start_as(&root.join(&id), &id, &site, extra);
+            p.pin_port();
+            nodes.push(metadata::model::Node {
+                id,
+                addr: p.addr.clone(),
+                site,
+                capacity_bytes: 1 << 40,
+                state: metadata::model::NodeState::Up as i32,
+                key: p.key.0.to_vec(),
+                ..Default::default()
+            });
+            procs.push(p);
+        }
+    }
+    let map = signed_map(metadata::model::ClusterMap {
+        epoch: 1,
+        nodes,
+        clients: test_clients(),
+        ..Default::default()
+    });
+    for p in &procs {
+        assert!(p.client().put_map(&map).await.unwrap().accepted);
+    }
+    (procs, map)
+}
+
 pub struct NodeProc {
     child: Option<Child>,
     pub id: String,
