@@ -39,7 +39,7 @@ use metadata::ShardKey;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often and how hard nodes are audited.
@@ -110,52 +110,6 @@ pub struct AuditReport {
     pub nodes: Vec<NodeAudit>,
     /// Set when the round found too many nodes failing to believe it.
     pub withheld: Option<String>,
-}
-
-/// Challenges passed and failed per node since the process started, for
-/// the gateway's `/metrics`.
-#[derive(Debug, Default)]
-pub struct AuditStats(Mutex<BTreeMap<String, (u64, u64)>>);
-
-impl AuditStats {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, (u64, u64)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add(&self, node: &str, passed: u32, failed: u32) {
-        let mut m = self.lock();
-        let e = m.entry(node.to_string()).or_default();
-        e.0 += u64::from(passed);
-        e.1 += u64::from(failed);
-    }
-
-    /// (passed, failed) per node.
-    pub fn snapshot(&self) -> BTreeMap<String, (u64, u64)> {
-        self.lock().clone()
-    }
-
-    /// The counters in the Prometheus text format.
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::from(
-            "# HELP gridstore_gateway_audits Storage audit challenges by node and result.\n\
-             # TYPE gridstore_gateway_audits counter\n",
-        );
-        for (node, (passed, failed)) in self.snapshot() {
-            // Node ids are operator-chosen; keep the label well-formed.
-            let node = node.replace(['\\', '"', '\n'], "_");
-            let _ = writeln!(
-                out,
-                "gridstore_gateway_audits_total{{node=\"{node}\",result=\"passed\"}} {passed}"
-            );
-            let _ = writeln!(
-                out,
-                "gridstore_gateway_audits_total{{node=\"{node}\",result=\"failed\"}} {failed}"
-            );
-        }
-        out.push_str("# EOF\n");
-        out
-    }
 }
 
 /// A shard a node is due to prove.
@@ -609,9 +563,4 @@ async fn random_refs(client: &grid::NodeClient, limit: u32) -> Vec<ChunkReferenc
         }
     }
     refs
-}
-
-/// Shared by the store so the gateway's `/metrics` can read it.
-pub(crate) fn new_stats() -> Arc<AuditStats> {
-    Arc::new(AuditStats::default())
 }

@@ -5,6 +5,7 @@
 //! nodes and metadata replica sets.
 
 pub mod audit;
+pub mod audit_stats;
 pub mod checksum;
 mod chunk_stream;
 mod config;

@@ -37,7 +37,7 @@ pub(crate) struct Inner {
     /// Ordered listings of the buckets this gateway lists.
     pub list_indexes: crate::list_index::ListIndexes,
     /// Storage audit results, for the gateway's metrics.
-    pub audits: Arc<crate::audit::AuditStats>,
+    pub audits: Arc<crate::audit_stats::AuditStats>,
 }
 
 #[derive(Clone)]
@@ -165,7 +165,7 @@ impl ObjectStore {
                 hlc: Hlc::new(),
                 repair: None,
                 list_indexes: Default::default(),
-                audits: crate::audit::new_stats(),
+                audits: Arc::default(),
             }),
         }
     }
@@ -195,8 +195,8 @@ impl ObjectStore {
         }
     }
 
-    /// Storage audit counters of this gateway (see [`crate::audit`]).
-    pub fn audit_stats(&self) -> Arc<crate::audit::AuditStats> {
+    /// Storage audit counters of this gateway (see `crate::audit`).
+    pub fn audit_stats(&self) -> Arc<crate::audit_stats::AuditStats> {
         self.inner.audits.clone()
     }
 

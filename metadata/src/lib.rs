@@ -16,6 +16,7 @@
 
 pub mod db;
 pub mod model;
+pub mod owner_key;
 pub mod placement;
 pub mod record;
 pub mod replicated;

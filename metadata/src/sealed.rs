@@ -27,8 +27,8 @@
 //! compute.
 
 use crate::db::Table;
+use crate::owner_key::{self as signing, OwnerKey, SIGNATURE_LEN};
 use crate::record::{Record, RecordError};
-use crate::signing::{self, OwnerKey, SIGNATURE_LEN};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use std::sync::Arc;

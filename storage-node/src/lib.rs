@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod liveness;
 pub mod metrics;
 pub mod node;
+pub mod peer_view;
 pub mod repair;
 pub mod repair_state;
 pub mod rpc_server;

@@ -25,11 +25,12 @@
 //! need (docs/architecture.md, "Self-healing").
 
 use crate::node::{Node, NodeError};
+use crate::peer_view::Seen;
 use crate::repair::grid_of;
 use metadata::model::LivenessVote;
 use metadata::model::{ClusterMap, NodeState};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Heartbeat settings.
@@ -65,52 +66,6 @@ pub struct Liveness {
 }
 
 const NO_MAP_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-/// What this node's own heartbeats last showed: the ground for its votes,
-/// shared between the liveness loop and the RPC server.
-#[derive(Debug, Default)]
-pub struct PeerView(Mutex<Option<Seen>>);
-
-#[derive(Debug, Clone)]
-struct Seen {
-    at: Instant,
-    /// Older than this, the view is no ground for a vote.
-    fresh_for: Duration,
-    /// When each peer last answered (the loop's start for one never
-    /// heard from).
-    last_ok: HashMap<String, Instant>,
-    started: Instant,
-    /// Unheard from this long, a peer may be voted down: a heartbeat less
-    /// than the proposer's timeout, since heartbeats run out of phase and a
-    /// voter may have heard from a dead node up to one heartbeat later.
-    vote_down_after: Duration,
-    /// Answering steadily for two heartbeats or more.
-    steady: HashSet<String>,
-}
-
-impl Seen {
-    /// Whether `id` was heard from recently enough, as of now (not as of
-    /// the last round: a proposal may come up to a heartbeat later).
-    fn alive(&self, id: &str) -> bool {
-        let seen = self.last_ok.get(id).copied().unwrap_or(self.started);
-        seen.elapsed() < self.vote_down_after
-    }
-}
-
-impl PeerView {
-    fn set(&self, seen: Seen) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
-    }
-
-    fn fresh(&self) -> Option<Seen> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|s| s.at.elapsed() < s.fresh_for)
-            .cloned()
-    }
-}
 
 /// This node's signature for `proposal`, a liveness change of the map it
 /// holds, if its own heartbeats show the same: every node it marks down

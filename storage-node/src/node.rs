@@ -109,7 +109,7 @@ pub struct Node {
     pub identity: Identity,
     pub admission: Arc<Admission>,
     /// What its own heartbeats show of its peers (its votes' ground).
-    pub peers: crate::liveness::PeerView,
+    pub peers: crate::peer_view::PeerView,
     pub metrics: Metrics,
     /// Counters and work queue of self-healing ([`crate::repair`]).
     pub repair: crate::repair_state::RepairState,
