@@ -685,10 +685,8 @@ pub(crate) async fn open_inline(key: &ReadKey, sealed: Vec<u8>) -> Result<Vec<u8
         let header = codec::shard::ShardHeader::parse(&sealed)
             .map_err(|e| Error::Corrupt(format!("inline object: {e}")))?;
         let id = header.chunk_id;
-        let mut opener =
-            codec::Opener::new().map_err(|e| Error::Internal(format!("opener: {e}")))?;
         let shards = [sealed.as_slice()];
-        let r = match &key {
+        let r = codec::with_opener(|opener| match &key {
             ReadKey::Domain(d) => opener.open(d, &id, &shards).map(|(p, _)| p),
             ReadKey::Customer(c) => {
                 let mut out = Vec::new();
@@ -696,14 +694,15 @@ pub(crate) async fn open_inline(key: &ReadKey, sealed: Vec<u8>) -> Result<Vec<u8
                     .open_with_key(&id, &c.chunk_key(&id), &shards, &mut out)
                     .map(|_| out)
             }
-        };
+        });
         r.map_err(|e| Error::Corrupt(format!("inline object: {e}")))
     })
     .await?
 }
 
 /// The bytes `[start, end)` of the object `v` as a stream. Only the chunks
-/// covering the range are fetched, two at a time ahead of the reader.
+/// covering the range are fetched, [`READ_AHEAD_BYTES`] worth of chunks (at
+/// least two) ahead of the reader.
 pub(crate) fn read_stream(
     io: ChunkIo,
     v: &ObjectVersion,
@@ -729,6 +728,7 @@ pub(crate) fn read_stream(
         .take_while(|c| c.offset < end)
         .cloned()
         .collect();
+    let ahead = read_ahead(&wanted);
     let fetches = futures_util::stream::iter(wanted).map(move |c| {
         let io = io.clone();
         let key = key.clone();
@@ -739,7 +739,23 @@ pub(crate) fn read_stream(
             Ok(Bytes::from(plain).slice(s..e))
         }
     });
-    Box::pin(fetches.buffered(2))
+    Box::pin(fetches.buffered(ahead))
+}
+
+/// How many plaintext bytes a read stream fetches and opens ahead of its
+/// reader. A chunk read waits on a node round trip, a disk read and a
+/// blocking-pool hand-off; two chunks in flight left a core idle on a
+/// single large GET, four (at the default 1 MiB chunks) kept both busy
+/// (docs/benchmarks.md). Each chunk in flight holds its shards and then
+/// its plaintext, so the window is counted in bytes, not chunks.
+pub(crate) const READ_AHEAD_BYTES: u64 = 4 << 20;
+
+/// Chunks in flight for a read of `chunks`: [`READ_AHEAD_BYTES`] at their
+/// mean size, at least 2 and at most 8.
+fn read_ahead(chunks: &[ChunkRef]) -> usize {
+    let total: u64 = chunks.iter().map(|c| c.len).sum();
+    let mean = total / (chunks.len() as u64).max(1);
+    (READ_AHEAD_BYTES / mean.max(1)).clamp(2, 8) as usize
 }
 
 /// One chunk's plaintext, checked against the manifest's length.

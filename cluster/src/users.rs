@@ -68,9 +68,10 @@ impl ObjectStore {
             .map_err(|e| Error::Corrupt(format!("user secret: {e}")))?;
         let id = header.chunk_id;
         let mut out = Vec::new();
-        codec::Opener::new()
-            .and_then(|mut o| o.open_with_key(&id, &self.secret_key_for(&id), &[sealed], &mut out))
-            .map_err(|e| Error::Corrupt(format!("user secret: {e}")))?;
+        codec::with_opener(|o| {
+            o.open_with_key(&id, &self.secret_key_for(&id), &[sealed], &mut out)
+        })
+        .map_err(|e| Error::Corrupt(format!("user secret: {e}")))?;
         String::from_utf8(out).map_err(|_| Error::Corrupt("user secret is not text".into()))
     }
 

@@ -47,9 +47,6 @@ pub enum CodecError {
     #[error("decompression failed: {0}")]
     Decompress(String),
 
-    #[error("decoded chunk does not match its id")]
-    ChunkIdMismatch,
-
     #[error(
         "slice {offset}+{len} is not a slice of {total} checksummed shard bytes a proof may cover"
     )]

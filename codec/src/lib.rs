@@ -31,5 +31,5 @@ pub use chunker::{Chunk, Chunker, ChunkerConfig, ReadChunker};
 pub use erasure::{ErasureParams, MAX_SHARDS};
 pub use error::{CodecError, Result};
 pub use keys::{ChunkId, ChunkKey, DomainKey};
-pub use open::{OpenReport, Opener, Rebuilder, RejectedShard};
+pub use open::{with_opener, OpenReport, Opener, Rebuilder, RejectedShard};
 pub use seal::{SealConfig, SealedChunk, Sealer, DEFAULT_ZSTD_LEVEL, MAX_CHUNK_LEN};

@@ -142,8 +142,9 @@ impl Sealer {
     /// Seal a chunk whose id the caller already computed with
     /// `domain.chunk_id(plaintext)`. The write path computes the id first to
     /// ask whether the chunk is already stored, and seals only new chunks,
-    /// so hashing again here would be waste. A wrong id is caught by the
-    /// id check of every read, and by this assertion in debug builds.
+    /// so hashing again here would be waste. Reads do not rehash either (the
+    /// AEAD binds the bytes to the id), so a wrong id is caught only by this
+    /// assertion, which every test runs.
     pub fn seal_chunk(
         &mut self,
         domain: &DomainKey,

@@ -114,6 +114,38 @@ fn wrong_domain_is_an_authentication_error() {
     assert_eq!(err, CodecError::AuthenticationFailed);
 }
 
+/// Opens do not rehash the plaintext against the id: the AEAD is what ties
+/// the bytes to the id. A node that serves one chunk's shards relabelled
+/// (and re-checksummed) as another chunk of the same domain gets nothing
+/// through.
+#[test]
+fn shards_relabelled_as_another_chunk_do_not_open() {
+    let d = domain(7);
+    let a = sealer(4, 2).seal(&d, &random_bytes(100_000, 1)).unwrap();
+    let b = sealer(4, 2).seal(&d, &random_bytes(100_000, 2)).unwrap();
+    let forged: Vec<Vec<u8>> = a
+        .shards()
+        .iter()
+        .map(|s| {
+            let mut h = ShardHeader::parse(s).unwrap();
+            h.chunk_id = b.id();
+            let body = &s[shard::HEADER_LEN..];
+            let mut out = h.encode(body).to_vec();
+            out.extend_from_slice(body);
+            out
+        })
+        .collect();
+    assert!(
+        forged.iter().all(|s| shard::verify(s).is_ok()),
+        "checksums fixed up"
+    );
+    let err = Opener::new()
+        .unwrap()
+        .open(&d, &b.id(), &forged)
+        .unwrap_err();
+    assert_eq!(err, CodecError::AuthenticationFailed);
+}
+
 #[test]
 fn invalid_erasure_parameters_are_rejected() {
     for (k, m) in [(0, 0), (0, 2), (60, 5), (65, 0), (1, 64)] {

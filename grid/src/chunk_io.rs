@@ -19,7 +19,7 @@ use crate::node_client::{ClientOptions, NodeClient, RpcError};
 use crate::stragglers::{join_all_but_stragglers, Stragglers};
 use crate::tls::IdentityKey;
 use bytes::Bytes;
-use codec::{ChunkId, ChunkKey, DomainKey, Opener, SealedChunk};
+use codec::{ChunkId, ChunkKey, DomainKey, SealedChunk};
 use metadata::model::{ClusterMap, Node};
 use metadata::placement::{self, PlacementError};
 use metadata::ShardKey;
@@ -790,15 +790,14 @@ async fn open(
     let secret = secret.clone();
     let id = *id;
     let joined = tokio::task::spawn_blocking(move || {
-        let mut opener = Opener::new()?;
-        match &secret {
+        codec::with_opener(|opener| match &secret {
             ChunkSecret::Domain(domain) => opener.open(domain, &id, &shards),
             ChunkSecret::Key(key) => {
                 let mut out = Vec::new();
                 let report = opener.open_with_key(&id, key, &shards, &mut out)?;
                 Ok((out, report))
             }
-        }
+        })
     })
     .await;
     let result = match joined {
