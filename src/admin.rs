@@ -393,8 +393,7 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
             let map = current_map(&grid, &s.owner_key()).await?;
             println!("epoch {}", map.epoch);
             for n in &map.nodes {
-                let state = metadata::model::NodeState::try_from(n.state)
-                    .map_or_else(|_| n.state.to_string(), |s| format!("{s:?}").to_lowercase());
+                let state = state_name(n.state);
                 println!(
                     "{}\t{}\t{}\t{}\t{} GiB",
                     n.id,
@@ -511,6 +510,12 @@ fn audit_table(r: &cluster::AuditReport) -> String {
     out
 }
 
+/// A node state as the map names it, in lower case.
+fn state_name(state: i32) -> String {
+    metadata::model::NodeState::try_from(state)
+        .map_or_else(|_| state.to_string(), |s| format!("{s:?}").to_lowercase())
+}
+
 /// One node's answer to a status call, or why there was none.
 type RepairRow = (
     metadata::model::Node,
@@ -566,11 +571,14 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+        "{:<12} {:<10} {:<9} {:>14} {:>8} {:>8} {:>7} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
         "node",
         "site",
+        "state",
         "epoch",
         "missing",
+        "waiting",
+        "at risk",
         "rebuilding",
         "rebuilt",
         "rebuilt MiB",
@@ -595,16 +603,63 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<10} {:>14} {:>8} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
-                    n.id, n.site, st.map_epoch, r.missing, r.rebuilding, r.rebuilt_shards,
+                    "{:<12} {:<10} {:<9} {:>14} {:>8} {:>8} {:>7} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+                    n.id, n.site, state_name(n.state), st.map_epoch, r.missing, r.waiting, r.at_risk,
+                    r.rebuilding, r.rebuilt_shards,
                     r.rebuilt_bytes >> 20, r.failed_rebuilds, r.damaged_chunks, paused,
                     r.handed_back, r.scrubbed_shards, r.corrupt_found, ago(r.last_reconcile_ms),
                     ago(r.last_scrub_ms)
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "{:<12} {:<10} DOWN ({e})", n.id, n.site);
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<10} {:<9} no answer ({e})",
+                    n.id,
+                    n.site,
+                    state_name(n.state)
+                );
             }
+        }
+    }
+    // Nodes out of touch: how long, and when their shards stop waiting
+    // for them, as the nodes that answered see it (the longest silence
+    // any of them reports, and the soonest it would mark the node lost).
+    let mut unheard: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for p in rows
+        .iter()
+        .filter_map(|(_, st)| st.as_ref().ok())
+        .flat_map(|st| &st.unheard)
+    {
+        let e = unheard
+            .entry(p.node_id.as_str())
+            .or_insert((p.unheard_ms, p.lost_in_ms));
+        e.0 = e.0.max(p.unheard_ms);
+        e.1 = e.1.min(p.lost_in_ms);
+    }
+    if !unheard.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nout of touch: shards of a down node wait for it (chunks with no spare left \
+             are rebuilt at once); once lost, its shards are rebuilt elsewhere"
+        );
+        for (id, (silent, lost_in)) in unheard {
+            let state = rows
+                .iter()
+                .find(|(n, _)| n.id == id)
+                .map_or_else(|| "?".to_string(), |(n, _)| state_name(n.state));
+            let when = if state == "lost" {
+                "rebuilt elsewhere".to_string()
+            } else if lost_in == 0 {
+                "lost when the others agree".to_string()
+            } else {
+                format!("lost in {} s", lost_in.div_ceil(1000))
+            };
+            let _ = writeln!(
+                out,
+                "{id:<12} {state:<9} unheard for {} s, {when}",
+                silent / 1000
+            );
         }
     }
     // Which objects lost data: every damaged chunk a node lists, with the

@@ -144,6 +144,11 @@ enum Bench {
         /// Rebuilds each node runs at once (`[repair] concurrency`).
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// The node comes back after this many seconds (a reboot, before
+        /// it is lost) instead of dying: reports the repair bytes written
+        /// over the bytes it held (`outage_repair_fraction`).
+        #[arg(long, value_name = "SECS")]
+        outage_secs: Option<u64>,
         /// Where the nodes keep their data (a temp dir inside it).
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
@@ -337,6 +342,7 @@ fn main() -> ExitCode {
             heartbeat_secs,
             down_after_secs,
             concurrency,
+            outage_secs,
             dir,
         }) => {
             let args = bench::repair_speed::RepairArgs {
@@ -344,6 +350,7 @@ fn main() -> ExitCode {
                 heartbeat_secs,
                 down_after_secs,
                 concurrency,
+                outage_secs,
             };
             let report = bench::repair_speed::run(args, dir.as_deref());
             print_report("repair", report, json, bench::repair_speed::table)

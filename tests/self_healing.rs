@@ -310,6 +310,8 @@ async fn fast_healing_grid() -> (TestGrid, ObjectStore) {
         scrub_interval_secs: 0,
         heartbeat_secs: 1,
         down_after_secs: 3,
+        // Lost as soon as down: these tests are about rebuilding.
+        lost_after_secs: 3,
         anti_entropy_interval_secs: 1,
         ..RepairConfig::default()
     };
@@ -464,7 +466,7 @@ async fn a_wiped_site_is_rebuilt_elsewhere_and_refilled_on_return() {
         let down = site.iter().all(|d| {
             m.nodes
                 .iter()
-                .any(|n| n.id == *d && n.state == NodeState::Down as i32)
+                .any(|n| n.id == *d && n.state == NodeState::Lost as i32)
         });
         down && misplaced(grid.dir.path(), &m, &chunks) == (0, 0)
     })
@@ -521,6 +523,8 @@ async fn dead_nodes_are_replaced_and_their_return_collects_stale_copies() {
         scrub_interval_secs: 0,
         heartbeat_secs: 1,
         down_after_secs: 3,
+        // Lost as soon as down: these tests are about rebuilding.
+        lost_after_secs: 3,
         ..RepairConfig::default()
     };
     let mut grid = TestGrid::start_healing(4, 2, repair).await;
@@ -555,7 +559,7 @@ async fn dead_nodes_are_replaced_and_their_return_collects_stale_copies() {
         dead.iter().all(|d| {
             m.nodes
                 .iter()
-                .any(|n| n.id == *d && n.state == NodeState::Down as i32)
+                .any(|n| n.id == *d && n.state == NodeState::Lost as i32)
         })
     })
     .await;
@@ -621,7 +625,7 @@ async fn kill_9_two_node_processes_under_load() {
     // leaves shards nobody references, which collection must remove.
     let healing = "gc_grace_secs = 5\ngc_interval_secs = 1\n\
                    [repair]\nreconcile_interval_secs = 1\nheartbeat_secs = 1\n\
-                   down_after_secs = 3\nscrub_interval_secs = 0\n\
+                   down_after_secs = 3\nlost_after_secs = 3\nscrub_interval_secs = 0\n\
                    anti_entropy_interval_secs = 1\nmetadata_replicas = 5\n";
     let (mut procs, map) = support::proc_grid(root.path(), 4, 2, healing).await;
     let grid = ::grid::chunk_io::Grid::new(
@@ -733,7 +737,7 @@ async fn kill_9_two_node_processes_under_load() {
             return false;
         };
         dead.iter()
-            .all(|d| m.nodes[*d].state == NodeState::Down as i32)
+            .all(|d| m.nodes[*d].state == NodeState::Lost as i32)
     })
     .await;
     assert!(marked, "dead nodes not marked down");

@@ -9,6 +9,12 @@
 //! codec's keyless rebuild alone (one 4+2 shard from four, in memory) and
 //! the disk's rate for writing shard-sized files with fsync, the two
 //! ceilings a rebuild cannot pass.
+//!
+//! With `outage_secs`, the node is not dead but rebooting: it comes back
+//! after that many seconds, long before it would be marked lost, and the
+//! bench reports what repair wrote meanwhile and after its return against
+//! what the node held (`outage_repair_fraction`: nothing of what it held
+//! should be copied anywhere).
 
 use bytes::Bytes;
 use cluster::{ErasureSpec, MasterKey, ObjectStore, PutOptions, StoreConfig};
@@ -70,6 +76,15 @@ pub struct RepairReport {
     /// (seconds since the kill, MiB rebuilt so far), every 20 ms: where
     /// the rebuild ran at full speed and where it waited.
     pub timeline: Vec<(f64, f64)>,
+    /// The outage case: seconds the node was away (absent for a death).
+    pub outage_secs: Option<u64>,
+    /// The outage case: shard bytes rebuilt anywhere, from the kill until
+    /// the grid settled after the node's return, over the shard bytes the
+    /// node held. Target: at most 0.01.
+    pub outage_repair_fraction: Option<f64>,
+    /// The outage case: from the restart to every node holding the map
+    /// that marks it up, with nothing missing or rebuilding anywhere.
+    pub settled_after_return_s: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +107,9 @@ pub struct RepairArgs {
     pub down_after_secs: u64,
     /// Rebuilds each node runs at once.
     pub concurrency: usize,
+    /// `Some(n)`: the node comes back after `n` seconds (a reboot) instead
+    /// of dying.
+    pub outage_secs: Option<u64>,
 }
 
 pub fn run(args: RepairArgs, dir: Option<&Path>) -> Result<RepairReport, RepairBenchError> {
@@ -108,6 +126,9 @@ pub fn run(args: RepairArgs, dir: Option<&Path>) -> Result<RepairReport, RepairB
         .build()
         .map_err(setup("runtime"))?;
     let mut report = runtime.block_on(heal(args, base.path()))?;
+    if report.outage_secs.is_some() {
+        return Ok(report);
+    }
     report.codec_rebuild_mib_s = codec_rebuild_mib_s;
     report.disk_write_mib_s = disk_write_mib_s;
     report.ratio = report.rebuild_mib_s / codec_rebuild_mib_s.min(disk_write_mib_s);
@@ -183,6 +204,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
     let (sites, per_site) = (4usize, 2usize);
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
+    let mut configs = Vec::new();
     for s in 0..sites {
         for j in 0..per_site {
             let id = format!("s{s}n{j}");
@@ -192,16 +214,23 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 "node_id = {id:?}\nsite = \"site-{s}\"\nlisten = \"127.0.0.1:0\"\n\
                  data_dir = {:?}\nreserve_bytes = 0\n\
                  gc_interval_secs = 0\n[repair]\nheartbeat_secs = {}\n\
-                 down_after_secs = {}\nscrub_interval_secs = 0\nconcurrency = {}\n",
+                 down_after_secs = {}\nlost_after_secs = {}\n\
+                 scrub_interval_secs = 0\nconcurrency = {}\n",
                 dir.join(&id),
                 args.heartbeat_secs,
                 args.down_after_secs,
+                // A node death: lost as soon as it is down, so the figures
+                // measure rebuilding, not the patience for a reboot. A
+                // reboot: lost long after it is back.
+                args.outage_secs
+                    .map_or(args.down_after_secs, |o| (o * 2).max(o + 600)),
                 args.concurrency,
             );
             std::fs::write(&path, text).map_err(setup("node config"))?;
             let cfg = NodeConfig::load(&path).map_err(setup("node config"))?;
             let node = LocalNode::start(&cfg).await.map_err(setup("node"))?;
             entries.push(node.map_entry(1 << 40));
+            configs.push(path);
             nodes.push(Some(node));
         }
     }
@@ -267,6 +296,95 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
     }
     let killed = Instant::now();
     eprintln!("bench repair: {victim_id} killed");
+    if let Some(outage) = args.outage_secs {
+        // The victim restarts with its counters at zero: `rebuilt_before`
+        // (the survivors') is the whole baseline.
+        // The node comes back on the same address and data.
+        let text = std::fs::read_to_string(&configs[victim]).map_err(setup("node config"))?;
+        let pinned = text.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = {:?}", map.nodes[victim].addr),
+        );
+        std::fs::write(&configs[victim], pinned).map_err(setup("node config"))?;
+        let marked = |nodes: &[Option<LocalNode>], state: NodeState| {
+            let live: Vec<&LocalNode> = nodes.iter().flatten().collect();
+            !live.is_empty()
+                && live.iter().all(|n| {
+                    n.node.cluster_map().ok().flatten().is_some_and(|m| {
+                        m.nodes
+                            .iter()
+                            .any(|x| x.id == victim_id && x.state == state as i32)
+                    })
+                })
+        };
+        let mut detect = None;
+        while killed.elapsed() < Duration::from_secs(outage) {
+            if detect.is_none() && marked(&nodes, NodeState::Down) {
+                detect = Some(killed.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let cfg = NodeConfig::load(&configs[victim]).map_err(setup("node config"))?;
+        nodes[victim] = Some(LocalNode::start(&cfg).await.map_err(setup("restart"))?);
+        let back = Instant::now();
+        eprintln!("bench repair: {victim_id} back after {outage} s");
+        let limit = Duration::from_secs(args.down_after_secs * 4 + 600);
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            if back.elapsed() > limit {
+                return Err(RepairBenchError::Timeout(format!(
+                    "not settled {} s after the node's return",
+                    limit.as_secs()
+                )));
+            }
+            let figures: Vec<_> = nodes
+                .iter()
+                .flatten()
+                .map(|n| n.node.repair.snapshot(0))
+                .collect();
+            let quiet = marked(&nodes, NodeState::Up)
+                && figures.iter().all(|f| f.missing == 0 && f.rebuilding == 0);
+            match (quiet, quiet_since) {
+                (false, _) => quiet_since = None,
+                (true, None) => quiet_since = Some(Instant::now()),
+                // Quiet through a few reconciliation passes.
+                (true, Some(t)) if t.elapsed() >= Duration::from_secs(5) => {
+                    let rebuilt = figures
+                        .iter()
+                        .map(|f| f.rebuilt_bytes)
+                        .sum::<u64>()
+                        .saturating_sub(rebuilt_before);
+                    let settled = t.duration_since(back).as_secs_f64();
+                    return Ok(RepairReport {
+                        data_mib: args.data_mib,
+                        nodes: sites * per_site,
+                        sites,
+                        erasure: "4+2".into(),
+                        heartbeat_secs: args.heartbeat_secs,
+                        down_after_secs: args.down_after_secs,
+                        concurrency: args.concurrency,
+                        lost_mib: mib(lost),
+                        detect_s: detect.map_or(0.0, |d| d.as_secs_f64()),
+                        rebuild_start_s: 0.0,
+                        full_redundancy_s: 0.0,
+                        rebuild_mib_s: 0.0,
+                        steady_mib_s: 0.0,
+                        written_mib_s: 0.0,
+                        codec_rebuild_mib_s: 0.0,
+                        disk_write_mib_s: 0.0,
+                        ratio: 0.0,
+                        cpu_s_per_gib: 0.0,
+                        timeline: Vec::new(),
+                        outage_secs: Some(outage),
+                        outage_repair_fraction: Some(rebuilt as f64 / (lost as f64).max(1.0)),
+                        settled_after_return_s: Some(settled),
+                    });
+                }
+                (true, Some(_)) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let limit = Duration::from_secs(args.down_after_secs * 4 + 1800);
     let (mut detect, mut start) = (None, None);
     let mut cpu_at_start = 0.0;
@@ -284,7 +402,7 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 n.node.cluster_map().ok().flatten().is_some_and(|m| {
                     m.nodes
                         .iter()
-                        .any(|x| x.id == victim_id && x.state == NodeState::Down as i32)
+                        .any(|x| x.id == victim_id && x.state == NodeState::Lost as i32)
                 })
             });
             if down {
@@ -325,6 +443,9 @@ async fn heal(args: RepairArgs, dir: &Path) -> Result<RepairReport, RepairBenchE
                 ratio: 0.0,
                 cpu_s_per_gib: cpu / (mib(lost) / 1024.0).max(1e-9),
                 timeline,
+                outage_secs: None,
+                outage_repair_fraction: None,
+                settled_after_return_s: None,
             });
         }
         // Every 20 ms: the window the rate is taken over is 1-2 s long, and
@@ -356,6 +477,26 @@ fn steady_rate(timeline: &[(f64, f64)], lost: f64) -> f64 {
 }
 
 pub fn table(r: &RepairReport) -> String {
+    if let (Some(outage), Some(fraction)) = (r.outage_secs, r.outage_repair_fraction) {
+        return format!(
+            "one of {} nodes ({} sites, {}) away for {} s holding {:.0} MiB of {} MiB stored\n\
+             heartbeat {} s, down after {} s\n\
+             marked down                    {:>8.1} s\n\
+             settled after its return       {:>8.1} s\n\
+             rebuilt / bytes it held        {:>8.4}\n",
+            r.nodes,
+            r.sites,
+            r.erasure,
+            outage,
+            r.lost_mib,
+            r.data_mib,
+            r.heartbeat_secs,
+            r.down_after_secs,
+            r.detect_s,
+            r.settled_after_return_s.unwrap_or(0.0),
+            fraction
+        );
+    }
     format!(
         "self-healing after one of {} nodes ({} sites, {}) dies holding {:.0} MiB of {} MiB stored\n\
          heartbeat {} s, down after {} s\n\

@@ -20,7 +20,7 @@
 //! around it). A
 //! node with `fail_threshold` failures within its last `window_rounds`
 //! rounds is made [`NodeState::Untrusted`] by a membership change; the
-//! nodes then rebuild its shards elsewhere as for a down node.
+//! nodes then rebuild its shards elsewhere as for a lost node.
 //!
 //! What is not challenged, so an honest node is not blamed for a shard on
 //! its way to it: chunks written less than `settle` ago (a write may have

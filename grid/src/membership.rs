@@ -54,7 +54,7 @@ pub enum Change {
     /// Stop letting the client with this identity key connect.
     Distrust(Vec<u8>),
     /// A node that failed storage audits: never placed on again, its
-    /// shards rebuilt elsewhere as for a down node. `reason` (audit
+    /// shards rebuilt elsewhere as for a lost node. `reason` (audit
     /// figures) goes into the map for operators.
     Untrust { node: String, reason: String },
 }

@@ -583,6 +583,25 @@ pub struct NodeStatus {
     /// it against their own at start. 0: a node too old to say.
     #[prost(uint32, tag = "13")]
     pub metadata_replicas: u32,
+    /// Peers this node has not heard from for a heartbeat or more, by its
+    /// own heartbeats, with how long until it would agree to mark them
+    /// lost.
+    #[prost(message, repeated, tag = "14")]
+    pub unheard: Vec<PeerUnheard>,
+}
+
+/// A peer a node has lost touch with ([`NodeStatus::unheard`]).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PeerUnheard {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    /// Since its last answer to a heartbeat (or since this node started).
+    #[prost(uint64, tag = "2")]
+    pub unheard_ms: u64,
+    /// Until this node would mark it lost (or vote so): 0 when due. The
+    /// delay depends on how many sites have nodes out, so it can shrink.
+    #[prost(uint64, tag = "3")]
+    pub lost_in_ms: u64,
 }
 impl Record for NodeStatus {}
 
@@ -632,6 +651,14 @@ pub struct RepairStatus {
     /// Times rebuilds were paused for a full store, since start.
     #[prost(uint64, tag = "15")]
     pub store_full_pauses: u64,
+    /// Home shards the last full pass left waiting for a down node (the
+    /// node holds them; they are rebuilt only if it is marked lost).
+    #[prost(uint64, tag = "16")]
+    pub waiting: u64,
+    /// Chunks the last full pass found with no spare shard left, counting
+    /// every down node: rebuilt at once.
+    #[prost(uint64, tag = "17")]
+    pub at_risk: u64,
 }
 
 /// Damaged chunks a status lists at most; the count covers them all.

@@ -506,16 +506,22 @@ pub enum NodeState {
     Up = 0,
     /// Serving reads; its shards are being moved elsewhere.
     Draining = 1,
-    /// Unreachable past the timeout; its shards are rebuilt elsewhere.
+    /// Unreachable past the down timeout: reads and new writes route
+    /// around it, but its shards are not rebuilt elsewhere (it may be
+    /// rebooting) except those of chunks left with no spare shard; they
+    /// wait for it to come back or to be marked [`NodeState::Lost`].
     Down = 2,
     /// Gone for good; kept in the map so its id is never reused.
     Removed = 3,
     /// Failed storage audits: it could not prove holding shards placement
     /// gave it. Never placed on; its shards are rebuilt elsewhere as for a
-    /// down node, and liveness never marks it up again (only an operator
+    /// lost node, and liveness never marks it up again (only an operator
     /// acts on it: remove it, or re-add it under a new id once its farm is
     /// trusted again). Why is in [`Node::untrusted_reason`].
     Untrusted = 4,
+    /// Unreachable past the lost delay: its shards are rebuilt elsewhere.
+    /// Marked up again, like a down node, once it answers steadily.
+    Lost = 5,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]

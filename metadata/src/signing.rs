@@ -56,13 +56,13 @@ pub fn full_digest(map: &ClusterMap) -> [u8; 32] {
 }
 
 /// What the owner's membership signature covers: the map without its
-/// epoch, with down nodes counted as up. Equal for two maps exactly when
-/// they differ only in epoch and up/down states.
+/// epoch, with down and lost nodes counted as up. Equal for two maps
+/// exactly when they differ only in epoch and up/down/lost states.
 pub fn membership_digest(map: &ClusterMap) -> [u8; 32] {
     let mut m = unsigned(map);
     m.epoch = 0;
     for n in &mut m.nodes {
-        if n.state == NodeState::Down as i32 {
+        if n.state == NodeState::Down as i32 || n.state == NodeState::Lost as i32 {
             n.state = NodeState::Up as i32;
         }
     }

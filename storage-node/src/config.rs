@@ -18,8 +18,11 @@
 //! scrub_bytes_per_sec = 33554432  # scrub read budget; 0: unlimited
 //! concurrency = 8                 # rebuilds at once (each holds ~2n shards in memory)
 //! bytes_per_sec = 0               # rebuild fetch budget; 0: unlimited
+//! site_bytes_per_sec = 0          # repair budget of this site's link, shared by its nodes
 //! heartbeat_secs = 5              # time between heartbeats; 0: no liveness
-//! down_after_secs = 25            # unreachable this long: marked down
+//! down_after_secs = 25            # unreachable this long: marked down (shards wait)
+//! lost_after_secs = 1200          # unreachable this long: marked lost (shards rebuilt);
+//!                                 # halved per other site with nodes out
 //! anti_entropy_interval_secs = 600 # metadata replica comparison; 0: none
 //! metadata_replicas = 3           # must equal the gateways' metadata_replicas
 //!
@@ -135,10 +138,21 @@ pub struct RepairConfig {
     pub concurrency: usize,
     /// Shard bytes per second fetched for rebuilds; 0: no limit.
     pub bytes_per_sec: u64,
+    /// Shard bytes per second repair may move across this node's site
+    /// link (fetches from and hand-backs to other sites), shared equally
+    /// by the site's serving nodes; 0: no limit. Set it the same on every
+    /// node of a site.
+    pub site_bytes_per_sec: u64,
     /// Time between heartbeats to every peer; 0 turns liveness off.
     pub heartbeat_secs: u64,
-    /// A peer unreachable this long is marked down in a new map epoch.
+    /// A peer unreachable this long is marked down in a new map epoch:
+    /// reads and writes route around it, its shards wait.
     pub down_after_secs: u64,
+    /// A peer unreachable this long (halved for every other site with a
+    /// node out, never below `down_after_secs`) is marked lost: its shards
+    /// are rebuilt elsewhere. Chunks down to their last spare are rebuilt
+    /// without waiting for it.
+    pub lost_after_secs: u64,
     /// Time between metadata anti-entropy passes; 0 runs none.
     pub anti_entropy_interval_secs: u64,
     /// Copies of each bucket's metadata: the gateways' setting, which
@@ -154,8 +168,10 @@ impl Default for RepairConfig {
             scrub_bytes_per_sec: 32 << 20,
             concurrency: 8,
             bytes_per_sec: 0,
+            site_bytes_per_sec: 0,
             heartbeat_secs: 5,
             down_after_secs: 25,
+            lost_after_secs: 1200,
             anti_entropy_interval_secs: 600,
             metadata_replicas: 3,
         }

@@ -330,6 +330,7 @@ impl Healing {
             let limits = RepairLimits {
                 concurrency: r.concurrency,
                 bytes_per_sec: r.bytes_per_sec,
+                site_bytes_per_sec: r.site_bytes_per_sec,
             };
             let every = Duration::from_secs(r.reconcile_interval_secs);
             let work = reconcile_loop(node.clone(), every, limits, stop.clone(), quit.subscribe());
@@ -357,6 +358,7 @@ impl Healing {
             let lc = LivenessConfig {
                 heartbeat: Duration::from_secs(r.heartbeat_secs),
                 down_after: Duration::from_secs(r.down_after_secs.max(r.heartbeat_secs)),
+                lost_after: Duration::from_secs(r.lost_after_secs),
             };
             let work = liveness_loop(node.clone(), lc, stop.clone(), quit.subscribe());
             tasks.push(spawn_for(node, work));

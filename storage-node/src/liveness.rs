@@ -33,22 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Heartbeat settings.
-#[derive(Debug, Clone, Copy)]
-pub struct LivenessConfig {
-    pub heartbeat: Duration,
-    /// Unreachable this long: marked down.
-    pub down_after: Duration,
-}
-
-impl Default for LivenessConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(5),
-            down_after: Duration::from_secs(25),
-        }
-    }
-}
+pub use crate::outage::{lost_delay, LivenessConfig};
 
 /// What this node has seen of its peers.
 pub struct Liveness {
@@ -100,6 +85,11 @@ pub fn vote(node: &Node, proposal: &ClusterMap) -> Result<LivenessVote, NodeErro
             p.state == NodeState::Up as i32
         } else if p.state == NodeState::Down as i32 {
             !seen.alive(&p.id)
+        } else if p.state == NodeState::Lost as i32 {
+            // Judged on the held map, the proposal's base: the same sites
+            // out for proposer and voter.
+            let delay = lost_delay(&current, &p.id, &seen.cfg);
+            seen.unheard(&p.id) >= delay.saturating_sub(seen.cfg.heartbeat)
         } else {
             p.state == NodeState::Up as i32 && seen.steady.contains(&p.id)
         };
@@ -189,6 +179,7 @@ impl Liveness {
             fresh_for: self.cfg.heartbeat * 3,
             last_ok: self.last_ok.clone(),
             started: self.started,
+            cfg: self.cfg,
             vote_down_after: self
                 .cfg
                 .down_after
@@ -268,9 +259,11 @@ impl Liveness {
         grid
     }
 
-    fn alive(&self, id: &str, now: Instant) -> bool {
+    /// How long `id` has not answered a heartbeat (since this loop started,
+    /// for one never heard from).
+    fn unheard(&self, id: &str, now: Instant) -> Duration {
         let seen = self.last_ok.get(id).copied().unwrap_or(self.started);
-        now.duration_since(seen) < self.cfg.down_after
+        now.duration_since(seen)
     }
 
     async fn propose(
@@ -305,7 +298,7 @@ impl Liveness {
         // The proposer itself is plainly alive: a map that says otherwise
         // (it was down and came back) is corrected by its own proposal.
         for me in next.nodes.iter_mut().filter(|p| p.id == node.id) {
-            if me.state == NodeState::Down as i32 {
+            if me.state == NodeState::Down as i32 || me.state == NodeState::Lost as i32 {
                 me.state = NodeState::Up as i32;
                 changed.push(format!("{} up", me.id));
             }
@@ -313,10 +306,15 @@ impl Liveness {
         for p in next.nodes.iter_mut().filter(|p| p.id != node.id) {
             let up = p.state == NodeState::Up as i32;
             let down = p.state == NodeState::Down as i32;
-            if up && !self.alive(&p.id, now) {
+            let lost = p.state == NodeState::Lost as i32;
+            let unheard = self.unheard(&p.id, now);
+            if (up || down) && unheard >= lost_delay(map, &p.id, &self.cfg) {
+                p.state = NodeState::Lost as i32;
+                changed.push(format!("{} lost", p.id));
+            } else if up && unheard >= self.cfg.down_after {
                 p.state = NodeState::Down as i32;
                 changed.push(format!("{} down", p.id));
-            } else if down
+            } else if (down || lost)
                 && self
                     .up_since
                     .get(&p.id)

@@ -24,6 +24,11 @@ pub struct TableLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RepairLabels {
     pub what: &'static str,
 }
@@ -34,6 +39,9 @@ pub struct Metrics {
     /// the counters copied in at each scrape, the damaged chunks and the
     /// full-store pause set by the repair loop as they change.
     pub repair: Family<RepairLabels, Gauge>,
+    /// Peers unheard from for a heartbeat or more, set at each scrape.
+    pub peer_unheard_seconds: Family<PeerLabels, Gauge>,
+    pub peer_lost_in_seconds: Family<PeerLabels, Gauge>,
     pub requests: Family<RequestLabels, Counter>,
     /// Single-record metadata reads by table: what a quorum read costs
     /// each replica (a bucket lookup is one per replica asked).
@@ -67,6 +75,8 @@ impl Metrics {
         });
         let m = Self {
             repair: Family::default(),
+            peer_unheard_seconds: Family::default(),
+            peer_lost_in_seconds: Family::default(),
             requests,
             record_reads: Family::default(),
             duration,
@@ -141,8 +151,18 @@ impl Metrics {
         );
         registry.register(
             "repair",
-            "Self-healing: shards missing, rebuilding, rebuilt (count, bytes), failed rebuilds, handed back, scrubbed (count, bytes), corrupt found, damaged chunks (too few shards to rebuild), rebuilds paused for a full store (1/0) and such pauses",
+            "Self-healing: shards missing, rebuilding, waiting for a down node, chunks with no spare shard left, rebuilt (count, bytes), failed rebuilds, handed back, scrubbed (count, bytes), corrupt found, damaged chunks (too few shards to rebuild), rebuilds paused for a full store (1/0) and such pauses",
             m.repair.clone(),
+        );
+        registry.register(
+            "peer_unheard_seconds",
+            "Peers this node has not heard from for a heartbeat or more: seconds since their last answer",
+            m.peer_unheard_seconds.clone(),
+        );
+        registry.register(
+            "peer_lost_in_seconds",
+            "Peers this node has not heard from: seconds until it would mark them lost (their shards then rebuilt elsewhere); 0 when due",
+            m.peer_lost_in_seconds.clone(),
         );
         Self { registry, ..m }
     }

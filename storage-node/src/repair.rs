@@ -42,13 +42,14 @@
 //!   it will write.
 
 use crate::node::{Node, NodeError};
+use crate::repair_budget::{RepairBudget, RepairRates};
 use crate::StoreError;
 use bytes::Bytes;
 use codec::{ChunkId, Rebuilder};
 use grid::chunk_io::Grid;
 use grid::{ClientOptions, NodeClient, RpcError};
 use metadata::db::{Batch, Table};
-use metadata::model::{ChunkReference, ClusterMap};
+use metadata::model::{ChunkReference, ClusterMap, NodeState};
 use metadata::{Record, ShardKey};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +79,10 @@ pub struct RepairLimits {
     pub concurrency: usize,
     /// Shard bytes fetched per second for rebuilds; 0: unlimited.
     pub bytes_per_sec: u64,
+    /// Shard bytes per second this node's site may move across its link
+    /// for repair, shared among the site's nodes; 0: unlimited. See
+    /// [`crate::repair_budget`].
+    pub site_bytes_per_sec: u64,
 }
 
 impl Default for RepairLimits {
@@ -85,6 +90,7 @@ impl Default for RepairLimits {
         Self {
             concurrency: 8,
             bytes_per_sec: 0,
+            site_bytes_per_sec: 0,
         }
     }
 }
@@ -114,6 +120,12 @@ pub struct ReconcileReport {
     pub refs_pushed: u64,
     /// Chunks whose references this node dropped (no part in them left).
     pub refs_dropped: u64,
+    /// Home shards not rebuilt because the node they belong on is only
+    /// down (it may be rebooting): they wait for it to return or be lost.
+    pub waiting: u64,
+    /// Chunks with no spare shard left, counting every down node: rebuilt
+    /// at once, down or not.
+    pub at_risk: u64,
 }
 
 /// A reconciliation pass in progress.
@@ -127,6 +139,11 @@ struct Pass<'a> {
     /// The previous map, when its homes all have the references: then
     /// `push_all` gives them only to homes it did not name.
     settled: Option<&'a Grid>,
+    /// The map with its down nodes counted as up, when it has any: where
+    /// each shard would live if they all came back (see [`down_slots`]).
+    patient: Option<Arc<Grid>>,
+    /// The map's down nodes.
+    down: HashSet<String>,
     push_failed: bool,
     report: ReconcileReport,
     rebuilds: Rebuilds,
@@ -287,7 +304,7 @@ struct Rebuilds {
     again: HashSet<[u8; 32]>,
     seq: u64,
     workers: JoinSet<()>,
-    throttle: Arc<Throttle>,
+    budget: Arc<RepairBudget>,
     room: Arc<Room>,
 }
 
@@ -312,6 +329,11 @@ impl Rebuilds {
         prev: Option<Arc<Grid>>,
         limits: RepairLimits,
     ) -> Self {
+        let rates = RepairRates {
+            node_bytes_per_sec: limits.bytes_per_sec,
+            site_bytes_per_sec: limits.site_bytes_per_sec,
+        };
+        let budget = Arc::new(RepairBudget::new(grid.map(), &node.id, rates));
         Self {
             node: node.clone(),
             grid,
@@ -324,7 +346,7 @@ impl Rebuilds {
             again: HashSet::new(),
             seq: 0,
             workers: JoinSet::new(),
-            throttle: Arc::new(Throttle::new(limits.bytes_per_sec)),
+            budget,
             room: Arc::default(),
         }
     }
@@ -394,11 +416,11 @@ impl Rebuilds {
         q.workers += spawn;
         drop(q);
         for _ in 0..spawn {
-            let (n, grid, prev, throttle, room) = (
+            let (n, grid, prev, budget, room) = (
                 self.node.clone(),
                 self.grid.clone(),
                 self.prev.clone(),
-                self.throttle.clone(),
+                self.budget.clone(),
                 self.room.clone(),
             );
             let (queue, finished, halt) =
@@ -428,7 +450,7 @@ impl Rebuilds {
                             Err(RebuildError::Paused)
                         } else {
                             n.repair.rebuilding.fetch_add(1, Ordering::Relaxed);
-                            let r = rebuild(&n, &grid, prev.as_deref(), &w, &throttle, &room).await;
+                            let r = rebuild(&n, &grid, prev.as_deref(), &w, &budget, &room).await;
                             n.repair.rebuilding.fetch_sub(1, Ordering::Relaxed);
                             r
                         };
@@ -546,36 +568,6 @@ impl Drop for Claim<'_> {
 }
 
 /// Spreads rebuild traffic out so it stays under a byte rate.
-struct Throttle {
-    per_sec: u64,
-    next: tokio::sync::Mutex<Instant>,
-}
-
-impl Throttle {
-    fn new(per_sec: u64) -> Self {
-        Self {
-            per_sec,
-            next: tokio::sync::Mutex::new(Instant::now()),
-        }
-    }
-
-    async fn take(&self, bytes: u64) {
-        if self.per_sec == 0 {
-            return;
-        }
-        let wait = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let start = (*next).max(now);
-            *next = start + Duration::from_secs_f64(bytes as f64 / self.per_sec as f64);
-            start.saturating_duration_since(now)
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
 pub(crate) fn fail(e: impl std::fmt::Display) -> NodeError {
     NodeError::Refused(e.to_string())
 }
@@ -645,6 +637,14 @@ pub async fn reconcile_pass(
         settled: prev
             .as_deref()
             .filter(|p| push_all && p.map().epoch == propagated),
+        patient: patient_grid(&grid),
+        down: grid
+            .map()
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Down as i32)
+            .map(|n| n.id.clone())
+            .collect(),
         push_failed: false,
         report: ReconcileReport::default(),
         rebuilds: Rebuilds::new(node, grid.clone(), prev.clone(), limits),
@@ -751,6 +751,9 @@ pub async fn reconcile_pass(
     // Every reference was looked at: a damaged chunk not met has none left
     // here (its objects were deleted), so it is no damage of this node's.
     if full && !stop.load(Ordering::Relaxed) {
+        let r = &node.repair;
+        r.waiting.store(pass.report.waiting, Ordering::Relaxed);
+        r.at_risk.store(pass.report.at_risk, Ordering::Relaxed);
         let met = std::mem::take(&mut pass.met_damaged);
         node.repair.retain_damaged(started, |id| met.contains(id));
     }
@@ -761,6 +764,36 @@ pub async fn reconcile_pass(
         .last_pass_ms
         .store(grid::clock::now_ms(), Ordering::Relaxed);
     Ok(report)
+}
+
+/// `grid`'s map with its down nodes counted as up, if it has any.
+fn patient_grid(grid: &Grid) -> Option<Arc<Grid>> {
+    let mut map = grid.map().clone();
+    let mut any = false;
+    for n in &mut map.nodes {
+        if n.state == NodeState::Down as i32 {
+            n.state = NodeState::Up as i32;
+            any = true;
+        }
+    }
+    any.then(|| Arc::new(grid.with_map(map)))
+}
+
+/// The shards of chunk `chunk` (`n` of them, placed at `homes` under the
+/// current map) whose home would be a down node if the down nodes were
+/// up: the shards that node holds, waiting for it. Placement draws each
+/// shard's home independently of node states and replaces only homes
+/// that are not placeable, so these are exactly the down nodes' shards.
+fn down_slots(pass: &Pass<'_>, chunk: &ChunkId, n: usize, homes: &[String]) -> Vec<usize> {
+    let Some(patient) = pass.patient.as_deref() else {
+        return Vec::new();
+    };
+    let Ok(waiting_homes) = pass.grid.shard_homes_beside(patient, chunk, n).1 else {
+        return Vec::new();
+    };
+    (0..n)
+        .filter(|i| waiting_homes[*i] != homes[*i] && pass.down.contains(&waiting_homes[*i]))
+        .collect()
 }
 
 /// Every reference to chunk `id` on this node.
@@ -951,11 +984,24 @@ async fn visit(
         .await?,
     };
     let mine: Vec<usize> = (0..c.n).filter(|i| homes[*i] == node.id).collect();
-    let missing: Vec<usize> = mine
+    let mut missing: Vec<usize> = mine
         .iter()
         .copied()
         .filter(|i| !held.iter().any(|(j, whole)| j == i && *whole))
         .collect();
+    // Shards whose home is only down stay where they are, on that node:
+    // a farm that reboots costs no rebuild. Unless the chunk has no spare
+    // left without them: then it is rebuilt now, down or not.
+    let waiting = down_slots(pass, &chunk, c.n, &homes);
+    if !waiting.is_empty() {
+        if c.n - waiting.len() <= c.k {
+            pass.report.at_risk += 1;
+        } else {
+            let before = missing.len();
+            missing.retain(|i| !waiting.contains(i));
+            pass.report.waiting += (before - missing.len()) as u64;
+        }
+    }
     let is_home = !mine.is_empty();
 
     // Shards held here for another home go back to it.
@@ -966,7 +1012,7 @@ async fn visit(
         .collect();
     let mut still_foreign = false;
     for i in foreign {
-        match hand_back(node, pass.grid, &c, i, &homes[i]).await {
+        match hand_back(node, pass.grid, &pass.rebuilds.budget, &c, i, &homes[i]).await {
             Ok(moved) => {
                 if moved {
                     pass.report.handed_back += 1;
@@ -1076,6 +1122,7 @@ async fn push_refs(grid: &Grid, target: &str, refs: &[ChunkReference]) -> Result
 async fn hand_back(
     node: &Arc<Node>,
     grid: &Grid,
+    budget: &RepairBudget,
     c: &ChunkRefs,
     index: usize,
     home: &str,
@@ -1096,6 +1143,7 @@ async fn hand_back(
         // A home takes a shard from a peer only for a chunk it holds a
         // reference to (rpc_server, `peer_may_place`).
         push_refs(grid, home, &c.refs).await.map_err(fail)?;
+        budget.send(home, bytes.len() as u64).await;
         client
             .put_shard(&key, Bytes::from(bytes))
             .await
@@ -1146,7 +1194,6 @@ fn shard_ok(bytes: &[u8], c: &ChunkRefs, index: usize) -> bool {
 /// map tells without a call: a shard whose home then is still serving is
 /// there. Without one, the chunk's homes are asked.
 async fn healthy_shards(grid: &Grid, prev: Option<&Grid>, c: &ChunkRefs) -> usize {
-    use metadata::model::NodeState;
     let Some(prev) = prev else {
         return count_healthy(grid, c).await;
     };
@@ -1344,7 +1391,7 @@ async fn rebuild(
     grid: &Grid,
     prev: Option<&Grid>,
     w: &Waiting,
-    throttle: &Throttle,
+    budget: &RepairBudget,
     room: &Room,
 ) -> Result<u64, RebuildError> {
     let (c, missing) = (&w.chunk, &w.missing);
@@ -1360,7 +1407,7 @@ async fn rebuild(
     // A node added or drained leaves the shards where they were: copying
     // the very shard moves one shard's bytes where rebuilding moves k.
     let mut written = 0u64;
-    let copied = copy_from_holders(node, grid, prev, c, missing, throttle).await?;
+    let copied = copy_from_holders(node, grid, prev, c, missing, budget).await?;
     for &i in &copied {
         written += u64::from(c.shard_len);
         tracing::info!(chunk = %chunk, index = i, "shard copied from its previous holder");
@@ -1377,11 +1424,11 @@ async fn rebuild(
     // their bytes; should one be bad, gather again checking each fully,
     // so the bad one is passed over for another. Too few shards, or a full
     // store, would only be met again.
-    let built = match rebuild_from(node, grid, c, &missing, Some(&w.held), throttle).await {
+    let built = match rebuild_from(node, grid, c, &missing, Some(&w.held), budget).await {
         Ok(b) => b,
         Err(RebuildError::Node(e)) => {
             tracing::debug!(chunk = %chunk, error = %e, "rebuild failed; gathering again, verifying each shard");
-            rebuild_from(node, grid, c, &missing, None, throttle).await?
+            rebuild_from(node, grid, c, &missing, None, budget).await?
         }
         Err(e) => return Err(e),
     };
@@ -1417,7 +1464,7 @@ async fn rebuild_from(
     c: &Arc<ChunkRefs>,
     missing: &[usize],
     held: Option<&[usize]>,
-    throttle: &Throttle,
+    budget: &RepairBudget,
 ) -> Result<u64, RebuildError> {
     let careful = held.is_none();
     let chunk = ChunkId(c.id);
@@ -1473,7 +1520,7 @@ async fn rebuild_from(
         }
         let fetched = futures_util::future::join_all(
             wave.iter()
-                .map(|(i, home)| fetch(grid, home, c, *i, throttle, careful)),
+                .map(|(i, home)| fetch(grid, home, c, *i, budget, careful)),
         )
         .await;
         for ((i, home), got) in wave.into_iter().zip(fetched) {
@@ -1513,7 +1560,7 @@ async fn rebuild_from(
                     continue;
                 }
                 let i = key.index as usize;
-                match fetch(grid, &peer.id, c, i, throttle, careful).await {
+                match fetch(grid, &peer.id, c, i, budget, careful).await {
                     Fetched::Got(b) => {
                         have.insert(i, b);
                     }
@@ -1596,7 +1643,7 @@ async fn copy_from_holders(
     prev: Option<&Grid>,
     c: &Arc<ChunkRefs>,
     missing: &[usize],
-    throttle: &Throttle,
+    budget: &RepairBudget,
 ) -> Result<BTreeSet<usize>, RebuildError> {
     use metadata::model::NodeState;
     // Only where the shards were under the previous map: asking every node
@@ -1636,7 +1683,7 @@ async fn copy_from_holders(
     }
     let mut copied = BTreeSet::new();
     for (i, peer) in holders {
-        let Fetched::Got(shard) = fetch(grid, &peer, c, i, throttle, true).await else {
+        let Fetched::Got(shard) = fetch(grid, &peer, c, i, budget, true).await else {
             continue;
         };
         let key = ShardKey::new(c.id, i).map_err(fail)?;
@@ -1658,7 +1705,7 @@ async fn fetch(
     node_id: &str,
     c: &ChunkRefs,
     index: usize,
-    throttle: &Throttle,
+    budget: &RepairBudget,
     careful: bool,
 ) -> Fetched {
     // Not in the map (or no such shard index): nothing the grid can use.
@@ -1668,7 +1715,7 @@ async fn fetch(
     let Ok(key) = ShardKey::new(c.id, index) else {
         return Fetched::Absent;
     };
-    throttle.take(u64::from(c.shard_len.max(1))).await;
+    budget.fetch(node_id, u64::from(c.shard_len.max(1))).await;
     match client.get_shard(&key, None).await {
         Ok(b) if usable(&b, c, index, careful) => Fetched::Got(b),
         // A bad copy is no copy: the chunk is no better off for it.

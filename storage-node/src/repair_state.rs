@@ -54,6 +54,10 @@ pub struct RepairState {
     pub missing: AtomicU64,
     /// Rebuilds in progress now.
     pub rebuilding: AtomicU64,
+    /// Home shards the last full pass left waiting for a down node.
+    pub waiting: AtomicU64,
+    /// Chunks the last full pass found with no spare shard left.
+    pub at_risk: AtomicU64,
     pub rebuilt_shards: AtomicU64,
     pub rebuilt_bytes: AtomicU64,
     pub failed_rebuilds: AtomicU64,
@@ -117,6 +121,8 @@ impl RepairState {
         grid::node_api::RepairStatus {
             missing: get(&self.missing),
             rebuilding: get(&self.rebuilding),
+            waiting: get(&self.waiting),
+            at_risk: get(&self.at_risk),
             rebuilt_shards: get(&self.rebuilt_shards),
             rebuilt_bytes: get(&self.rebuilt_bytes),
             failed_rebuilds: get(&self.failed_rebuilds),

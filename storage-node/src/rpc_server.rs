@@ -640,7 +640,12 @@ async fn dispatch(
             let n = node.clone();
             let status = blocking(move || {
                 let usage = n.store.usage()?;
-                let map_epoch = n.cluster_map()?.map_or(0, |m| m.epoch);
+                let map = n.cluster_map()?;
+                let map_epoch = map.as_ref().map_or(0, |m| m.epoch);
+                let unheard = match (&map, n.peers.fresh()) {
+                    (Some(m), Some(seen)) => seen.unheard_peers(m, &n.id),
+                    _ => Vec::new(),
+                };
                 Ok(api::NodeStatus {
                     node_id: n.id.clone(),
                     site: n.site.clone(),
@@ -655,6 +660,7 @@ async fn dispatch(
                     uptime_ms: n.uptime_ms(),
                     repair: Some(n.repair.snapshot(n.scrub_last_done_ms()?.unwrap_or(0))),
                     metadata_replicas: n.metadata_replicas as u32,
+                    unheard,
                 })
             })
             .await?;
@@ -1019,12 +1025,27 @@ async fn metrics(node: &Arc<Node>) -> Reply {
         m.free_bytes.set(usage.fs_free as i64);
         m.available_bytes
             .set(usage.available.min(i64::MAX as u64) as i64);
-        m.map_epoch
-            .set(n.cluster_map()?.map_or(0, |c| c.epoch) as i64);
+        let map = n.cluster_map()?;
+        m.map_epoch.set(map.as_ref().map_or(0, |c| c.epoch) as i64);
+        m.peer_unheard_seconds.clear();
+        m.peer_lost_in_seconds.clear();
+        if let (Some(map), Some(seen)) = (&map, n.peers.fresh()) {
+            for p in seen.unheard_peers(map, &n.id) {
+                let l = crate::metrics::PeerLabels { peer: p.node_id };
+                m.peer_unheard_seconds
+                    .get_or_create(&l)
+                    .set((p.unheard_ms / 1000) as i64);
+                m.peer_lost_in_seconds
+                    .get_or_create(&l)
+                    .set((p.lost_in_ms / 1000) as i64);
+            }
+        }
         let r = &n.repair;
         for (what, v) in [
             ("missing", &r.missing),
             ("rebuilding", &r.rebuilding),
+            ("waiting", &r.waiting),
+            ("at_risk", &r.at_risk),
             ("rebuilt_shards", &r.rebuilt_shards),
             ("rebuilt_bytes", &r.rebuilt_bytes),
             ("failed_rebuilds", &r.failed_rebuilds),

@@ -766,8 +766,9 @@ case_node_kill() {
     kill9 $v
     t_kill=$SECONDS
     say "a: kill -9 $v (farm-1) under the load"
-    # Wait until the other nodes mark it down (their shards of it are then
-    # rebuilt elsewhere), or at most down_after_secs + 20 s.
+    # Wait until the other nodes mark it down (reads and writes then go
+    # around it; its shards wait for it, as it comes back long before
+    # lost_after_secs), or at most down_after_secs + 20 s.
     deadline=$((SECONDS + DOWN_AFTER_SECS + 20))
     while ((SECONDS < deadline)); do
         st=$(node_state $v)
