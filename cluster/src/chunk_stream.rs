@@ -301,7 +301,7 @@ fn reference(ctx: &WriteCtx, id: &ChunkId) -> ChunkReference {
 }
 
 /// Store one chunk (or find it already stored) and reference it.
-async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRef> {
+pub(crate) async fn store_chunk(ctx: WriteCtx, offset: u64, plain: Bytes) -> Result<ChunkRef> {
     let grid = &ctx.io.grid;
     let n = ctx.erasure.total();
     let len = plain.len() as u64;
@@ -499,6 +499,23 @@ impl PendingRefs {
 
     pub(crate) fn chunks(&self) -> &[ChunkRef] {
         &self.chunks
+    }
+
+    /// One more chunk referenced under the same referrer.
+    pub(crate) fn push(&mut self, c: ChunkRef) {
+        self.chunks.push(c);
+    }
+
+    /// Settle the references of the chunks `named` picks out as kept
+    /// (a record names them); the others stay pending.
+    pub(crate) fn keep_where(&mut self, named: impl Fn(&ChunkRef) -> bool) {
+        self.chunks.retain(|c| !named(c));
+    }
+
+    /// Take over `other`'s references (same referrer), leaving it settled.
+    pub(crate) fn absorb(&mut self, mut other: PendingRefs) {
+        debug_assert_eq!(self.referrer, other.referrer);
+        self.chunks.append(&mut other.chunks);
     }
 
     /// A record now names these chunks: the references stay.

@@ -20,6 +20,7 @@ mod listing;
 pub mod locks;
 pub mod map_follow;
 mod multipart;
+mod multipart_stitch;
 pub mod naming;
 mod objects;
 mod repair_hints;

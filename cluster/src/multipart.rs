@@ -5,10 +5,11 @@
 //! after a configurable age.
 
 use crate::checksum::{self, ChecksumAlgorithm};
-use crate::chunk_stream::{self, WriteCtx};
+use crate::chunk_stream::{self, ReadKey, WriteCtx};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::listing::FirstItems;
+use crate::multipart_stitch;
 use crate::naming;
 use crate::objects::{verify_digests, Conditions, PutResult};
 use crate::secrets::CustomerKey;
@@ -20,7 +21,7 @@ use futures_util::Stream;
 use grid::table::Table;
 use md5::{Digest, Md5};
 use metadata::model::{ChunkRef, MultipartUpload, ObjectVersion, Part, Referrer, VersioningState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Most parts in one upload (S3's limit).
@@ -432,7 +433,38 @@ impl ObjectStore {
             version: vid.0.to_vec(),
             part_number: 0,
         };
-        let refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &chunks).await?;
+        // Chunks as chunking the whole stream would cut them, so versions
+        // dedup whatever the part size. Chunks under a customer key have
+        // random ids and never dedup: their parts' chunks serve as they are.
+        let refs = if u.sse_customer_key_md5.is_empty() && b.sealing(None).dedup() {
+            let erasure = match u.erasure {
+                Some(e) => e,
+                None => self.erasure_for(&b.record, Some(&u.storage_class))?,
+            };
+            let ctx = WriteCtx {
+                io: self.chunk_io(),
+                sealing: b.sealing(None),
+                erasure,
+                referrer: referrer.clone(),
+                algorithms: Vec::new(),
+                inline_threshold: 0,
+            };
+            let cdc = self.inner.cfg.chunker.with_seed(b.domain.cdc_seed());
+            let key = ReadKey::Domain(b.domain.clone());
+            let (whole, stitched) = multipart_stitch::stitch(&ctx, &key, cdc, &chosen).await?;
+            let new: HashSet<u64> = stitched.chunks().iter().map(|c| c.offset).collect();
+            let kept: Vec<ChunkRef> = whole
+                .iter()
+                .filter(|c| !new.contains(&c.offset))
+                .cloned()
+                .collect();
+            chunks = whole;
+            let mut refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &kept).await?;
+            refs.absorb(stitched);
+            refs
+        } else {
+            chunk_stream::add_refs(&self.chunk_io(), &referrer, &chunks).await?
+        };
         let mut user_metadata = u.user_metadata.clone();
         let mut tags = BTreeMap::new();
         user_metadata.retain(|k, v| match k.strip_prefix(TAG_PREFIX) {

@@ -199,6 +199,38 @@ impl Chunker {
     }
 }
 
+impl Chunker {
+    /// Like [`Chunker::next_chunk`], but decides a chunk as soon as its
+    /// end is certain rather than once `max` bytes are held: a boundary
+    /// found before the end of the bytes held is the one more input would
+    /// give too (the scan takes the first match). Boundaries are the same
+    /// as `next_chunk` gives. Each call scans the pending bytes again, so
+    /// feed it large slices (whole chunks), not network pieces.
+    pub fn next_decided_chunk(&mut self) -> Option<Chunk<'_>> {
+        let rest = &self.buf[self.pos..];
+        if self.finished || rest.len() >= self.cutter.cfg.max {
+            return self.next_chunk();
+        }
+        let len = self.cutter.cut(rest);
+        if len >= rest.len() {
+            return None;
+        }
+        let start = self.pos;
+        self.pos += len;
+        let offset = self.offset;
+        self.offset += len as u64;
+        Some(Chunk {
+            offset,
+            data: &self.buf[start..start + len],
+        })
+    }
+
+    /// Input offset of the first byte not yet returned as a chunk.
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+}
+
 /// Chunk boundaries of a whole in-memory input, as (offset, length).
 pub fn chunk_boundaries(cfg: ChunkerConfig, data: &[u8]) -> Result<Vec<(usize, usize)>> {
     let cutter = Cutter::new(cfg)?;

@@ -34,8 +34,45 @@ fn push_boundaries(cfg: ChunkerConfig, data: &[u8], feeds: &[usize]) -> Vec<(usi
     out
 }
 
+/// As [`push_boundaries`], taking chunks as soon as they are decided.
+fn decided_boundaries(cfg: ChunkerConfig, data: &[u8], feeds: &[usize]) -> Vec<(usize, usize)> {
+    let mut c = Chunker::new(cfg).unwrap();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut f = feeds.iter().cycle();
+    while pos < data.len() {
+        let n = (*f.next().unwrap()).min(data.len() - pos);
+        c.push(&data[pos..pos + n]);
+        pos += n;
+        while let Some(ch) = c.next_decided_chunk() {
+            out.push((ch.offset as usize, ch.data.len()));
+            assert_eq!(
+                ch.data,
+                &data[ch.offset as usize..ch.offset as usize + ch.data.len()]
+            );
+        }
+        assert_eq!(c.position() as usize + c.pending(), pos);
+    }
+    c.finish();
+    while let Some(ch) = c.next_decided_chunk() {
+        out.push((ch.offset as usize, ch.data.len()));
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn chunks_decided_early_have_the_same_boundaries(
+        len in 0usize..600_000,
+        seed in any::<u64>(),
+        feeds in prop::collection::vec(1usize..70_000, 1..8),
+    ) {
+        let data = random_bytes(len, seed);
+        let whole = chunk_boundaries(small(), &data).unwrap();
+        prop_assert_eq!(decided_boundaries(small(), &data, &feeds), whole);
+    }
 
     #[test]
     fn push_api_matches_whole_input(
