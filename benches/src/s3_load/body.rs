@@ -49,6 +49,9 @@ pub(crate) struct ObjectBody {
     block: Bytes,
     run: u64,
     object: u64,
+    /// Offset of the body's first byte in the object (a part's start).
+    from: u64,
+    /// Offset just past the body's last byte.
     len: u64,
     /// Bytes handed out so far (including `pending`).
     sent: u64,
@@ -65,6 +68,7 @@ impl ObjectBody {
             block,
             run,
             object,
+            from: 0,
             len,
             sent: 0,
             pending: None,
@@ -72,7 +76,27 @@ impl ObjectBody {
     }
 
     pub(crate) fn len(&self) -> u64 {
-        self.len
+        self.len - self.from
+    }
+
+    /// The same object as bodies of `part_size` bytes each (the last may
+    /// be shorter), for a multipart upload. `part_size` is rounded up to a
+    /// whole number of segments, so each part's bytes are those the whole
+    /// object would carry at its offsets.
+    pub(crate) fn parts(self, part_size: u64) -> Vec<ObjectBody> {
+        let size = part_size.div_ceil(SEGMENT).max(1) * SEGMENT;
+        (self.from..self.len)
+            .step_by(size as usize)
+            .map(|start| ObjectBody {
+                block: self.block.clone(),
+                run: self.run,
+                object: self.object,
+                from: start,
+                len: (start + size).min(self.len),
+                sent: start,
+                pending: None,
+            })
+            .collect()
     }
 
     fn next_frame(&mut self) -> Option<Bytes> {
@@ -165,6 +189,19 @@ mod tests {
 
     fn block(len: u64) -> Bytes {
         (0..len.min(MAX_BLOCK)).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    #[test]
+    fn parts_carry_the_whole_objects_bytes() {
+        let len = 5 * SEGMENT + 1000;
+        let whole = collect(ObjectBody::new(block(len), 1, 2, len));
+        for part_size in [1, SEGMENT, 2 * SEGMENT, 3 * SEGMENT - 5, len, 10 * len] {
+            let parts = ObjectBody::new(block(len), 1, 2, len).parts(part_size);
+            let lens: Vec<u64> = parts.iter().map(ObjectBody::len).collect();
+            let joined: Vec<u8> = parts.into_iter().flat_map(collect).collect();
+            assert_eq!(joined, whole, "part size {part_size}");
+            assert_eq!(lens.iter().sum::<u64>(), len);
+        }
     }
 
     #[test]

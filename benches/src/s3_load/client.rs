@@ -210,6 +210,60 @@ impl S3 {
         Ok(len)
     }
 
+    /// Uploads `body` as `key` in parts of `part_size` bytes (a multiple
+    /// of the body's segment), one after another; the bytes sent.
+    pub(crate) async fn put_multipart(
+        &self,
+        key: &str,
+        body: ObjectBody,
+        part_size: u64,
+    ) -> Result<u64, OpError> {
+        let len = body.len();
+        let create = self
+            .bucket
+            .create_multipart_upload(Some(&self.credentials), key)
+            .sign(SIGNATURE_TTL);
+        let xml = self.xml(Method::POST, create, ReqBody::Empty, &[]).await?;
+        let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&xml)
+            .map_err(|e| OpError(format!("CreateMultipartUpload answer: {e}")))?;
+        let upload_id = created.upload_id().to_string();
+        let mut etags = Vec::new();
+        for (i, part) in body.parts(part_size).into_iter().enumerate() {
+            let number = u16::try_from(i + 1)
+                .map_err(|_| OpError::new("more than 65,535 parts"))?;
+            let url = self
+                .bucket
+                .upload_part(Some(&self.credentials), key, number, &upload_id)
+                .sign(SIGNATURE_TTL);
+            let response = self
+                .call(Method::PUT, url, ReqBody::Object(part), &[])
+                .await?;
+            let etag = response
+                .headers()
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| OpError::new("UploadPart answer without an ETag"))?
+                .to_string();
+            drain(response).await?;
+            etags.push(etag);
+        }
+        let complete = self.bucket.complete_multipart_upload(
+            Some(&self.credentials),
+            key,
+            &upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = complete.sign(SIGNATURE_TTL);
+        let xml = self
+            .xml(Method::POST, url, ReqBody::full(complete.body()), &[])
+            .await?;
+        // S3 may answer 200 with an error document when completion fails late.
+        if xml.contains("<Error>") {
+            return Err(OpError(format!("CompleteMultipartUpload: {xml}")));
+        }
+        Ok(len)
+    }
+
     /// Downloads `key` and throws the bytes away; how many came.
     pub(crate) async fn get(&self, key: &str) -> Result<u64, OpError> {
         let url = self

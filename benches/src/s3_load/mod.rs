@@ -91,6 +91,10 @@ pub struct S3Args {
     /// Object size: 4096, 4KiB, 1MiB, 64MiB, 10MB, ...
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     pub size: u64,
+    /// Upload each object as a multipart upload in parts of this size
+    /// (rounded up to 64 KiB), parts sent one after another; 0: one PUT.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub part_size: u64,
     /// Workers, each with one request in flight.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = parse_concurrency)]
     pub concurrency: usize,
@@ -272,6 +276,8 @@ struct Ctx {
     recorder: Recorder,
     timeout: Duration,
     folders: usize,
+    /// Multipart part size for uploads; 0: single PUTs.
+    part_size: u64,
 }
 
 impl Ctx {
@@ -329,6 +335,7 @@ async fn run_async(
         recorder: Recorder::new().map_err(|e| S3BenchError::Setup(format!("histogram: {e}")))?,
         timeout: args.timeout,
         folders: args.folders,
+        part_size: args.part_size,
     });
     ctx.timed(ctx.s3.ensure_bucket())
         .await
@@ -550,7 +557,13 @@ impl Worker {
                 // 0..objects, far below.
                 let object = ((self.id + 1) << 40) | self.puts;
                 let body = ObjectBody::new(self.block.clone(), ctx.run_id, object, ctx.size);
-                ctx.timed(ctx.s3.put(&key, body)).await.map(|bytes| {
+                let put = async {
+                    match ctx.part_size {
+                        0 => ctx.s3.put(&key, body).await,
+                        part => ctx.s3.put_multipart(&key, body, part).await,
+                    }
+                };
+                ctx.timed(put).await.map(|bytes| {
                     if ctx.op == Op::Mixed {
                         ctx.pool.insert(key.into());
                     }
