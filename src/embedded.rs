@@ -27,6 +27,8 @@ pub struct ServerArgs {
     pub region: String,
     pub reconcile_interval_secs: u64,
     pub scrub_interval_secs: u64,
+    pub gc_grace_secs: u64,
+    pub gc_interval_secs: u64,
     /// Job API listener.
     pub jobs_listen: SocketAddr,
     /// Programs job tasks may run on the nodes.
@@ -142,8 +144,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             reserve_bytes: 256 << 20,
             io: IoChoice::Auto,
             shutdown_grace_secs: 10,
-            gc_grace_secs: 86_400,
-            gc_interval_secs: 3_600,
+            gc_grace_secs: args.gc_grace_secs,
+            gc_interval_secs: args.gc_interval_secs,
             repair: storage_node::config::RepairConfig {
                 reconcile_interval_secs: args.reconcile_interval_secs,
                 scrub_interval_secs: args.scrub_interval_secs,

@@ -62,6 +62,13 @@ enum Command {
         /// 0: none.
         #[arg(long, default_value_t = 7 * 86_400)]
         scrub_interval_secs: u64,
+        /// Seconds a shard no chunk reference names is kept before it is
+        /// deleted (a write in flight references its shards well within).
+        #[arg(long, default_value_t = 86_400)]
+        gc_grace_secs: u64,
+        /// Seconds between each node's garbage collection passes; 0: none.
+        #[arg(long, default_value_t = 3_600)]
+        gc_interval_secs: u64,
         /// Job API listener (`gridstore job ...`; HTTP Basic: access key
         /// and secret key).
         #[arg(long, default_value = "127.0.0.1:9002")]
@@ -301,6 +308,8 @@ fn main() -> ExitCode {
             region,
             reconcile_interval_secs,
             scrub_interval_secs,
+            gc_grace_secs,
+            gc_interval_secs,
             jobs_listen,
             job_allow,
         } => run_server(embedded::ServerArgs {
@@ -309,6 +318,8 @@ fn main() -> ExitCode {
             webdav_listen,
             reconcile_interval_secs,
             scrub_interval_secs,
+            gc_grace_secs,
+            gc_interval_secs,
             nodes,
             sites,
             region,

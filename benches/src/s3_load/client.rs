@@ -229,8 +229,8 @@ impl S3 {
         let upload_id = created.upload_id().to_string();
         let mut etags = Vec::new();
         for (i, part) in body.parts(part_size).into_iter().enumerate() {
-            let number = u16::try_from(i + 1)
-                .map_err(|_| OpError::new("more than 65,535 parts"))?;
+            let number =
+                u16::try_from(i + 1).map_err(|_| OpError::new("more than 65,535 parts"))?;
             let url = self
                 .bucket
                 .upload_part(Some(&self.credentials), key, number, &upload_id)
