@@ -58,14 +58,21 @@ EOF
 shard_bytes() {
     find "$work/grid" -path '*/shards/*' -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'
 }
-# Wait until collection has removed what no reference names: the count
-# stays the same across several collection passes.
+# Wait until collection has removed what no reference names: the
+# stitch after completion, the gateway's sweep of references the
+# manifest no longer names and the nodes' collection each wait a grace
+# period or an interval, so the count must stay the same for 24 s.
 settled() {
-    local last=-1 now
-    for _ in $(seq 60); do
+    local last=-1 now same=0
+    for _ in $(seq 150); do
         sleep 4
         now=$(shard_bytes)
-        [[ "$now" == "$last" ]] && { echo "$now"; return; }
+        if [[ "$now" == "$last" ]]; then
+            same=$((same + 1))
+            ((same >= 6)) && break
+        else
+            same=0
+        fi
         last=$now
     done
     echo "$now"
@@ -75,7 +82,7 @@ upload() { # how file bucket
     case $1 in
     put) aws s3api put-object --bucket "$3" --key f --body "$2" >/dev/null ;;
     cp) aws s3 cp --quiet "$2" "s3://$3/f" ;;
-    rclone) rclone copyto --s3-upload-cutoff 5M "$2" "gs:$3/f" ;;
+    rclone) env -u AWS_CA_BUNDLE RCLONE_CONFIG=/dev/null rclone copyto --s3-upload-cutoff 5M "$2" "gs:$3/f" ;;
     esac
 }
 

@@ -237,7 +237,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let housekeeping = tokio::spawn(
         store
             .clone()
-            .run_duties(duty_holder("server"), cluster::DutyConfig::default()),
+            .run_duties(duty_holder("server"), duty_config(&args)),
     );
     let audits = tokio::spawn(
         cluster::Auditor::new(store.clone(), cluster::AuditConfig::default())
@@ -298,4 +298,18 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
 /// restarted gateway never mistakes its predecessor's lease for its own.
 pub fn duty_holder(kind: &str) -> String {
     format!("{kind}-{:016x}", rand::random::<u64>())
+}
+
+/// The gateway's housekeeping: a reference no record names waits as long
+/// before it goes as a shard no reference names does on the nodes.
+fn duty_config(args: &ServerArgs) -> cluster::DutyConfig {
+    let default = cluster::DutyConfig::default();
+    cluster::DutyConfig {
+        orphan_grace: std::time::Duration::from_secs(args.gc_grace_secs),
+        every: match args.gc_interval_secs {
+            0 => default.every,
+            s => std::time::Duration::from_secs(s),
+        },
+        ..default
+    }
 }

@@ -62,11 +62,13 @@ enum Command {
         /// 0: none.
         #[arg(long, default_value_t = 7 * 86_400)]
         scrub_interval_secs: u64,
-        /// Seconds a shard no chunk reference names is kept before it is
-        /// deleted (a write in flight references its shards well within).
+        /// Seconds a shard no chunk reference names, or a reference no
+        /// record names, is kept before it is deleted (a write in flight
+        /// names what it stores well within).
         #[arg(long, default_value_t = 86_400)]
         gc_grace_secs: u64,
-        /// Seconds between each node's garbage collection passes; 0: none.
+        /// Seconds between garbage collection passes (each node's, and
+        /// the gateway's sweep of references); 0: none on the nodes.
         #[arg(long, default_value_t = 3_600)]
         gc_interval_secs: u64,
         /// Job API listener (`gridstore job ...`; HTTP Basic: access key

@@ -1,7 +1,9 @@
 //! Garbage collection on the gateway side: chunk references whose referrer
 //! never came to be (a gateway crashed between storing chunks and writing
-//! the manifest) or is gone (a delete that crashed before dropping its
-//! references) are removed once older than a grace period. Nodes then
+//! the manifest), is gone (a delete that crashed before dropping its
+//! references) or no longer names the chunk (a manifest rewritten with
+//! other chunks, as a multipart stitch does) are removed once older than a
+//! grace period. Nodes then
 //! collect shards that stay unreferenced for their own grace period
 //! (`storage-node`'s gc), so nothing a crash leaves behind is kept forever.
 
@@ -14,7 +16,8 @@ use grid::replicas::ReplicaSet;
 use grid::table::Table;
 use metadata::model::{ChunkReference, MultipartUpload, ObjectVersion, Referrer};
 use metadata::sealed::NAME_HASH_LEN;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,32 +27,39 @@ pub struct SweepReport {
 }
 
 impl ObjectStore {
-    /// Whether `r` names a version or an open upload that exists. Unsure
-    /// (a quorum not reached) counts as alive: a reference removed wrongly
-    /// loses data, one kept wrongly only waits for the next sweep.
-    async fn referrer_alive(&self, r: &Referrer) -> bool {
+    /// Which chunks `r` still names: those of the version it is, or all
+    /// for an open upload. Unsure (a quorum not reached) counts as all: a
+    /// reference removed wrongly loses data, one kept wrongly only waits
+    /// for the next sweep.
+    async fn referrer_names_now(&self, r: &Referrer) -> Named {
         let Ok(set) =
             ReplicaSet::place(&self.grid(), &r.bucket_id, self.config().metadata_replicas)
         else {
-            return true;
+            return Named::All;
         };
         let Ok(key_hash) = <[u8; NAME_HASH_LEN]>::try_from(r.key_hash.as_slice()) else {
-            return false;
+            return Named::Nothing;
         };
+        if r.part_number == crate::multipart_stitch::STITCH_PART {
+            // A stitch's own, kept only while it runs (within the grace).
+            return Named::Nothing;
+        }
         let keys = self.inner.master.bucket_record_keys(&r.bucket_id);
         if r.part_number == 0 {
             let Some(vid) = VersionId::from_slice(&r.version) else {
-                return false;
+                return Named::Nothing;
             };
             let key = layout::version_key(&r.bucket_id, &key_hash, &vid);
             match Table::<ObjectVersion>::new(self.grid(), set, keys)
                 .get(&key)
                 .await
             {
-                Ok(Some(v)) => !v.purged,
-                Ok(None) => false,
+                Ok(Some(v)) if !v.purged => {
+                    Named::Chunks(v.chunks.into_iter().map(|c| c.id).collect())
+                }
+                Ok(_) => Named::Nothing,
                 // Unreadable counts as alive, as an unreachable quorum does.
-                Err(_) => true,
+                Err(_) => Named::All,
             }
         } else {
             let key = layout::upload_key(&r.bucket_id, &key_hash, &r.version);
@@ -57,9 +67,9 @@ impl ObjectStore {
                 .get(&key)
                 .await
             {
-                Ok(Some(u)) => !u.closed,
-                Ok(None) => false,
-                Err(_) => true,
+                Ok(Some(u)) if !u.closed => Named::All,
+                Ok(_) => Named::Nothing,
+                Err(_) => Named::All,
             }
         }
     }
@@ -119,7 +129,7 @@ impl ObjectStore {
             return Ok(report);
         };
         let cutoff = grid::clock::now_ms().saturating_sub(grace.as_millis() as u64);
-        let mut alive: HashMap<Vec<u8>, bool> = HashMap::new();
+        let mut alive: HashMap<Vec<u8>, Arc<Named>> = HashMap::new();
         let mut start_after = None;
         loop {
             let page = client
@@ -140,18 +150,18 @@ impl ObjectStore {
                     continue;
                 };
                 let id = referrer.encode_to_vec_for_cache();
-                let ok = match alive.get(&id) {
-                    Some(ok) => *ok,
+                let named = match alive.get(&id) {
+                    Some(n) => n.clone(),
                     None => {
-                        let ok = self.referrer_alive(&referrer).await;
-                        if alive.len() > 100_000 {
+                        let n = Arc::new(self.referrer_names_now(&referrer).await);
+                        if alive.len() > 10_000 {
                             alive.clear();
                         }
-                        alive.insert(id, ok);
-                        ok
+                        alive.insert(id, n.clone());
+                        n
                     }
                 };
-                if !ok {
+                if !named.names(&r.chunk_id) {
                     dead.push(r);
                 }
             }
@@ -168,6 +178,23 @@ impl ObjectStore {
             }
         }
         Ok(report)
+    }
+}
+
+/// The chunks a referrer names.
+enum Named {
+    Nothing,
+    All,
+    Chunks(HashSet<Vec<u8>>),
+}
+
+impl Named {
+    fn names(&self, chunk: &[u8]) -> bool {
+        match self {
+            Named::Nothing => false,
+            Named::All => true,
+            Named::Chunks(ids) => ids.contains(chunk),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod naming;
 mod objects;
 mod repair_hints;
 pub mod secrets;
+mod stitch_queue;
 mod store;
 pub mod users;
 pub mod version_id;

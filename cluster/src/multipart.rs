@@ -5,11 +5,10 @@
 //! after a configurable age.
 
 use crate::checksum::{self, ChecksumAlgorithm};
-use crate::chunk_stream::{self, ReadKey, WriteCtx};
+use crate::chunk_stream::{self, WriteCtx};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::listing::FirstItems;
-use crate::multipart_stitch;
 use crate::naming;
 use crate::objects::{verify_digests, Conditions, PutResult};
 use crate::secrets::CustomerKey;
@@ -17,11 +16,11 @@ use crate::store::BucketRef;
 use crate::store::{BucketHandle, ObjectStore};
 use crate::version_id::VersionId;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use grid::table::Table;
 use md5::{Digest, Md5};
 use metadata::model::{ChunkRef, MultipartUpload, ObjectVersion, Part, Referrer, VersioningState};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Most parts in one upload (S3's limit).
@@ -433,38 +432,7 @@ impl ObjectStore {
             version: vid.0.to_vec(),
             part_number: 0,
         };
-        // Chunks as chunking the whole stream would cut them, so versions
-        // dedup whatever the part size. Chunks under a customer key have
-        // random ids and never dedup: their parts' chunks serve as they are.
-        let refs = if u.sse_customer_key_md5.is_empty() && b.sealing(None).dedup() {
-            let erasure = match u.erasure {
-                Some(e) => e,
-                None => self.erasure_for(&b.record, Some(&u.storage_class))?,
-            };
-            let ctx = WriteCtx {
-                io: self.chunk_io(),
-                sealing: b.sealing(None),
-                erasure,
-                referrer: referrer.clone(),
-                algorithms: Vec::new(),
-                inline_threshold: 0,
-            };
-            let cdc = self.inner.cfg.chunker.with_seed(b.domain.cdc_seed());
-            let key = ReadKey::Domain(b.domain.clone());
-            let (whole, stitched) = multipart_stitch::stitch(&ctx, &key, cdc, &chosen).await?;
-            let new: HashSet<u64> = stitched.chunks().iter().map(|c| c.offset).collect();
-            let kept: Vec<ChunkRef> = whole
-                .iter()
-                .filter(|c| !new.contains(&c.offset))
-                .cloned()
-                .collect();
-            chunks = whole;
-            let mut refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &kept).await?;
-            refs.absorb(stitched);
-            refs
-        } else {
-            chunk_stream::add_refs(&self.chunk_io(), &referrer, &chunks).await?
-        };
+        let refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &chunks).await?;
         let mut user_metadata = u.user_metadata.clone();
         let mut tags = BTreeMap::new();
         user_metadata.retain(|k, v| match k.strip_prefix(TAG_PREFIX) {
@@ -503,6 +471,13 @@ impl ObjectStore {
         done.completed_size = size;
         done.completed_checksums = checksums.clone();
         self.close_upload(&b, &done, &id, &stored).await?;
+        // Chunks as chunking the whole stream would cut them, so versions
+        // dedup whatever the part size: re-cut after the answer, so that
+        // completion takes the same time whatever the part count. Chunks
+        // under a customer key have random ids and never dedup.
+        if chosen.len() > 1 && u.sse_customer_key_md5.is_empty() && b.sealing(None).dedup() {
+            self.stitch_later(b.into_owned(), key.to_string(), vid);
+        }
         Ok(PutResult {
             version_id: (!null).then(|| vid.to_text()),
             etag,
@@ -533,10 +508,15 @@ impl ObjectStore {
         for batch in ops.chunks(grid::node_api::MAX_ITEMS) {
             uploads.apply(batch.to_vec()).await?;
         }
-        for p in parts.values() {
-            let r = part_referrer(b, &u.key, id, p.part_number);
-            chunk_stream::remove_refs(&self.chunk_io(), &r, &p.chunks).await;
-        }
+        // One round trip per part: at once, or 10,000 parts take seconds.
+        let io = self.chunk_io();
+        futures_util::stream::iter(parts.values())
+            .for_each_concurrent(16, |p| {
+                let r = part_referrer(b, &u.key, id, p.part_number);
+                let io = &io;
+                async move { chunk_stream::remove_refs(io, &r, &p.chunks).await }
+            })
+            .await;
         Ok(())
     }
 

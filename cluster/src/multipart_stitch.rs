@@ -20,13 +20,29 @@
 //! too small to hold a cut), its stitch carries on, part by part, in
 //! order, and the guesses it overtakes are dropped (their references
 //! released). Each stitch holds under two maximum-size chunks of
-//! plaintext, so completion's memory is bounded whatever the part count.
+//! plaintext, so memory is bounded whatever the part count.
+//!
+//! Stitching runs after completion has answered, in the background (one
+//! object at a time per gateway), so completion takes the same short time
+//! whatever the part count: re-reading and re-storing two chunks per edge
+//! costs about what uploading them did, minutes for 10,000 parts. The
+//! object is committed with its parts' chunks; the stitch then rewrites the
+//! manifest with the stream's chunks if it still names the parts' chunks.
+//! The references to chunks the manifest no longer names are left to the
+//! orphan sweep ([`crate::gc`]), which removes a version's references to
+//! chunks it does not name: a rewrite racing the stitch (a tag update that
+//! read the manifest before) may put the parts' chunks back, and then it is
+//! the stitched ones that go. A gateway that stops mid-stitch leaves the
+//! object as its parts cut it: correct, only deduplicated less.
 
 use crate::chunk_stream::{self, PendingRefs, ReadKey, WriteCtx};
 use crate::error::{Error, Result};
+use crate::layout;
+use crate::store::{BucketHandle, ObjectStore};
+use crate::version_id::VersionId;
 use codec::{Chunker, ChunkerConfig};
 use futures_util::{StreamExt, TryStreamExt};
-use metadata::model::{ChunkRef, Part};
+use metadata::model::{ChunkRef, ObjectVersion, Referrer};
 use std::collections::HashSet;
 
 /// Edges stitched at once.
@@ -41,35 +57,156 @@ struct Stitch {
     stored: PendingRefs,
 }
 
-/// Chunk the whole object's stream would give, from `parts`' chunks (in
-/// order, offsets relative to each part), storing the chunks stitched
-/// across edges under `ctx.referrer`. Returns the object's chunks (offsets
-/// from its start) and the references added for the stitched ones.
-pub(crate) async fn stitch(
+/// The part number of the referrer a stitch stores its chunks under until
+/// the manifest names them. No upload has it (parts are 1 to 10,000), so
+/// these references never share a slot with the version's own (one per
+/// chunk and referrer) and releasing them cannot take one the manifest
+/// needs; the orphan sweep removes whatever a stopped stitch leaves.
+pub(crate) const STITCH_PART: u32 = u32::MAX;
+
+impl ObjectStore {
+    /// Stitch the part edges of version `vid` of `key`, a completed
+    /// multipart object, in the background.
+    pub(crate) fn stitch_later(&self, b: BucketHandle, key: String, vid: VersionId) {
+        let store = self.clone();
+        let queued = self.inner.stitching.enqueue();
+        tokio::spawn(async move {
+            if let Some(_turn) = queued.turn().await {
+                if let Err(e) = store.stitch_version(&b, &key, vid).await {
+                    tracing::warn!(
+                        error = %e,
+                        "re-cutting a multipart object's part edges failed; it keeps its parts' chunks"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Wait until every multipart object this gateway completed has been
+    /// stitched (for tests and benchmarks that count stored bytes).
+    pub async fn stitching_settled(&self) {
+        self.inner.stitching.settled().await;
+    }
+
+    /// Re-cut the part edges of one version and point its manifest at the
+    /// chunks the whole stream gives. Returns whether the manifest changed.
+    async fn stitch_version(&self, b: &BucketHandle, key: &str, vid: VersionId) -> Result<bool> {
+        let table_key = layout::version_key(b.id(), &b.key_hash(key), &vid);
+        let versions = self.bucket_table::<ObjectVersion>(b);
+        let Some(v) = versions.get(&table_key).await? else {
+            return Ok(false);
+        };
+        if v.purged || v.delete_marker || !v.sse_customer_key_md5.is_empty() {
+            return Ok(false);
+        }
+        let Some(placed) = parts_of(&v) else {
+            return Ok(false);
+        };
+        let Some(erasure) = v.chunks.first().and_then(|c| c.erasure) else {
+            return Ok(false);
+        };
+        let referrer = Referrer {
+            bucket_id: b.id().to_vec(),
+            key_hash: b.key_hash(key).to_vec(),
+            version: vid.0.to_vec(),
+            part_number: 0,
+        };
+        let ctx = WriteCtx {
+            io: self.chunk_io(),
+            sealing: b.sealing(None),
+            erasure,
+            referrer: Referrer {
+                part_number: STITCH_PART,
+                ..referrer.clone()
+            },
+            algorithms: Vec::new(),
+            inline_threshold: 0,
+        };
+        let cdc = self.inner.cfg.chunker.with_seed(b.domain.cdc_seed());
+        let read = ReadKey::Domain(b.domain.clone());
+        // On an error, `stitched` is dropped and its references released.
+        let (whole, stitched) = stitch(&ctx, &read, cdc, placed).await?;
+        if same_chunks(&whole, &v.chunks) {
+            stitched.release().await;
+            return Ok(false);
+        }
+        // Read again just before the rewrite, so a change made meanwhile
+        // (deleted, retagged) is not undone.
+        let Some(mut now) = versions.get(&table_key).await? else {
+            stitched.release().await;
+            return Ok(false);
+        };
+        if now.purged || !same_chunks(&now.chunks, &v.chunks) {
+            stitched.release().await;
+            return Ok(false);
+        }
+        // The version's references to the stitched chunks it does not
+        // name yet (one per chunk and referrer: those it names have one).
+        let mut named: HashSet<&[u8]> = v.chunks.iter().map(|c| c.id.as_slice()).collect();
+        let new: Vec<ChunkRef> = stitched
+            .chunks()
+            .iter()
+            .filter(|c| named.insert(c.id.as_slice()))
+            .cloned()
+            .collect();
+        let refs = chunk_stream::add_refs(&self.chunk_io(), &referrer, &new).await?;
+        now.chunks = whole;
+        now.revision = self.revision();
+        let written = self.write_version(b, &now).await;
+        refs.settle(written).await?;
+        stitched.release().await;
+        tracing::debug!(
+            parts = v.part_sizes.len(),
+            chunks = now.chunks.len(),
+            "multipart object re-cut at its part edges"
+        );
+        Ok(true)
+    }
+}
+
+fn same_chunks(a: &[ChunkRef], b: &[ChunkRef]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.id == y.id && x.offset == y.offset)
+}
+
+/// A version's chunks by the part they fall in (offsets from the object's
+/// start), or `None` when a chunk crosses a part edge: already stitched.
+fn parts_of(v: &ObjectVersion) -> Option<Vec<Vec<ChunkRef>>> {
+    if v.part_sizes.len() < 2 {
+        return None;
+    }
+    let mut chunks = v.chunks.iter().peekable();
+    let mut start = 0u64;
+    let mut placed = Vec::with_capacity(v.part_sizes.len());
+    for size in &v.part_sizes {
+        let end = start + size;
+        let mut part = Vec::new();
+        while let Some(c) = chunks.next_if(|c| c.offset < end) {
+            if c.offset + c.len > end {
+                return None;
+            }
+            part.push(c.clone());
+        }
+        placed.push(part);
+        start = end;
+    }
+    chunks.peek().is_none().then_some(placed)
+}
+
+/// Chunk the whole object's stream would give, from its parts' chunks (in
+/// order, offsets from the object's start), storing the chunks stitched
+/// across edges under `ctx.referrer`. Returns the object's chunks and the
+/// references added for the stitched ones.
+async fn stitch(
     ctx: &WriteCtx,
     key: &ReadKey,
     cdc: ChunkerConfig,
-    parts: &[&Part],
+    placed: Vec<Vec<ChunkRef>>,
 ) -> Result<(Vec<ChunkRef>, PendingRefs)> {
-    let mut base = 0u64;
-    let placed: Vec<Vec<ChunkRef>> = parts
-        .iter()
-        .map(|p| {
-            let chunks = p
-                .chunks
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    c.offset += base;
-                    c
-                })
-                .collect();
-            base += p.size;
-            chunks
-        })
-        // An empty part (only the last may be) adds no bytes and no edge.
-        .filter(|chunks: &Vec<ChunkRef>| !chunks.is_empty())
-        .collect();
+    // An empty part (only the last may be) adds no bytes and no edge.
+    let placed: Vec<Vec<ChunkRef>> = placed.into_iter().filter(|p| !p.is_empty()).collect();
     let mut kept = PendingRefs::new(&ctx.io, ctx.referrer.clone(), Vec::new());
     let mut out: Vec<ChunkRef> = Vec::new();
     // Guesses overtaken by a stitch that carried on, released at the end.

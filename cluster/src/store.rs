@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub list_indexes: crate::list_index::ListIndexes,
     /// Storage audit results, for the gateway's metrics.
     pub audits: Arc<crate::audit_stats::AuditStats>,
+    /// Completed multipart objects whose part edges are being re-cut.
+    pub stitching: Arc<crate::stitch_queue::StitchQueue>,
 }
 
 #[derive(Clone)]
@@ -166,6 +168,7 @@ impl ObjectStore {
                 repair: None,
                 list_indexes: Default::default(),
                 audits: Arc::default(),
+                stitching: Arc::default(),
             }),
         }
     }
@@ -188,6 +191,7 @@ impl ObjectStore {
                 repair: Some(tx),
                 list_indexes: Default::default(),
                 audits: shared.audits.clone(),
+                stitching: shared.stitching.clone(),
             },
         };
         Self {
