@@ -691,6 +691,23 @@ async fn multipart_out_of_order_missing_and_too_small_parts() {
     )
     .await;
     assert_eq!(p2, parts[1]);
+    // HEAD by part number names the same bytes.
+    let head = s
+        .head_object(
+            "multi",
+            "assembled",
+            &GetOptions {
+                part_number: Some(2),
+                ..GetOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let start = parts[0].len() as u64;
+    assert_eq!(
+        head.part_range,
+        Some((start, start + parts[1].len() as u64))
+    );
     // Completing again (a client retry) gets the first answer; the upload
     // itself is gone.
     let again = s

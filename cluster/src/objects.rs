@@ -38,6 +38,8 @@ pub struct ObjectInfo {
     pub tags: BTreeMap<String, String>,
     /// The MD5 of the customer key it is sealed with, if any.
     pub sse_customer_key_md5: Option<String>,
+    /// The bytes `[start, end)` of the part a HEAD asked for by number.
+    pub part_range: Option<(u64, u64)>,
 }
 
 pub(crate) fn version_text(v: &ObjectVersion) -> String {
@@ -69,6 +71,7 @@ pub(crate) fn info_of(v: &ObjectVersion, is_latest: bool) -> ObjectInfo {
         tags: v.tags.clone(),
         sse_customer_key_md5: (!v.sse_customer_key_md5.is_empty())
             .then(|| v.sse_customer_key_md5.clone()),
+        part_range: None,
     }
 }
 
@@ -394,10 +397,11 @@ impl ObjectStore {
         let (v, latest) = self.find_version(&b, key, opts.version.as_deref()).await?;
         opts.conditions.check(&v)?;
         check_customer_key(&v, opts.customer_key.as_ref())?;
+        let mut info = info_of(&v, latest);
         if let Some(p) = opts.part_number {
-            part_range(&v, p)?;
+            info.part_range = Some(part_range(&v, p)?);
         }
-        Ok(info_of(&v, latest))
+        Ok(info)
     }
 
     pub async fn get_object(

@@ -192,10 +192,13 @@ repair_summary() {
     admin repair status 2>/dev/null | awk -v now="$t" '
         NR == 1 { next }
         /^$/ { exit }
-        $3 == "DOWN" || $3 ~ /^DOWN/ { down++; rows++; next }
-        NF >= 15 {
-            rows++; missing += $4; rebuilding += $5; rebuilt += $6; damaged += $9; handed += $11
-            if ($14 == "never") ago = 1e9; else { ago = $14; sub(/s$/, "", ago) }
+        # node site state epoch missing waiting at-risk rebuilding rebuilt
+        # rebuilt-MiB failed damaged paused handed-back scrubbed corrupt
+        # reconciled ("5s ago" or "never") scrubbed-at
+        $4 == "no" || $3 != "up" { down++; rows++; next }
+        NF >= 18 {
+            rows++; missing += $5; rebuilding += $8; rebuilt += $9; damaged += $12; handed += $14
+            if ($17 == "never") ago = 1e9; else { ago = $17; sub(/s$/, "", ago) }
             if (!seen || now - ago < oldest) { oldest = now - ago; seen = 1 }
         }
         END { if (rows == 6) printf "%d %d %d %d %d %d %d\n", down, missing, rebuilding, damaged, rebuilt, handed, oldest }'

@@ -218,18 +218,22 @@ impl S3Gateway {
             .head_object(&handle, &i.key, &opts)
             .await
             .map_err(to_s3)?;
-        let size = match i.range.as_ref().map(convert::range) {
-            Some(r) => {
-                let (s, e) = r.resolve(info.size).map_err(to_s3)?;
-                e - s
-            }
-            None => info.size,
+        // What a GET with the same headers would return.
+        let range = match (info.part_range, i.range.as_ref().map(convert::range)) {
+            (Some(part), _) => Some(part),
+            (None, Some(r)) => Some(r.resolve(info.size).map_err(to_s3)?),
+            (None, None) => None,
         };
+        let size = range.map_or(info.size, |(s, e)| e - s);
         let mut h = ObjectHeaders::of(&info, size, i.version_id.is_some(), i.part_number.is_some());
         if i.checksum_mode.is_some() {
             h.add_checksums(&info);
         }
-        Ok(S3Response::new(HeadObjectOutput::from(h)))
+        Ok(S3Response::new(HeadObjectOutput {
+            content_range: range
+                .map(|(s, e)| format!("bytes {s}-{}/{}", e.saturating_sub(1), info.size)),
+            ..HeadObjectOutput::from(h)
+        }))
     }
 
     /// What HEAD knows, as XML, limited to the attributes asked for. Parts
