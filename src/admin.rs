@@ -34,7 +34,8 @@ enum AdminCommand {
     /// Buckets.
     #[command(subcommand)]
     Bucket(BucketCommand),
-    /// Every node's state: capacity, use, shard count.
+    /// Every node's state: capacity, use, shard count. Exits non-zero if
+    /// any node does not answer.
     Status,
     /// Self-healing.
     #[command(subcommand)]
@@ -169,6 +170,8 @@ pub enum AdminError {
     Store(#[from] cluster::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("{down} of {total} nodes did not answer")]
+    NodesDown { down: usize, total: usize },
     #[error(transparent)]
     Membership(#[from] grid::membership::MembershipError),
     #[error("cannot listen for S3 on {addr} (listen): {source}")]
@@ -321,8 +324,12 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
         }
         AdminCommand::Status => {
             let grid = s.grid();
+            let total = grid.map().nodes.len();
+            let mut down = 0;
             for n in &grid.map().nodes {
                 let Some(client) = grid.client(&n.id) else {
+                    down += 1;
+                    println!("{}\t{}\t{}\tDOWN (no client)", n.id, n.site, n.addr);
                     continue;
                 };
                 match client.status().await {
@@ -335,8 +342,16 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
                         st.used_bytes >> 20,
                         st.available_bytes >> 20
                     ),
-                    Err(e) => println!("{}\t{}\t{}\tDOWN ({e})", n.id, n.site, n.addr),
+                    Err(e) => {
+                        down += 1;
+                        println!("{}\t{}\t{}\tDOWN ({e})", n.id, n.site, n.addr);
+                    }
                 }
+            }
+            // Scripts and monitors read the exit status: any node that
+            // does not answer (down, or refusing our identity) fails it.
+            if down > 0 {
+                return Err(AdminError::NodesDown { down, total });
             }
         }
         AdminCommand::Node(cmd) => node_command(s, cmd).await?,

@@ -100,3 +100,66 @@ fn bench_node_json_reports_every_pair() {
     // The bench cleans up after itself.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// `admin status` answers with the exit status scripts read: 0 with every
+/// node up, non-zero once they are gone (here: with the server that ran
+/// them), each down node named.
+#[test]
+fn admin_status_fails_when_nodes_are_down() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("grid");
+    let mut server = gridstore()
+        .arg("server")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
+        .args(["--jobs-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("gridstore server ready"));
+    assert!(ready, "the server never said it was ready");
+
+    let status = || {
+        gridstore()
+            .args(["admin", "--dir"])
+            .arg(&data)
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    let up = status();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&up.stdout)
+            .lines()
+            .filter(|l| l.contains("\tup\t"))
+            .count(),
+        6
+    );
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let down = status();
+    assert!(!down.status.success(), "exit 0 with every node down");
+    let out = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("\tDOWN")).count(),
+        6,
+        "{out}"
+    );
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("6 of 6 nodes did not answer"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
