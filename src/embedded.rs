@@ -121,10 +121,23 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             "need at least one node per site".into(),
         ));
     }
+    // Ports first: one in use is found before anything is written.
+    for (what, flag, addr) in [
+        ("S3", "--listen", args.listen),
+        ("WebDAV", "--webdav-listen", args.webdav_listen),
+        ("jobs", "--jobs-listen", args.jobs_listen),
+    ] {
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            ServerError::Invalid(format!("cannot listen for {what} on {addr} ({flag}): {e}"))
+        })?;
+    }
     std::fs::create_dir_all(&args.dir).map_err(|source| FileError::Io {
         path: args.dir.clone(),
         source,
     })?;
+    // One server per directory, checked before its nodes touch their
+    // folders (a node empties its tmp/ at start). Held until exit.
+    let _lock = lock_dir(&args.dir)?;
     let state = ServerState::load_or_create(&args.dir)?;
     // Signals first, so a stop during start-up is not lost.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -311,5 +324,28 @@ fn duty_config(args: &ServerArgs) -> cluster::DutyConfig {
             s => std::time::Duration::from_secs(s),
         },
         ..default
+    }
+}
+
+/// Take `DIR/server.lock` for this process (released when the process
+/// ends, however it ends).
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    let path = dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| FileError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Invalid(format!(
+            "{} is in use by another gridstore server",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(FileError::Io { path, source }.into()),
     }
 }

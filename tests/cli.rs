@@ -106,24 +106,9 @@ fn bench_node_json_reports_every_pair() {
 /// them), each down node named.
 #[test]
 fn admin_status_fails_when_nodes_are_down() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("grid");
-    let mut server = gridstore()
-        .arg("server")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
-        .args(["--jobs-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("gridstore server ready"));
-    assert!(ready, "the server never said it was ready");
+    let mut server = start_server(&data);
 
     let status = || {
         gridstore()
@@ -162,4 +147,86 @@ fn admin_status_fails_when_nodes_are_down() {
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
+}
+
+/// `gridstore server DIR` on loopback ports the system picks, once it
+/// says it is ready.
+fn start_server(data: &std::path::Path) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut server = gridstore()
+        .arg("server")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
+        .args(["--jobs-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("gridstore server ready"));
+    assert!(ready, "the server never said it was ready");
+    server
+}
+
+/// A second server on a directory in use is refused before it touches
+/// it, and the first carries on.
+#[test]
+fn a_second_server_on_one_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("grid");
+    let mut first = start_server(&data);
+    let second = gridstore()
+        .arg("server")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
+        .args(["--jobs-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "a second server started");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another gridstore server"), "{err}");
+    let status = gridstore()
+        .args(["admin", "--dir"])
+        .arg(&data)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "the first server's nodes: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+/// A port in use is reported before the data directory is created.
+#[test]
+fn a_port_in_use_fails_before_the_directory_is_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("grid");
+    let out = gridstore()
+        .arg("server")
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--webdav-listen",
+            "127.0.0.1:0",
+            "--jobs-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen for S3") && err.contains("--listen"),
+        "{err}"
+    );
+    assert!(!data.exists(), "the data directory was made");
 }
