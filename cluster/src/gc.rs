@@ -32,6 +32,10 @@ impl ObjectStore {
     /// reference removed wrongly loses data, one kept wrongly only waits
     /// for the next sweep.
     async fn referrer_names_now(&self, r: &Referrer) -> Named {
+        if r.part_number == crate::multipart_stitch::STITCH_PART {
+            // A stitch's own, kept only while it runs (within the grace).
+            return Named::Nothing;
+        }
         let Ok(set) =
             ReplicaSet::place(&self.grid(), &r.bucket_id, self.config().metadata_replicas)
         else {
@@ -40,10 +44,6 @@ impl ObjectStore {
         let Ok(key_hash) = <[u8; NAME_HASH_LEN]>::try_from(r.key_hash.as_slice()) else {
             return Named::Nothing;
         };
-        if r.part_number == crate::multipart_stitch::STITCH_PART {
-            // A stitch's own, kept only while it runs (within the grace).
-            return Named::Nothing;
-        }
         let keys = self.inner.master.bucket_record_keys(&r.bucket_id);
         if r.part_number == 0 {
             let Some(vid) = VersionId::from_slice(&r.version) else {

@@ -105,12 +105,7 @@ impl ObjectStore {
         let Some(erasure) = v.chunks.first().and_then(|c| c.erasure) else {
             return Ok(false);
         };
-        let referrer = Referrer {
-            bucket_id: b.id().to_vec(),
-            key_hash: b.key_hash(key).to_vec(),
-            version: vid.0.to_vec(),
-            part_number: 0,
-        };
+        let referrer = crate::versions::referrer_of(b, &v);
         let ctx = WriteCtx {
             io: self.chunk_io(),
             sealing: b.sealing(None),
