@@ -168,6 +168,9 @@ fn start_server(data: &std::path::Path) -> std::process::Child {
         .map_while(Result::ok)
         .any(|l| l.starts_with("gridstore server ready"));
     assert!(ready, "the server never said it was ready");
+    // Keep reading: the lines after the ready one (credentials) would
+    // meet a closed pipe, and a failed print ends the server.
+    std::thread::spawn(move || lines.for_each(drop));
     server
 }
 
