@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::time::Duration;
 use support::grid::TestGrid;
-use support::objects::{read_all, store_on, Data, OWNER};
+use support::objects::{object, read_all, store_on, Data, OWNER};
 
 const MIB: usize = 1 << 20;
 
@@ -411,13 +411,7 @@ async fn completion_reads_around_dead_nodes_and_fails_cleanly_without_enough() {
         stitched(&s, "faults", "one", 5 * MIB as u64).await,
         "the stitch ran around the dead node"
     );
-    let got = read_all(
-        s.get_object("faults", "one", GetOptions::default())
-            .await
-            .unwrap()
-            .body,
-    )
-    .await;
+    let got = object(&s, "faults", "one").await;
     assert!(got == one, "object one reads back");
 
     tg.kill(&ids[1]).await;
@@ -444,13 +438,7 @@ async fn completion_reads_around_dead_nodes_and_fails_cleanly_without_enough() {
     s.complete_multipart_upload("faults", "two", &id2, &parts2)
         .await
         .unwrap();
-    let got = read_all(
-        s.get_object("faults", "two", GetOptions::default())
-            .await
-            .unwrap()
-            .body,
-    )
-    .await;
+    let got = object(&s, "faults", "two").await;
     assert!(got == two, "object two reads back");
 }
 
@@ -480,13 +468,7 @@ async fn the_stitch_keeps_what_changed_meanwhile() {
         .unwrap();
     assert_eq!(info.tags, tags, "the tags set during the stitch");
     settled_bytes(&tg, &s).await;
-    let got = read_all(
-        s.get_object("meanwhile", "tagged", GetOptions::default())
-            .await
-            .unwrap()
-            .body,
-    )
-    .await;
+    let got = object(&s, "meanwhile", "tagged").await;
     assert!(got == data, "the tagged object reads back");
 
     // Deleted before its stitch ran: the stitch finds no version.

@@ -9,7 +9,7 @@ mod support;
 use cluster::{GetOptions, ListObjectsParams, ObjectStore, StoreConfig};
 use gateway::webdav::server::{start, Running};
 use support::grid::TestGrid;
-use support::objects::{read_all, store_on, Data};
+use support::objects::{object, store_on, Data};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const AK: &str = "GSWEBDAVTESTKEY00001";
@@ -150,16 +150,6 @@ async fn keys(s: &ObjectStore, bucket: &str, prefix: &str) -> Vec<String> {
         .await
         .unwrap();
     page.objects.into_iter().map(|o| o.key).collect()
-}
-
-async fn object(s: &ObjectStore, bucket: &str, key: &str) -> Vec<u8> {
-    read_all(
-        s.get_object(bucket, key, GetOptions::default())
-            .await
-            .unwrap()
-            .body,
-    )
-    .await
 }
 
 async fn setup(tg: &TestGrid) -> (ObjectStore, Running) {

@@ -88,6 +88,17 @@ pub async fn read_all(mut body: ObjectBody) -> Vec<u8> {
     out
 }
 
+/// The latest version of `key`, whole.
+pub async fn object(s: &ObjectStore, bucket: &str, key: &str) -> Vec<u8> {
+    read_all(
+        s.get_object(bucket, key, cluster::GetOptions::default())
+            .await
+            .unwrap()
+            .body,
+    )
+    .await
+}
+
 pub async fn sha256_of(mut body: ObjectBody) -> ([u8; 32], u64) {
     let mut h = Sha256::new();
     let mut n = 0;
