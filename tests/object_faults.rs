@@ -267,8 +267,9 @@ async fn shard_files_and_node_databases_hold_no_plaintext() {
         i += 1;
     }
     // ... random bytes with the marker every 4 KiB (stored uncompressed,
-    // so only encryption hides it) ...
-    let mut noisy = Data::bytes(2 << 20, 12);
+    // so only encryption hides it), above the chunker's 4 MiB maximum so
+    // they make two chunks at least whatever the bucket's cut seed ...
+    let mut noisy = Data::bytes((4 << 20) + 4096, 12);
     for off in (0..noisy.len() - MARK.len()).step_by(4096) {
         noisy[off..off + MARK.len()].copy_from_slice(MARK);
     }
