@@ -287,7 +287,7 @@ async fn failing_and_overtime_tasks_are_reported_with_their_stderr() {
 
     // Someone else's job is invisible; another user cannot submit over
     // buckets they do not own.
-    assert!(jobs.status(&slow.id, "someone-else", false).is_err());
+    assert!(jobs.status(&slow.id, "someone-else", false).await.is_err());
     let mut s = spec("x", &["python3"]);
     s.owner = "someone-else".into();
     assert!(jobs.submit(s).await.is_err());
@@ -305,7 +305,7 @@ async fn a_node_killed_mid_job_does_not_stop_it() {
     s.per_node = 1;
     let id = jobs.submit(s).await.unwrap();
     loop {
-        let st = jobs.status(&id, OWNER, false).unwrap();
+        let st = jobs.status(&id, OWNER, false).await.unwrap();
         if st.done >= 6 {
             break;
         }
@@ -394,5 +394,135 @@ print("uid", os.getuid(), "env", sorted(os.environ))
             "env ['GRIDSTORE_INPUT_KEY', 'GRIDSTORE_TASK_ID', 'HOME', 'LANG', 'PATH', 'TMPDIR']"
         ),
         "{out}"
+    );
+}
+
+/// Every version under `prefix` in `bucket`: key → how many.
+async fn versions_under(
+    store: &ObjectStore,
+    bucket: &str,
+    prefix: &str,
+) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut params = cluster::ListVersionsParams {
+        prefix: prefix.into(),
+        max_keys: 1000,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list_object_versions(bucket, &params).await.unwrap();
+        for v in &page.versions {
+            *out.entry(v.key.clone()).or_default() += 1;
+        }
+        if !page.is_truncated {
+            return out;
+        }
+        params.key_marker = page.next_key_marker;
+        params.version_id_marker = page.next_version_id_marker;
+    }
+}
+
+/// Two gateways on one grid: the one driving a job dies mid-job (its
+/// runtime is dropped, as a process killed), the other reports the job
+/// all along, takes it over once the lease lapses and finishes it, every
+/// count exact and every output written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_outlives_the_gateway_driving_it() {
+    let grid = TestGrid::start_jobs(3, 2, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    let (total, each) = corpus(&store, 40, 16 << 10).await;
+    store
+        .set_versioning("output", cluster::VersioningState::Enabled)
+        .await
+        .unwrap();
+    let mut s = spec("wc", &[]);
+    // Slow enough that the job is mid-way when its gateway dies.
+    s.map = python(&format!("import time; time.sleep(0.4)\n{MAP}"));
+    s.reduce = Some(python(REDUCE));
+    s.per_node = 1;
+
+    // Gateway A on a runtime of its own, dropped to kill it.
+    let (id_tx, id_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let grid_a = grid.grid();
+    let a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store_a = ObjectStore::new(grid_a, support::master(), StoreConfig::default());
+            let jobs_a = JobManager::with_holder(store_a, "jobs-a");
+            id_tx.send(jobs_a.submit(s).await.unwrap()).unwrap();
+            let _ = kill_rx.await;
+        });
+        rt.shutdown_background();
+    });
+    let id = id_rx.recv().unwrap();
+    // Gateway B: the smaller name would win a race, but there is none.
+    let jobs_b = JobManager::with_holder(store.clone(), "jobs-b");
+    loop {
+        let st = jobs_b.status(&id, OWNER, false).await.unwrap();
+        assert!(!st.phase.finished(), "finished too soon: {}", st.summary());
+        if st.done >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    kill_tx.send(()).unwrap();
+    a.join().unwrap();
+    let at_kill = jobs_b.status(&id, OWNER, false).await.unwrap();
+    assert!(at_kill.done < 40, "{}", at_kill.summary());
+    let st = jobs_b
+        .wait(&id, OWNER, false, Duration::from_secs(300))
+        .await
+        .unwrap();
+    println!("{}", st.summary());
+    assert_eq!(st.phase, JobPhase::Done, "{}", st.summary());
+    assert_eq!(st.done, 40);
+    for (i, want) in each.iter().enumerate() {
+        let got = get(&store, "output", &format!("wc/data/{i:04}.txt")).await;
+        assert_eq!(&counts_of(&got), want, "map output of object {i}");
+    }
+    assert_eq!(counts_of(&get(&store, "output", "wc/_reduce").await), total);
+    let versions = versions_under(&store, "output", "wc/").await;
+    let twice: Vec<_> = versions.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "outputs written more than once: {twice:?}"
+    );
+    // 40 map outputs, the reduce and the summary.
+    assert_eq!(versions.len(), 42, "{versions:?}");
+    // Listed from either gateway alike, with the final counts.
+    let listed = jobs_b.list(OWNER, false).await.unwrap();
+    let l = listed.iter().find(|j| j.id == id).unwrap();
+    assert_eq!((l.phase, l.done), (JobPhase::Done, 40));
+}
+
+/// A cancel asked through one gateway stops the job another drives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_through_another_gateway_stops_the_job() {
+    let grid = TestGrid::start_jobs(3, 2, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    corpus(&store, 30, 4 << 10).await;
+    let a = JobManager::with_holder(store.clone(), "jobs-a");
+    let b = JobManager::with_holder(store_on(&grid, StoreConfig::default()), "jobs-b");
+    let mut s = spec("slow", &[]);
+    s.map = python("import time; time.sleep(1)");
+    s.per_node = 1;
+    let id = a.submit(s).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.cancel(&id, OWNER, false).await.unwrap();
+    let st = b
+        .wait(&id, OWNER, false, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(st.phase, JobPhase::Cancelled, "{}", st.summary());
+    assert!(st.cancelled > 0, "{}", st.summary());
+    let from_a = a.status(&id, OWNER, false).await.unwrap();
+    assert_eq!(
+        (from_a.phase, from_a.done, from_a.cancelled),
+        (st.phase, st.done, st.cancelled)
     );
 }

@@ -19,6 +19,7 @@
 use crate::error::Result;
 use crate::store::ObjectStore;
 use metadata::model::Lock;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Where duty leases live among the lock records: WebDAV lock paths start
@@ -82,6 +83,34 @@ impl ObjectStore {
             .map(|l| l.token.as_str())
             .min();
         Ok(holder_now == Some(holder))
+    }
+
+    /// Withdraw this gateway's candidacy for `duty` (a finished job, or a
+    /// race lost to a smaller id), so that it cannot become the holder
+    /// later by outliving the winner.
+    pub async fn release_duty(&self, duty: &str, holder: &str) -> Result<()> {
+        self.remove_lock(&Lock {
+            path: format!("{DUTY_PREFIX}{duty}"),
+            token: holder.to_string(),
+            principal: holder.to_string(),
+            ..Lock::default()
+        })
+        .await
+    }
+
+    /// The duties under `prefix` that have a live candidate, each with its
+    /// holder (the smallest live candidacy), from one quorum listing.
+    pub async fn duty_holders(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+        let full = format!("{DUTY_PREFIX}{prefix}");
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        for l in self.list_locks(&full, grid::clock::now_ms()).await? {
+            let duty = l.path[DUTY_PREFIX.len()..].to_string();
+            let e = out.entry(duty).or_insert_with(|| l.token.clone());
+            if l.token < *e {
+                *e = l.token;
+            }
+        }
+        Ok(out)
     }
 
     /// One round of the duties, done only if this gateway holds the lease.

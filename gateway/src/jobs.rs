@@ -305,10 +305,13 @@ async fn handle(
                 Err(e) => job_error(e),
             }
         }
-        (http::Method::GET, []) => {
-            let list: Vec<Value> = jobs.list(&user, admin).iter().map(status_json).collect();
-            json_reply(StatusCode::OK, &Value::from(list))
-        }
+        (http::Method::GET, []) => match jobs.list(&user, admin).await {
+            Ok(list) => {
+                let list: Vec<Value> = list.iter().map(status_json).collect();
+                json_reply(StatusCode::OK, &Value::from(list))
+            }
+            Err(e) => job_error(e),
+        },
         (http::Method::GET, [id]) => {
             let wait = query(&req, "wait")
                 .and_then(|w| w.parse::<u64>().ok())
@@ -317,7 +320,7 @@ async fn handle(
             let s = if wait > 0 {
                 jobs.wait(id, &user, admin, Duration::from_secs(wait)).await
             } else {
-                jobs.status(id, &user, admin)
+                jobs.status(id, &user, admin).await
             };
             match s {
                 Ok(s) => json_reply(StatusCode::OK, &status_json(&s)),
@@ -331,7 +334,7 @@ async fn handle(
                 Err(e) => job_error(e),
             }
         }
-        (http::Method::POST, [id, "cancel"]) => match jobs.cancel(id, &user, admin) {
+        (http::Method::POST, [id, "cancel"]) => match jobs.cancel(id, &user, admin).await {
             Ok(s) => json_reply(StatusCode::OK, &status_json(&s)),
             Err(e) => job_error(e),
         },

@@ -91,7 +91,9 @@ pub fn table_name(t: Table) -> Option<&'static str> {
         | Table::Uploads
         | Table::Parts
         | Table::Users
-        | Table::Locks => Some(t.name()),
+        | Table::Locks
+        | Table::Jobs
+        | Table::JobTasks => Some(t.name()),
         Table::ChunkRefs | Table::System => None,
     }
 }
@@ -110,6 +112,8 @@ fn table_from_wire(n: u32) -> Result<Table, RecordError> {
         4 => Table::Parts,
         5 => Table::Users,
         6 => Table::Locks,
+        7 => Table::Jobs,
+        8 => Table::JobTasks,
         _ => return Err(RecordError::Invalid("unknown or private table")),
     };
     Ok(t)
@@ -123,6 +127,8 @@ pub fn table_to_wire(t: Table) -> u32 {
         Table::Parts => 4,
         Table::Users => 5,
         Table::Locks => 6,
+        Table::Jobs => 7,
+        Table::JobTasks => 8,
         // Never accepted by a node; encoded so a mistake is refused there.
         Table::ChunkRefs | Table::System => 0,
     }

@@ -28,10 +28,14 @@ pub enum Table {
     /// WebDAV locks, shared by every gateway (a lock taken through one
     /// gateway must stop a write through another).
     Locks,
+    /// Data-mining jobs: one record per job (its spec and progress).
+    Jobs,
+    /// The tasks of those jobs, keyed under their job's key.
+    JobTasks,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 10] = [
         Table::Buckets,
         Table::Versions,
         Table::Uploads,
@@ -40,6 +44,8 @@ impl Table {
         Table::System,
         Table::Users,
         Table::Locks,
+        Table::Jobs,
+        Table::JobTasks,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -52,6 +58,8 @@ impl Table {
             Table::System => "system",
             Table::Users => "users",
             Table::Locks => "locks",
+            Table::Jobs => "jobs",
+            Table::JobTasks => "job_tasks",
         }
     }
 }

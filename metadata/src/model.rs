@@ -499,6 +499,126 @@ impl Record for Lock {
     }
 }
 
+/// A program of a job: its argv and the objects fetched beside it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JobProgram {
+    #[prost(string, repeated, tag = "1")]
+    pub argv: Vec<String>,
+    /// (bucket, key) of each program file, flattened in pairs.
+    #[prost(string, repeated, tag = "2")]
+    pub files: Vec<String>,
+}
+
+/// A data-mining job, on the root replicas so that every gateway can
+/// report it and take it over when the gateway driving it is lost. Only
+/// the driver writes it (its lease is a duty lock record); a cancel from
+/// elsewhere is a [`JobTaskRecord`] of its own.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JobRecord {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The access key that submitted it.
+    #[prost(string, tag = "2")]
+    pub owner: String,
+    #[prost(bool, tag = "3")]
+    pub admin: bool,
+    #[prost(string, tag = "4")]
+    pub bucket: String,
+    #[prost(string, tag = "5")]
+    pub prefix: String,
+    #[prost(string, tag = "6")]
+    pub out_bucket: String,
+    #[prost(string, tag = "7")]
+    pub out_prefix: String,
+    #[prost(message, optional, tag = "8")]
+    pub map: Option<JobProgram>,
+    #[prost(message, optional, tag = "9")]
+    pub reduce: Option<JobProgram>,
+    #[prost(uint64, tag = "10")]
+    pub timeout_secs: u64,
+    #[prost(uint64, tag = "11")]
+    pub cpu_secs: u64,
+    #[prost(uint64, tag = "12")]
+    pub memory_mb: u64,
+    #[prost(string, tag = "13")]
+    pub placement: String,
+    #[prost(uint32, tag = "14")]
+    pub max_attempts: u32,
+    #[prost(uint32, tag = "15")]
+    pub per_node: u32,
+    #[prost(uint64, tag = "16")]
+    pub created_ms: u64,
+    #[prost(string, tag = "17")]
+    pub phase: String,
+    #[prost(string, tag = "18")]
+    pub error: String,
+    #[prost(uint64, tag = "19")]
+    pub finished_ms: u64,
+    /// Every input listed and its task recorded.
+    #[prost(bool, tag = "20")]
+    pub listed: bool,
+    /// The last input key whose task is recorded: listing resumes after it.
+    #[prost(string, tag = "21")]
+    pub listed_after: String,
+    #[prost(uint64, tag = "22")]
+    pub retries: u64,
+    /// Task counts as of the driver's last write (for listings; a job's
+    /// status counts its task records).
+    #[prost(uint64, repeated, tag = "23")]
+    pub counts: Vec<u64>,
+    /// As `Bucket::revision`.
+    #[prost(uint64, tag = "24")]
+    pub revision: u64,
+    #[prost(bool, tag = "25")]
+    pub deleted: bool,
+}
+
+impl Record for JobRecord {
+    fn validate(&self) -> Result<(), RecordError> {
+        if self.id.is_empty() {
+            return Err(RecordError::Invalid("job without an id"));
+        }
+        Ok(())
+    }
+}
+
+/// One task of a job (a map task, the reduce, or a cancel request),
+/// keyed under its job's key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JobTaskRecord {
+    /// The input object's key; the reduce's output key for the reduce.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    #[prost(string, tag = "3")]
+    pub phase: String,
+    #[prost(string, tag = "4")]
+    pub node: String,
+    #[prost(uint32, tag = "5")]
+    pub attempts: u32,
+    #[prost(string, tag = "6")]
+    pub outcome: String,
+    /// The start of its stderr.
+    #[prost(string, tag = "7")]
+    pub stderr: String,
+    /// Bytes read: own disk, own site, other sites, inline; then what the
+    /// shard map planned: total, own-disk and own-site ceilings.
+    #[prost(uint64, repeated, tag = "8")]
+    pub bytes: Vec<u64>,
+    /// A random node's expected own-disk and own-site bytes.
+    #[prost(double, repeated, tag = "9")]
+    pub random: Vec<f64>,
+    #[prost(bool, tag = "10")]
+    pub reduce: bool,
+    #[prost(uint64, tag = "11")]
+    pub revision: u64,
+    #[prost(bool, tag = "12")]
+    pub deleted: bool,
+}
+
+impl Record for JobTaskRecord {}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum NodeState {

@@ -8,7 +8,9 @@
 //! one place that knows how to read a revision out of each kind.
 
 use crate::db::Table;
-use crate::model::{Bucket, Lock, MultipartUpload, ObjectVersion, Part, User};
+use crate::model::{
+    Bucket, JobRecord, JobTaskRecord, Lock, MultipartUpload, ObjectVersion, Part, User,
+};
 use crate::Record;
 
 /// A record kind stored on replica sets and merged by revision.
@@ -51,6 +53,8 @@ replicated! {
     Part => Table::Parts, "part";
     User => Table::Users, "user";
     Lock => Table::Locks, "lock";
+    JobRecord => Table::Jobs, "job";
+    JobTaskRecord => Table::JobTasks, "job task";
 }
 
 /// Whether `a` should replace `b` (two encodings of one record of

@@ -73,6 +73,8 @@ pub enum NameKind {
     Object = 2,
     User = 3,
     LockPath = 4,
+    Job = 5,
+    JobTask = 6,
 }
 
 impl RecordKeys {

@@ -44,7 +44,13 @@ const PAGE: u32 = 500;
 const MAX_DEPTH: u32 = 6;
 
 /// Tables kept on the root replicas, whole.
-const ROOT_TABLES: [Table; 3] = [Table::Buckets, Table::Users, Table::Locks];
+const ROOT_TABLES: [Table; 5] = [
+    Table::Buckets,
+    Table::Users,
+    Table::Locks,
+    Table::Jobs,
+    Table::JobTasks,
+];
 /// Tables keyed by bucket id, kept on that bucket's replicas.
 const BUCKET_TABLES: [Table; 3] = [Table::Versions, Table::Uploads, Table::Parts];
 

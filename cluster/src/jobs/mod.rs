@@ -17,13 +17,22 @@
 //! `max_attempts`; a program that exits non-zero, is killed by a limit or
 //! runs out of time is failed at once (running it again would fail again).
 //!
-//! Job records live in the memory of the gateway that accepted the job
-//! (and its logs and outputs in the grid): a gateway restart forgets its
-//! jobs. A summary of each finished job is stored as
+//! A job outlives the gateway that took it. Its spec and every task's
+//! state are sealed records on the root replicas ([`records`]), so every
+//! gateway reports the same status. One gateway drives it, holding a
+//! lease it renews (a duty lease, `crate::duties`); every gateway looks
+//! for unfinished jobs whose lease has lapsed and takes them over from
+//! their records: tasks done stay done, the rest run again. An output
+//! carries the job's id in its metadata and is written only if its key
+//! still holds what it held when the task started, and only while the
+//! lease holds; a task whose output already carries the id is done. So a
+//! takeover reruns no task whose output was committed and commits no
+//! output twice. A summary of each finished job is stored (once) as
 //! `OUT_PREFIX/_job/<id>.txt`.
 
 use crate::chunk_stream::{open_inline, ReadKey};
 use crate::error::Error;
+use crate::objects::Conditions;
 use crate::store::{BucketHandle, ObjectStore};
 use crate::{ListObjectsParams, PutOptions};
 use bytes::Bytes;
@@ -34,16 +43,34 @@ use grid::task::{InputChunk, TaskFile, TaskInput, TaskReport, TaskRequest};
 use http_body_util::BodyExt;
 use metadata::model::{ChunkRef, NodeState};
 use metadata::Record;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use records::{JobRecord, JobTasks};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
+mod records;
+
 /// A node that sends nothing (not even an alive frame) for this long is
 /// taken for dead and its task retried elsewhere.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// A driver renews its job's lease this often; the lease lasts three
+/// renewals, so one missed renewal keeps it.
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+/// A driver stops short of its lease's end by this much: no output is
+/// committed under a lease that may be passing to another gateway.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// How often every gateway looks for jobs whose driver is gone.
+const ADOPT_EVERY: Duration = Duration::from_secs(3);
+/// How often `wait` reads a job's records.
+const WAIT_POLL: Duration = Duration::from_millis(300);
+/// Job leases among the duty leases.
+const JOB_DUTY_PREFIX: &str = "job/";
+/// User metadata on every output a job writes: the job's id. A task whose
+/// output already carries it is done.
+pub const JOB_METADATA: &str = "gridstore-job";
 /// stderr kept in memory per task (the whole of it, up to the node's
 /// 64 KiB, is stored as a log object).
 const STDERR_HEAD: usize = 4096;
@@ -468,82 +495,172 @@ struct JobState {
     phase: JobPhase,
     tasks: Vec<TaskStatus>,
     listed: bool,
+    /// The last listed input whose task is recorded.
+    listed_after: Option<String>,
     retries: u64,
     error: Option<String>,
     finished_ms: Option<u64>,
     reduce: Option<TaskStatus>,
 }
 
+impl JobState {
+    fn fresh() -> Self {
+        Self {
+            phase: JobPhase::Running,
+            tasks: Vec::new(),
+            listed: false,
+            listed_after: None,
+            retries: 0,
+            error: None,
+            finished_ms: None,
+            reduce: None,
+        }
+    }
+}
+
+/// A job this gateway drives.
 struct Job {
     id: String,
     spec: JobSpec,
     created_ms: u64,
     state: Mutex<JobState>,
     cancelled: AtomicBool,
+    /// The lease passed to another gateway, or could not be renewed in
+    /// time: stop, and write nothing more (the job is someone else's).
+    lost: AtomicBool,
+    /// Until when (ms) the lease surely holds.
+    lease_until_ms: AtomicU64,
+    /// Woken on a cancel or a lost lease.
     cancel: Notify,
-    finished: Notify,
+    /// Tasks (`None`: the reduce) whose record write failed: written
+    /// again with the job's record.
+    dirty: Mutex<BTreeSet<Option<usize>>>,
 }
 
 impl Job {
+    fn new(
+        id: String,
+        spec: JobSpec,
+        created_ms: u64,
+        state: JobState,
+        lease_until_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            spec,
+            created_ms,
+            state: Mutex::new(state),
+            cancelled: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+            lease_until_ms: AtomicU64::new(lease_until_ms),
+            cancel: Notify::new(),
+            dirty: Mutex::default(),
+        }
+    }
+
+    /// A job read back from its records, to drive from where they stop.
+    fn resumed(r: &JobRecord, tasks: JobTasks, lease_until_ms: u64) -> Self {
+        let mut maps = tasks.maps;
+        for t in maps.iter_mut() {
+            // Its attempt died with the gateway that made it.
+            if t.phase == TaskPhase::Running {
+                t.phase = TaskPhase::Pending;
+            }
+        }
+        let state = JobState {
+            phase: records::phase_of(&r.phase),
+            tasks: maps,
+            listed: r.listed,
+            listed_after: (!r.listed_after.is_empty()).then(|| r.listed_after.clone()),
+            retries: r.retries,
+            error: None,
+            finished_ms: None,
+            reduce: tasks.reduce,
+        };
+        let job = Self::new(
+            r.id.clone(),
+            records::spec_of(r),
+            r.created_ms,
+            state,
+            lease_until_ms,
+        );
+        if tasks.cancel_requested {
+            job.cancelled.store(true, Ordering::Relaxed);
+        }
+        job
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, JobState> {
         // Nothing in the state can be left half-updated by a panic.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeSet<Option<usize>>> {
+        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
 
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Cancelled, or no longer this gateway's to drive.
+    fn stopping(&self) -> bool {
+        self.is_cancelled() || self.is_lost()
+    }
+
+    fn cancel_now(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        self.cancel.notify_waiters();
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+        self.cancel.notify_waiters();
+    }
+
+    /// Whether the lease holds long enough to commit an output under it.
+    fn lease_holds(&self) -> bool {
+        let margin = LEASE_MARGIN.as_millis() as u64;
+        !self.is_lost()
+            && grid::clock::now_ms() + margin < self.lease_until_ms.load(Ordering::Relaxed)
+    }
+
     async fn cancelled(&self) {
         let n = self.cancel.notified();
-        if self.is_cancelled() {
+        if self.stopping() {
             return;
         }
         n.await
     }
 
-    fn status(&self) -> JobStatus {
+    fn record(&self) -> JobRecord {
         let st = self.state();
-        let mut s = JobStatus {
-            id: self.id.clone(),
-            owner: self.spec.owner.clone(),
-            phase: st.phase,
-            placement: self.spec.placement,
-            bucket: self.spec.bucket.clone(),
-            prefix: self.spec.prefix.clone(),
-            out_bucket: self.spec.out_bucket.clone(),
-            out_prefix: self.spec.out_prefix.clone(),
-            reduce_key: self.spec.reduce.as_ref().map(|_| self.spec.reduce_key()),
+        JobRecord {
+            phase: st.phase.name().to_string(),
+            error: st.error.clone().unwrap_or_default(),
+            finished_ms: st.finished_ms.unwrap_or(0),
             listed: st.listed,
-            pending: 0,
-            running: 0,
-            done: 0,
-            failed: 0,
-            cancelled: 0,
+            listed_after: st.listed_after.clone().unwrap_or_default(),
             retries: st.retries,
-            locality: Locality::default(),
-            error: st.error.clone(),
-            created_ms: self.created_ms,
-            finished_ms: st.finished_ms,
-            failures: Vec::new(),
-            reduce: st.reduce.clone(),
-        };
-        for t in &st.tasks {
-            match t.phase {
-                TaskPhase::Pending => s.pending += 1,
-                TaskPhase::Running => s.running += 1,
-                TaskPhase::Done => {
-                    s.done += 1;
-                    s.locality.add(&t.locality);
-                }
-                TaskPhase::Failed => {
-                    s.failed += 1;
-                    s.failures.push(t.clone());
-                }
-                TaskPhase::Cancelled => s.cancelled += 1,
-            }
+            counts: records::counts(&st.tasks),
+            ..records::new_record(&self.id, &self.spec, self.created_ms)
         }
-        s
+    }
+
+    /// Its status as this gateway holds it.
+    fn status(&self) -> JobStatus {
+        let record = self.record();
+        let st = self.state();
+        let tasks = JobTasks {
+            maps: st.tasks.clone(),
+            reduce: st.reduce.clone(),
+            cancel_requested: false,
+        };
+        records::status_of(&record, Some(&tasks))
     }
 
     fn update(&self, idx: Option<usize>, f: impl FnOnce(&mut TaskStatus)) {
@@ -558,29 +675,183 @@ impl Job {
     }
 }
 
-/// The jobs one gateway runs.
-#[derive(Clone)]
-pub struct JobManager {
-    store: ObjectStore,
-    jobs: Arc<Mutex<BTreeMap<String, Arc<Job>>>>,
-}
-
-impl JobManager {
-    pub fn new(store: ObjectStore) -> Self {
-        Self {
-            store,
-            jobs: Arc::default(),
+/// Counts and failures of `tasks` into `s`.
+fn tally(s: &mut JobStatus, tasks: &[TaskStatus]) {
+    s.pending = 0;
+    s.running = 0;
+    s.done = 0;
+    s.failed = 0;
+    s.cancelled = 0;
+    s.locality = Locality::default();
+    s.failures.clear();
+    for t in tasks {
+        match t.phase {
+            TaskPhase::Pending => s.pending += 1,
+            TaskPhase::Running => s.running += 1,
+            TaskPhase::Done => {
+                s.done += 1;
+                s.locality.add(&t.locality);
+            }
+            TaskPhase::Failed => {
+                s.failed += 1;
+                s.failures.push(t.clone());
+            }
+            TaskPhase::Cancelled => s.cancelled += 1,
         }
     }
+}
 
+/// Write task `idx`'s state (`None`: the reduce), unless the job is no
+/// longer ours; a failed write is retried with the job's record.
+async fn persist_task(store: &ObjectStore, job: &Job, idx: Option<usize>) {
+    if job.is_lost() {
+        return;
+    }
+    let t = {
+        let st = job.state();
+        match idx {
+            Some(i) => st.tasks.get(i).cloned(),
+            None => st.reduce.clone(),
+        }
+    };
+    let Some(t) = t else { return };
+    if let Err(e) = store.put_job_task(&job.id, &t, idx.is_none()).await {
+        tracing::warn!(job = %job.id, task = %t.key, error = %e, "task state not recorded; retried");
+        job.dirty().insert(idx);
+    }
+}
+
+/// Write the job's record, and the task states whose write failed.
+async fn persist_job(store: &ObjectStore, job: &Job) -> Result<(), Error> {
+    if job.is_lost() {
+        return Ok(());
+    }
+    let dirty = std::mem::take(&mut *job.dirty());
+    for idx in dirty {
+        persist_task(store, job, idx).await;
+    }
+    store.put_job_record(&job.record()).await
+}
+
+fn duty_name(id: &str) -> String {
+    format!("{JOB_DUTY_PREFIX}{id}")
+}
+
+/// The jobs of a grid, as one gateway serves them: the ones it drives,
+/// and every job's records.
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Manager>,
+}
+
+struct Manager {
+    store: ObjectStore,
+    /// This gateway's name in job leases.
+    holder: String,
+    /// The jobs this gateway drives.
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+}
+
+impl Manager {
     fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Check `spec` (the caller must own every bucket it names), start it
-    /// and return its id.
+    fn start(self: &Arc<Self>, job: Arc<Job>) {
+        self.jobs().insert(job.id.clone(), job.clone());
+        tokio::spawn(drive(
+            Arc::downgrade(self),
+            self.store.clone(),
+            job,
+            self.holder.clone(),
+        ));
+    }
+
+    /// Take over the unfinished jobs no live gateway holds the lease of.
+    async fn adopt_orphans(self: &Arc<Self>) -> Result<usize, Error> {
+        let store = &self.store;
+        let open: Vec<JobRecord> = {
+            let records = store.job_records().await?;
+            let local = self.jobs();
+            records
+                .into_iter()
+                .filter(|r| !records::phase_of(&r.phase).finished() && !local.contains_key(&r.id))
+                .collect()
+        };
+        if open.is_empty() {
+            return Ok(0);
+        }
+        let held = store.duty_holders(JOB_DUTY_PREFIX).await?;
+        let mut adopted = 0;
+        for r in open {
+            let duty = duty_name(&r.id);
+            if held.contains_key(&duty) {
+                continue;
+            }
+            let started = grid::clock::now_ms();
+            if !store.hold_duty(&duty, &self.holder, LEASE_RENEW).await? {
+                // Another gateway got there first: leave it the job.
+                let _ = store.release_duty(&duty, &self.holder).await;
+                continue;
+            }
+            let tasks = store.job_task_records(&r.id).await?;
+            let job = Arc::new(Job::resumed(&r, tasks, started + lease_ms()));
+            tracing::info!(job = %r.id, "job taken over: the gateway driving it stopped renewing its lease");
+            self.start(job);
+            adopted += 1;
+        }
+        Ok(adopted)
+    }
+}
+
+/// Look for orphaned jobs every [`ADOPT_EVERY`] while the manager lives.
+async fn adopt_loop(manager: Weak<Manager>) {
+    let mut tick = tokio::time::interval(ADOPT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(m) = manager.upgrade() else { return };
+        if let Err(e) = m.adopt_orphans().await {
+            tracing::debug!(error = %e, "looking for orphaned jobs failed; retried");
+        }
+    }
+}
+
+fn lease_ms() -> u64 {
+    // As `ObjectStore::hold_duty` sets it: three renewals.
+    LEASE_RENEW.as_millis() as u64 * 3
+}
+
+impl JobManager {
+    /// The job service of one gateway, under a lease name of its own.
+    pub fn new(store: ObjectStore) -> Self {
+        Self::with_holder(store, &format!("jobs-{:016x}", rand::random::<u64>()))
+    }
+
+    /// As [`JobManager::new`], named `holder` in job leases (unique per
+    /// running gateway). Starts looking for jobs whose gateway is gone.
+    pub fn with_holder(store: ObjectStore, holder: &str) -> Self {
+        let inner = Arc::new(Manager {
+            store,
+            holder: holder.to_string(),
+            jobs: Mutex::default(),
+        });
+        tokio::spawn(adopt_loop(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// Take over now the jobs whose driver's lease has lapsed (done every
+    /// few seconds by itself); how many were taken.
+    pub async fn adopt_orphans(&self) -> Result<usize, JobError> {
+        Ok(self.inner.adopt_orphans().await?)
+    }
+
+    /// Check `spec` (the caller must own every bucket it names), record it
+    /// and start it; its id. Once this returns, the job survives this
+    /// gateway.
     pub async fn submit(&self, spec: JobSpec) -> Result<String, JobError> {
         spec.check()?;
+        let store = &self.inner.store;
         let mut buckets = vec![spec.bucket.as_str(), spec.out_bucket.as_str()];
         for f in spec
             .map
@@ -591,7 +862,7 @@ impl JobManager {
             buckets.push(&f.bucket);
         }
         for b in buckets {
-            let info = self.store.head_bucket(b).await?;
+            let info = store.head_bucket(b).await?;
             if !spec.admin && info.owner != spec.owner {
                 return Err(JobError::AccessDenied(format!("bucket {b} is not yours")));
             }
@@ -602,58 +873,66 @@ impl JobManager {
             grid::clock::now_ms(),
             rand::random::<u32>() & 0xff_ffff
         );
-        let job = Arc::new(Job {
-            id: id.clone(),
-            created_ms: grid::clock::now_ms(),
-            state: Mutex::new(JobState {
-                phase: JobPhase::Running,
-                tasks: Vec::new(),
-                listed: false,
-                retries: 0,
-                error: None,
-                finished_ms: None,
-                reduce: None,
-            }),
+        let started = grid::clock::now_ms();
+        if !store
+            .hold_duty(&duty_name(&id), &self.inner.holder, LEASE_RENEW)
+            .await?
+        {
+            return Err(JobError::Invalid(format!("job id {id} already taken")));
+        }
+        let job = Arc::new(Job::new(
+            id.clone(),
             spec,
-            cancelled: AtomicBool::new(false),
-            cancel: Notify::new(),
-            finished: Notify::new(),
-        });
-        self.jobs().insert(id.clone(), job.clone());
-        tokio::spawn(drive(self.store.clone(), job));
+            started,
+            JobState::fresh(),
+            started + lease_ms(),
+        ));
+        store.put_job_record(&job.record()).await?;
+        self.inner.start(job);
         Ok(id)
     }
 
-    fn get(&self, id: &str, caller: &str, admin: bool) -> Result<Arc<Job>, JobError> {
-        match self.jobs().get(id) {
-            Some(j) if admin || j.spec.owner == caller => Ok(j.clone()),
+    async fn record(&self, id: &str, caller: &str, admin: bool) -> Result<JobRecord, JobError> {
+        match self.inner.store.get_job_record(id).await? {
+            Some(r) if admin || r.owner == caller => Ok(r),
             // Someone else's job is as invisible as a missing one.
             _ => Err(JobError::NoSuchJob(id.to_string())),
         }
     }
 
-    pub fn status(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
-        Ok(self.get(id, caller, admin)?.status())
+    /// The job's status from its records: the same from every gateway.
+    pub async fn status(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
+        let r = self.record(id, caller, admin).await?;
+        let tasks = self.inner.store.job_task_records(id).await?;
+        Ok(records::status_of(&r, Some(&tasks)))
     }
 
-    /// The caller's jobs (an admin's: all), oldest first.
-    pub fn list(&self, caller: &str, admin: bool) -> Vec<JobStatus> {
-        let jobs: Vec<Arc<Job>> = self
-            .jobs()
-            .values()
-            .filter(|j| admin || j.spec.owner == caller)
-            .cloned()
+    /// The caller's jobs (an admin's: all), oldest first, with the task
+    /// counts their drivers last recorded.
+    pub async fn list(&self, caller: &str, admin: bool) -> Result<Vec<JobStatus>, JobError> {
+        let mut jobs: Vec<JobStatus> = self
+            .inner
+            .store
+            .job_records()
+            .await?
+            .iter()
+            .filter(|r| admin || r.owner == caller)
+            .map(|r| records::status_of(r, None))
             .collect();
-        jobs.iter().map(|j| j.status()).collect()
+        jobs.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(jobs)
     }
 
     /// Stop dispatching and stop the tasks running (their nodes kill the
-    /// programs).
-    pub fn cancel(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
-        let job = self.get(id, caller, admin)?;
-        job.cancelled.store(true, Ordering::Relaxed);
-        job.cancel.notify_waiters();
-        Ok(job.status())
+    /// programs), whichever gateway drives the job.
+    pub async fn cancel(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
+        self.record(id, caller, admin).await?;
+        self.inner.store.put_job_cancel(id).await?;
+        let local = self.inner.jobs().get(id).cloned();
+        if let Some(job) = local {
+            job.cancel_now();
+        }
+        self.status(id, caller, admin).await
     }
 
     /// Wait until the job has finished (or `timeout` passed); its status.
@@ -664,15 +943,13 @@ impl JobManager {
         admin: bool,
         timeout: Duration,
     ) -> Result<JobStatus, JobError> {
-        let job = self.get(id, caller, admin)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let n = job.finished.notified();
-            let s = job.status();
+            let s = self.status(id, caller, admin).await?;
             if s.phase.finished() || tokio::time::Instant::now() >= deadline {
                 return Ok(s);
             }
-            let _ = tokio::time::timeout_at(deadline, n).await;
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + WAIT_POLL)).await;
         }
     }
 
@@ -685,12 +962,14 @@ impl JobManager {
         admin: bool,
         key: Option<&str>,
     ) -> Result<String, JobError> {
-        let job = self.get(id, caller, admin)?;
+        let r = self.record(id, caller, admin).await?;
         if let Some(key) = key {
-            let log_key = job.spec.log_key(key);
+            let spec = records::spec_of(&r);
+            let log_key = spec.log_key(key);
             let got = self
+                .inner
                 .store
-                .get_object(&job.spec.out_bucket, &log_key, Default::default())
+                .get_object(&spec.out_bucket, &log_key, Default::default())
                 .await;
             return match got {
                 Ok(r) => {
@@ -706,7 +985,7 @@ impl JobManager {
                 Err(e) => Err(e.into()),
             };
         }
-        let s = job.status();
+        let s = self.status(id, caller, admin).await?;
         let mut out = String::new();
         for t in s.failures.iter().chain(s.reduce.iter()) {
             out.push_str(&format!(
@@ -921,8 +1200,26 @@ fn grid_now(store: &ObjectStore) -> Grid {
     g.clone()
 }
 
-async fn drive(store: ObjectStore, job: Arc<Job>) {
+/// Run `job` to its end while this gateway holds its lease; record how it
+/// ended and store its summary beside the outputs.
+async fn drive(manager: Weak<Manager>, store: ObjectStore, job: Arc<Job>, holder: String) {
+    let keeper = AbortOnDrop(tokio::spawn(keep_lease(
+        store.clone(),
+        job.clone(),
+        holder.clone(),
+    )));
     let result = run_job(&store, &job).await;
+    drop(keeper);
+    let forget = || {
+        if let Some(m) = manager.upgrade() {
+            m.jobs().remove(&job.id);
+        }
+    };
+    if job.is_lost() {
+        tracing::warn!(job = %job.id, "job left to the gateway that holds its lease now");
+        forget();
+        return;
+    }
     let phase = {
         let mut st = job.state();
         st.phase = match (&result, job.is_cancelled()) {
@@ -937,19 +1234,107 @@ async fn drive(store: ObjectStore, job: Arc<Job>) {
         st.phase
     };
     tracing::info!(job = %job.id, phase = phase.name(), "job finished");
-    // A summary next to the outputs, for after this gateway forgets.
+    // The summary first, under a key only this job writes and only if
+    // absent: a gateway taking over a job whose end was not recorded
+    // writes it no second time.
     let summary = job.status().summary();
     let key = join_key(&job.spec.out_prefix, &format!("_job/{}.txt", job.id));
-    if let Err(e) = put_bytes(&store, &job.spec.out_bucket, &key, summary.into()).await {
-        tracing::warn!(job = %job.id, error = %e, "could not store the job summary");
+    let once = Conditions {
+        if_none_match: Some("*".into()),
+        ..Conditions::default()
+    };
+    match put_bytes(&store, &job.spec.out_bucket, &key, summary.into(), once).await {
+        Ok(()) | Err(Error::PreconditionFailed) => {}
+        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not store the job summary"),
     }
-    job.finished.notify_waiters();
+    // The end must be recorded, or another gateway would take the job
+    // over; while the lease holds, keep trying.
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match persist_job(&store, &job).await {
+            Ok(()) => break,
+            Err(e) if job.lease_holds() => {
+                tracing::warn!(job = %job.id, error = %e, "job end not recorded; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LEASE_RENEW);
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "job end not recorded; another gateway will finish it");
+                forget();
+                return;
+            }
+        }
+    }
+    let duty = duty_name(&job.id);
+    if let Err(e) = store.release_duty(&duty, &holder).await {
+        tracing::debug!(job = %job.id, error = %e, "job lease not released; it lapses");
+    }
+    forget();
 }
 
-async fn put_bytes(store: &ObjectStore, bucket: &str, key: &str, data: Bytes) -> Result<(), Error> {
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renew the job's lease every [`LEASE_RENEW`], pick up cancel requests
+/// made through other gateways, and record progress for listings. A lease
+/// lost, or not renewed in time, stops the job here.
+async fn keep_lease(store: ObjectStore, job: Arc<Job>, holder: String) {
+    let duty = duty_name(&job.id);
+    let mut tick = tokio::time::interval(LEASE_RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The lease was just taken.
+    tick.tick().await;
+    let mut recorded = records::counts(&job.state().tasks);
+    loop {
+        tick.tick().await;
+        let started = grid::clock::now_ms();
+        match store.hold_duty(&duty, &holder, LEASE_RENEW).await {
+            Ok(true) => job
+                .lease_until_ms
+                .store(started + lease_ms(), Ordering::Relaxed),
+            Ok(false) => {
+                tracing::warn!(job = %job.id, "job lease taken by another gateway: stopping here");
+                job.lose();
+                return;
+            }
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "job lease not renewed"),
+        }
+        if !job.lease_holds() {
+            tracing::warn!(job = %job.id, "job lease not renewed in time: stopping here");
+            job.lose();
+            return;
+        }
+        if !job.is_cancelled() && matches!(store.job_cancel_requested(&job.id).await, Ok(true)) {
+            tracing::info!(job = %job.id, "job cancelled through another gateway");
+            job.cancel_now();
+        }
+        let counts = records::counts(&job.state().tasks);
+        if counts != recorded || !job.dirty().is_empty() {
+            match persist_job(&store, &job).await {
+                Ok(()) => recorded = counts,
+                Err(e) => tracing::debug!(job = %job.id, error = %e, "job progress not recorded"),
+            }
+        }
+    }
+}
+
+async fn put_bytes(
+    store: &ObjectStore,
+    bucket: &str,
+    key: &str,
+    data: Bytes,
+    write_conditions: Conditions,
+) -> Result<(), Error> {
     let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(data)]);
     let opts = PutOptions {
         content_type: Some("text/plain".into()),
+        write_conditions,
         ..PutOptions::default()
     };
     store.put_object(bucket, key, body, opts).await.map(drop)
@@ -962,6 +1347,8 @@ struct TaskCtx {
     sched: Arc<Sched>,
 }
 
+/// Run the job's tasks from where its records stop: the recorded tasks
+/// not finished, then the inputs not yet listed, then the reduce.
 async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
     let spec = &job.spec;
     let input = store
@@ -977,10 +1364,37 @@ async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
     let live = ctx.sched.live(&grid_now(store), &HashSet::new()).len();
     let parallel = (live.max(1) * spec.per_node).max(1);
     let mut running = JoinSet::new();
-    let mut after: Option<String> = None;
+    let map_task = |idx: usize, key: String| Task {
+        idx: Some(idx),
+        inputs: vec![(input.clone(), key)],
+        argv: spec.map.argv.clone(),
+        files: files.clone(),
+        out_key: None,
+    };
+    let unfinished: Vec<(usize, String)> = job
+        .state()
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| matches!(t.phase, TaskPhase::Pending | TaskPhase::Running))
+        .map(|(i, t)| (i, t.key.clone()))
+        .collect();
+    for (idx, key) in unfinished {
+        if job.stopping() {
+            break;
+        }
+        while running.len() >= parallel {
+            running.join_next().await;
+        }
+        running.spawn(run_task(ctx.clone(), map_task(idx, key)));
+    }
+    let (listed, mut after) = {
+        let st = job.state();
+        (st.listed, st.listed_after.clone())
+    };
     // Outputs written under the input prefix must not become inputs.
     let skip_prefix = (spec.out_bucket == spec.bucket).then(|| spec.output_key(""));
-    'listing: loop {
+    while !listed && !job.stopping() {
         let params = ListObjectsParams {
             prefix: spec.prefix.clone(),
             delimiter: None,
@@ -991,47 +1405,62 @@ async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
             .list_objects(&spec.bucket, &params)
             .await
             .map_err(|e| e.to_string())?;
-        for obj in page.objects {
-            if job.is_cancelled() {
-                break 'listing;
+        let last = page.objects.last().map(|o| o.key.clone());
+        let fresh: Vec<TaskStatus> = page
+            .objects
+            .into_iter()
+            .filter(|o| {
+                !skip_prefix
+                    .as_deref()
+                    .is_some_and(|p| !p.is_empty() && o.key.starts_with(p))
+            })
+            .map(|o| TaskStatus::new(o.key, o.size))
+            .collect();
+        let done = !page.is_truncated || page.next_start_after.is_none();
+        let first = {
+            let mut st = job.state();
+            let first = st.tasks.len();
+            st.tasks.extend(fresh.iter().cloned());
+            if let Some(l) = &last {
+                st.listed_after = Some(l.clone());
             }
-            if skip_prefix
-                .as_deref()
-                .is_some_and(|p| !p.is_empty() && obj.key.starts_with(p))
-            {
-                continue;
+            st.listed = done;
+            first
+        };
+        // Recorded before any of them runs: a gateway taking over finds
+        // every task that may have started.
+        record_page(store, job, &fresh).await?;
+        for (i, t) in fresh.into_iter().enumerate() {
+            if job.stopping() {
+                break;
             }
-            let idx = {
-                let mut st = job.state();
-                st.tasks.push(TaskStatus::new(obj.key.clone(), obj.size));
-                st.tasks.len() - 1
-            };
             while running.len() >= parallel {
                 running.join_next().await;
             }
-            let task = Task {
-                idx: Some(idx),
-                inputs: vec![(input.clone(), obj.key)],
-                argv: spec.map.argv.clone(),
-                files: files.clone(),
-                out_key: None,
-            };
-            running.spawn(run_task(ctx.clone(), task));
+            running.spawn(run_task(ctx.clone(), map_task(first + i, t.key)));
         }
-        match page.next_start_after {
-            Some(next) if page.is_truncated => after = Some(next),
-            _ => break,
+        if done {
+            break;
         }
+        after = page.next_start_after.or(last);
     }
-    job.state().listed = true;
     while running.join_next().await.is_some() {}
+    if job.is_lost() {
+        return Err("lease lost".into());
+    }
     if job.is_cancelled() {
-        let mut st = job.state();
-        for t in st.tasks.iter_mut() {
-            if t.phase == TaskPhase::Pending {
-                t.phase = TaskPhase::Cancelled;
-            }
-        }
+        let cancelled: Vec<TaskStatus> = {
+            let mut st = job.state();
+            st.tasks
+                .iter_mut()
+                .filter(|t| t.phase == TaskPhase::Pending)
+                .map(|t| {
+                    t.phase = TaskPhase::Cancelled;
+                    t.clone()
+                })
+                .collect()
+        };
+        record_page(store, job, &cancelled).await?;
         return Err("cancelled".into());
     }
     let (failed, total, outputs) = {
@@ -1050,26 +1479,64 @@ async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
     let Some(reduce) = &spec.reduce else {
         return Ok(());
     };
-    job.state().phase = JobPhase::Reducing;
-    let out = store
-        .open_bucket(&spec.out_bucket)
-        .await
-        .map_err(|e| e.to_string())?;
-    let files = fetch_files(store, &reduce.files).await?;
-    job.state().reduce = Some(TaskStatus::new(spec.reduce_key(), 0));
-    let task = Task {
-        idx: None,
-        inputs: outputs.into_iter().map(|k| (out.clone(), k)).collect(),
-        argv: reduce.argv.clone(),
-        files,
-        out_key: Some(spec.reduce_key()),
+    let reduced = {
+        let mut st = job.state();
+        st.phase = JobPhase::Reducing;
+        st.reduce
+            .as_ref()
+            .is_some_and(|r| r.phase == TaskPhase::Done)
     };
-    run_task(ctx, task).await;
+    if !reduced {
+        persist_job(store, job).await.map_err(|e| e.to_string())?;
+        let out = store
+            .open_bucket(&spec.out_bucket)
+            .await
+            .map_err(|e| e.to_string())?;
+        let files = fetch_files(store, &reduce.files).await?;
+        {
+            let mut st = job.state();
+            let attempts = st.reduce.as_ref().map_or(0, |r| r.attempts);
+            let mut r = TaskStatus::new(spec.reduce_key(), 0);
+            r.attempts = attempts;
+            st.reduce = Some(r);
+        }
+        let task = Task {
+            idx: None,
+            inputs: outputs.into_iter().map(|k| (out.clone(), k)).collect(),
+            argv: reduce.argv.clone(),
+            files,
+            out_key: Some(spec.reduce_key()),
+        };
+        run_task(ctx, task).await;
+    }
+    if job.is_lost() {
+        return Err("lease lost".into());
+    }
     let st = job.state();
     match &st.reduce {
         Some(r) if r.phase == TaskPhase::Done => Ok(()),
         Some(r) => Err(format!("reduce failed: {}", r.outcome)),
         None => Err("reduce did not run".into()),
+    }
+}
+
+/// Record the job (its listing cursor, its counts) with `tasks`, in one
+/// write, retried while the lease holds.
+async fn record_page(store: &ObjectStore, job: &Job, tasks: &[TaskStatus]) -> Result<(), String> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if job.is_lost() {
+            return Err("lease lost".into());
+        }
+        match store.put_job_and_tasks(&job.record(), tasks).await {
+            Ok(()) => return Ok(()),
+            Err(e) if job.lease_holds() => {
+                tracing::warn!(job = %job.id, error = %e, "job tasks not recorded; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LEASE_RENEW);
+            }
+            Err(e) => return Err(format!("could not record the job's tasks: {e}")),
+        }
     }
 }
 
@@ -1162,6 +1629,35 @@ enum AttemptError {
     Cancelled,
 }
 
+impl TaskCtx {
+    /// Change task `idx` (`None`: the reduce) and record it.
+    async fn set(&self, idx: Option<usize>, f: impl FnOnce(&mut TaskStatus)) {
+        self.job.update(idx, f);
+        persist_task(&self.store, &self.job, idx).await;
+    }
+}
+
+/// What the output key holds before a task runs.
+enum Prior {
+    /// Nothing: the output is written only if it is still absent.
+    Absent,
+    /// An older object (another job's, or a rerun's): replaced only if it
+    /// is still that one (its ETag).
+    Other(String),
+    /// This job's output: the task finished under an earlier driver.
+    Ours,
+}
+
+async fn prior_output(store: &ObjectStore, job: &Job, key: &str) -> Result<Prior, Error> {
+    let b = store.open_bucket(&job.spec.out_bucket).await?;
+    let v = store.latest_version(&b, key).await?;
+    Ok(match v.filter(|v| !v.delete_marker) {
+        None => Prior::Absent,
+        Some(v) if v.user_metadata.get(JOB_METADATA) == Some(&job.id) => Prior::Ours,
+        Some(v) => Prior::Other(v.etag),
+    })
+}
+
 async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
     let job = &ctx.job;
     let spec = &job.spec;
@@ -1171,6 +1667,31 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
         None => Some(spec.reduce_key()),
     }
     .unwrap_or_default();
+    let out_key = task
+        .out_key
+        .clone()
+        .unwrap_or_else(|| spec.output_key(&name));
+    // Committed by a driver that stopped before recording it: done, and
+    // not run (nor committed) again.
+    let prior = match prior_output(store, job, &out_key).await {
+        Ok(Prior::Ours) => {
+            ctx.set(task.idx, |t| {
+                t.phase = TaskPhase::Done;
+                t.outcome = "ok (output committed before a takeover)".into();
+            })
+            .await;
+            return;
+        }
+        Ok(p) => p,
+        Err(e) => {
+            ctx.set(task.idx, |t| {
+                t.phase = TaskPhase::Failed;
+                t.outcome = format!("cannot read the output key {out_key}: {e}");
+            })
+            .await;
+            return;
+        }
+    };
     let grid = grid_now(store);
     let mut plan = Plan::default();
     let mut inputs = Vec::with_capacity(task.inputs.len());
@@ -1181,25 +1702,33 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
                 inputs.push(input);
             }
             Err(e) => {
-                job.update(task.idx, |t| {
+                ctx.set(task.idx, |t| {
                     t.phase = TaskPhase::Failed;
                     t.outcome = format!("cannot read input {key}: {e}");
-                });
+                })
+                .await;
                 return;
             }
         }
     }
     let live = ctx.sched.live(&grid, &HashSet::new());
     let planned = plan.locality(&grid, &live);
-    let out_key = task
-        .out_key
-        .clone()
-        .unwrap_or_else(|| spec.output_key(&name));
+    // Attempts made under earlier drivers still show.
+    let base = {
+        let st = job.state();
+        match task.idx {
+            Some(i) => st.tasks.get(i).map_or(0, |t| t.attempts),
+            None => st.reduce.as_ref().map_or(0, |t| t.attempts),
+        }
+    };
     let mut excluded = HashSet::new();
     let mut last = String::from("no attempt made");
     for attempt in 1..=spec.max_attempts {
+        if job.is_lost() {
+            return;
+        }
         if job.is_cancelled() {
-            job.update(task.idx, |t| t.phase = TaskPhase::Cancelled);
+            ctx.set(task.idx, |t| t.phase = TaskPhase::Cancelled).await;
             return;
         }
         let Some(node) = ctx
@@ -1210,14 +1739,15 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
             last = format!("no live node left to run it ({last})");
             break;
         };
-        job.update(task.idx, |t| {
-            t.phase = TaskPhase::Running;
-            t.node = Some(node.clone());
-            t.attempts = attempt;
-        });
         if attempt > 1 {
             job.state().retries += 1;
         }
+        ctx.set(task.idx, |t| {
+            t.phase = TaskPhase::Running;
+            t.node = Some(node.clone());
+            t.attempts = base + attempt;
+        })
+        .await;
         let req = TaskRequest {
             task_id: format!("{}/{}", job.id, name),
             argv: task.argv.clone(),
@@ -1228,7 +1758,7 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
             memory_bytes: spec.limits.memory_mb.saturating_mul(1 << 20),
             env: Vec::new(),
         };
-        let result = attempt_on(&ctx, &grid, &node, req, &out_key).await;
+        let result = attempt_on(&ctx, &grid, &node, req, &out_key, &prior).await;
         ctx.sched.release(&node);
         match result {
             Ok(report) => {
@@ -1244,11 +1774,14 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
                 }
                 if !stderr.is_empty() {
                     let log = spec.log_key(&name);
-                    if let Err(e) = put_bytes(store, &spec.out_bucket, &log, stderr.into()).await {
+                    let anyhow = Conditions::default();
+                    if let Err(e) =
+                        put_bytes(store, &spec.out_bucket, &log, stderr.into(), anyhow).await
+                    {
                         tracing::warn!(job = %job.id, task = %name, error = %e, "could not store a task log");
                     }
                 }
-                job.update(task.idx, |t| {
+                ctx.set(task.idx, |t| {
                     t.phase = if ok {
                         TaskPhase::Done
                     } else {
@@ -1264,14 +1797,17 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
                         inline: report.bytes_inline,
                         ..planned
                     };
-                });
+                })
+                .await;
                 return;
             }
+            Err(AttemptError::Cancelled) if job.is_lost() => return,
             Err(AttemptError::Cancelled) => {
-                job.update(task.idx, |t| {
+                ctx.set(task.idx, |t| {
                     t.phase = TaskPhase::Cancelled;
                     t.outcome = "cancelled".into();
-                });
+                })
+                .await;
                 return;
             }
             Err(e) => {
@@ -1286,24 +1822,29 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
                     ctx.sched.suspect(&node);
                 }
                 excluded.insert(node);
-                job.update(task.idx, |t| t.outcome = format!("retrying: {last}"));
+                ctx.set(task.idx, |t| t.outcome = format!("retrying: {last}"))
+                    .await;
             }
         }
     }
-    job.update(task.idx, |t| {
+    ctx.set(task.idx, |t| {
         t.phase = TaskPhase::Failed;
         t.outcome = format!("gave up: {last}");
-    });
+    })
+    .await;
 }
 
 /// Run `req` on `node`, storing its stdout as `out_key` while it streams;
-/// the output is committed only if the program succeeded.
+/// the output is committed only if the program succeeded, the lease still
+/// holds and the key still holds what it held before (`prior`), so that no
+/// two drivers commit one task's output.
 async fn attempt_on(
     ctx: &TaskCtx,
     grid: &Grid,
     node: &str,
     req: TaskRequest,
     out_key: &str,
+    prior: &Prior,
 ) -> Result<TaskReport, AttemptError> {
     let client = grid.client(node).ok_or_else(|| AttemptError::Node {
         node: node.to_string(),
@@ -1323,17 +1864,37 @@ async fn attempt_on(
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(4);
     let spec = &ctx.job.spec;
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let write_conditions = match prior {
+        Prior::Absent => Conditions {
+            if_none_match: Some("*".into()),
+            ..Conditions::default()
+        },
+        Prior::Other(etag) => Conditions {
+            if_match: Some(etag.clone()),
+            ..Conditions::default()
+        },
+        // Not attempted (the task is done); a conflict if it ever is.
+        Prior::Ours => Conditions {
+            if_none_match: Some("*".into()),
+            ..Conditions::default()
+        },
+    };
     let put = ctx.store.put_object(
         &spec.out_bucket,
         out_key,
         stream,
         PutOptions {
             content_type: Some("application/octet-stream".into()),
+            user_metadata: [(JOB_METADATA.to_string(), ctx.job.id.clone())].into(),
+            write_conditions,
             ..PutOptions::default()
         },
     );
     let read = async move {
-        let r = read_frames(ctx, node, resp, &tx).await;
+        let mut r = read_frames(ctx, node, resp, &tx).await;
+        if r.as_ref().is_ok_and(TaskReport::succeeded) && !ctx.job.lease_holds() {
+            r = Err(AttemptError::Cancelled);
+        }
         if !r.as_ref().is_ok_and(TaskReport::succeeded) {
             // Fail the put: no output for a failed, lost or cancelled
             // program (a stream that just ended would commit a partial one).
@@ -1350,7 +1911,18 @@ async fn attempt_on(
     let (put, read) = tokio::join!(put, read);
     let report = read?;
     if report.succeeded() {
-        put.map_err(AttemptError::Store)?;
+        match put {
+            Ok(_) => {}
+            Err(Error::PreconditionFailed | Error::NoSuchKey { .. })
+                if matches!(
+                    prior_output(&ctx.store, &ctx.job, out_key).await,
+                    Ok(Prior::Ours)
+                ) =>
+            {
+                // Another driver of this job committed it meanwhile.
+            }
+            Err(e) => return Err(AttemptError::Store(e)),
+        }
     }
     Ok(report)
 }
