@@ -526,3 +526,186 @@ async fn a_cancel_through_another_gateway_stops_the_job() {
         (st.phase, st.done, st.cancelled)
     );
 }
+
+const LUA_MAP: &str = r#"
+local c = {}
+for w in io.read("a"):gmatch("%S+") do c[w] = (c[w] or 0) + 1 end
+local ws = {}
+for w in pairs(c) do ws[#ws + 1] = w end
+table.sort(ws)
+for _, w in ipairs(ws) do io.write(w, "\t", c[w], "\n") end
+"#;
+
+const LUA_REDUCE: &str = r#"
+local c = {}
+for line in io.lines() do
+  local w, n = line:match("^(.-)\t(%d+)$")
+  if w then c[w] = (c[w] or 0) + tonumber(n) end
+end
+local ws = {}
+for w in pairs(c) do ws[#ws + 1] = w end
+table.sort(ws)
+for _, w in ipairs(ws) do io.write(w, "\t", c[w], "\n") end
+"#;
+
+const JS_MAP: &str = r#"
+const parts = [];
+process.stdin.on("data", (d) => parts.push(d));
+process.stdin.on("end", () => {
+  const c = new Map();
+  for (const w of Buffer.concat(parts).toString().split(/\s+/)) {
+    if (w) c.set(w, (c.get(w) || 0) + 1);
+  }
+  for (const w of [...c.keys()].sort()) process.stdout.write(`${w}\t${c.get(w)}\n`);
+});
+"#;
+
+const JS_REDUCE: &str = r#"
+const parts = [];
+process.stdin.on("data", (d) => parts.push(d));
+process.stdin.on("end", () => {
+  const c = new Map();
+  for (const line of Buffer.concat(parts).toString().split("\n")) {
+    const [w, n] = line.split("\t");
+    if (w && n) c.set(w, (c.get(w) || 0) + Number(n));
+  }
+  for (const w of [...c.keys()].sort()) process.stdout.write(`${w}\t${c.get(w)}\n`);
+});
+"#;
+
+const RUST_MAP: &str = r#"
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+fn main() {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).unwrap();
+    let mut c: BTreeMap<&str, u64> = BTreeMap::new();
+    for w in s.split_whitespace() {
+        *c.entry(w).or_default() += 1;
+    }
+    let mut out = std::io::stdout().lock();
+    for (w, n) in c {
+        writeln!(out, "{w}\t{n}").unwrap();
+    }
+}
+"#;
+
+/// `source` built with rustc into a static binary: a program a job ships
+/// as one of its files.
+fn static_binary(source: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("wc.rs");
+    std::fs::write(&src, source).unwrap();
+    let bin = dir.path().join("wc");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .args(["-O", "-C", "target-feature=+crt-static", "-C", "strip=symbols", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rustc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(bin).unwrap()
+}
+
+/// The word count in Lua, JavaScript and as a static binary shipped with
+/// the job, each exact; a program no node allows is refused when the job
+/// is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn word_count_in_lua_javascript_and_a_shipped_binary() {
+    let cfg = JobsConfig {
+        allowed: vec!["python3".into(), "lua5.4".into(), "node".into()],
+        allow_shipped_binaries: true,
+        ..jobs_config()
+    };
+    let grid = TestGrid::start_jobs(3, 2, cfg).await;
+    let store = store_on(&grid, StoreConfig::default());
+    let (total, each) = corpus(&store, 12, 24 << 10).await;
+    for (key, body) in [
+        ("code/wc.lua", LUA_MAP.as_bytes().to_vec()),
+        ("code/sum.lua", LUA_REDUCE.as_bytes().to_vec()),
+        ("code/wc.js", JS_MAP.as_bytes().to_vec()),
+        ("code/sum.js", JS_REDUCE.as_bytes().to_vec()),
+        ("code/wc", static_binary(RUST_MAP)),
+    ] {
+        put(&store, "input", key, body).await;
+    }
+    let jobs = JobManager::new(store.clone());
+    let program = |argv: &[&str], file: &str| ProgramSpec {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        files: vec![ProgramFile {
+            bucket: "input".into(),
+            key: format!("code/{file}"),
+        }],
+    };
+    let runs = [
+        (
+            "lua",
+            program(&["lua5.4", "wc.lua"], "wc.lua"),
+            program(&["lua5.4", "sum.lua"], "sum.lua"),
+        ),
+        (
+            "js",
+            program(&["node", "wc.js"], "wc.js"),
+            program(&["node", "sum.js"], "sum.js"),
+        ),
+        (
+            "bin",
+            program(&["./wc"], "wc"),
+            program(&["node", "sum.js"], "sum.js"),
+        ),
+    ];
+    for (name, map, reduce) in runs {
+        let mut s = spec(name, &[]);
+        s.map = map;
+        s.reduce = Some(reduce);
+        let st = run(&jobs, s).await;
+        assert_eq!(st.phase, JobPhase::Done, "{name}: {}", st.summary());
+        for (i, want) in each.iter().enumerate() {
+            let got = get(&store, "output", &format!("{name}/data/{i:04}.txt")).await;
+            assert_eq!(&counts_of(&got), want, "{name}: map output of object {i}");
+        }
+        let reduced = get(&store, "output", &format!("{name}/_reduce")).await;
+        assert_eq!(counts_of(&reduced), total, "{name}: reduce");
+    }
+
+    // Off the allow-list: refused at once, naming what is allowed.
+    let mut s = spec("perl", &["perl", "-e", "print 1"]);
+    s.reduce = None;
+    let e = jobs.submit(s).await.unwrap_err().to_string();
+    assert!(
+        e.contains("\"perl\" is not allowed") && e.contains("lua5.4, node, python3"),
+        "{e}"
+    );
+    // A shipped program must be one of the job's files.
+    let mut s = spec("stray", &["./elsewhere"]);
+    s.map.files = vec![ProgramFile {
+        bucket: "input".into(),
+        key: "code/wc".into(),
+    }];
+    let e = jobs.submit(s).await.unwrap_err().to_string();
+    assert!(e.contains("one of the program's files"), "{e}");
+}
+
+/// Nodes that run only python3 refuse a shipped binary at submission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shipped_binary_is_refused_where_nodes_do_not_run_them() {
+    let grid = TestGrid::start_jobs(2, 2, jobs_config()).await;
+    let store = store_on(&grid, StoreConfig::default());
+    corpus(&store, 1, 1 << 10).await;
+    let jobs = JobManager::new(store.clone());
+    let mut s = spec("bin", &["./wc"]);
+    s.map.files = vec![ProgramFile {
+        bucket: "input".into(),
+        key: "code/wc.py".into(),
+    }];
+    let e = jobs.submit(s).await.unwrap_err().to_string();
+    assert!(
+        e.contains("no node runs programs shipped with a job"),
+        "{e}"
+    );
+}

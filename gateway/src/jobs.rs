@@ -222,6 +222,7 @@ fn job_error(e: JobError) -> Response<String> {
         JobError::NoSuchJob(_) => StatusCode::NOT_FOUND,
         JobError::AccessDenied(_) => StatusCode::FORBIDDEN,
         JobError::Invalid(_) => StatusCode::BAD_REQUEST,
+        JobError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Store(cluster::Error::NoSuchBucket(_)) => StatusCode::NOT_FOUND,
         JobError::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         JobError::Store(_) => StatusCode::BAD_REQUEST,

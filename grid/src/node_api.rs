@@ -594,6 +594,15 @@ pub struct NodeStatus {
     /// lost.
     #[prost(message, repeated, tag = "14")]
     pub unheard: Vec<PeerUnheard>,
+    /// The programs its job runner runs (`[jobs] allowed`, as a task's
+    /// argv[0] names them); gateways check a job against them when it is
+    /// submitted.
+    #[prost(string, repeated, tag = "15")]
+    pub job_programs: Vec<String>,
+    /// Whether it runs programs shipped with the job as one of its files
+    /// (`[jobs] allow_shipped_binaries`).
+    #[prost(bool, tag = "16")]
+    pub job_shipped_binaries: bool,
 }
 
 /// A peer a node has lost touch with ([`NodeStatus::unheard`]).

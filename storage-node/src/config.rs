@@ -278,6 +278,10 @@ pub struct JobsConfig {
     /// Programs a task may run (its argv[0]): names looked up on `path`,
     /// or absolute paths. Empty: this node runs no tasks.
     pub allowed: Vec<String>,
+    /// Also run a program shipped with the job as one of its files (a
+    /// static binary: a Go or Rust program), named `./FILE` as argv[0],
+    /// under the same sandbox and limits as the interpreters.
+    pub allow_shipped_binaries: bool,
     /// Where names in `allowed` are looked up, and the tasks' PATH.
     pub path: String,
     /// Tasks running at once; more wait.
@@ -301,6 +305,7 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             allowed: Vec::new(),
+            allow_shipped_binaries: false,
             path: "/usr/local/bin:/usr/bin:/bin".into(),
             concurrency: 2,
             max_timeout_secs: 3600,

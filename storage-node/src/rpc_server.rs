@@ -638,6 +638,7 @@ async fn dispatch(
         }
         Op::Status => {
             let n = node.clone();
+            let (job_programs, job_shipped_binaries) = (jobs.programs(), jobs.shipped_binaries());
             let status = blocking(move || {
                 let usage = n.store.usage()?;
                 let map = n.cluster_map()?;
@@ -661,6 +662,8 @@ async fn dispatch(
                     repair: Some(n.repair.snapshot(n.scrub_last_done_ms()?.unwrap_or(0))),
                     metadata_replicas: n.metadata_replicas as u32,
                     unheard,
+                    job_programs,
+                    job_shipped_binaries,
                 })
             })
             .await?;

@@ -17,6 +17,11 @@
 #   node-sigstop-p99         SIGSTOP a node for 30 s under the load: p99 GET
 #                            and PUT latency of requests started meanwhile
 #                            under 2 s
+#   job-takeover             a 500-object word count submitted through one
+#                            gateway, that gateway killed with SIGKILL
+#                            mid-job: the other finishes it, every count
+#                            exact, no output written twice, and both
+#                            gateways report the same status
 #   readback                 every acknowledged object reads back with its
 #                            sha256 through both gateways; no load GET saw
 #                            wrong data
@@ -557,6 +562,9 @@ reconcile_interval_secs = $RECONCILE_SECS
 heartbeat_secs = $HEARTBEAT_SECS
 down_after_secs = $DOWN_AFTER_SECS
 anti_entropy_interval_secs = 30
+
+[jobs]
+allowed = ["python3"]
 EOF
     if ! key=$("$BIN" node --config "$W/n$i/node.toml" --identity 2>>"$W/logs/n$i.log"); then
         up_err="gridstore node --identity failed for n$i"
@@ -619,7 +627,7 @@ if [[ -z "$up_err" ]] && ! "$PY" "$W/tool.py" make_bucket "$EP1" "$BUCKET" "$AK"
 fi
 if [[ -n "$up_err" ]]; then
     fail cluster-up "$up_err"
-    for c in gateway-crash-leftovers node-kill-repair node-sigstop-p99 readback no-panics; do
+    for c in gateway-crash-leftovers node-kill-repair node-sigstop-p99 job-takeover readback no-panics; do
         fail "$c" "not run: the grid did not come up"
     done
     summary
@@ -850,9 +858,114 @@ case_node_sigstop() {
     fi
 }
 
+# ------------------------------------------------- e. job takeover
+#
+# A job lives in the grid's records, not in its gateway: kill -9 the
+# gateway driving it and the other takes it over once the lease lapses
+# (6 s), from the recorded task states.
+case_job_takeover() {
+    local name=job-takeover id st1 st2 done_at_kill
+    local jobdir="$W/job"
+    mkdir -p "$jobdir"
+    jobcli() { # G ARGS...: `gridstore job` through gateway G
+        local g=$1
+        shift
+        timeout 600 "$BIN" job --endpoint "http://127.0.0.1:$(gw_port "$g" 2)" \
+            --access-key "$AK" --secret-key "$SK" "$@"
+    }
+    if ! "$PY" - "$EP2" "$AK" "$SK" "$jobdir" >>"$W/logs/job.log" 2>&1 <<'PY'; then
+import boto3, collections, random, sys
+ep, ak, sk, out = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1")
+for b in ("jobs-in", "jobs-out"):
+    s3.create_bucket(Bucket=b)
+s3.put_bucket_versioning(Bucket="jobs-out", VersioningConfiguration={"Status": "Enabled"})
+words = "grid shard farm site chunk parity node repair scrub object".split()
+total = collections.Counter()
+for i in range(500):
+    r = random.Random(i)
+    text = [r.choice(words) for _ in range(r.randint(200, 600))]
+    total.update(text)
+    s3.put_object(Bucket="jobs-in", Key=f"text/{i:04d}.txt", Body=(" ".join(text) + "\n").encode())
+s3.put_object(Bucket="jobs-in", Key="code/wc.py", Body=b"""import sys, time, collections
+time.sleep(0.1)
+c = collections.Counter(sys.stdin.read().split())
+for w in sorted(c):
+    print(f"{w}\\t{c[w]}")
+""")
+s3.put_object(Bucket="jobs-in", Key="code/sum.py", Body=b"""import sys, collections
+c = collections.Counter()
+for line in sys.stdin:
+    w, n = line.rstrip("\\n").split("\\t")
+    c[w] += int(n)
+for w in sorted(c):
+    print(f"{w}\\t{c[w]}")
+""")
+with open(f"{out}/expected", "w") as f:
+    for w in sorted(total):
+        f.write(f"{w}\t{total[w]}\n")
+PY
+        fail "$name" "could not upload the corpus: $(tail -n 2 "$W/logs/job.log")"
+        return
+    fi
+    if ! id=$(jobcli 1 submit --bucket jobs-in --prefix text/ --out jobs-out/wc \
+        --file jobs-in/code/wc.py --reduce "python3 sum.py" --reduce-file jobs-in/code/sum.py \
+        --per-node 1 -- python3 wc.py 2>>"$W/logs/job.log"); then
+        fail "$name" "submit through gw1 failed: $(tail -n 2 "$W/logs/job.log")"
+        return
+    fi
+    done_of() { jobcli "$1" status "$id" --json 2>>"$W/logs/job.log" | "$PY" -c 'import json,sys; v=json.load(sys.stdin); print(v["phase"], v["tasks"]["done"])'; }
+    local deadline=$((SECONDS + 120))
+    until [[ "$(done_of 2 | awk '{print $2}')" -ge 50 ]] 2>/dev/null; do
+        ((SECONDS < deadline)) || { fail "$name" "50 tasks not done within 120 s: $(done_of 2)"; return; }
+        sleep 0.3
+    done
+    kill -KILL "${PID[gw1]}"
+    wait "${PID[gw1]}" 2>/dev/null
+    done_at_kill=$(done_of 2)
+    say "e: gw1 killed with the job at: $done_at_kill"
+    if ! jobcli 2 status "$id" --wait >"$jobdir/status2" 2>>"$W/logs/job.log"; then
+        fail "$name" "job status --wait through gw2 failed: $(tail -n 2 "$W/logs/job.log")"
+        return
+    fi
+    start_gateway 1
+    if ! wait_line gw1 "gridstore gateway ready: S3 on" 60; then
+        fail "$name" "gw1 did not restart"
+        return
+    fi
+    st1=$(done_of 1)
+    st2=$(done_of 2)
+    local check
+    check=$("$PY" - "$EP1" "$AK" "$SK" "$jobdir/expected" 2>&1 <<'PY'
+import boto3, collections, sys
+ep, ak, sk, expected = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=ak, aws_secret_access_key=sk, region_name="us-east-1")
+got = s3.get_object(Bucket="jobs-out", Key="wc/_reduce")["Body"].read().decode()
+assert got == open(expected).read(), "reduce output differs from the direct count"
+keys = collections.Counter()
+for page in s3.get_paginator("list_object_versions").paginate(Bucket="jobs-out", Prefix="wc/"):
+    for v in page.get("Versions", []):
+        keys[v["Key"]] += 1
+twice = {k: n for k, n in keys.items() if n > 1}
+assert not twice, f"outputs written more than once: {twice}"
+assert len(keys) == 502, f"{len(keys)} outputs; 500 maps, the reduce and the summary expected"
+print(f"reduce exact, {len(keys)} outputs each written once")
+PY
+)
+    local rc=$?
+    if ((rc != 0)); then
+        fail "$name" "$(tail -n 1 <<<"$check")"
+    elif [[ "$st1" != "done 500" || "$st1" != "$st2" ]]; then
+        fail "$name" "status through gw1 '$st1', through gw2 '$st2' (want 'done 500' from both)"
+    else
+        pass "$name" "gw1 killed at '$done_at_kill' tasks done; gw2 finished the job; $check; status 'done 500' from both gateways"
+    fi
+}
+
 case_gateway_crash
 case_node_kill
 case_node_sigstop
+case_job_takeover
 
 # ------------------------------------------------- d. read back, panics
 touch "$W/load/stop"

@@ -13,10 +13,16 @@ cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 S3=$(port); DAV=$(port); JOBS=$(port)
-"$BIN" server "$WORK/data" --listen 127.0.0.1:$S3 --webdav-listen 127.0.0.1:$DAV \
-    --jobs-listen 127.0.0.1:$JOBS --job-allow python3 >"$WORK/server.out" 2>"$WORK/server.err" &
-PID=$!
-for _ in $(seq 100); do grep -q "^secret key" "$WORK/server.out" 2>/dev/null && break; sleep 0.2; done
+start_server() {
+    "$BIN" server "$WORK/data" --listen 127.0.0.1:$S3 --webdav-listen 127.0.0.1:$DAV \
+        --jobs-listen 127.0.0.1:$JOBS --job-allow python3 >"$WORK/server.out" 2>>"$WORK/server.err" &
+    PID=$!
+    for _ in $(seq 150); do grep -q "^secret key" "$WORK/server.out" 2>/dev/null && return; sleep 0.2; done
+    cat "$WORK/server.err" >&2
+    fail "server did not start"
+}
+fail() { echo "FAIL: $*" >&2; exit 1; }
+start_server
 export AWS_ACCESS_KEY_ID=$(awk '/^access key:/{print $3}' "$WORK/server.out")
 export AWS_SECRET_ACCESS_KEY=$(awk '/^secret key:/{print $3}' "$WORK/server.out")
 export AWS_DEFAULT_REGION=us-east-1 NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
@@ -24,7 +30,6 @@ unset AWS_CA_BUNDLE
 export GRIDSTORE_JOBS_ENDPOINT=http://127.0.0.1:$JOBS
 aws() { command aws --endpoint-url "http://127.0.0.1:$S3" "$@"; }
 job() { "$BIN" job "$@"; }
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # 500 objects of 20-30 KiB (above the 16 KiB inline threshold, so each
 # has erasure-coded shards) and the expected word count.
@@ -127,4 +132,33 @@ except OSError as e:
 aws s3 cp --quiet s3://results/probe/one/0000.txt "$WORK/probe.out"
 cat "$WORK/probe.out"
 grep -q "^refused" "$WORK/probe.out" || fail "a task read a shard file"
+echo "== the server killed with SIGKILL mid-job, then started again"
+# Outputs in a versioned bucket, so a second write of any would show.
+aws s3 mb s3://kept >/dev/null
+aws s3api put-bucket-versioning --bucket kept --versioning-configuration Status=Enabled
+printf 'import time\ntime.sleep(0.1)\n' | cat - "$WORK/wc.py" >"$WORK/slow_wc.py"
+aws s3 cp --quiet "$WORK/slow_wc.py" s3://corpus/code/slow_wc.py
+ID=$(job submit --bucket corpus --prefix text/ --out kept/wc --file corpus/code/slow_wc.py \
+    --reduce "python3 sum.py" --reduce-file corpus/code/sum.py --per-node 1 -- python3 slow_wc.py)
+done_now() { job status "$ID" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"]["done"])'; }
+for _ in $(seq 300); do [ "$(done_now)" -ge 60 ] && break; sleep 0.2; done
+kill -9 "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+echo "server killed mid-job"
+start_server
+job status "$ID" --wait | tee "$WORK/kept.status"
+grep -q "): done" "$WORK/kept.status" || fail "the job did not finish after the restart"
+grep -q "500 total: 0 pending, 0 running, 500 done" "$WORK/kept.status" || fail "not 500 tasks done"
+aws s3 cp --quiet s3://kept/wc/_reduce "$WORK/kept.reduced"
+cmp "$WORK/kept.reduced" "$WORK/expected" || fail "reduce output after the restart differs"
+aws s3api list-object-versions --bucket kept --prefix wc/ --output json >"$WORK/kept.versions"
+python3 - "$WORK/kept.versions" <<'PY'
+import collections, json, sys
+v = json.load(open(sys.argv[1]))
+keys = collections.Counter(x["Key"] for x in v.get("Versions", []))
+twice = {k: n for k, n in keys.items() if n > 1}
+assert not twice, f"outputs written more than once: {twice}"
+assert len(keys) == 502, f"{len(keys)} outputs (500 maps, the reduce, the summary expected)"
+print(f"{len(keys)} outputs, each written once")
+PY
+job list | grep -q "$ID" || fail "the job is not listed after the restart"
 echo "all job checks passed"

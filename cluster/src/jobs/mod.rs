@@ -38,7 +38,7 @@ use crate::{ListObjectsParams, PutOptions};
 use bytes::Bytes;
 use codec::ChunkId;
 use grid::chunk_io::Grid;
-use grid::node_client::RpcError;
+use grid::node_client::{NodeClient, RpcError};
 use grid::task::{InputChunk, TaskFile, TaskInput, TaskReport, TaskRequest};
 use http_body_util::BodyExt;
 use metadata::model::{ChunkRef, NodeState};
@@ -64,6 +64,8 @@ const LEASE_RENEW: Duration = Duration::from_secs(2);
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// How often every gateway looks for jobs whose driver is gone.
 const ADOPT_EVERY: Duration = Duration::from_secs(3);
+/// How long a node may take to say which programs it runs.
+const PROGRAMS_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often `wait` reads a job's records.
 const WAIT_POLL: Duration = Duration::from_millis(300);
 /// Job leases among the duty leases.
@@ -84,6 +86,8 @@ pub enum JobError {
     AccessDenied(String),
     #[error("invalid job: {0}")]
     Invalid(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] Error),
 }
@@ -733,6 +737,67 @@ async fn persist_job(store: &ObjectStore, job: &Job) -> Result<(), Error> {
     store.put_job_record(&job.record()).await
 }
 
+/// Refuse a job whose map or reduce program no live node runs: asked of
+/// the nodes themselves (their `[jobs]` config), so that a program off
+/// the allow-list fails at submission, not task by task.
+async fn check_programs(store: &ObjectStore, spec: &JobSpec) -> Result<(), JobError> {
+    let grid = grid_now(store);
+    let live: Vec<NodeClient> = grid
+        .map()
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up as i32)
+        .filter_map(|n| grid.client(&n.id).cloned())
+        .collect();
+    let asked = live.into_iter().map(|c| async move {
+        tokio::time::timeout(PROGRAMS_TIMEOUT, c.status())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    });
+    let answers: Vec<_> = futures_util::future::join_all(asked)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if answers.is_empty() {
+        return Err(JobError::Unavailable(
+            "no node answered: cannot check the job's programs".into(),
+        ));
+    }
+    let programs: BTreeSet<&str> = answers
+        .iter()
+        .flat_map(|s| s.job_programs.iter().map(String::as_str))
+        .collect();
+    let shipped = answers.iter().any(|s| s.job_shipped_binaries);
+    for (what, p) in
+        std::iter::once(("map", &spec.map)).chain(spec.reduce.iter().map(|r| ("reduce", r)))
+    {
+        let argv0 = p.argv[0].as_str();
+        let ok = match argv0.strip_prefix("./") {
+            Some(name) => shipped && p.files.iter().any(|f| f.file_name() == name),
+            None => programs.contains(argv0),
+        };
+        if ok {
+            continue;
+        }
+        let allowed = if programs.is_empty() {
+            "none".to_string()
+        } else {
+            programs.iter().copied().collect::<Vec<_>>().join(", ")
+        };
+        let shipped_note = match (argv0.starts_with("./"), shipped) {
+            (true, false) => "; no node runs programs shipped with a job",
+            (true, true) => "; a shipped program must be one of the program's files",
+            _ => "",
+        };
+        return Err(JobError::Invalid(format!(
+            "the {what} program {argv0:?} is not allowed on any live node (allowed: {allowed}{shipped_note})"
+        )));
+    }
+    Ok(())
+}
+
 fn duty_name(id: &str) -> String {
     format!("{JOB_DUTY_PREFIX}{id}")
 }
@@ -868,6 +933,7 @@ impl JobManager {
             }
         }
         crate::naming::check_object_key(&spec.reduce_key()).map_err(Error::from)?;
+        check_programs(store, &spec).await?;
         let id = format!(
             "j{:x}{:06x}",
             grid::clock::now_ms(),

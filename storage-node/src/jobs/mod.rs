@@ -65,7 +65,7 @@ impl JobHost {
                     "jobs: allowed program not found; tasks naming it are refused"),
             }
         }
-        let sandbox = if allowed.is_empty() {
+        let sandbox = if allowed.is_empty() && !cfg.allow_shipped_binaries {
             // No task can run: do not probe or touch anything.
             sandbox::Sandbox::new_inert()
         } else {
@@ -95,6 +95,22 @@ impl JobHost {
             work_dir,
             grid: Mutex::new(None),
         }
+    }
+
+    /// The programs tasks may name, sorted.
+    pub fn programs(&self) -> Vec<String> {
+        let mut p: Vec<String> = self.allowed.keys().cloned().collect();
+        p.sort();
+        p
+    }
+
+    pub fn shipped_binaries(&self) -> bool {
+        self.cfg.allow_shipped_binaries
+    }
+
+    /// Whether this node runs no task at all.
+    fn runs_nothing(&self) -> bool {
+        self.allowed.is_empty() && !self.cfg.allow_shipped_binaries
     }
 
     pub fn sandbox(&self) -> &sandbox::Sandbox {
@@ -196,7 +212,7 @@ pub fn task_response(
 ) -> Result<Response<ResponseBody>, (StatusCode, String)> {
     let req =
         TaskRequest::decode_record(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    if host.allowed.is_empty() {
+    if host.runs_nothing() {
         return Err((
             StatusCode::FORBIDDEN,
             "this node runs no jobs ([jobs] allowed is empty)".into(),
@@ -273,10 +289,19 @@ async fn execute(
     report: &mut TaskReport,
 ) -> Result<(), RunError> {
     let cfg = &host.cfg;
-    let program = host
-        .allowed
-        .get(&req.argv[0])
-        .ok_or_else(|| RunError::NotAllowed(req.argv[0].clone()))?;
+    // A program shipped with the job runs from the task's directory; any
+    // other must be one the operator allows.
+    let shipped = req.argv[0]
+        .strip_prefix("./")
+        .filter(|name| cfg.allow_shipped_binaries && req.files.iter().any(|f| f.name == *name));
+    let allowed = match shipped {
+        Some(_) => None,
+        None => Some(
+            host.allowed
+                .get(&req.argv[0])
+                .ok_or_else(|| RunError::NotAllowed(req.argv[0].clone()))?,
+        ),
+    };
     let grid = host.grid(node).map_err(RunError::Setup)?;
     let work = host.work_dir.clone().map_err(RunError::Setup)?;
     let dir = work.join(format!("{:016x}", rand_u64()));
@@ -295,6 +320,15 @@ async fn execute(
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(&dir.0, Some(uid), Some(gid)).map_err(setup)?;
     }
+    let program = match (allowed, shipped) {
+        (Some(p), _) => p.clone(),
+        (None, Some(name)) => {
+            let p = dir.0.join(name);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).map_err(setup)?;
+            p
+        }
+        (None, None) => return Err(RunError::NotAllowed(req.argv[0].clone())),
+    };
 
     let cap = |asked: u64, max: u64| if asked == 0 { max } else { asked.min(max) };
     let timeout = Duration::from_millis(cap(

@@ -216,7 +216,11 @@ impl Sandbox {
             }
             // CPU: SIGXCPU at the soft limit, SIGKILL a second later.
             set_limit(libc::RLIMIT_CPU, limits.cpu_secs, limits.cpu_secs + 1)?;
-            set_limit(libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)?;
+            // Memory the program writes (heap and private mappings), not
+            // address space: V8 (Node.js) and Go reserve gigabytes of
+            // address space they never touch, and would not start under
+            // an address-space limit of a few hundred MiB.
+            set_limit(libc::RLIMIT_DATA, limits.memory_bytes, limits.memory_bytes)?;
             set_limit(libc::RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes)?;
             set_limit(libc::RLIMIT_NOFILE, 256, 256)?;
             set_limit(libc::RLIMIT_CORE, 0, 0)?;
