@@ -100,6 +100,9 @@ impl S3Access for PublicReadAccess {
             Ok(b) => b,
             // A missing bucket is no secret (its name is free for anyone).
             Err(cluster::Error::NoSuchBucket(_)) => return Err(s3_error!(NoSuchBucket)),
+            // An outage is not a refusal: the client should retry, not
+            // conclude the bucket is private.
+            Err(e) if e.is_unavailable() => return Err(crate::errors::to_s3(e)),
             Err(_) => return Err(s3_error!(AccessDenied)),
         };
         if handle.is_public() && PUBLIC_READS.contains(&cx.s3_op().name()) {

@@ -5,7 +5,9 @@
 //! [`S3Gateway`] maps S3 operations to [`cluster::ObjectStore`] calls;
 //! [`auth`] checks signatures against the access keys stored in the
 //! cluster and decides what anonymous requests may do; [`server`] runs it
-//! all on hyper with a bound on concurrent requests; [`tls`] is the
+//! all on hyper with a bound on concurrent requests, completing s3s's
+//! error answers with AWS's messages ([`errors`]) and mending signed
+//! requests s3s would refuse for the wrong reason; [`tls`] is the
 //! optional TLS of every listener.
 
 pub mod admission;
@@ -16,6 +18,7 @@ pub mod jobs;
 pub mod listener;
 pub mod s3;
 pub mod server;
+mod signing;
 pub mod tls;
 pub mod webdav;
 

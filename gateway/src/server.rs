@@ -29,9 +29,24 @@ impl Default for GatewayConfig {
     }
 }
 
-/// The s3s service for `store`.
-pub fn service(store: ObjectStore, cfg: &GatewayConfig) -> s3s::service::S3Service {
+/// The S3 front end: the s3s service, and what [`serve`] does around it
+/// (mending signed requests before s3s, completing errors after).
+#[derive(Clone)]
+pub struct S3Front {
+    s3: s3s::service::S3Service,
+    auth: Arc<StoreAuth>,
+    /// The credential scope a request signed for a legacy region name is
+    /// signed again for: one s3s accepts.
+    scope_region: String,
+}
+
+/// The S3 front end for `store`.
+pub fn service(store: ObjectStore, cfg: &GatewayConfig) -> S3Front {
     let auth = Arc::new(StoreAuth::new(store.clone()));
+    let scope_region = match s3s::region::Region::new(cfg.region.as_str().into()) {
+        Ok(r) => r.as_str().to_string(),
+        Err(_) => "us-east-1".to_string(),
+    };
     let gateway = S3Gateway::new(
         store.clone(),
         auth.clone(),
@@ -39,14 +54,18 @@ pub fn service(store: ObjectStore, cfg: &GatewayConfig) -> s3s::service::S3Servi
         cfg.admission.clone(),
     );
     let mut b = S3ServiceBuilder::new(gateway);
-    b.set_auth(SharedAuth(auth));
+    b.set_auth(SharedAuth(auth.clone()));
     b.set_access(PublicReadAccess::new(store));
     if let Some(domain) = &cfg.domain {
         if let Ok(host) = s3s::host::SingleDomain::new(domain) {
             b.set_host(host);
         }
     }
-    b.build()
+    S3Front {
+        s3: b.build(),
+        auth,
+        scope_region,
+    }
 }
 
 struct SharedAuth(Arc<StoreAuth>);
@@ -189,7 +208,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// accepting and let requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
-    service: s3s::service::S3Service,
+    service: S3Front,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     serve_tls(listener, None, service, shutdown).await
@@ -199,11 +218,11 @@ pub async fn serve(
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Option<crate::tls::Acceptor>,
-    service: s3s::service::S3Service,
+    service: S3Front,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let guarded = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let svc = service.clone();
+        let front = service.clone();
         async move {
             let request_id = new_request_id();
             if let Some(mut refusal) =
@@ -212,9 +231,12 @@ pub async fn serve_tls(
                 stamp_request_id(&mut refusal, &request_id);
                 return Ok::<_, s3s::HttpError>(refusal);
             }
+            let mut req = req;
+            crate::signing::mend(&mut req, &front.auth, &front.scope_region).await;
             let expects = expects_continue(&req);
             let empty = declares_empty_body(&req);
-            let mut resp = hyper::service::Service::call(&svc, req).await?;
+            let mut resp = hyper::service::Service::call(&front.s3, req).await?;
+            crate::errors::fill_in_message(&mut resp);
             stamp_request_id(&mut resp, &request_id);
             if must_close(expects, empty, resp.status()) {
                 resp.headers_mut().insert(

@@ -8,6 +8,14 @@ use cluster::VersioningState;
 use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result};
 
+/// Whether CreateBucket may name `location`: the store's region, or what
+/// clients send for "the default location" (AWS's us-east-1 takes an
+/// empty constraint or the legacy `US`; s3cmd configured for `EU` sends
+/// `EU`). The store has one location, so a legacy name can only mean it.
+fn accepted_location(location: &str, region: &str) -> bool {
+    matches!(location, "" | "US" | "EU") || location == region
+}
+
 impl S3Gateway {
     pub(super) async fn handle_list_buckets(
         &self,
@@ -56,10 +64,10 @@ impl S3Gateway {
             .as_ref()
             .and_then(|c| c.location_constraint.as_ref())
         {
-            if loc.as_str() != self.region && !(loc.as_str().is_empty()) {
+            if !accepted_location(loc.as_str(), &self.region) {
                 return Err(s3_error!(
                     InvalidLocationConstraint,
-                    "this store's region is {}",
+                    "The specified location constraint is not valid: this store's region is {}",
                     self.region
                 ));
             }
