@@ -599,7 +599,14 @@ fn static_binary(source: &str) -> Vec<u8> {
     let bin = dir.path().join("wc");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let out = std::process::Command::new(rustc)
-        .args(["-O", "-C", "target-feature=+crt-static", "-C", "strip=symbols", "-o"])
+        .args([
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "-C",
+            "strip=symbols",
+            "-o",
+        ])
         .arg(&bin)
         .arg(&src)
         .output()
@@ -708,4 +715,71 @@ async fn a_shipped_binary_is_refused_where_nodes_do_not_run_them() {
         e.contains("no node runs programs shipped with a job"),
         "{e}"
     );
+}
+
+/// A task whose inputs stream with its request, 20 MiB of them: more than
+/// one request may carry. The program sees every byte, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inputs_stream_past_the_request_limit() {
+    use ::grid::task::{self, FrameReader, TaskInput, TaskRequest};
+    use http_body_util::BodyExt;
+    use metadata::Record;
+    let grid = TestGrid::start_jobs(1, 1, jobs_config()).await;
+    let g = grid.grid();
+    let node = grid.map.nodes[0].id.clone();
+    let client = g.client(&node).unwrap().clone();
+    let req = TaskRequest {
+        task_id: "stream/test".into(),
+        argv: vec![
+            "python3".into(),
+            "-c".into(),
+            "import sys, hashlib; d = sys.stdin.buffer.read(); print(len(d), hashlib.sha256(d).hexdigest())".into(),
+        ],
+        ..TaskRequest::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(Ok(task::frame(task::FRAME_REQUEST, &req.encode_record())))
+        .await
+        .unwrap();
+    let mut want = sha2::Sha256::default();
+    let pieces: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 512 << 10]).collect();
+    for p in &pieces {
+        sha2::Digest::update(&mut want, p);
+    }
+    let feeder = tokio::spawn(async move {
+        for p in pieces {
+            let input = TaskInput {
+                key: "k".into(),
+                inline_data: p,
+                ..TaskInput::default()
+            };
+            let f = task::frame(task::FRAME_INPUT, &input.encode_record());
+            if tx.send(Ok(f)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let resp = client.run_task_streaming(rx).await.unwrap();
+    let mut body = resp.into_body();
+    let mut frames = FrameReader::default();
+    let mut stdout = Vec::new();
+    let report = 'read: loop {
+        let piece = body.frame().await.expect("stream ended").unwrap();
+        frames.push(&piece.into_data().unwrap_or_default());
+        while let Some((kind, payload)) = frames.next_frame().unwrap() {
+            match kind {
+                task::FRAME_STDOUT => stdout.extend_from_slice(&payload),
+                task::FRAME_DONE => break 'read task::TaskReport::decode_record(&payload).unwrap(),
+                _ => {}
+            }
+        }
+    };
+    feeder.await.unwrap();
+    assert!(report.succeeded(), "{}", report.outcome());
+    let want = hex::encode(sha2::Digest::finalize(want));
+    assert_eq!(
+        String::from_utf8_lossy(&stdout).trim(),
+        format!("{} {want}", 40 * (512 << 10))
+    );
+    assert_eq!(report.bytes_inline, 40 * (512 << 10));
 }

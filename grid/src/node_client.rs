@@ -268,6 +268,27 @@ impl NodeClient {
         let path = crate::task::TASK_RUN;
         let len = body.len() as u64;
         let request = self.request(Method::POST, path, None, len, full_body(body))?;
+        self.start_task(request).await
+    }
+
+    /// Start a task whose request streams (see [`crate::task`]): `frames`
+    /// yields a `FRAME_REQUEST`, then the inputs as `FRAME_INPUT`s while
+    /// the task already runs; its end ends the program's input.
+    pub async fn run_task_streaming(
+        &self,
+        frames: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>,
+    ) -> Result<Response<Incoming>, RpcError> {
+        let body = http_body_util::BodyExt::boxed(ChannelBody::new(frames));
+        let mut request = self.request(Method::POST, crate::task::TASK_RUN, None, 0, body)?;
+        // Its length is known only at its end: sent chunked.
+        request.headers_mut().remove(http::header::CONTENT_LENGTH);
+        self.start_task(request).await
+    }
+
+    async fn start_task(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, RpcError> {
         let resp = self.send(request).await?;
         if !resp.status().is_success() {
             return Err(read_response(resp)

@@ -18,6 +18,13 @@
 //! Streaming stdout back lets the gateway store it with `put_object`, so a
 //! node never needs a key that writes; a stream that ends without a DONE
 //! frame means the node died or dropped the task.
+//!
+//! A task with many inputs (a reduce reads every map output) sends its
+//! request as frames too, so that no request has to hold them all: a
+//! [`FRAME_REQUEST`] with the [`TaskRequest`] (its `inputs` then empty),
+//! then one [`FRAME_INPUT`] per [`TaskInput`] as the gateway reads them,
+//! the body's end closing the program's stdin. A body that starts with a
+//! record tag instead is the plain record.
 
 use bytes::{Buf, Bytes, BytesMut};
 use metadata::model::ChunkRef;
@@ -28,6 +35,9 @@ pub const TASK_RUN: &str = "/v1/jobs/task:run";
 pub const FRAME_STDOUT: u8 = 1;
 pub const FRAME_DONE: u8 = 2;
 pub const FRAME_ALIVE: u8 = 3;
+/// Request frames: the task, then its inputs one by one.
+pub const FRAME_REQUEST: u8 = 10;
+pub const FRAME_INPUT: u8 = 11;
 
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -150,25 +160,29 @@ impl Record for TaskRequest {
         if self.inputs.len() > MAX_INPUTS {
             return Err(RecordError::Invalid("too many inputs"));
         }
-        for input in &self.inputs {
-            if !input.chunks.is_empty() && !input.inline_data.is_empty() {
-                return Err(RecordError::Invalid(
-                    "input has both chunks and inline data",
-                ));
+        self.inputs.iter().try_for_each(TaskInput::validate)
+    }
+}
+
+impl Record for TaskInput {
+    fn validate(&self) -> Result<(), RecordError> {
+        if !self.chunks.is_empty() && !self.inline_data.is_empty() {
+            return Err(RecordError::Invalid(
+                "input has both chunks and inline data",
+            ));
+        }
+        for c in &self.chunks {
+            let Some(chunk) = &c.chunk else {
+                return Err(RecordError::Invalid("input chunk without its reference"));
+            };
+            if chunk.id.len() != metadata::model::CHUNK_ID_LEN || c.key.len() != 32 {
+                return Err(RecordError::Invalid("chunk id or key length"));
             }
-            for c in &input.chunks {
-                let Some(chunk) = &c.chunk else {
-                    return Err(RecordError::Invalid("input chunk without its reference"));
-                };
-                if chunk.id.len() != metadata::model::CHUNK_ID_LEN || c.key.len() != 32 {
-                    return Err(RecordError::Invalid("chunk id or key length"));
-                }
-                let Some(e) = chunk.erasure else {
-                    return Err(RecordError::Invalid("input chunk without erasure shape"));
-                };
-                if e.data == 0 || e.data as usize + e.parity as usize > metadata::MAX_SHARDS {
-                    return Err(RecordError::Invalid("input chunk erasure shape"));
-                }
+            let Some(e) = chunk.erasure else {
+                return Err(RecordError::Invalid("input chunk without erasure shape"));
+            };
+            if e.data == 0 || e.data as usize + e.parity as usize > metadata::MAX_SHARDS {
+                return Err(RecordError::Invalid("input chunk erasure shape"));
             }
         }
         Ok(())
@@ -263,12 +277,31 @@ pub enum FrameError {
 }
 
 /// Splits a byte stream back into frames.
-#[derive(Default)]
 pub struct FrameReader {
     buf: BytesMut,
+    limit: usize,
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self::with_limit(MAX_FRAME)
+    }
 }
 
 impl FrameReader {
+    /// Frames of up to `limit` bytes (a streamed request's first frame
+    /// carries the program files, so it may exceed [`MAX_FRAME`]).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            limit,
+        }
+    }
+
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
@@ -279,7 +312,7 @@ impl FrameReader {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if len > MAX_FRAME {
+        if len > self.limit {
             return Err(FrameError::TooLarge(len));
         }
         if self.buf.len() < 5 + len {

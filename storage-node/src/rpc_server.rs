@@ -393,11 +393,9 @@ async fn dispatch(
             .await?;
             ok_record(&api::DigestReply { ranges })
         }
-        Op::JobTask => {
-            let body = read_body(node, req).await?;
-            crate::jobs::task_response(node, jobs, &body)
-                .map_err(|(status, m)| Failure::new(status, m))
-        }
+        Op::JobTask => crate::jobs::task_response(node, jobs, req.into_body())
+            .await
+            .map_err(|(status, m)| Failure::new(status, m)),
         Op::ProveShard => {
             let q = read_record::<api::ProveRequest>(node, req).await?;
             let n = node.clone();

@@ -7,6 +7,8 @@
 # Needs aws-cli and python3. Usage: bash tests/e2e/jobs.sh [path/to/gridstore]
 set -euo pipefail
 BIN="${1:-$(cd "$(dirname "$0")/../.." && pwd)/target/debug/gridstore}"
+BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
+README="$(cd "$(dirname "$0")/../.." && pwd)/README.md"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gridstore-jobs-e2e.XXXXXX")"
 PID=""
 cleanup() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"; }
@@ -161,4 +163,35 @@ assert len(keys) == 502, f"{len(keys)} outputs (500 maps, the reduce, the summar
 print(f"{len(keys)} outputs, each written once")
 PY
 job list | grep -q "$ID" || fail "the job is not listed after the restart"
+
+echo "== README's jobs example, as written, on a fresh server"
+kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+rm -rf "$WORK/data"
+S3=$(port); DAV=$(port); JOBS=$(port)
+export GRIDSTORE_JOBS_ENDPOINT=http://127.0.0.1:$JOBS
+start_server
+export AWS_ACCESS_KEY_ID=$(awk '/^access key:/{print $3}' "$WORK/server.out")
+export AWS_SECRET_ACCESS_KEY=$(awk '/^secret key:/{print $3}' "$WORK/server.out")
+# The block under "## Jobs", with three lines changed: the binary's
+# directory on PATH, the credentials already exported, this server's port.
+python3 - "$README" "$(dirname "$BIN")" "$S3" >"$WORK/readme-job.sh" <<'PY'
+import re, sys
+readme, bindir, port = sys.argv[1:4]
+text = open(readme).read()
+block = re.search(r"^## Jobs\n.*?^```sh\n(.*?)^```", text, re.S | re.M).group(1)
+lines = []
+for line in block.splitlines():
+    if line.startswith("export PATH="):
+        line = f'export PATH="{bindir}:$PATH"'
+    elif line.startswith("export AWS_ACCESS_KEY_ID="):
+        continue
+    lines.append(line.replace("127.0.0.1:9000", f"127.0.0.1:{port}"))
+print("\n".join(lines))
+PY
+mkdir -p "$WORK/readme" && (cd "$WORK/readme" && bash -eu "$WORK/readme-job.sh") >"$WORK/readme.out" 2>&1 ||
+    { tail -n 20 "$WORK/readme.out"; fail "README's jobs example failed"; }
+printf 'chunk\t15000\nfarm\t15000\ngrid\t15000\nshard\t15000\nsite\t15000\n' >"$WORK/readme.expected"
+tail -n 5 "$WORK/readme.out" | cmp - "$WORK/readme.expected" ||
+    { tail -n 20 "$WORK/readme.out"; fail "README's jobs example printed another count"; }
+echo "README's jobs example gives its documented count"
 echo "all job checks passed"

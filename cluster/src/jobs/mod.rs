@@ -1338,10 +1338,53 @@ async fn drive(manager: Weak<Manager>, store: ObjectStore, job: Arc<Job>, holder
     forget();
 }
 
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Send `inputs` as `FRAME_INPUT`s, read one at a time as the node takes
+/// them; an input that cannot be read ends the stream with an error (and
+/// is the task's failure).
+async fn stream_inputs(
+    store: ObjectStore,
+    inputs: Vec<(BucketHandle, String)>,
+    frames: mpsc::Sender<Result<Bytes, grid::node_client::BodyError>>,
+) -> Result<(), String> {
+    /// Chunks per frame: keeps a frame of a huge input under the limit.
+    const CHUNKS_PER_FRAME: usize = 2000;
+    for (b, key) in inputs {
+        let input = match plan_input(&store, &b, &key).await {
+            Ok((input, _)) => input,
+            Err(e) => {
+                let why = format!("cannot read input {key}: {e}");
+                let _ = frames.send(Err(why.clone().into())).await;
+                return Err(why);
+            }
+        };
+        let pieces: Vec<TaskInput> = if input.chunks.len() <= CHUNKS_PER_FRAME {
+            vec![input]
+        } else {
+            input
+                .chunks
+                .chunks(CHUNKS_PER_FRAME)
+                .map(|c| TaskInput {
+                    key: input.key.clone(),
+                    chunks: c.to_vec(),
+                    inline_data: Vec::new(),
+                })
+                .collect()
+        };
+        for p in pieces {
+            let f = grid::task::frame(grid::task::FRAME_INPUT, &p.encode_record());
+            if frames.send(Ok(f)).await.is_err() {
+                // The node stopped reading (the program ended early).
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
 
-impl Drop for AbortOnDrop {
+/// Aborts the task when dropped.
+struct AbortOnDrop<T = ()>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -1691,6 +1734,9 @@ enum AttemptError {
     Stream { node: String, reason: String },
     #[error("storing the output: {0}")]
     Store(Error),
+    /// A streamed input could not be read (the reduce's map output).
+    #[error("{0}")]
+    Input(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -1760,8 +1806,11 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
     };
     let grid = grid_now(store);
     let mut plan = Plan::default();
+    // A map task's one input goes in its request, and places it; the
+    // reduce's (every map output) stream to the node while it runs.
+    let streamed = task.idx.is_none();
     let mut inputs = Vec::with_capacity(task.inputs.len());
-    for (b, key) in &task.inputs {
+    for (b, key) in task.inputs.iter().filter(|_| !streamed) {
         match plan_input(store, b, key).await {
             Ok((input, chunks)) => {
                 plan.add_chunks(&grid, &chunks);
@@ -1824,7 +1873,8 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
             memory_bytes: spec.limits.memory_mb.saturating_mul(1 << 20),
             env: Vec::new(),
         };
-        let result = attempt_on(&ctx, &grid, &node, req, &out_key, &prior).await;
+        let stream = streamed.then_some(task.inputs.as_slice());
+        let result = attempt_on(&ctx, &grid, &node, req, stream, &out_key, &prior).await;
         ctx.sched.release(&node);
         match result {
             Ok(report) => {
@@ -1868,6 +1918,11 @@ async fn run_task(ctx: Arc<TaskCtx>, task: Task) {
                 return;
             }
             Err(AttemptError::Cancelled) if job.is_lost() => return,
+            Err(AttemptError::Input(e)) => {
+                // Unreadable here; another node would fare no better.
+                last = e;
+                break;
+            }
             Err(AttemptError::Cancelled) => {
                 ctx.set(task.idx, |t| {
                     t.phase = TaskPhase::Cancelled;
@@ -1909,6 +1964,7 @@ async fn attempt_on(
     grid: &Grid,
     node: &str,
     req: TaskRequest,
+    stream: Option<&[(BucketHandle, String)]>,
     out_key: &str,
     prior: &Prior,
 ) -> Result<TaskReport, AttemptError> {
@@ -1923,8 +1979,23 @@ async fn attempt_on(
         node: node.to_string(),
         source,
     };
+    let mut feeding = None;
+    let started = match stream {
+        None => client.run_task(&req).await,
+        Some(inputs) => {
+            let (frames, rx) = mpsc::channel(8);
+            let head = grid::task::frame(grid::task::FRAME_REQUEST, &req.encode_record());
+            let _ = frames.send(Ok(head)).await;
+            feeding = Some(AbortOnDrop(tokio::spawn(stream_inputs(
+                ctx.store.clone(),
+                inputs.to_vec(),
+                frames,
+            ))));
+            client.run_task_streaming(rx).await
+        }
+    };
     let resp = tokio::select! {
-        r = client.run_task(&req) => r.map_err(node_err)?,
+        r = async { started } => r.map_err(node_err)?,
         () = ctx.job.cancelled() => return Err(AttemptError::Cancelled),
     };
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, String>>(4);
@@ -1975,6 +2046,13 @@ async fn attempt_on(
     // Read and store concurrently; the stream ends (and the put commits)
     // when `read` returns and drops its sender.
     let (put, read) = tokio::join!(put, read);
+    // An input the gateway could not read is the task's failure; a feeder
+    // still sending once the program has ended is dropped (it aborts).
+    if let Some(mut f) = feeding.take().filter(|f| f.0.is_finished()) {
+        if let Ok(Err(e)) = (&mut f.0).await {
+            return Err(AttemptError::Input(e));
+        }
+    }
     let report = read?;
     if report.succeeded() {
         match put {

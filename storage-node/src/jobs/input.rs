@@ -21,6 +21,9 @@ pub enum InputError {
     Malformed(String),
     #[error("input chunk {chunk} unreadable: {reason}")]
     Unreadable { chunk: String, reason: String },
+    /// The inputs streamed with the request did not arrive whole.
+    #[error("input stream: {0}")]
+    Stream(String),
 }
 
 /// Shard bytes by where they were read.

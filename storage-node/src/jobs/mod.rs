@@ -21,6 +21,7 @@ use grid::node_client::{ChannelBody, ResponseBody};
 use grid::task::{self, TaskReport, TaskRequest};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use metadata::Record;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -205,13 +206,12 @@ impl RunError {
 
 /// Handle `POST /v1/jobs/task:run` (authenticated by the caller): check
 /// the request and answer with the task's frame stream.
-pub fn task_response(
+pub async fn task_response(
     node: &Arc<Node>,
     host: &Arc<JobHost>,
-    body: &[u8],
+    body: Incoming,
 ) -> Result<Response<ResponseBody>, (StatusCode, String)> {
-    let req =
-        TaskRequest::decode_record(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (req, streamed) = read_request(node, body).await?;
     if host.runs_nothing() {
         return Err((
             StatusCode::FORBIDDEN,
@@ -219,11 +219,116 @@ pub fn task_response(
         ));
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, grid::node_client::BodyError>>(8);
-    tokio::spawn(run(node.clone(), host.clone(), req, tx));
+    tokio::spawn(run(node.clone(), host.clone(), req, streamed, tx));
     Ok(Response::new(ChannelBody::new(rx).boxed()))
 }
 
 type Tx = mpsc::Sender<Result<Bytes, grid::node_client::BodyError>>;
+
+/// What the feeder writes next: an inline input's bytes, or a chunk
+/// being read.
+enum Piece {
+    Inline(Vec<u8>),
+    Read(tokio::task::JoinHandle<Result<(Vec<u8>, input::ReadBytes), input::InputError>>),
+}
+
+/// The inputs that follow a streamed request, read as the program needs
+/// them.
+pub struct InputStream {
+    frames: task::FrameReader,
+    body: Incoming,
+}
+
+impl InputStream {
+    /// The next input; `None` at the body's end.
+    async fn next(&mut self) -> Result<Option<task::TaskInput>, input::InputError> {
+        let bad = |e: String| input::InputError::Stream(e);
+        loop {
+            if let Some((kind, payload)) =
+                self.frames.next_frame().map_err(|e| bad(e.to_string()))?
+            {
+                if kind != task::FRAME_INPUT {
+                    return Err(bad(format!("unexpected frame type {kind}")));
+                }
+                return task::TaskInput::decode_record(&payload)
+                    .map(Some)
+                    .map_err(|e| bad(e.to_string()));
+            }
+            match self.body.frame().await {
+                None if self.frames.pending() == 0 => return Ok(None),
+                None => return Err(bad("the request ended inside a frame".into())),
+                Some(Err(e)) => return Err(bad(e.to_string())),
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        self.frames.push(&d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The task request at the start of `body`: a plain record (the whole
+/// body), or a `FRAME_REQUEST` and then the inputs' stream.
+async fn read_request(
+    node: &Node,
+    mut body: Incoming,
+) -> Result<(TaskRequest, Option<InputStream>), (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let limit = grid::node_api::MAX_MESSAGE_BYTES as usize;
+    let mut head = bytes::BytesMut::new();
+    let mut frames: Option<task::FrameReader> = None;
+    loop {
+        if let Some(f) = frames.as_mut() {
+            if let Some((kind, payload)) = f.next_frame().map_err(|e| bad(e.to_string()))? {
+                if kind != task::FRAME_REQUEST {
+                    return Err(bad(format!(
+                        "a streamed task starts with frame type {kind}"
+                    )));
+                }
+                node.metrics.bytes_received.inc_by(payload.len() as u64);
+                let req = TaskRequest::decode_record(&payload).map_err(|e| bad(e.to_string()))?;
+                let mut rest = frames.take().unwrap_or_default();
+                rest.set_limit(task::MAX_FRAME);
+                return Ok((req, Some(InputStream { frames: rest, body })));
+            }
+        }
+        match body.frame().await {
+            Some(Ok(f)) => {
+                let Ok(d) = f.into_data() else { continue };
+                if d.is_empty() {
+                    continue;
+                }
+                match frames.as_mut() {
+                    Some(f) => f.push(&d),
+                    None if head.is_empty() && d.first() == Some(&task::FRAME_REQUEST) => {
+                        let mut f = task::FrameReader::with_limit(limit);
+                        f.push(&d);
+                        frames = Some(f);
+                    }
+                    None => {
+                        head.extend_from_slice(&d);
+                        if head.len() > limit {
+                            return Err((
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "request body too large".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(bad(format!("reading body: {e}"))),
+            None if frames.is_some() => {
+                return Err(bad("the request ended inside its first frame".into()))
+            }
+            None => {
+                node.metrics.bytes_received.inc_by(head.len() as u64);
+                let req = TaskRequest::decode_record(&head).map_err(|e| bad(e.to_string()))?;
+                return Ok((req, None));
+            }
+        }
+    }
+}
 
 async fn send(tx: &Tx, kind: u8, payload: &[u8]) -> Result<(), RunError> {
     tx.send(Ok(task::frame(kind, payload)))
@@ -231,7 +336,13 @@ async fn send(tx: &Tx, kind: u8, payload: &[u8]) -> Result<(), RunError> {
         .map_err(|_| RunError::Cancelled)
 }
 
-async fn run(node: Arc<Node>, host: Arc<JobHost>, req: TaskRequest, tx: Tx) {
+async fn run(
+    node: Arc<Node>,
+    host: Arc<JobHost>,
+    req: TaskRequest,
+    streamed: Option<InputStream>,
+    tx: Tx,
+) {
     let started = Instant::now();
     let mut report = TaskReport {
         node_id: node.id.clone(),
@@ -248,7 +359,7 @@ async fn run(node: Arc<Node>, host: Arc<JobHost>, req: TaskRequest, tx: Tx) {
         }
     };
     let Ok(_slot) = slot else { return };
-    let result = execute(&node, &host, &req, &tx, &mut report).await;
+    let result = execute(&node, &host, &req, streamed, &tx, &mut report).await;
     if let Err(e) = result {
         if matches!(e, RunError::Cancelled) {
             tracing::info!(node = %node.id, task = %req.task_id, "task cancelled");
@@ -285,6 +396,7 @@ async fn execute(
     node: &Arc<Node>,
     host: &JobHost,
     req: &TaskRequest,
+    streamed: Option<InputStream>,
     tx: &Tx,
     report: &mut TaskReport,
 ) -> Result<(), RunError> {
@@ -370,47 +482,60 @@ async fn execute(
     };
 
     // stdin: the inputs, chunk by chunk, the next chunk read while the
-    // current one is written.
+    // current one is written. The inputs come from the request, then from
+    // its stream while the program runs; a producer starts each chunk's
+    // read and hands it over a one-slot channel, so one read runs ahead.
     let feeder = {
         let node = node.clone();
         let inputs = req.inputs.clone();
         tokio::spawn(async move {
+            let (piece_tx, mut piece_rx) = mpsc::channel::<Piece>(1);
+            let producer = tokio::spawn(async move {
+                let mut streamed = streamed;
+                let mut listed = inputs.into_iter();
+                loop {
+                    let input = match listed.next() {
+                        Some(i) => i,
+                        None => match streamed.as_mut() {
+                            Some(s) => match s.next().await {
+                                Ok(Some(i)) => i,
+                                Ok(None) => return Ok(()),
+                                Err(e) => return Err(e),
+                            },
+                            None => return Ok(()),
+                        },
+                    };
+                    if !input.inline_data.is_empty()
+                        && piece_tx
+                            .send(Piece::Inline(input.inline_data))
+                            .await
+                            .is_err()
+                    {
+                        return Ok(());
+                    }
+                    for c in input.chunks {
+                        let node = node.clone();
+                        let grid = grid.clone();
+                        let read = tokio::spawn(async move {
+                            let chunk = c.chunk.unwrap_or_default();
+                            let key = <[u8; 32]>::try_from(c.key.as_slice()).unwrap_or([0; 32]);
+                            input::read_chunk(&node, &grid, &chunk, key).await
+                        });
+                        if piece_tx.send(Piece::Read(read)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            });
             let mut counts = input::ReadBytes::default();
             let mut inline = 0u64;
-            let mut pieces: Vec<(Option<task::InputChunk>, Vec<u8>)> = Vec::new();
-            for i in inputs {
-                if !i.inline_data.is_empty() {
-                    pieces.push((None, i.inline_data));
-                }
-                for c in i.chunks {
-                    pieces.push((Some(c), Vec::new()));
-                }
-            }
-            let read = |c: task::InputChunk| {
-                let node = node.clone();
-                let grid = grid.clone();
-                tokio::spawn(async move {
-                    let chunk = c.chunk.unwrap_or_default();
-                    let key = <[u8; 32]>::try_from(c.key.as_slice()).unwrap_or([0; 32]);
-                    input::read_chunk(&node, &grid, &chunk, key).await
-                })
-            };
-            let mut pieces = pieces.into_iter().peekable();
-            let mut ahead: Option<tokio::task::JoinHandle<_>> = None;
-            while let Some((chunk, data)) = pieces.next() {
-                let data = match chunk {
-                    None => {
+            while let Some(piece) = piece_rx.recv().await {
+                let data = match piece {
+                    Piece::Inline(data) => {
                         inline += data.len() as u64;
                         data
                     }
-                    Some(c) => {
-                        let handle = match ahead.take() {
-                            Some(h) => h,
-                            None => read(c),
-                        };
-                        if let Some((Some(next), _)) = pieces.peek() {
-                            ahead = Some(read(next.clone()));
-                        }
+                    Piece::Read(handle) => {
                         let (plain, got) =
                             handle.await.map_err(|e| input::InputError::Unreadable {
                                 chunk: String::new(),
@@ -422,11 +547,18 @@ async fn execute(
                 };
                 if stdin.write_all(&data).await.is_err() {
                     // The program closed its stdin: it wants no more.
-                    break;
+                    producer.abort();
+                    return Ok((counts, inline));
                 }
             }
             drop(stdin);
-            Ok::<_, input::InputError>((counts, inline))
+            // All fed, unless the stream of inputs broke (the gateway went
+            // away): then the program saw only part of its input.
+            match producer.await {
+                Ok(Ok(())) => Ok((counts, inline)),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(input::InputError::Stream(e.to_string())),
+            }
         })
     };
     let mut feeder = Some(feeder);
