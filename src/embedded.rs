@@ -127,9 +127,21 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ("WebDAV", "--webdav-listen", args.webdav_listen),
         ("jobs", "--jobs-listen", args.jobs_listen),
     ] {
-        std::net::TcpListener::bind(addr).map_err(|e| {
-            ServerError::Invalid(format!("cannot listen for {what} on {addr} ({flag}): {e}"))
-        })?;
+        // As the listeners bind later (SO_REUSEADDR, as tokio does): a
+        // port a killed server left in TIME_WAIT is free to use again.
+        let probe = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        };
+        probe
+            .and_then(|s| {
+                s.set_reuseaddr(true)?;
+                s.bind(addr)?;
+                s.listen(1)
+            })
+            .map_err(|e| {
+                ServerError::Invalid(format!("cannot listen for {what} on {addr} ({flag}): {e}"))
+            })?;
     }
     std::fs::create_dir_all(&args.dir).map_err(|source| FileError::Io {
         path: args.dir.clone(),
