@@ -460,7 +460,9 @@ async fn dispatch(
             let value = read_body(node, req).await?;
             check_value(table, &value)?;
             let n = node.clone();
-            blocking(move || Ok(n.db.put_raw(table, &key, &value)?)).await?;
+            let mut b = Batch::new();
+            b.put_raw(table, &key, value.to_vec());
+            blocking(move || Ok(n.db.write_newest(b)?)).await?;
             no_content()
         }
         Op::MetaDelete => {
@@ -485,7 +487,7 @@ async fn dispatch(
                 }
             }
             let n = node.clone();
-            blocking(move || Ok(n.db.write(b)?)).await?;
+            blocking(move || Ok(n.db.write_newest(b)?)).await?;
             no_content()
         }
         Op::MetaChanges => {
