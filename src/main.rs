@@ -5,6 +5,7 @@ mod admin;
 mod cluster_file;
 mod embedded;
 mod job;
+mod units;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
