@@ -93,7 +93,8 @@ enum Command {
         #[arg(long)]
         identity: bool,
     },
-    /// Manage users, access keys and buckets.
+    /// Manage access keys, buckets and nodes; show node status, repair
+    /// progress and storage audits.
     Admin(admin::AdminArgs),
     /// Submit and follow jobs that run beside the data (a gateway's job
     /// API; `gridstore server` serves it on 127.0.0.1:9002).
