@@ -4,12 +4,14 @@
 
 use crate::cluster_file::{FileError, GatewayFile, MapFile};
 use crate::embedded::{ServerState, MAP_FILE, STATE_FILE};
+use crate::units;
 use clap::{Args, Subcommand};
 use cluster::secrets::MasterKey;
 use cluster::{ErasureSpec, ObjectStore, StoreConfig};
 use grid::chunk_io::Grid;
 use grid::tls::{Identity, IdentityKey};
 use grid::ClientOptions;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,24 +28,40 @@ pub struct AdminArgs {
     command: AdminCommand,
 }
 
+/// `--json` of the listing subcommands.
+#[derive(Args, Clone, Copy)]
+struct Format {
+    /// Print one JSON object instead of the table: stable field names,
+    /// sizes in bytes, times in milliseconds since the Unix epoch.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Access keys.
+    /// Access keys: create, list and delete them.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Buckets.
+    /// Buckets: create, list, delete, and allow anonymous reads.
     #[command(subcommand)]
     Bucket(BucketCommand),
     /// Every node's state: capacity, use, shard count. Exits non-zero if
     /// any node does not answer.
-    Status,
-    /// Self-healing.
+    Status {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Self-healing: what every node is missing and rebuilding.
     #[command(subcommand)]
     Repair(RepairCommand),
     /// Run one storage audit round now: challenge every up node to prove
     /// random slices of shards it should hold, print per-node results, and
-    /// mark nodes past the failure threshold untrusted.
-    Audit,
+    /// mark nodes past the failure threshold untrusted. Exits non-zero if
+    /// any node failed, lacks shards or did not answer.
+    Audit {
+        #[command(flatten)]
+        format: Format,
+    },
     /// Grid membership: add, drain and remove nodes; pin their identities
     /// and those of the gateways the nodes accept.
     #[command(subcommand)]
@@ -52,12 +70,17 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum NodeCommand {
-    /// The cluster map the nodes hold: every node and its state.
-    List,
+    /// The cluster map the nodes hold: every node and its state, and the
+    /// clients they accept.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
     /// Hand the configured map (the gateway config's `cluster_map`, or the
     /// server directory's) to every node that holds none yet: a new grid's
     /// first map. Nodes holding a map are left alone. `gridstore gateway`
-    /// does this by itself at start and every few seconds.
+    /// does this by itself at start and every few seconds. Exits non-zero
+    /// if any node does not answer.
     Seed,
     /// Add a node (already running, its identity key known); placement
     /// starts using it at once and the others move it its share.
@@ -67,34 +90,45 @@ enum NodeCommand {
         /// Its RPC address, host:port.
         #[arg(long)]
         addr: String,
+        /// Its failure domain (`site` in its node.toml).
         #[arg(long)]
         site: String,
         /// Its identity key, hex (`gridstore node --config FILE --identity`
         /// on its machine).
         #[arg(long)]
         key: String,
-        /// Placement weight.
+        /// Placement weight, in GiB.
         #[arg(long, default_value_t = 1024)]
         capacity_gib: u64,
     },
     /// Stop placing data on a node; its shards move to the others in the
     /// background (follow with `admin repair status`).
-    Drain { id: String },
+    Drain {
+        /// The node's `node_id`.
+        id: String,
+    },
     /// Let a gateway or admin tool connect to the nodes, by its identity
     /// key (`gridstore gateway --config FILE --identity`).
     Trust {
+        /// Its identity key, hex.
         key: String,
         /// For people: which one it is.
         #[arg(long, default_value = "")]
         name: String,
+        /// What it is, for people reading the map (the nodes treat both
+        /// alike).
         #[arg(long, default_value = "gateway", value_parser = ["gateway", "admin"])]
         role: String,
     },
     /// Stop letting the client with this identity key connect.
-    Distrust { key: String },
+    Distrust {
+        /// Its identity key, hex.
+        key: String,
+    },
     /// Pin a node's new identity after its data directory (and so its
     /// identity) was lost: nodes and gateways refuse it until then.
     Rekey {
+        /// The node's `node_id`.
         id: String,
         /// `gridstore node --config FILE --identity` on its machine.
         #[arg(long)]
@@ -102,6 +136,7 @@ enum NodeCommand {
     },
     /// Take a drained node (no shards left) out of the grid for good.
     Remove {
+        /// The node's `node_id`.
         id: String,
         /// Even if it still holds shards or does not answer (a dead disk:
         /// repair rebuilds its shards elsewhere).
@@ -112,12 +147,16 @@ enum NodeCommand {
 
 #[derive(Subcommand)]
 enum RepairCommand {
-    /// Per node: shards missing, being rebuilt and rebuilt, scrub figures.
+    /// Per node: shards missing, being rebuilt and rebuilt, scrub figures;
+    /// nodes out of touch, damaged chunks and untrusted nodes. Exits
+    /// non-zero if any node does not answer.
     Status {
         /// Follow a running rebuild with a progress bar until nothing is
         /// missing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         watch: bool,
+        #[command(flatten)]
+        format: Format,
     },
 }
 
@@ -132,16 +171,29 @@ enum KeyCommand {
         #[arg(long)]
         admin: bool,
     },
-    List,
+    /// Every access key: its id, whether it is an admin, its name.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Delete an access key: requests signed with it are refused from then
+    /// on; buckets it owns are kept.
     Delete {
+        /// The access key id (GS...).
         access_key: String,
     },
 }
 
 #[derive(Subcommand)]
 enum BucketCommand {
-    List,
+    /// Every bucket: owner, erasure shape, versioning, public or not.
+    List {
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Create a bucket owned by an access key.
     Create {
+        /// The bucket's name (S3 naming rules).
         name: String,
         /// The owning access key.
         #[arg(long)]
@@ -152,11 +204,14 @@ enum BucketCommand {
     },
     /// Delete an empty bucket.
     Delete {
+        /// The bucket's name.
         name: String,
     },
     /// Allow (or stop) anonymous reads.
     Public {
+        /// The bucket's name.
         name: String,
+        /// on: anyone may read its objects; off: only signed requests.
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
@@ -172,6 +227,16 @@ pub enum AdminError {
     Usage(String),
     #[error("{down} of {total} nodes did not answer")]
     NodesDown { down: usize, total: usize },
+    #[error("{} of {total} nodes hold no cluster map (down, or refused it): {}", missing.len(), missing.join(", "))]
+    NotSeeded { missing: Vec<String>, total: usize },
+    #[error("{failing} of {total} nodes failed their audit, lack shards they should hold or did not answer")]
+    AuditFailed { failing: usize, total: usize },
+    #[error("no access key {0}")]
+    NoSuchAccessKey(String),
+    #[error("cannot encode the output as JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
     #[error(transparent)]
     Membership(#[from] grid::membership::MembershipError),
     #[error("cannot listen for S3 on {addr} (listen): {source}")]
@@ -282,32 +347,63 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
             println!("access key: {ak}");
             println!("secret key: {sk}");
         }
-        AdminCommand::Key(KeyCommand::List) => {
-            for u in s.list_users().await? {
-                println!(
-                    "{}\t{}\t{}",
-                    u.access_key,
-                    if u.admin { "admin" } else { "user" },
-                    u.name
-                );
+        AdminCommand::Key(KeyCommand::List { format }) => {
+            let keys: Vec<KeyRow> = s
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|u| KeyRow {
+                    access_key: u.access_key,
+                    name: u.name,
+                    admin: u.admin,
+                    created_ms: u.created_ms,
+                })
+                .collect();
+            if format.json {
+                print_json(&KeyList { keys })?;
+            } else {
+                for k in &keys {
+                    let kind = if k.admin { "admin" } else { "user" };
+                    println!("{}\t{kind}\t{}", k.access_key, k.name);
+                }
             }
         }
         AdminCommand::Key(KeyCommand::Delete { access_key }) => {
             if !s.delete_user(&access_key).await? {
-                return Err(AdminError::Usage(format!("no access key {access_key}")));
+                return Err(AdminError::NoSuchAccessKey(access_key));
             }
         }
-        AdminCommand::Bucket(BucketCommand::List) => {
-            for b in s.list_buckets().await? {
-                println!(
-                    "{}\towner {}\t{}+{}\t{:?}{}",
-                    b.name,
-                    b.owner,
-                    b.erasure.data,
-                    b.erasure.parity,
-                    b.versioning,
-                    if b.public { "\tpublic" } else { "" }
-                );
+        AdminCommand::Bucket(BucketCommand::List { format }) => {
+            let buckets: Vec<BucketRow> = s
+                .list_buckets()
+                .await?
+                .into_iter()
+                .map(|b| BucketRow {
+                    name: b.name,
+                    owner: b.owner,
+                    created_ms: b.created_ms,
+                    erasure: ErasureRow {
+                        data: b.erasure.data,
+                        parity: b.erasure.parity,
+                    },
+                    versioning: format!("{:?}", b.versioning).to_lowercase(),
+                    public: b.public,
+                })
+                .collect();
+            if format.json {
+                print_json(&BucketList { buckets })?;
+            } else {
+                for b in &buckets {
+                    println!(
+                        "{}\towner {}\t{}+{}\t{}{}",
+                        b.name,
+                        b.owner,
+                        b.erasure.data,
+                        b.erasure.parity,
+                        b.versioning,
+                        if b.public { "\tpublic" } else { "" }
+                    );
+                }
             }
         }
         AdminCommand::Bucket(BucketCommand::Create {
@@ -322,69 +418,202 @@ async fn admin(args: AdminArgs) -> Result<(), AdminError> {
         AdminCommand::Bucket(BucketCommand::Public { name, state }) => {
             s.set_public(&name, state == "on").await?
         }
-        AdminCommand::Status => {
-            let grid = s.grid();
-            let total = grid.map().nodes.len();
-            let mut down = 0;
-            for n in &grid.map().nodes {
-                let Some(client) = grid.client(&n.id) else {
-                    down += 1;
-                    println!("{}\t{}\t{}\tDOWN (no client)", n.id, n.site, n.addr);
-                    continue;
-                };
-                match client.status().await {
-                    Ok(st) => println!(
-                        "{}\t{}\t{}\tup\t{} shards\t{} MiB used\t{} MiB available",
-                        n.id,
-                        n.site,
-                        n.addr,
-                        st.shard_count,
-                        st.used_bytes >> 20,
-                        st.available_bytes >> 20
-                    ),
-                    Err(e) => {
-                        down += 1;
-                        println!("{}\t{}\t{}\tDOWN ({e})", n.id, n.site, n.addr);
-                    }
-                }
+        AdminCommand::Status { format } => {
+            let nodes = status_rows(s).await;
+            if format.json {
+                print_json(&StatusReport {
+                    nodes: nodes.clone(),
+                })?;
+            } else {
+                print!("{}", status_table(&nodes));
             }
             // Scripts and monitors read the exit status: any node that
             // does not answer (down, or refusing our identity) fails it.
+            let down = nodes.iter().filter(|n| !n.up).count();
             if down > 0 {
-                return Err(AdminError::NodesDown { down, total });
+                return Err(AdminError::NodesDown {
+                    down,
+                    total: nodes.len(),
+                });
             }
         }
         AdminCommand::Node(cmd) => node_command(s, cmd).await?,
-        AdminCommand::Audit => {
+        AdminCommand::Audit { format } => {
             let cfg = match &args.config {
                 Some(config) => GatewayFile::load(config)?.audit_config(),
                 None => cluster::AuditConfig::default(),
             };
             let report = cluster::Auditor::new(s.clone(), cfg).audit_once().await;
-            print!("{}", audit_table(&report));
-            if report
+            // A node the auditor could not list shards for shows nothing
+            // to challenge; ask each whether it answers at all.
+            let silent = unanswered(s, report.nodes.iter().map(|n| n.node.as_str())).await;
+            if format.json {
+                print_json(&audit_view(&report, &silent))?;
+            } else {
+                print!("{}", audit_table(&report, &silent));
+            }
+            let failing = report
                 .nodes
                 .iter()
-                .any(|n| n.failed > 0 || n.rechecking > 0)
-            {
-                return Err(AdminError::Usage(
-                    "some nodes failed their audit or lack shards they should hold".into(),
-                ));
+                .filter(|n| !matches!(audit_result(n, &silent), "ok" | "nothing to challenge"))
+                .count();
+            if failing > 0 {
+                return Err(AdminError::AuditFailed {
+                    failing,
+                    total: report.nodes.len(),
+                });
             }
         }
-        AdminCommand::Repair(RepairCommand::Status { watch }) => {
+        AdminCommand::Repair(RepairCommand::Status { watch, format }) => {
             let rows = repair_rows(s).await;
             let names = referrer_names(s, &rows).await;
-            print!("{}", repair_table(&rows, &names));
-            if let Ok(map) = grid::membership::current_map(&s.grid(), &s.owner_key()).await {
-                print!("{}", untrusted_table(&map));
+            let map = grid::membership::current_map(&s.grid(), &s.owner_key())
+                .await
+                .ok();
+            if format.json {
+                print_json(&repair_view(&rows, &names, map.as_ref()))?;
+            } else {
+                print!("{}", repair_table(&rows, &names));
+                if let Some(map) = &map {
+                    print!("{}", untrusted_table(map));
+                }
             }
             if watch {
                 watch_repair(s, &rows).await;
             }
+            let down = rows.iter().filter(|(_, st)| st.is_err()).count();
+            if down > 0 {
+                return Err(AdminError::NodesDown {
+                    down,
+                    total: rows.len(),
+                });
+            }
         }
     }
     Ok(())
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), AdminError> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).map_err(AdminError::Json)?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // A reader that stopped early (`| head`) wanted no more.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(AdminError::Output),
+    }
+}
+
+/// `key list --json`.
+#[derive(Serialize)]
+struct KeyList {
+    keys: Vec<KeyRow>,
+}
+
+#[derive(Serialize)]
+struct KeyRow {
+    access_key: String,
+    name: String,
+    admin: bool,
+    created_ms: u64,
+}
+
+/// `bucket list --json`.
+#[derive(Serialize)]
+struct BucketList {
+    buckets: Vec<BucketRow>,
+}
+
+#[derive(Serialize)]
+struct BucketRow {
+    name: String,
+    owner: String,
+    created_ms: u64,
+    erasure: ErasureRow,
+    /// "unversioned", "enabled" or "suspended".
+    versioning: String,
+    public: bool,
+}
+
+#[derive(Serialize)]
+struct ErasureRow {
+    data: u32,
+    parity: u32,
+}
+
+/// `status --json`.
+#[derive(Serialize)]
+struct StatusReport {
+    nodes: Vec<StatusRow>,
+}
+
+/// One node's answer to `status`; the figures are null when it gave none.
+#[derive(Serialize, Clone)]
+struct StatusRow {
+    id: String,
+    site: String,
+    addr: String,
+    up: bool,
+    /// Why it did not answer.
+    error: Option<String>,
+    shards: Option<u64>,
+    used_bytes: Option<u64>,
+    available_bytes: Option<u64>,
+    capacity_bytes: Option<u64>,
+    map_epoch: Option<u64>,
+    version: Option<String>,
+}
+
+async fn status_rows(s: &ObjectStore) -> Vec<StatusRow> {
+    let grid = s.grid();
+    let mut rows = Vec::new();
+    for n in &grid.map().nodes {
+        let answer = match grid.client(&n.id) {
+            Some(client) => client.status().await.map_err(|e| e.to_string()),
+            None => Err("no client".to_string()),
+        };
+        let st = answer.as_ref().ok();
+        rows.push(StatusRow {
+            id: n.id.clone(),
+            site: n.site.clone(),
+            addr: n.addr.clone(),
+            up: answer.is_ok(),
+            error: answer.as_ref().err().cloned(),
+            shards: st.map(|st| st.shard_count),
+            used_bytes: st.map(|st| st.used_bytes),
+            available_bytes: st.map(|st| st.available_bytes),
+            capacity_bytes: st.map(|st| st.capacity_bytes),
+            map_epoch: st.map(|st| st.map_epoch),
+            version: st.map(|st| st.version.clone()),
+        });
+    }
+    rows
+}
+
+fn status_table(rows: &[StatusRow]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for r in rows {
+        let _ = match (&r.error, r.shards, r.used_bytes, r.available_bytes) {
+            (None, Some(shards), Some(used), Some(available)) => writeln!(
+                out,
+                "{}\t{}\t{}\tup\t{shards} shards\t{} used\t{} available",
+                r.id,
+                r.site,
+                r.addr,
+                units::bytes(used),
+                units::bytes(available)
+            ),
+            (e, ..) => writeln!(
+                out,
+                "{}\t{}\t{}\tDOWN ({})",
+                r.id,
+                r.site,
+                r.addr,
+                e.as_deref().unwrap_or("no answer")
+            ),
+        };
+    }
+    out
 }
 
 async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminError> {
@@ -402,28 +631,54 @@ async fn node_command(s: &ObjectStore, cmd: NodeCommand) -> Result<(), AdminErro
                     seeded.join(", ")
                 );
             }
+            // `seed` passes over nodes that do not answer, as the
+            // gateway's loop retries them; a command run once must say
+            // which still hold no map.
+            let mut missing = Vec::new();
+            let live = grid
+                .map()
+                .nodes
+                .iter()
+                .filter(|n| n.state != metadata::model::NodeState::Removed as i32);
+            let mut total = 0;
+            for n in live {
+                total += 1;
+                let held = match grid.client(&n.id) {
+                    Some(c) => matches!(
+                        tokio::time::timeout(Duration::from_secs(3), c.get_map()).await,
+                        Ok(Ok(Some(_)))
+                    ),
+                    None => false,
+                };
+                if !held {
+                    missing.push(n.id.clone());
+                }
+            }
+            if !missing.is_empty() {
+                return Err(AdminError::NotSeeded { missing, total });
+            }
             return Ok(());
         }
-        NodeCommand::List => {
+        NodeCommand::List { format } => {
             let map = current_map(&grid, &s.owner_key()).await?;
-            println!("epoch {}", map.epoch);
-            for n in &map.nodes {
-                let state = state_name(n.state);
-                println!(
-                    "{}\t{}\t{}\t{}\t{} GiB",
-                    n.id,
-                    n.site,
-                    n.addr,
-                    state,
-                    n.capacity_bytes >> 30
-                );
-            }
-            for c in &map.clients {
-                let role = metadata::model::ClientRole::try_from(c.role)
-                    .map_or_else(|_| c.role.to_string(), |r| format!("{r:?}").to_lowercase());
-                let key = IdentityKey::from_bytes(&c.key)
-                    .map_or_else(|| "(bad key)".to_string(), |k| k.to_hex());
-                println!("client\t{}\t{role}\t{key}", c.name);
+            let view = node_list_view(&map);
+            if format.json {
+                print_json(&view)?;
+            } else {
+                println!("epoch {}", view.epoch);
+                for n in &view.nodes {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        n.id,
+                        n.site,
+                        n.addr,
+                        n.state,
+                        units::bytes(n.capacity_bytes)
+                    );
+                }
+                for c in &view.clients {
+                    println!("client\t{}\t{}\t{}", c.name, c.role, c.key);
+                }
             }
             return Ok(());
         }
@@ -489,7 +744,7 @@ fn untrusted_table(map: &metadata::model::ClusterMap) -> String {
     out
 }
 
-fn audit_table(r: &cluster::AuditReport) -> String {
+fn audit_table(r: &cluster::AuditReport, silent: &Silent) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "audit against map epoch {}", r.epoch);
@@ -499,16 +754,12 @@ fn audit_table(r: &cluster::AuditReport) -> String {
         "node", "passed", "failed", "skipped", "rechecking", "recent"
     );
     for n in &r.nodes {
-        let result = if n.untrusted {
-            "UNTRUSTED now"
-        } else if n.failed > 0 {
-            "FAILED"
-        } else if n.rechecking > 0 {
-            "lacks shards: told to repair, asked again later"
-        } else if n.passed == 0 {
-            "nothing to challenge"
-        } else {
-            "ok"
+        let result = match audit_result(n, silent) {
+            "untrusted" => "UNTRUSTED now",
+            "failed" => "FAILED",
+            "rechecking" => "lacks shards: told to repair, asked again later",
+            "unreachable" => "did not answer",
+            other => other,
         };
         let _ = writeln!(
             out,
@@ -529,6 +780,387 @@ fn audit_table(r: &cluster::AuditReport) -> String {
 fn state_name(state: i32) -> String {
     metadata::model::NodeState::try_from(state)
         .map_or_else(|_| state.to_string(), |s| format!("{s:?}").to_lowercase())
+}
+
+/// `node list --json`: the cluster map as the nodes hold it.
+#[derive(Serialize)]
+struct NodeList {
+    epoch: u64,
+    nodes: Vec<MapNodeRow>,
+    clients: Vec<MapClientRow>,
+}
+
+#[derive(Serialize)]
+struct MapNodeRow {
+    id: String,
+    site: String,
+    addr: String,
+    /// "up", "down", "draining", "lost", "removed", "untrusted".
+    state: String,
+    capacity_bytes: u64,
+    /// Identity key, hex.
+    key: String,
+    /// Why storage audits made it untrusted; null otherwise.
+    untrusted_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MapClientRow {
+    name: String,
+    /// "gateway" or "admin".
+    role: String,
+    /// Identity key, hex.
+    key: String,
+}
+
+fn key_hex(key: &[u8]) -> String {
+    IdentityKey::from_bytes(key).map_or_else(|| "(bad key)".to_string(), |k| k.to_hex())
+}
+
+fn node_list_view(map: &metadata::model::ClusterMap) -> NodeList {
+    NodeList {
+        epoch: map.epoch,
+        nodes: map
+            .nodes
+            .iter()
+            .map(|n| MapNodeRow {
+                id: n.id.clone(),
+                site: n.site.clone(),
+                addr: n.addr.clone(),
+                state: state_name(n.state),
+                capacity_bytes: n.capacity_bytes,
+                key: key_hex(&n.key),
+                untrusted_reason: (!n.untrusted_reason.is_empty())
+                    .then(|| n.untrusted_reason.clone()),
+            })
+            .collect(),
+        clients: map
+            .clients
+            .iter()
+            .map(|c| MapClientRow {
+                name: c.name.clone(),
+                role: metadata::model::ClientRole::try_from(c.role)
+                    .map_or_else(|_| c.role.to_string(), |r| format!("{r:?}").to_lowercase()),
+                key: key_hex(&c.key),
+            })
+            .collect(),
+    }
+}
+
+/// `audit --json`.
+#[derive(Serialize)]
+struct AuditView {
+    epoch: u64,
+    nodes: Vec<AuditRow>,
+    /// Why the round's verdicts were not applied (too many nodes failing
+    /// at once to believe it); null when they were.
+    withheld: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AuditRow {
+    id: String,
+    passed: u32,
+    failed: u32,
+    /// Challenges the node did not answer.
+    skipped: u32,
+    rechecking: u32,
+    recent_failures: u32,
+    /// Made untrusted by this round.
+    untrusted: bool,
+    /// "ok", "failed", "untrusted", "rechecking", "unreachable" or
+    /// "nothing to challenge".
+    result: &'static str,
+    failures: Vec<String>,
+}
+
+/// Ids of the nodes that did not answer a status call.
+type Silent = std::collections::HashSet<String>;
+
+async fn unanswered(s: &ObjectStore, ids: impl Iterator<Item = &str>) -> Silent {
+    let grid = s.grid();
+    let mut silent = Silent::new();
+    for id in ids {
+        let answered = match grid.client(id) {
+            Some(c) => matches!(
+                tokio::time::timeout(Duration::from_secs(5), c.status()).await,
+                Ok(Ok(_))
+            ),
+            None => false,
+        };
+        if !answered {
+            silent.insert(id.to_string());
+        }
+    }
+    silent
+}
+
+/// One word for a node's audit outcome, worst first.
+fn audit_result(n: &cluster::audit::NodeAudit, silent: &Silent) -> &'static str {
+    if n.untrusted {
+        "untrusted"
+    } else if n.failed > 0 {
+        "failed"
+    } else if n.rechecking > 0 {
+        "rechecking"
+    } else if n.skipped > 0 || silent.contains(&n.node) {
+        "unreachable"
+    } else if n.passed == 0 {
+        "nothing to challenge"
+    } else {
+        "ok"
+    }
+}
+
+fn audit_view(r: &cluster::AuditReport, silent: &Silent) -> AuditView {
+    AuditView {
+        epoch: r.epoch,
+        nodes: r
+            .nodes
+            .iter()
+            .map(|n| AuditRow {
+                id: n.node.clone(),
+                passed: n.passed,
+                failed: n.failed,
+                skipped: n.skipped,
+                rechecking: n.rechecking,
+                recent_failures: n.recent_failures,
+                untrusted: n.untrusted,
+                result: audit_result(n, silent),
+                failures: n.failures.clone(),
+            })
+            .collect(),
+        withheld: r.withheld.clone(),
+    }
+}
+
+/// `repair status --json`. Times are milliseconds since the Unix epoch,
+/// null for never.
+#[derive(Serialize)]
+struct RepairView {
+    nodes: Vec<RepairNodeRow>,
+    /// Nodes some node has not heard from, as the nodes that answered see
+    /// them.
+    out_of_touch: Vec<OutOfTouchRow>,
+    /// Nodes made untrusted by storage audits (empty when no node
+    /// answered with a map).
+    untrusted: Vec<UntrustedRow>,
+}
+
+#[derive(Serialize)]
+struct RepairNodeRow {
+    id: String,
+    site: String,
+    state: String,
+    answered: bool,
+    /// Why it did not answer.
+    error: Option<String>,
+    map_epoch: Option<u64>,
+    /// The node's figures; null when it did not answer or reports none.
+    repair: Option<RepairFigures>,
+}
+
+#[derive(Serialize)]
+struct RepairFigures {
+    missing: u64,
+    waiting: u64,
+    at_risk: u64,
+    rebuilding: u64,
+    rebuilt_shards: u64,
+    rebuilt_bytes: u64,
+    failed_rebuilds: u64,
+    handed_back: u64,
+    scrubbed_shards: u64,
+    corrupt_found: u64,
+    reconcile_passes: u64,
+    last_reconcile_ms: Option<u64>,
+    last_scrub_ms: Option<u64>,
+    rebuilds_paused_until_ms: Option<u64>,
+    store_full_pauses: u64,
+    damaged_chunks: u64,
+    /// The first damaged chunks (`damaged_chunks` counts them all).
+    damaged: Vec<DamagedRow>,
+}
+
+#[derive(Serialize)]
+struct DamagedRow {
+    /// Hex.
+    chunk_id: String,
+    shards_found: u32,
+    shards_needed: u32,
+    first_found_ms: Option<u64>,
+    last_tried_ms: Option<u64>,
+    /// References to it on the node (`referrers` lists the first).
+    referrer_count: u64,
+    referrers: Vec<ReferrerRow>,
+}
+
+#[derive(Serialize)]
+struct ReferrerRow {
+    /// Bucket name and object key, null when the records could not be
+    /// opened (deleted since, or unreachable).
+    bucket: Option<String>,
+    key: Option<String>,
+    /// Hex.
+    bucket_id: String,
+    key_hash: String,
+    /// The object version, or the multipart upload id when `part_number`
+    /// is not 0; hex.
+    version: String,
+    part_number: u32,
+}
+
+#[derive(Serialize)]
+struct OutOfTouchRow {
+    id: String,
+    state: String,
+    /// The longest silence any answering node reports.
+    unheard_ms: u64,
+    /// The soonest any answering node would mark it lost (0: due).
+    lost_in_ms: u64,
+}
+
+#[derive(Serialize)]
+struct UntrustedRow {
+    id: String,
+    site: String,
+    reason: String,
+}
+
+/// The root crate has no hex dependency; ids are short.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// 0 is how the nodes say "never".
+fn when(ms: u64) -> Option<u64> {
+    (ms != 0).then_some(ms)
+}
+
+fn repair_view(
+    rows: &[RepairRow],
+    names: &ReferrerNames,
+    map: Option<&metadata::model::ClusterMap>,
+) -> RepairView {
+    let nodes = rows
+        .iter()
+        .map(|(n, st)| RepairNodeRow {
+            id: n.id.clone(),
+            site: n.site.clone(),
+            state: state_name(n.state),
+            answered: st.is_ok(),
+            error: st.as_ref().err().cloned(),
+            map_epoch: st.as_ref().ok().map(|st| st.map_epoch),
+            repair: st
+                .as_ref()
+                .ok()
+                .and_then(|st| st.repair.as_ref())
+                .map(|r| repair_figures(r, names)),
+        })
+        .collect();
+    let out_of_touch = unheard_nodes(rows)
+        .into_iter()
+        .map(|(id, (unheard_ms, lost_in_ms))| OutOfTouchRow {
+            state: node_state_in(rows, id),
+            id: id.to_string(),
+            unheard_ms,
+            lost_in_ms,
+        })
+        .collect();
+    let untrusted = map
+        .map(|m| {
+            m.nodes
+                .iter()
+                .filter(|n| n.state == metadata::model::NodeState::Untrusted as i32)
+                .map(|n| UntrustedRow {
+                    id: n.id.clone(),
+                    site: n.site.clone(),
+                    reason: n.untrusted_reason.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    RepairView {
+        nodes,
+        out_of_touch,
+        untrusted,
+    }
+}
+
+fn repair_figures(r: &grid::node_api::RepairStatus, names: &ReferrerNames) -> RepairFigures {
+    RepairFigures {
+        missing: r.missing,
+        waiting: r.waiting,
+        at_risk: r.at_risk,
+        rebuilding: r.rebuilding,
+        rebuilt_shards: r.rebuilt_shards,
+        rebuilt_bytes: r.rebuilt_bytes,
+        failed_rebuilds: r.failed_rebuilds,
+        handed_back: r.handed_back,
+        scrubbed_shards: r.scrubbed_shards,
+        corrupt_found: r.corrupt_found,
+        reconcile_passes: r.reconcile_passes,
+        last_reconcile_ms: when(r.last_reconcile_ms),
+        last_scrub_ms: when(r.last_scrub_ms),
+        rebuilds_paused_until_ms: (r.rebuilds_paused_until_ms > grid::clock::now_ms())
+            .then_some(r.rebuilds_paused_until_ms),
+        store_full_pauses: r.store_full_pauses,
+        damaged_chunks: r.damaged_chunks,
+        damaged: r
+            .damaged
+            .iter()
+            .map(|d| DamagedRow {
+                chunk_id: hex(&d.chunk_id),
+                shards_found: d.shards_found,
+                shards_needed: d.shards_needed,
+                first_found_ms: when(d.first_found_ms),
+                last_tried_ms: when(d.last_tried_ms),
+                referrer_count: d.referrer_count,
+                referrers: d
+                    .referrers
+                    .iter()
+                    .map(|rf| {
+                        let (bucket, key) = match names.get(rf) {
+                            Some(Some((b, k))) => (Some(b.clone()), Some(k.clone())),
+                            _ => (None, None),
+                        };
+                        ReferrerRow {
+                            bucket,
+                            key,
+                            bucket_id: hex(&rf.bucket_id),
+                            key_hash: hex(&rf.key_hash),
+                            version: hex(&rf.version),
+                            part_number: rf.part_number,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Nodes out of touch: for each, the longest silence any node that
+/// answered reports and the soonest one of them would mark it lost.
+fn unheard_nodes(rows: &[RepairRow]) -> std::collections::BTreeMap<&str, (u64, u64)> {
+    let mut unheard: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for p in rows
+        .iter()
+        .filter_map(|(_, st)| st.as_ref().ok())
+        .flat_map(|st| &st.unheard)
+    {
+        let e = unheard
+            .entry(p.node_id.as_str())
+            .or_insert((p.unheard_ms, p.lost_in_ms));
+        e.0 = e.0.max(p.unheard_ms);
+        e.1 = e.1.min(p.lost_in_ms);
+    }
+    unheard
+}
+
+fn node_state_in(rows: &[RepairRow], id: &str) -> String {
+    rows.iter()
+        .find(|(n, _)| n.id == id)
+        .map_or_else(|| "?".to_string(), |(n, _)| state_name(n.state))
 }
 
 /// One node's answer to a status call, or why there was none.
@@ -581,12 +1213,10 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
             format!("{}s ago", now.saturating_sub(ms) / 1000)
         }
     };
-    // The root crate has no hex dependency; ids are short.
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<12} {:<10} {:<9} {:>14} {:>8} {:>8} {:>7} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+        "{:<12} {:<10} {:<9} {:>14} {:>8} {:>8} {:>7} {:>10} {:>9} {:>12} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
         "node",
         "site",
         "state",
@@ -596,7 +1226,7 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
         "at risk",
         "rebuilding",
         "rebuilt",
-        "rebuilt MiB",
+        "rebuilt data",
         "failed",
         "damaged",
         "paused",
@@ -618,10 +1248,10 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<12} {:<10} {:<9} {:>14} {:>8} {:>8} {:>7} {:>10} {:>9} {:>11} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
+                    "{:<12} {:<10} {:<9} {:>14} {:>8} {:>8} {:>7} {:>10} {:>9} {:>12} {:>7} {:>8} {:>7} {:>11} {:>10} {:>8} {:>12} {:>12}",
                     n.id, n.site, state_name(n.state), st.map_epoch, r.missing, r.waiting, r.at_risk,
                     r.rebuilding, r.rebuilt_shards,
-                    r.rebuilt_bytes >> 20, r.failed_rebuilds, r.damaged_chunks, paused,
+                    units::bytes(r.rebuilt_bytes), r.failed_rebuilds, r.damaged_chunks, paused,
                     r.handed_back, r.scrubbed_shards, r.corrupt_found, ago(r.last_reconcile_ms),
                     ago(r.last_scrub_ms)
                 );
@@ -640,18 +1270,7 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
     // Nodes out of touch: how long, and when their shards stop waiting
     // for them, as the nodes that answered see it (the longest silence
     // any of them reports, and the soonest it would mark the node lost).
-    let mut unheard: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-    for p in rows
-        .iter()
-        .filter_map(|(_, st)| st.as_ref().ok())
-        .flat_map(|st| &st.unheard)
-    {
-        let e = unheard
-            .entry(p.node_id.as_str())
-            .or_insert((p.unheard_ms, p.lost_in_ms));
-        e.0 = e.0.max(p.unheard_ms);
-        e.1 = e.1.min(p.lost_in_ms);
-    }
+    let unheard = unheard_nodes(rows);
     if !unheard.is_empty() {
         let _ = writeln!(
             out,
@@ -659,10 +1278,7 @@ fn repair_table(rows: &[RepairRow], names: &ReferrerNames) -> String {
              are rebuilt at once); once lost, its shards are rebuilt elsewhere"
         );
         for (id, (silent, lost_in)) in unheard {
-            let state = rows
-                .iter()
-                .find(|(n, _)| n.id == id)
-                .map_or_else(|| "?".to_string(), |(n, _)| state_name(n.state));
+            let state = node_state_in(rows, id);
             let when = if state == "lost" {
                 "rebuilt elsewhere".to_string()
             } else if lost_in == 0 {

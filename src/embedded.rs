@@ -114,6 +114,34 @@ fn root_credentials(state: &ServerState) -> (String, String) {
     }
 }
 
+/// The loopback addresses DIR's nodes had at the last start, by node id:
+/// a node's `/metrics` and `/health` are on its RPC port, so keeping the
+/// port keeps a Prometheus scrape config valid across restarts. Nothing on
+/// a first start or an unreadable map.
+fn previous_ports(dir: &Path) -> std::collections::HashMap<String, SocketAddr> {
+    let Ok(map) = MapFile::load(&dir.join(MAP_FILE)) else {
+        return Default::default();
+    };
+    map.nodes
+        .iter()
+        .filter_map(|n| {
+            let addr: SocketAddr = n.addr.parse().ok()?;
+            addr.ip().is_loopback().then(|| (n.id.clone(), addr))
+        })
+        .collect()
+}
+
+/// The node's previous address if it is still free, else a port the
+/// system picks.
+fn node_listen(previous: Option<SocketAddr>) -> SocketAddr {
+    // Binding is the only reliable test; the probe is closed before the
+    // node binds, and a port taken in between fails the start, as any
+    // port in use does.
+    previous
+        .filter(|addr| std::net::TcpListener::bind(addr).is_ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 /// Run until SIGTERM or SIGINT.
 pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     if args.nodes == 0 || args.sites == 0 || args.sites > args.nodes {
@@ -155,6 +183,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ServerError::Invalid(format!("signal handler: {e}")))?;
 
+    let previous = previous_ports(&args.dir);
     let mut nodes = Vec::new();
     let mut entries = Vec::new();
     for i in 0..args.nodes {
@@ -163,7 +192,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         let cfg = NodeConfig {
             node_id: id.clone(),
             site: site.clone(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: node_listen(previous.get(&id).copied()),
             data_dir: args.dir.join(&site).join(&id),
             quota_bytes: None,
             reserve_bytes: 256 << 20,
@@ -202,7 +231,8 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     }
     let identity = grid::tls::Identity::load_or_create(&args.dir.join(IDENTITY_DIR))
         .map_err(|e| ServerError::Invalid(e.to_string()))?;
-    // Ports change between starts; the epoch only grows.
+    // Ports may change between starts (one taken meanwhile); the epoch
+    // only grows.
     let map_file = MapFile {
         epoch: grid::clock::now_ms(),
         nodes: entries,

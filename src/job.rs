@@ -31,8 +31,10 @@ enum JobCommand {
     /// Run PROGRAM once per object under BUCKET/PREFIX, beside its data;
     /// each output is stored as OUT/<key>.
     Submit {
+        /// The bucket holding the input objects.
         #[arg(long)]
         bucket: String,
+        /// Only the objects whose keys start with this.
         #[arg(long, default_value = "")]
         prefix: String,
         /// BUCKET2/PREFIX2 for the outputs.
@@ -49,10 +51,16 @@ enum JobCommand {
         /// BUCKET/KEY of a file for the reduce program; repeatable.
         #[arg(long = "reduce-file")]
         reduce_files: Vec<String>,
+        /// Wall-clock seconds a task may run (default 300; at most the
+        /// nodes' `[jobs] max_timeout_secs`).
         #[arg(long)]
         timeout_secs: Option<u64>,
+        /// CPU seconds a task may use (default 300; at most `[jobs]
+        /// max_cpu_secs`).
         #[arg(long)]
         cpu_secs: Option<u64>,
+        /// Memory a task may use, in MiB (default 512; at most `[jobs]
+        /// max_memory_mb`).
         #[arg(long)]
         memory_mb: Option<u64>,
         /// locality (default) or random (the baseline locality is
@@ -71,6 +79,7 @@ enum JobCommand {
     },
     /// A job's tasks (pending, running, done, failed) and locality.
     Status {
+        /// The job's id, as `submit` printed it.
         id: String,
         /// Follow it with a progress bar until it ends.
         #[arg(long)]
@@ -81,12 +90,17 @@ enum JobCommand {
     },
     /// stderr of the failed tasks (and the reduce), or of one task.
     Logs {
+        /// The job's id.
         id: String,
+        /// Only the task of this input object key.
         #[arg(long)]
         key: Option<String>,
     },
     /// Stop a job: no more tasks start, running ones are killed.
-    Cancel { id: String },
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
     /// Your jobs.
     List,
 }

@@ -5,6 +5,7 @@ mod admin;
 mod cluster_file;
 mod embedded;
 mod job;
+mod units;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -52,6 +53,7 @@ enum Command {
         /// Sites the nodes are spread over (failure domains).
         #[arg(long, default_value_t = 3)]
         sites: usize,
+        /// The S3 region clients sign for.
         #[arg(long, default_value = "us-east-1")]
         region: String,
         /// Seconds between each node's reconciliation passes (what it
@@ -91,7 +93,8 @@ enum Command {
         #[arg(long)]
         identity: bool,
     },
-    /// Manage users, access keys and buckets.
+    /// Manage access keys, buckets and nodes; show node status, repair
+    /// progress and storage audits.
     Admin(admin::AdminArgs),
     /// Submit and follow jobs that run beside the data (a gateway's job
     /// API; `gridstore server` serves it on 127.0.0.1:9002).
@@ -146,8 +149,13 @@ enum Bench {
         /// Data stored before the node dies.
         #[arg(long, default_value_t = 2048)]
         size_mib: u64,
+        /// Seconds between the nodes' heartbeats (`[repair]
+        /// heartbeat_secs`).
         #[arg(long, default_value_t = 5)]
         heartbeat_secs: u64,
+        /// Seconds unheard before a node is marked down (`[repair]
+        /// down_after_secs`); without --outage-secs it is lost then too,
+        /// and its shards rebuilt.
         #[arg(long, default_value_t = 25)]
         down_after_secs: u64,
         /// Rebuilds each node runs at once (`[repair] concurrency`).
@@ -381,5 +389,38 @@ fn main() -> ExitCode {
             let report = Ok::<_, std::convert::Infallible>(bench::codec_speed::run(timing));
             print_report("codec", report, json, bench::codec_speed::table)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Operators learn the tool from `--help`: every subcommand and every
+    /// argument says what it is.
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() {
+                missing.push(path.to_string());
+            }
+            for a in cmd.get_arguments() {
+                if !a.is_hide_set() && a.get_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "gridstore", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

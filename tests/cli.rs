@@ -1,6 +1,10 @@
 //! The binary's command line, run as a user would.
 
-use std::process::Command;
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn gridstore() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gridstore"))
@@ -132,8 +136,8 @@ fn admin_status_fails_when_nodes_are_down() {
         6
     );
 
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
     let down = status();
     assert!(!down.status.success(), "exit 0 with every node down");
     let out = String::from_utf8_lossy(&down.stdout);
@@ -147,13 +151,61 @@ fn admin_status_fails_when_nodes_are_down() {
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
+
+    // The JSON says the same, node by node.
+    let out = admin(&data, &["status", "--json"]);
+    assert_fails(&out, "status --json");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for n in v["nodes"].as_array().unwrap() {
+        assert_eq!(n["up"], false, "{n}");
+        assert!(n["error"].is_string() && n["shards"].is_null(), "{n}");
+    }
+
+    // Every command that needs the nodes fails with one line.
+    for args in [
+        &["repair", "status"][..],
+        &["repair", "status", "--json"],
+        &["audit"],
+        &["audit", "--json"],
+        &["node", "list"],
+        &["node", "list", "--json"],
+        &["node", "seed"],
+        &["node", "drain", "node-1"],
+        &["key", "list"],
+        &["key", "list", "--json"],
+        &["key", "create", "--name", "x"],
+        &["key", "delete", "GSNOSUCHKEY"],
+        &["bucket", "list"],
+        &["bucket", "list", "--json"],
+        &["bucket", "create", "logs", "--owner", "GSNOSUCHKEY"],
+        &["bucket", "delete", "logs"],
+        &["bucket", "public", "logs", "on"],
+    ] {
+        assert_fails(&admin(&data, args), &args.join(" "));
+    }
+}
+
+/// A `gridstore server` child, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    /// The job API listener, host:port (the gateway's `/metrics`).
+    jobs: String,
+    /// The root access key.
+    access_key: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `gridstore server DIR` on loopback ports the system picks, once it
-/// says it is ready.
-fn start_server(data: &std::path::Path) -> std::process::Child {
+/// has printed its addresses and credentials.
+fn start_server(data: &Path) -> Server {
     use std::io::{BufRead, BufReader};
-    let mut server = gridstore()
+    let mut child = gridstore()
         .arg("server")
         .arg(data)
         .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
@@ -162,16 +214,81 @@ fn start_server(data: &std::path::Path) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("gridstore server ready"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut ready, mut jobs, mut access_key) = (false, None, None);
+    for line in lines.by_ref().map_while(Result::ok) {
+        ready |= line.starts_with("gridstore server ready");
+        if let Some(rest) = line.strip_prefix("jobs on http://") {
+            jobs = rest.split_whitespace().next().map(str::to_string);
+        }
+        if let Some(k) = line.strip_prefix("access key: ") {
+            access_key = Some(k.to_string());
+        }
+        if line.starts_with("data: ") {
+            break;
+        }
+    }
     assert!(ready, "the server never said it was ready");
-    // Keep reading: the lines after the ready one (credentials) would
-    // meet a closed pipe, and a failed print ends the server.
+    // Keep reading: a line printed later would meet a closed pipe, and a
+    // failed print ends the server.
     std::thread::spawn(move || lines.for_each(drop));
-    server
+    Server {
+        child,
+        jobs: jobs.expect("no jobs address printed"),
+        access_key: access_key.expect("no access key printed"),
+    }
+}
+
+/// `gridstore admin --dir DATA ARGS...`.
+fn admin(data: &Path, args: &[&str]) -> Output {
+    gridstore()
+        .args(["admin", "--dir"])
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A successful run's stdout as JSON.
+fn json(data: &Path, args: &[&str]) -> Value {
+    let out = admin(data, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A failed run: exit status 1 and one readable line on stderr, no panic
+/// and no Debug dump.
+fn assert_fails(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+    assert_eq!(err.lines().count(), 1, "{what}: not one line:\n{err}");
+    assert!(err.starts_with("gridstore admin: "), "{what}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains(" { ") && !err.contains("Error("),
+        "{what}: {err}"
+    );
+    err
+}
+
+fn u64_field(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is no unsigned number in {v}"))
+}
+
+fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is no string in {v}"))
 }
 
 /// A second server on a directory in use is refused before it touches
@@ -180,7 +297,7 @@ fn start_server(data: &std::path::Path) -> std::process::Child {
 fn a_second_server_on_one_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("grid");
-    let mut first = start_server(&data);
+    let first = start_server(&data);
     let second = gridstore()
         .arg("server")
         .arg(&data)
@@ -202,8 +319,7 @@ fn a_second_server_on_one_directory_is_refused() {
         "the first server's nodes: {}",
         String::from_utf8_lossy(&status.stdout)
     );
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
 }
 
 /// A port in use is reported before the data directory is created.
@@ -232,4 +348,409 @@ fn a_port_in_use_fails_before_the_directory_is_made() {
         "{err}"
     );
     assert!(!data.exists(), "the data directory was made");
+}
+
+/// Every listing prints one JSON object with `--json`: the fields scripts
+/// read, numbers as numbers, sizes in bytes.
+#[test]
+fn admin_listings_print_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("grid");
+    let server = start_server(&data);
+    let created = admin(&data, &["key", "create", "--name", "alice"]);
+    assert!(created.status.success());
+    let owner = server.access_key.as_str();
+    let ok = |args: &[&str]| {
+        let out = admin(&data, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&[
+        "bucket",
+        "create",
+        "logs",
+        "--owner",
+        owner,
+        "--erasure",
+        "2+1",
+    ]);
+    ok(&["bucket", "public", "logs", "on"]);
+
+    let status = json(&data, &["status", "--json"]);
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6);
+    for n in nodes {
+        assert_eq!(n["up"], true, "{n}");
+        assert!(n["error"].is_null(), "{n}");
+        str_field(n, "id");
+        str_field(n, "site");
+        str_field(n, "addr");
+        u64_field(n, "shards");
+        u64_field(n, "used_bytes");
+        assert!(u64_field(n, "available_bytes") > 0, "{n}");
+        assert!(u64_field(n, "capacity_bytes") > 0, "{n}");
+        assert!(u64_field(n, "map_epoch") > 0, "{n}");
+    }
+
+    let map = json(&data, &["node", "list", "--json"]);
+    assert!(u64_field(&map, "epoch") > 0);
+    let nodes = map["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6);
+    for n in nodes {
+        assert_eq!(str_field(n, "state"), "up");
+        assert_eq!(u64_field(n, "capacity_bytes"), 1 << 40);
+        assert_eq!(str_field(n, "key").len(), 64, "{n}");
+        assert!(n["untrusted_reason"].is_null(), "{n}");
+        str_field(n, "addr");
+        str_field(n, "site");
+    }
+    let clients = map["clients"].as_array().unwrap();
+    assert!(clients.iter().any(|c| c["role"] == "gateway"), "{map}");
+
+    let keys = json(&data, &["key", "list", "--json"]);
+    let keys = keys["keys"].as_array().unwrap();
+    let alice = keys.iter().find(|k| k["name"] == "alice").expect("alice");
+    assert_eq!(alice["admin"], false);
+    assert!(str_field(alice, "access_key").starts_with("GS"));
+    assert!(u64_field(alice, "created_ms") > 0);
+    let root = keys
+        .iter()
+        .find(|k| k["access_key"] == owner)
+        .expect("root");
+    assert_eq!(root["admin"], true);
+
+    let buckets = json(&data, &["bucket", "list", "--json"]);
+    let logs = &buckets["buckets"][0];
+    assert_eq!(str_field(logs, "name"), "logs");
+    assert_eq!(str_field(logs, "owner"), owner);
+    assert_eq!(u64_field(&logs["erasure"], "data"), 2);
+    assert_eq!(u64_field(&logs["erasure"], "parity"), 1);
+    assert_eq!(str_field(logs, "versioning"), "unversioned");
+    assert_eq!(logs["public"], true);
+    u64_field(logs, "created_ms");
+
+    let repair = json(&data, &["repair", "status", "--json"]);
+    let nodes = repair["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6);
+    for n in nodes {
+        assert_eq!(n["answered"], true, "{n}");
+        assert_eq!(str_field(n, "state"), "up");
+        u64_field(n, "map_epoch");
+        let r = &n["repair"];
+        for field in [
+            "missing",
+            "waiting",
+            "at_risk",
+            "rebuilding",
+            "rebuilt_shards",
+            "rebuilt_bytes",
+            "failed_rebuilds",
+            "handed_back",
+            "scrubbed_shards",
+            "corrupt_found",
+            "damaged_chunks",
+        ] {
+            u64_field(r, field);
+        }
+        assert!(r["damaged"].is_array(), "{r}");
+    }
+    assert!(repair["out_of_touch"].as_array().unwrap().is_empty());
+    assert!(repair["untrusted"].as_array().unwrap().is_empty());
+
+    let audit = json(&data, &["audit", "--json"]);
+    assert!(u64_field(&audit, "epoch") > 0);
+    let nodes = audit["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 6);
+    for n in nodes {
+        str_field(n, "id");
+        for field in [
+            "passed",
+            "failed",
+            "skipped",
+            "rechecking",
+            "recent_failures",
+        ] {
+            u64_field(n, field);
+        }
+        assert!(
+            ["ok", "nothing to challenge"].contains(&str_field(n, "result")),
+            "{n}"
+        );
+    }
+    assert!(audit["withheld"].is_null());
+
+    // People get the same figures, sizes in one binary unit system.
+    let table = String::from_utf8(admin(&data, &["node", "list"]).stdout).unwrap();
+    assert_eq!(table.matches("\t1.0 TiB").count(), 6, "{table}");
+    let table = String::from_utf8(admin(&data, &["status"]).stdout).unwrap();
+    let sizes: Vec<&str> = table
+        .lines()
+        .flat_map(|l| l.split('\t'))
+        .filter_map(|f| f.strip_suffix(" used").or(f.strip_suffix(" available")))
+        .collect();
+    assert_eq!(sizes.len(), 12, "{table}");
+    for size in sizes {
+        assert!(is_size(size), "{size:?} in\n{table}");
+    }
+
+    // Failures against a live grid: one line, exit status 1.
+    let err = assert_fails(
+        &admin(&data, &["key", "delete", "GSNOSUCHKEY"]),
+        "key delete",
+    );
+    assert!(err.contains("no access key GSNOSUCHKEY"), "{err}");
+    assert_fails(
+        &admin(&data, &["bucket", "delete", "no-such-bucket"]),
+        "bucket delete",
+    );
+    let err = assert_fails(
+        &admin(
+            &data,
+            &[
+                "bucket",
+                "create",
+                "other",
+                "--owner",
+                owner,
+                "--erasure",
+                "4",
+            ],
+        ),
+        "bad erasure",
+    );
+    assert!(err.contains("4+2"), "{err}");
+    let missing = dir.path().join("nothing-here");
+    assert_fails(&admin(&missing, &["status"]), "not a server directory");
+    drop(server);
+}
+
+/// "512 B" or "1.5 GiB": what the one size formatter prints.
+fn is_size(s: &str) -> bool {
+    match s.split_once(' ') {
+        Some((n, "B")) => n.parse::<u64>().is_ok(),
+        Some((n, unit)) => {
+            ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"].contains(&unit)
+                && n.split_once('.').is_some_and(|(_, d)| d.len() == 1)
+                && n.parse::<f64>().is_ok()
+        }
+        None => false,
+    }
+}
+
+/// `gridstore admin --help` and every subcommand's `--help` succeed and
+/// say what the command does.
+#[test]
+fn every_admin_subcommand_has_help() {
+    fn commands(help: &str) -> Vec<String> {
+        help.lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .map(str::to_string)
+            .collect()
+    }
+    let mut todo = vec![vec!["admin".to_string()]];
+    let mut seen = 0;
+    while let Some(path) = todo.pop() {
+        let out = gridstore().args(&path).arg("--help").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{path:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let about = text.lines().next().unwrap_or("");
+        assert!(
+            about.len() > 10 && !about.starts_with("Usage:"),
+            "{path:?} has no description:\n{text}"
+        );
+        // Every argument and option line carries its own text.
+        for line in text
+            .lines()
+            .skip_while(|l| !(l.starts_with("Arguments:") || l.starts_with("Options:")))
+            .filter(|l| l.starts_with("  ") && l.trim_start().starts_with(['-', '<', '[']))
+        {
+            assert!(
+                line.trim().contains("  "),
+                "{path:?}: no help for {line:?}\n{text}"
+            );
+        }
+        for c in commands(&text) {
+            let mut sub = path.clone();
+            sub.push(c);
+            todo.push(sub);
+        }
+        seen += 1;
+    }
+    // admin, its groups and their subcommands.
+    assert!(seen >= 20, "only {seen} commands found");
+}
+
+/// A node's and the gateway's `/metrics`, scraped as Prometheus would:
+/// every family has HELP and TYPE, names follow the conventions, and
+/// `promtool check metrics` passes when it is installed.
+#[test]
+fn metrics_pass_the_exposition_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("grid");
+    let server = start_server(&data);
+    // Some traffic, so the request counters have samples.
+    assert!(admin(&data, &["key", "list"]).status.success());
+
+    let map = json(&data, &["node", "list", "--json"]);
+    let node = &map["nodes"][0];
+    let key = grid::tls::IdentityKey::from_hex(str_field(node, "key")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, node_text) =
+        rt.block_on(support::probe_get(str_field(node, "addr"), key, "/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        node_text.contains("gridstore_node_requests_total{"),
+        "{node_text}"
+    );
+
+    let (head, gateway_text) = http_get(&server.jobs, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        gateway_text.contains("gridstore_gateway_audits_total"),
+        "{gateway_text}"
+    );
+
+    for (what, text) in [("node", &node_text), ("gateway", &gateway_text)] {
+        let problems = lint_exposition(text);
+        assert!(problems.is_empty(), "{what}: {problems:#?}\n{text}");
+        if let Some(found) = promtool(text) {
+            assert!(
+                found.is_empty(),
+                "{what}: promtool check metrics: {found}\n{text}"
+            );
+        }
+    }
+    drop(server);
+}
+
+/// A plain HTTP/1.1 GET: (status line and headers, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// What `promtool check metrics` finds in `text` ("" when nothing), or
+/// None when there is no promtool on this machine.
+fn promtool(text: &str) -> Option<String> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let found = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() || !found.is_empty(),
+        "promtool failed silently"
+    );
+    Some(found.trim().to_string())
+}
+
+/// The text format's rules promtool checks, by hand: each family has
+/// non-empty HELP then TYPE, each sample belongs to the family declared
+/// before it, names are lower snake case, counters end in `_total`, and
+/// values are numbers.
+fn lint_exposition(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut help: Option<String> = None;
+    let mut family: Option<(String, String)> = None;
+    let mut families = std::collections::HashSet::new();
+    let good_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ':')
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            match rest.split_once(' ') {
+                Some((name, h)) if !h.trim().is_empty() => help = Some(name.to_string()),
+                _ => problems.push(format!("empty HELP: {line}")),
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let Some((name, kind)) = rest.split_once(' ') else {
+                problems.push(format!("bad TYPE: {line}"));
+                continue;
+            };
+            if help.as_deref() != Some(name) {
+                problems.push(format!("no HELP before {line}"));
+            }
+            if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
+                problems.push(format!("unknown type: {line}"));
+            }
+            if kind == "counter" && !name.ends_with("_total") {
+                problems.push(format!("counter not named _total: {line}"));
+            }
+            if !good_name(name) {
+                problems.push(format!("bad name: {line}"));
+            }
+            if !families.insert(name.to_string()) {
+                problems.push(format!("family declared twice: {line}"));
+            }
+            family = Some((name.to_string(), kind.to_string()));
+        } else if line.starts_with('#') {
+            problems.push(format!("stray comment: {line}"));
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            let value = line.rsplit(' ').next().unwrap_or("");
+            let belongs = family.as_ref().is_some_and(|(f, kind)| {
+                name == f
+                    || (matches!(kind.as_str(), "histogram" | "summary")
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(f.as_str())))
+            });
+            if !belongs {
+                problems.push(format!("sample outside its family: {line}"));
+            }
+            if value.parse::<f64>().is_err() && !["+Inf", "-Inf", "NaN"].contains(&value) {
+                problems.push(format!("bad value: {line}"));
+            }
+        }
+    }
+    if families.is_empty() {
+        problems.push("no metric families".into());
+    }
+    problems
 }

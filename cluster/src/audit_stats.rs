@@ -26,12 +26,14 @@ impl AuditStats {
         self.lock().clone()
     }
 
-    /// The counters in the Prometheus text format.
+    /// The counters in the Prometheus text format (0.0.4), served with
+    /// [`CONTENT_TYPE`]: the family is named as its samples, `_total`
+    /// included, as that format (and `promtool check metrics`) wants.
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::from(
-            "# HELP gridstore_gateway_audits Storage audit challenges by node and result.\n\
-             # TYPE gridstore_gateway_audits counter\n",
+            "# HELP gridstore_gateway_audits_total Storage audit challenges by node and result.\n\
+             # TYPE gridstore_gateway_audits_total counter\n",
         );
         for (node, (passed, failed)) in self.snapshot() {
             // Node ids are operator-chosen; keep the label well-formed.
@@ -45,7 +47,9 @@ impl AuditStats {
                 "gridstore_gateway_audits_total{{node=\"{node}\",result=\"failed\"}} {failed}"
             );
         }
-        out.push_str("# EOF\n");
         out
     }
 }
+
+/// What [`AuditStats::render`] writes.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

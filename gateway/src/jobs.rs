@@ -186,9 +186,7 @@ fn metrics_reply(text: String) -> Response<String> {
     let mut r = Response::new(text);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        http::HeaderValue::from_static(cluster::audit_stats::CONTENT_TYPE),
     );
     r
 }

@@ -174,11 +174,113 @@ impl Metrics {
             .set(value.min(i64::MAX as u64) as i64);
     }
 
-    /// The text exposition format.
+    /// The Prometheus text exposition format (0.0.4), served with
+    /// [`CONTENT_TYPE`].
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        classic_text(&out)
+    }
+}
+
+/// What [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// prometheus-client writes OpenMetrics, where counter family `x` has
+/// samples named `x_total`. The classic text format, which Prometheus
+/// scrapes as well and `promtool check metrics` lints, names a family
+/// after its samples: read as classic text, the OpenMetrics form leaves
+/// every counter's samples without HELP or TYPE. So counter families are
+/// renamed to `x_total`, and the lines only OpenMetrics has are dropped.
+fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // prometheus-client writes a family's HELP just before its TYPE; the
+    // name to give it is known only at the TYPE.
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let family = if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some(h) = help.take() {
+                let text = h.strip_prefix(name).unwrap_or(h).trim_start();
+                out.push_str(&format!("# HELP {family} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            continue;
+        }
+        if let Some(h) = help.take() {
+            out.push_str(&format!("# HELP {h}\n"));
+        }
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample belongs to a family declared just before it, with help
+    /// and a type, under the sample's own name (or its histogram base).
+    #[test]
+    fn every_family_has_help_and_type_under_its_sample_names() {
+        let m = Metrics::new();
+        m.requests
+            .get_or_create(&RequestLabels {
+                op: "put_shard",
+                status: 201,
+            })
+            .inc();
+        m.duration
+            .get_or_create(&OpLabels { op: "put_shard" })
+            .observe(0.01);
+        m.auth_failures.inc();
+        m.set_repair("missing", 3);
+        let text = m.render();
+        assert!(!text.contains("# EOF"), "{text}");
+        let mut helped = std::collections::HashSet::new();
+        let mut typed = std::collections::HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(!help.is_empty(), "{line}");
+                helped.insert(name.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(helped.contains(name), "TYPE before HELP: {line}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{line}");
+                }
+                typed.insert(name.to_string(), kind.to_string());
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| {
+                        name.strip_suffix(s)
+                            .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                    })
+                    .unwrap_or(name);
+                assert!(typed.contains_key(family), "no TYPE for {line}");
+            }
+        }
+        assert_eq!(typed["gridstore_node_requests_total"], "counter");
+        assert_eq!(
+            typed["gridstore_node_request_duration_seconds"],
+            "histogram"
+        );
     }
 }

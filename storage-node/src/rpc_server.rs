@@ -1068,9 +1068,7 @@ async fn metrics(node: &Arc<Node>) -> Reply {
     let mut r = reply(StatusCode::OK, node.metrics.render());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        http::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     Ok(r)
 }

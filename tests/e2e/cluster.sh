@@ -182,31 +182,28 @@ admin() { timeout 30 "$BIN" admin --config "$W/gw2/gw.toml" "$@"; }
 # Sum of the shards every node holds (`gridstore admin status`), or
 # nothing when a node is not up.
 shard_total() {
-    admin status 2>/dev/null | awk -F'\t' '
-        $4 != "up" { down = 1 }
-        $4 == "up" { split($5, a, " "); s += a[1]; n++ }
-        END { if (!down && n == 6) print s }'
+    admin status --json 2>/dev/null | "$PY" -c '
+import json, sys
+nodes = json.load(sys.stdin)["nodes"]
+if len(nodes) == 6 and all(n["up"] for n in nodes):
+    print(sum(n["shards"] for n in nodes))' 2>/dev/null
 }
 
 # `gridstore admin repair status` summed over the nodes: "down missing
 # rebuilding damaged rebuilt handed_back oldest" where oldest is the
-# epoch second of the least recent reconciliation pass among the nodes.
+# epoch second of the least recent reconciliation pass among the nodes
+# (0 if one has never finished one).
 repair_summary() {
-    local t
-    t=$(date +%s)
-    admin repair status 2>/dev/null | awk -v now="$t" '
-        NR == 1 { next }
-        /^$/ { exit }
-        # node site state epoch missing waiting at-risk rebuilding rebuilt
-        # rebuilt-MiB failed damaged paused handed-back scrubbed corrupt
-        # reconciled ("5s ago" or "never") scrubbed-at
-        $4 == "no" || $3 != "up" { down++; rows++; next }
-        NF >= 18 {
-            rows++; missing += $5; rebuilding += $8; rebuilt += $9; damaged += $12; handed += $14
-            if ($17 == "never") ago = 1e9; else { ago = $17; sub(/s$/, "", ago) }
-            if (!seen || now - ago < oldest) { oldest = now - ago; seen = 1 }
-        }
-        END { if (rows == 6) printf "%d %d %d %d %d %d %d\n", down, missing, rebuilding, damaged, rebuilt, handed, oldest }'
+    admin repair status --json 2>/dev/null | "$PY" -c '
+import json, sys
+nodes = json.load(sys.stdin)["nodes"]
+up = [n for n in nodes if n["answered"] and n["state"] == "up" and n["repair"]]
+figures = [n["repair"] for n in up]
+total = lambda f: sum(r[f] for r in figures)
+oldest = min(((r["last_reconcile_ms"] or 0) // 1000 for r in figures), default=0)
+if len(nodes) == 6:
+    print(len(nodes) - len(up), total("missing"), total("rebuilding"),
+          total("damaged_chunks"), total("rebuilt_shards"), total("handed_back"), oldest)' 2>/dev/null
 }
 
 # node_state ID: its state in the map the nodes hold (up, down, ...).
