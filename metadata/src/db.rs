@@ -288,14 +288,16 @@ impl Db {
         Ok(())
     }
 
-    /// [`Db::write`], except that a record of a table merged by revision
-    /// never replaces a newer state of itself: writes reach a replica late
-    /// (the straggler of a quorum write, a read repair sent before a newer
-    /// write), and applied blindly they would put an older state back over
-    /// one a quorum acknowledged. Such a put is dropped (a no-op for the
-    /// writer: the replica already holds what it would have become).
-    /// Returns how many were dropped.
-    pub fn write_newest(&self, batch: Batch) -> Result<usize, DbError> {
+    /// [`Db::write`], except that a put over a value already held happens
+    /// only if `replaces(table, new, held)`: checked and written in one
+    /// transaction, each such row locked until the commit, so two writers
+    /// of one key are ordered, never interleaved. Returns how many puts
+    /// were skipped.
+    pub fn write_if(
+        &self,
+        batch: Batch,
+        replaces: impl Fn(Table, &[u8], &[u8]) -> bool,
+    ) -> Result<usize, DbError> {
         let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
         let mut applied: Vec<(Table, &[u8])> = Vec::with_capacity(batch.ops.len());
         let mut dropped = 0;
@@ -303,16 +305,10 @@ impl Db {
             let cf = self.cf(*table);
             match value {
                 Some(v) => {
-                    if crate::replicated::revision_of(*table, v).is_some() {
-                        // Locks the row until commit: two writers of one
-                        // key are ordered, not interleaved.
-                        let held = txn.get_for_update_cf(&cf, key, true)?;
-                        if let Some(h) = held {
-                            if h == *v || !crate::replicated::newer(*table, v, &h) {
-                                dropped += 1;
-                                continue;
-                            }
-                        }
+                    let held = txn.get_for_update_cf(&cf, key, true)?;
+                    if held.is_some_and(|h| !replaces(*table, v, &h)) {
+                        dropped += 1;
+                        continue;
                     }
                     txn.put_cf(&cf, key, v)?
                 }

@@ -57,6 +57,18 @@ replicated! {
     JobTaskRecord => Table::JobTasks, "job task";
 }
 
+/// Whether a write of `new` should replace `held` on a replica: for a
+/// table merged by revision only if it is newer. Writes reach a replica
+/// late (the straggler of a quorum write, a read repair sent before a
+/// newer write); applied blindly they would put back an older state than
+/// one a quorum acknowledged. Other tables take what they are given.
+pub fn replaces(table: Table, new: &[u8], held: &[u8]) -> bool {
+    if revision_of(table, new).is_none() {
+        return true;
+    }
+    new != held && newer(table, new, held)
+}
+
 /// Whether `a` should replace `b` (two encodings of one record of
 /// `table`). An undecodable record loses to a decodable one; equal
 /// revisions with different bytes, which writers never produce, resolve

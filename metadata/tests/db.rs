@@ -278,7 +278,7 @@ fn write_newest_keeps_the_newest_state() {
     let put = |v: Vec<u8>| {
         let mut b = Batch::new();
         b.put_raw(Table::Buckets, b"k", v);
-        db.write_newest(b).unwrap()
+        db.write_if(b, metadata::replicated::replaces).unwrap()
     };
     // Sealing draws a fresh nonce: each state is sealed once.
     let (ten, twenty, thirty) = (
@@ -296,15 +296,15 @@ fn write_newest_keeps_the_newest_state() {
     // A delete is applied (purges of old tombstones).
     let mut b = Batch::new();
     b.delete(Table::Buckets, b"k");
-    assert_eq!(db.write_newest(b).unwrap(), 0);
+    assert_eq!(db.write_if(b, metadata::replicated::replaces).unwrap(), 0);
     assert!(db.get_raw(Table::Buckets, b"k").unwrap().is_none());
     // Chunk references carry no revision: written as asked.
     let mut b = Batch::new();
     b.put_raw(Table::ChunkRefs, b"r", b"two".to_vec());
-    db.write_newest(b).unwrap();
+    db.write_if(b, metadata::replicated::replaces).unwrap();
     let mut b = Batch::new();
     b.put_raw(Table::ChunkRefs, b"r", b"one".to_vec());
-    assert_eq!(db.write_newest(b).unwrap(), 0);
+    assert_eq!(db.write_if(b, metadata::replicated::replaces).unwrap(), 0);
     assert_eq!(
         db.get_raw(Table::ChunkRefs, b"r").unwrap(),
         Some(b"one".to_vec())

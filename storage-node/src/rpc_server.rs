@@ -462,7 +462,7 @@ async fn dispatch(
             let n = node.clone();
             let mut b = Batch::new();
             b.put_raw(table, &key, value.to_vec());
-            blocking(move || Ok(n.db.write_newest(b)?)).await?;
+            blocking(move || Ok(n.db.write_if(b, metadata::replicated::replaces)?)).await?;
             no_content()
         }
         Op::MetaDelete => {
@@ -487,7 +487,7 @@ async fn dispatch(
                 }
             }
             let n = node.clone();
-            blocking(move || Ok(n.db.write_newest(b)?)).await?;
+            blocking(move || Ok(n.db.write_if(b, metadata::replicated::replaces)?)).await?;
             no_content()
         }
         Op::MetaChanges => {
