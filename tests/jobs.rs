@@ -90,6 +90,14 @@ async fn get(store: &ObjectStore, bucket: &str, key: &str) -> Vec<u8> {
     read_all(r.body).await
 }
 
+/// Every map output under `output/PREFIX/` is its input object's count.
+async fn check_map_outputs(store: &ObjectStore, prefix: &str, each: &[BTreeMap<String, u64>]) {
+    for (i, want) in each.iter().enumerate() {
+        let got = get(store, "output", &format!("{prefix}/data/{i:04}.txt")).await;
+        assert_eq!(&counts_of(&got), want, "{prefix}: map output of object {i}");
+    }
+}
+
 fn counts_of(text: &[u8]) -> BTreeMap<String, u64> {
     String::from_utf8_lossy(text)
         .lines()
@@ -159,6 +167,18 @@ async fn run(jobs: &JobManager, spec: JobSpec) -> JobStatus {
     s
 }
 
+/// Wait for job `id`, which must end done with `tasks` tasks done.
+async fn finished_done(jobs: &JobManager, id: &str, tasks: usize) -> JobStatus {
+    let st = jobs
+        .wait(id, OWNER, false, Duration::from_secs(600))
+        .await
+        .unwrap();
+    println!("{}", st.summary());
+    assert_eq!(st.phase, JobPhase::Done, "{}", st.summary());
+    assert_eq!(st.done, tasks, "{}", st.summary());
+    st
+}
+
 fn wc_program() -> ProgramSpec {
     ProgramSpec {
         argv: vec!["python3".into(), "wc.py".into()],
@@ -191,10 +211,7 @@ async fn word_count_map_reduce_is_right_and_runs_beside_the_data() {
     assert_eq!(sched.phase, JobPhase::Done, "{}", sched.summary());
     assert_eq!(sched.done, 60);
     // Every map output is that object's count, the reduce the total.
-    for (i, want) in each.iter().enumerate() {
-        let got = get(&store, "output", &format!("wc/data/{i:04}.txt")).await;
-        assert_eq!(&counts_of(&got), want, "map output of object {i}");
-    }
+    check_map_outputs(&store, "wc", &each).await;
     let reduced = get(&store, "output", "wc/_reduce").await;
     assert_eq!(counts_of(&reduced), total);
 
@@ -314,17 +331,8 @@ async fn a_node_killed_mid_job_does_not_stop_it() {
     }
     let victim = grid.map.nodes[1].id.clone();
     grid.kill(&victim).await;
-    let st = jobs
-        .wait(&id, OWNER, false, Duration::from_secs(600))
-        .await
-        .unwrap();
-    println!("{}", st.summary());
-    assert_eq!(st.phase, JobPhase::Done, "{}", st.summary());
-    assert_eq!(st.done, 40);
-    for (i, want) in each.iter().enumerate() {
-        let got = get(&store, "output", &format!("wc/data/{i:04}.txt")).await;
-        assert_eq!(&counts_of(&got), want, "map output of object {i}");
-    }
+    finished_done(&jobs, &id, 40).await;
+    check_map_outputs(&store, "wc", &each).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -474,17 +482,8 @@ async fn a_job_outlives_the_gateway_driving_it() {
     a.join().unwrap();
     let at_kill = jobs_b.status(&id, OWNER, false).await.unwrap();
     assert!(at_kill.done < 40, "{}", at_kill.summary());
-    let st = jobs_b
-        .wait(&id, OWNER, false, Duration::from_secs(300))
-        .await
-        .unwrap();
-    println!("{}", st.summary());
-    assert_eq!(st.phase, JobPhase::Done, "{}", st.summary());
-    assert_eq!(st.done, 40);
-    for (i, want) in each.iter().enumerate() {
-        let got = get(&store, "output", &format!("wc/data/{i:04}.txt")).await;
-        assert_eq!(&counts_of(&got), want, "map output of object {i}");
-    }
+    finished_done(&jobs_b, &id, 40).await;
+    check_map_outputs(&store, "wc", &each).await;
     assert_eq!(counts_of(&get(&store, "output", "wc/_reduce").await), total);
     let versions = versions_under(&store, "output", "wc/").await;
     let twice: Vec<_> = versions.iter().filter(|(_, n)| **n != 1).collect();
@@ -672,10 +671,7 @@ async fn word_count_in_lua_javascript_and_a_shipped_binary() {
         s.reduce = Some(reduce);
         let st = run(&jobs, s).await;
         assert_eq!(st.phase, JobPhase::Done, "{name}: {}", st.summary());
-        for (i, want) in each.iter().enumerate() {
-            let got = get(&store, "output", &format!("{name}/data/{i:04}.txt")).await;
-            assert_eq!(&counts_of(&got), want, "{name}: map output of object {i}");
-        }
+        check_map_outputs(&store, name, &each).await;
         let reduced = get(&store, "output", &format!("{name}/_reduce")).await;
         assert_eq!(counts_of(&reduced), total, "{name}: reduce");
     }
