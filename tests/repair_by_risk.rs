@@ -146,6 +146,22 @@ async fn repair_totals(procs: &[NodeProc], skip: &[usize]) -> (u64, u64, u64) {
     (shards, bytes, waiting)
 }
 
+/// Wait until every shard under `root` of a 4+2 chunk is at its home
+/// under `map`, and nothing is held anywhere else.
+async fn settle(root: &Path, map: &ClusterMap, when: &str) {
+    let chunks: BTreeMap<[u8; 32], usize> =
+        held(root).into_iter().map(|(_, c, _)| (c, 6)).collect();
+    let settled = wait_for(Duration::from_secs(60), || async {
+        misplaced(root, map, &chunks) == (0, 0)
+    })
+    .await;
+    assert!(
+        settled,
+        "(missing, stale) {when}: {:?}",
+        misplaced(root, map, &chunks)
+    );
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     support::shards::shard_files(dir)
         .keys()
@@ -166,19 +182,7 @@ async fn a_rebooting_node_costs_no_rebuild() {
     // A shard handed off during the writes (a node slow to answer on a
     // loaded machine) is moved home by a rebuild; let that finish first,
     // so what follows counts only what the outage causes.
-    let chunks: BTreeMap<[u8; 32], usize> = held(root.path())
-        .into_iter()
-        .map(|(_, c, _)| (c, 6))
-        .collect();
-    let settled = wait_for(Duration::from_secs(60), || async {
-        misplaced(root.path(), &map, &chunks) == (0, 0)
-    })
-    .await;
-    assert!(
-        settled,
-        "(missing, stale) after the writes: {:?}",
-        misplaced(root.path(), &map, &chunks)
-    );
+    settle(root.path(), &map, "after the writes").await;
     let victim = 2;
     let victim_id = procs[victim].id.clone();
     let held_bytes = dir_bytes(&procs[victim].dir);
@@ -241,19 +245,7 @@ async fn a_rebooting_node_costs_no_rebuild() {
     let m = wait_state(&watcher, &victim_id, NodeState::Up).await;
     // Settled: every shard at its home under the map with the victim up,
     // nothing left anywhere else.
-    let chunks: BTreeMap<[u8; 32], usize> = held(root.path())
-        .into_iter()
-        .map(|(_, c, _)| (c, 6))
-        .collect();
-    let settled = wait_for(Duration::from_secs(60), || async {
-        misplaced(root.path(), &m, &chunks) == (0, 0)
-    })
-    .await;
-    assert!(
-        settled,
-        "(missing, stale) after the return: {:?}",
-        misplaced(root.path(), &m, &chunks)
-    );
+    settle(root.path(), &m, "after the return").await;
     let (_, rebuilt_bytes, _) = repair_totals(&procs, &[]).await;
     let rebuilt_bytes = rebuilt_bytes - rebuilt_bytes_at_kill;
     // Only what was written during the outage may have been rebuilt to
