@@ -38,6 +38,14 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(refs) = api::RefList::decode_record(data) {
         assert!(refs.refs.iter().all(|r| r.key().is_some()));
     }
+    // A job task's request, whole or as frames (a streamed request's
+    // inputs follow its first frame).
+    let _ = grid::task::TaskRequest::decode_record(data);
+    let mut frames = grid::task::FrameReader::default();
+    frames.push(data);
+    while let Ok(Some((_, payload))) = frames.next_frame() {
+        let _ = grid::task::TaskInput::decode_record(&payload);
+    }
     let _ = ChunkReference::decode_record(data);
     let _ = ClusterMap::decode_record(data);
     let _ = Bucket::decode_record(data);
