@@ -1,0 +1,258 @@
+//! One S3 or WebDAV request from its first byte to the last byte of its
+//! answer: what the access log line and the request metrics say of it.
+//!
+//! An [`Exchange`] is shared by the request body, the answer body and the
+//! task serving the request; when the last of them lets go (the answer
+//! fully sent, or the client gone) it writes one INFO line on the
+//! `gridstore::access` target and, for an error, one line with its
+//! message: WARN for a 5xx (something for the operator), DEBUG for a 4xx
+//! (the client's business). What the S3 layers learn on the way (the
+//! operation and bucket once s3s has resolved them, the grid's own words
+//! for a failure that clients only see as "InternalError") reaches the
+//! exchange through a task-local, so no handler needs to carry it.
+
+use crate::metrics::{Finished, FrontMetrics, InFlight};
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// The access log's tracing target.
+pub const TARGET: &str = "gridstore::access";
+
+/// Which front end served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    S3,
+    WebDav,
+}
+
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::S3 => "s3",
+            Api::WebDav => "webdav",
+        }
+    }
+}
+
+/// What is learnt of a request while it is served.
+#[derive(Debug, Default)]
+struct Detail {
+    operation: Option<String>,
+    bucket: Option<String>,
+    access_key: Option<String>,
+    status: u16,
+    /// S3's error code (or the status, for WebDAV).
+    code: Option<String>,
+    /// The answer's message, for the error line.
+    message: Option<String>,
+    /// Words for the operator that the answer does not carry.
+    cause: Option<String>,
+}
+
+pub struct Exchange {
+    api: Api,
+    request_id: String,
+    started: Instant,
+    received: AtomicU64,
+    sent: AtomicU64,
+    detail: Mutex<Detail>,
+    metrics: Arc<FrontMetrics>,
+    _in_flight: InFlight,
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<Exchange>;
+}
+
+impl Exchange {
+    pub fn begin(api: Api, request_id: String, metrics: &Arc<FrontMetrics>) -> Arc<Self> {
+        Arc::new(Self {
+            api,
+            request_id,
+            started: Instant::now(),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            detail: Mutex::new(Detail::default()),
+            metrics: metrics.clone(),
+            _in_flight: metrics.begin(),
+        })
+    }
+
+    fn detail(&self) -> std::sync::MutexGuard<'_, Detail> {
+        self.detail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` with this exchange as the one [`note_request`] and
+    /// [`note_cause`] report to.
+    pub async fn scope<F: std::future::Future>(self: &Arc<Self>, f: F) -> F::Output {
+        CURRENT.scope(self.clone(), f).await
+    }
+
+    /// What the request was, as far as the front end knows it before
+    /// handing it on (WebDAV: the method, the first path segment, the
+    /// caller).
+    pub fn set_request(&self, operation: &str, bucket: Option<&str>, access_key: Option<&str>) {
+        let mut d = self.detail();
+        d.operation = Some(operation.to_string());
+        d.bucket = bucket.map(str::to_string);
+        if access_key.is_some() {
+            d.access_key = access_key.map(str::to_string);
+        }
+    }
+
+    /// The answer's status, and for an error its code and message.
+    pub fn set_answer(&self, status: u16, error: Option<(String, String)>) {
+        let mut d = self.detail();
+        d.status = status;
+        if let Some((code, message)) = error {
+            d.code = Some(code);
+            d.message = Some(message);
+        }
+    }
+
+    /// The request body, counted as it is read.
+    pub fn count_request<B>(self: &Arc<Self>, body: B) -> Counted<B> {
+        Counted {
+            inner: body,
+            exchange: self.clone(),
+            outgoing: false,
+        }
+    }
+
+    /// The answer body, counted as it is sent.
+    pub fn count_answer<B>(self: &Arc<Self>, body: B) -> Counted<B> {
+        Counted {
+            inner: body,
+            exchange: self.clone(),
+            outgoing: true,
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let received = self.received.load(Ordering::Relaxed);
+        let sent = self.sent.load(Ordering::Relaxed);
+        let d = std::mem::take(&mut *self.detail());
+        // Refused before s3s resolved it (a bad signature, a malformed
+        // request): no operation name to give.
+        let operation = d.operation.as_deref().unwrap_or("unknown");
+        let access_key = d.access_key.as_deref().unwrap_or("anonymous");
+        let bucket = d.bucket.as_deref().unwrap_or("");
+        let duration_ms = elapsed.as_millis() as u64;
+        tracing::info!(
+            target: TARGET,
+            api = self.api.name(),
+            request_id = %self.request_id,
+            access_key,
+            operation,
+            bucket,
+            status = d.status,
+            bytes_in = received,
+            bytes_out = sent,
+            duration_ms,
+        );
+        if d.status >= 400 {
+            let code = d.code.as_deref().unwrap_or("");
+            let message = match (&d.message, &d.cause) {
+                (Some(m), Some(c)) => format!("{m}: {c}"),
+                (Some(m), None) => m.clone(),
+                (None, Some(c)) => c.clone(),
+                (None, None) => String::new(),
+            };
+            if d.status >= 500 {
+                tracing::warn!(
+                    request_id = %self.request_id,
+                    operation,
+                    status = d.status,
+                    "{} {operation} failed: {code} {message}",
+                    self.api.name()
+                );
+            } else {
+                tracing::debug!(
+                    request_id = %self.request_id,
+                    operation,
+                    status = d.status,
+                    "{} {operation} refused: {code} {message}",
+                    self.api.name()
+                );
+            }
+        }
+        self.metrics.record(&Finished {
+            what: operation,
+            status: d.status,
+            error: (d.status >= 400).then(|| d.code.as_deref().unwrap_or("unknown")),
+            received,
+            sent,
+            elapsed,
+        });
+    }
+}
+
+/// From the S3 access check: the operation s3s resolved, the bucket it
+/// names and who signed. Nothing outside a request.
+pub fn note_request(operation: &str, bucket: Option<&str>, access_key: Option<&str>) {
+    let _ = CURRENT.try_with(|x| x.set_request(operation, bucket, access_key));
+}
+
+/// Why a request failed, in words for the operator only (which node,
+/// which chunk). Returns false outside a request, where the caller should
+/// log it itself.
+pub fn note_cause(cause: &dyn std::fmt::Display) -> bool {
+    CURRENT
+        .try_with(|x| {
+            let mut d = x.detail();
+            if d.cause.is_none() {
+                d.cause = Some(cause.to_string());
+            }
+        })
+        .is_ok()
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose data bytes are added to its exchange's count.
+    pub struct Counted<B> {
+        #[pin]
+        inner: B,
+        exchange: Arc<Exchange>,
+        outgoing: bool,
+    }
+}
+
+impl<B: Body> Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let counter = if *this.outgoing {
+                    &this.exchange.sent
+                } else {
+                    &this.exchange.received
+                };
+                counter.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
