@@ -41,6 +41,7 @@ fn gateway_config(dir: &Path, map: &Path, extra: &str) -> std::path::PathBuf {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
+             admin_listen = \"127.0.0.1:0\"\n\
              cluster_map = {map:?}\nmaster_key = {MASTER:?}\n{extra}",
         ),
     )
