@@ -36,9 +36,11 @@ function ago(ms, now) {
 
 function bar(fraction, cls) {
   const pct = Math.max(0, Math.min(1, fraction || 0)) * 100;
+  const fill = el("div");
+  // Through the CSSOM: the page's CSP refuses style attributes.
+  fill.style.width = pct.toFixed(1) + "%";
   return el("div", { class: "bar " + (cls || ""), role: "progressbar",
-    "aria-valuenow": pct.toFixed(0), "aria-valuemin": "0", "aria-valuemax": "100" },
-    el("div", { style: "width:" + pct.toFixed(1) + "%" }));
+    "aria-valuenow": pct.toFixed(0), "aria-valuemin": "0", "aria-valuemax": "100" }, fill);
 }
 
 function figures(pairs) {
