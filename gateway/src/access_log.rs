@@ -256,3 +256,93 @@ impl<B: Body> Body for Counted<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// (level, target, rendered fields) of every event.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<(tracing::Level, String, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _cx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    self.0.push_str(&format!("{}={:?} ", field.name(), value));
+                }
+            }
+            let mut f = Fields(String::new());
+            event.record(&mut f);
+            let meta = event.metadata();
+            self.0
+                .lock()
+                .unwrap()
+                .push((*meta.level(), meta.target().to_string(), f.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_logs_one_access_line_and_one_warning() {
+        let seen = Seen::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
+        let metrics = Arc::new(FrontMetrics::new("operation"));
+        let x = Exchange::begin(Api::S3, "0123456789ABCDEF".into(), &metrics);
+        x.scope(async {
+            note_request("GetObject", Some("photos"), Some("GSKEY"));
+            assert!(note_cause(&"node n3 (10.0.0.3:7070) did not answer"));
+        })
+        .await;
+        x.set_answer(
+            503,
+            Some(("ServiceUnavailable".into(), "Please retry.".into())),
+        );
+        let body = x.count_answer(http_body_util::Full::new(bytes::Bytes::from_static(b"xml")));
+        drop(x);
+        assert!(
+            seen.0.lock().unwrap().is_empty(),
+            "logged before the answer went"
+        );
+        let mut body = Box::pin(body);
+        while std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
+            .await
+            .is_some()
+        {}
+        drop(body);
+
+        let events = seen.0.lock().unwrap().clone();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let (level, target, fields) = &events[0];
+        assert_eq!((*level, target.as_str()), (tracing::Level::INFO, TARGET));
+        for f in [
+            "request_id=0123456789ABCDEF",
+            "access_key=\"GSKEY\"",
+            "operation=\"GetObject\"",
+            "bucket=\"photos\"",
+            "status=503",
+            "bytes_out=3",
+        ] {
+            assert!(fields.contains(f), "no {f} in {fields}");
+        }
+        let (level, _, fields) = &events[1];
+        assert_eq!(*level, tracing::Level::WARN);
+        assert!(
+            fields.contains("ServiceUnavailable Please retry.: node n3"),
+            "{fields}"
+        );
+        assert_eq!(metrics.in_flight(), 0);
+        // Outside a request the caller logs the cause itself.
+        assert!(!note_cause(&"no request"));
+    }
+}

@@ -48,7 +48,7 @@ pub struct Finished<'a> {
 }
 
 impl FrontMetrics {
-    fn new(what: &'static str) -> Self {
+    pub(crate) fn new(what: &'static str) -> Self {
         Self {
             what,
             requests: Family::default(),
@@ -101,6 +101,11 @@ impl FrontMetrics {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.inc();
         InFlight(self.clone())
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
     }
 
     pub fn record(&self, f: &Finished<'_>) {
