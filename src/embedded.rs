@@ -156,7 +156,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ("S3", "--listen", args.listen),
         ("WebDAV", "--webdav-listen", args.webdav_listen),
         ("jobs", "--jobs-listen", args.jobs_listen),
-        ("the admin listener", "--admin-listen", args.admin_listen),
+        ("admin pages", "--admin-listen", args.admin_listen),
     ] {
         // As the listeners bind later (SO_REUSEADDR, as tokio does): a
         // port a killed server left in TIME_WAIT is free to use again.

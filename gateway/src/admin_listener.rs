@@ -26,9 +26,7 @@ pub use crate::listener::Running;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminListenError {
-    #[error(
-        "cannot listen for the admin listener on {addr} (admin_listen, --admin-listen): {source}"
-    )]
+    #[error("cannot listen for admin pages on {addr} (admin_listen, --admin-listen): {source}")]
     Listen {
         addr: std::net::SocketAddr,
         source: std::io::Error,

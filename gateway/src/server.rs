@@ -298,9 +298,11 @@ pub async fn serve_tls(
             let req = req.map(|b| s3s::Body::http_body_unsync(exchange.count_request(b)));
             let mut resp = match exchange.scope(front.s3.call(req)).await {
                 Ok(resp) => resp,
+                // s3s could not answer at all; hyper drops the connection.
                 Err(e) => {
-                    exchange.set_answer(500, Some(("InternalError".into(), format!("{e:?}"))));
-                    return Err(e);
+                    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                    exchange.set_answer(500, Some(("InternalError".into(), e.to_string())));
+                    return Err(s3s::HttpError::new(e));
                 }
             };
             crate::errors::fill_in_message(&mut resp);
