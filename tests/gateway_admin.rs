@@ -21,6 +21,7 @@ const TTL: Duration = Duration::from_secs(600);
 struct Server {
     child: Child,
     s3: String,
+    webdav: String,
     admin: String,
     access_key: String,
     secret_key: String,
@@ -85,11 +86,14 @@ fn start_server(data: &Path) -> Server {
         }
     });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut s3, mut admin, mut ak, mut sk) = (None, None, None, None);
+    let (mut s3, mut webdav, mut admin, mut ak, mut sk) = (None, None, None, None, None);
     let word = |rest: &str| rest.split(['/', ' ']).next().map(str::to_string);
     for line in lines.by_ref().map_while(Result::ok) {
         if let Some(rest) = line.strip_prefix("gridstore server ready: S3 on http://") {
             s3 = word(rest);
+        }
+        if let Some(rest) = line.strip_prefix("WebDAV on http://") {
+            webdav = word(rest);
         }
         if let Some(rest) = line.strip_prefix("admin on http://") {
             admin = word(rest);
@@ -109,6 +113,7 @@ fn start_server(data: &Path) -> Server {
     Server {
         child,
         s3: s3.expect("no S3 address printed"),
+        webdav: webdav.expect("no WebDAV address printed"),
         admin: admin.expect("no admin address printed"),
         access_key: ak.expect("no access key printed"),
         secret_key: sk.expect("no secret key printed"),
@@ -124,11 +129,16 @@ struct Reply {
 
 /// One HTTP/1.1 request on its own connection.
 fn http(method: &str, addr: &str, target: &str, body: &[u8]) -> Reply {
+    http_with(method, addr, target, "", body)
+}
+
+/// [`http`] with more header lines (each ending in CRLF).
+fn http_with(method: &str, addr: &str, target: &str, headers: &str, body: &[u8]) -> Reply {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -188,6 +198,21 @@ fn admin_listener_reports_requests_and_nodes() {
     let r = get(&server.s3, &target(&url));
     assert_eq!(r.status, 404, "{}{}", r.head, r.body);
 
+    // WebDAV: one refused, one listing.
+    assert_eq!(http("PROPFIND", &server.webdav, "/", b"").status, 401);
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", server.access_key, server.secret_key),
+    );
+    let r = http_with(
+        "PROPFIND",
+        &server.webdav,
+        "/admin-test/",
+        &format!("Authorization: Basic {basic}\r\nDepth: 1\r\n"),
+        b"",
+    );
+    assert_eq!(r.status, 207, "{}{}", r.head, r.body);
+
     // Health: the metadata quorum answers.
     let r = get(&server.admin, "/health");
     assert_eq!(r.status, 200, "{}{}", r.head, r.body);
@@ -199,6 +224,9 @@ fn admin_listener_reports_requests_and_nodes() {
     server
         .log_line(|l| l.contains("gridstore::access") && l.contains("status=404"))
         .unwrap_or_else(|| panic!("no access line for the 404:\n{}", server.log_text()));
+    server
+        .log_line(|l| l.contains("gridstore::access") && l.contains("status=207"))
+        .unwrap_or_else(|| panic!("no access line for the 207:\n{}", server.log_text()));
     let r = get(&server.admin, "/metrics");
     assert_eq!(r.status, 200, "{}", r.head);
     assert!(
@@ -218,6 +246,9 @@ fn admin_listener_reports_requests_and_nodes() {
         "gridstore_gateway_s3_received_bytes_total{operation=\"PutObject\"} 12",
         "gridstore_gateway_s3_request_duration_seconds_count{operation=\"PutObject\"} 1",
         "gridstore_gateway_nodes{state=\"up\"} 6",
+        "gridstore_gateway_webdav_requests_total{method=\"PROPFIND\",status=\"401\"} 1",
+        "gridstore_gateway_webdav_requests_total{method=\"PROPFIND\",status=\"207\"} 1",
+        "gridstore_gateway_webdav_errors_total{method=\"PROPFIND\",code=\"401\"} 1",
     ] {
         assert!(text.contains(sample), "no {sample} in\n{text}");
     }

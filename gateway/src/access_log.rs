@@ -139,13 +139,30 @@ impl Drop for Exchange {
         let elapsed = self.started.elapsed();
         let received = self.received.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
-        let d = std::mem::take(&mut *self.detail());
+        let mut d = std::mem::take(&mut *self.detail());
+        if d.status == 0 {
+            // No answer was made: the client went away (the serving future
+            // was dropped). Logged as nginx does, 499.
+            d.status = 499;
+            d.code = Some("ClientClosedRequest".into());
+            d.message = Some("the client closed the connection before the answer".into());
+        }
         // Refused before s3s resolved it (a bad signature, a malformed
         // request): no operation name to give.
         let operation = d.operation.as_deref().unwrap_or("unknown");
         let access_key = d.access_key.as_deref().unwrap_or("anonymous");
         let bucket = d.bucket.as_deref().unwrap_or("");
         let duration_ms = elapsed.as_millis() as u64;
+        // Counted before the line is written: whoever reads the line
+        // finds the request in /metrics.
+        self.metrics.record(&Finished {
+            what: operation,
+            status: d.status,
+            error: (d.status >= 400).then(|| d.code.as_deref().unwrap_or("unknown")),
+            received,
+            sent,
+            elapsed,
+        });
         tracing::info!(
             target: TARGET,
             api = self.api.name(),
@@ -184,14 +201,6 @@ impl Drop for Exchange {
                 );
             }
         }
-        self.metrics.record(&Finished {
-            what: operation,
-            status: d.status,
-            error: (d.status >= 400).then(|| d.code.as_deref().unwrap_or("unknown")),
-            received,
-            sent,
-            elapsed,
-        });
     }
 }
 
