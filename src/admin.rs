@@ -564,29 +564,26 @@ struct StatusRow {
 }
 
 async fn status_rows(s: &ObjectStore) -> Vec<StatusRow> {
-    let grid = s.grid();
-    let mut rows = Vec::new();
-    for n in &grid.map().nodes {
-        let answer = match grid.client(&n.id) {
-            Some(client) => client.status().await.map_err(|e| e.to_string()),
-            None => Err("no client".to_string()),
-        };
-        let st = answer.as_ref().ok();
-        rows.push(StatusRow {
-            id: n.id.clone(),
-            site: n.site.clone(),
-            addr: n.addr.clone(),
-            up: answer.is_ok(),
-            error: answer.as_ref().err().cloned(),
-            shards: st.map(|st| st.shard_count),
-            used_bytes: st.map(|st| st.used_bytes),
-            available_bytes: st.map(|st| st.available_bytes),
-            capacity_bytes: st.map(|st| st.capacity_bytes),
-            map_epoch: st.map(|st| st.map_epoch),
-            version: st.map(|st| st.version.clone()),
-        });
-    }
-    rows
+    cluster::node_status::gather(s, None)
+        .await
+        .into_iter()
+        .map(|(n, answer)| {
+            let st = answer.as_ref().ok();
+            StatusRow {
+                id: n.id,
+                site: n.site,
+                addr: n.addr,
+                up: answer.is_ok(),
+                error: answer.as_ref().err().cloned(),
+                shards: st.map(|st| st.shard_count),
+                used_bytes: st.map(|st| st.used_bytes),
+                available_bytes: st.map(|st| st.available_bytes),
+                capacity_bytes: st.map(|st| st.capacity_bytes),
+                map_epoch: st.map(|st| st.map_epoch),
+                version: st.map(|st| st.version.clone()),
+            }
+        })
+        .collect()
 }
 
 fn status_table(rows: &[StatusRow]) -> String {
@@ -776,11 +773,7 @@ fn audit_table(r: &cluster::AuditReport, silent: &Silent) -> String {
     out
 }
 
-/// A node state as the map names it, in lower case.
-fn state_name(state: i32) -> String {
-    metadata::model::NodeState::try_from(state)
-        .map_or_else(|_| state.to_string(), |s| format!("{s:?}").to_lowercase())
-}
+use cluster::node_status::state_name;
 
 /// `node list --json`: the cluster map as the nodes hold it.
 #[derive(Serialize)]
@@ -1164,22 +1157,10 @@ fn node_state_in(rows: &[RepairRow], id: &str) -> String {
 }
 
 /// One node's answer to a status call, or why there was none.
-type RepairRow = (
-    metadata::model::Node,
-    Result<grid::node_api::NodeStatus, String>,
-);
+type RepairRow = cluster::node_status::NodeAnswer;
 
 async fn repair_rows(s: &ObjectStore) -> Vec<RepairRow> {
-    let mut rows = Vec::new();
-    let grid = s.grid();
-    for n in &grid.map().nodes {
-        let st = match grid.client(&n.id) {
-            Some(c) => c.status().await.map_err(|e| e.to_string()),
-            None => Err("no client".into()),
-        };
-        rows.push((n.clone(), st));
-    }
-    rows
+    cluster::node_status::gather(s, None).await
 }
 
 /// The bucket and key of each damaged chunk's referrers: nodes know only
@@ -1478,21 +1459,29 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
         body_min_bytes_per_sec: g.body_min_bytes_per_sec,
         ..Default::default()
     };
-    let webdav = gateway::webdav::server::start_with(
+    // One set of figures for S3, WebDAV and the admin listener.
+    let metrics = gateway::metrics::GatewayMetrics::new(store.clone());
+    let webdav = gateway::webdav::server::start_measured(
         g.webdav_listen,
         store.clone(),
         tls.clone(),
         admission.clone(),
+        metrics.clone(),
     )
     .await
     .map_err(|e| AdminError::Usage(e.to_string()))?;
     let jobs = gateway::jobs::start_tls(g.jobs_listen, store.clone(), tls.clone())
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))?;
+    let admin =
+        gateway::admin_listener::start(g.admin_listen, store.clone(), metrics.clone(), tls.clone())
+            .await
+            .map_err(|e| AdminError::Usage(e.to_string()))?;
     let cfg = gateway::server::GatewayConfig {
         region: g.region.clone(),
         admission,
         domain: None,
+        metrics: Some(metrics),
     };
     check_metadata_replicas(&store, g.metadata_replicas).await?;
     // The first map: nodes started from their configs hold none until a
@@ -1538,6 +1527,10 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     );
     println!("WebDAV on {scheme}://{}/", webdav.addr);
     println!("jobs on {scheme}://{} (gridstore job ...)", jobs.addr);
+    println!(
+        "admin on {scheme}://{}/ (status page, /health, /metrics; no credentials)",
+        admin.addr
+    );
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -1552,6 +1545,7 @@ pub async fn run_gateway(config: &Path) -> Result<(), AdminError> {
     }
     webdav.stop().await;
     jobs.stop().await;
+    admin.stop().await;
     Ok(())
 }
 

@@ -191,6 +191,10 @@ pub struct GatewayFile {
     /// Job API listener (`gridstore job ...`).
     #[serde(default = "default_jobs_listen")]
     pub jobs_listen: std::net::SocketAddr,
+    /// Admin listener: `/health`, `/metrics`, the status page. No
+    /// credentials: keep it on loopback or behind a firewall.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: std::net::SocketAddr,
     /// The cluster map (TOML, as `gridstore server` writes it).
     pub cluster_map: PathBuf,
     /// Where the gateway keeps its TLS identity (made on first start);
@@ -308,6 +312,10 @@ fn default_webdav_listen() -> std::net::SocketAddr {
 
 fn default_jobs_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9002))
+}
+
+fn default_admin_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9003))
 }
 
 fn default_region() -> String {

@@ -31,6 +31,8 @@ pub struct ServerArgs {
     pub gc_interval_secs: u64,
     /// Job API listener.
     pub jobs_listen: SocketAddr,
+    /// Admin listener: health, metrics, status page.
+    pub admin_listen: SocketAddr,
     /// Programs job tasks may run on the nodes.
     pub job_allow: Vec<String>,
 }
@@ -154,6 +156,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
         ("S3", "--listen", args.listen),
         ("WebDAV", "--webdav-listen", args.webdav_listen),
         ("jobs", "--jobs-listen", args.jobs_listen),
+        ("admin pages", "--admin-listen", args.admin_listen),
     ] {
         // As the listeners bind later (SO_REUSEADDR, as tokio does): a
         // port a killed server left in TIME_WAIT is free to use again.
@@ -278,15 +281,27 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             addr: args.listen,
             source,
         })?;
+    // One set of figures for S3, WebDAV and the admin listener.
+    let metrics = gateway::metrics::GatewayMetrics::new(store.clone());
     let cfg = gateway::server::GatewayConfig {
         region: args.region.clone(),
+        metrics: Some(metrics.clone()),
         ..Default::default()
     };
     let service = gateway::server::service(store.clone(), &cfg);
-    let webdav = gateway::webdav::server::start(args.webdav_listen, store.clone())
+    let webdav = gateway::webdav::server::start_measured(
+        args.webdav_listen,
+        store.clone(),
+        None,
+        gateway::webdav::server::default_admission(),
+        metrics.clone(),
+    )
+    .await
+    .map_err(|e| ServerError::Invalid(e.to_string()))?;
+    let jobs = gateway::jobs::start(args.jobs_listen, store.clone())
         .await
         .map_err(|e| ServerError::Invalid(e.to_string()))?;
-    let jobs = gateway::jobs::start(args.jobs_listen, store.clone())
+    let admin = gateway::admin_listener::start(args.admin_listen, store.clone(), metrics, None)
         .await
         .map_err(|e| ServerError::Invalid(e.to_string()))?;
     let housekeeping = tokio::spawn(
@@ -316,6 +331,10 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
             args.job_allow.join(", ")
         }
     );
+    println!(
+        "admin on http://{}/ (status page, /health, /metrics; no credentials)",
+        admin.addr
+    );
     println!("access key: {access_key}");
     println!("secret key: {secret_key}");
     println!(
@@ -341,6 +360,7 @@ pub async fn run(args: ServerArgs) -> Result<(), ServerError> {
     gateway::server::serve(listener, service, shutdown).await;
     webdav.stop().await;
     jobs.stop().await;
+    admin.stop().await;
     housekeeping.abort();
     audits.abort();
     for n in nodes {

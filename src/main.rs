@@ -77,6 +77,11 @@ enum Command {
         /// and secret key).
         #[arg(long, default_value = "127.0.0.1:9002")]
         jobs_listen: std::net::SocketAddr,
+        /// Admin listener: `/health`, Prometheus `/metrics` and a status
+        /// page, without credentials (keep it on loopback or behind a
+        /// firewall).
+        #[arg(long, default_value = "127.0.0.1:9003")]
+        admin_listen: std::net::SocketAddr,
         /// Programs job tasks may run on the nodes (comma-separated names
         /// looked up on /usr/local/bin:/usr/bin:/bin, or absolute paths);
         /// empty: no jobs.
@@ -175,12 +180,25 @@ enum Bench {
 /// Logs go to stderr (stdout carries what scripts read); `RUST_LOG`
 /// filters them, `info` by default.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // s3s logs every failed request at ERROR, as Rust structures, where
+    // the gateway's access log already says it once in words: off unless
+    // RUST_LOG names it.
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(d) if d.contains("s3s") => d,
+        Ok(d) if !d.trim().is_empty() => format!("{d},s3s=off"),
+        _ => "info,s3s=off".to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(gateway::recent_errors::layer())
         .init();
 }
 
@@ -321,6 +339,7 @@ fn main() -> ExitCode {
             gc_grace_secs,
             gc_interval_secs,
             jobs_listen,
+            admin_listen,
             job_allow,
         } => run_server(embedded::ServerArgs {
             dir,
@@ -334,6 +353,7 @@ fn main() -> ExitCode {
             sites,
             region,
             jobs_listen,
+            admin_listen,
             job_allow: job_allow.into_iter().filter(|p| !p.is_empty()).collect(),
         }),
         Command::Gateway {

@@ -41,6 +41,7 @@ fn gateway_config(dir: &Path, map: &Path, extra: &str) -> std::path::PathBuf {
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nwebdav_listen = \"127.0.0.1:0\"\njobs_listen = \"127.0.0.1:0\"\n\
+             admin_listen = \"127.0.0.1:0\"\n\
              cluster_map = {map:?}\nmaster_key = {MASTER:?}\n{extra}",
         ),
     )
@@ -81,6 +82,12 @@ fn write_map(path: &Path, nodes: &[&NodeProc], gateway: &Path) {
 }
 
 fn start_gateway(dir: &Path, config: &Path) -> (GatewayProc, String) {
+    let (gateway, s3, _admin) = start_gateway_with_admin(dir, config);
+    (gateway, s3)
+}
+
+/// [`start_gateway`], with the admin listener's address as well.
+fn start_gateway_with_admin(dir: &Path, config: &Path) -> (GatewayProc, String, String) {
     let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gridstore"))
         .args(["gateway", "--config"])
@@ -90,29 +97,36 @@ fn start_gateway(dir: &Path, config: &Path) -> (GatewayProc, String) {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut line = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    // Keep reading: the gateway prints more lines, and a closed pipe would
-    // make its next print fail.
+    let mut printed = Vec::new();
+    // Up to the admin listener's line, the last of the start-up lines.
+    for _ in 0..4 {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        printed.push(line.trim().to_string());
+    }
+    // Keep reading: a closed pipe would make the gateway's next print fail.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let ready = line.trim().strip_prefix("gridstore gateway ready: S3 on ");
-    let Some(rest) = ready.and_then(|r| {
-        r.strip_prefix("http://")
-            .or_else(|| r.strip_prefix("https://"))
-    }) else {
+    let address = |prefix: &str| {
+        let rest = printed.iter().find_map(|l| l.strip_prefix(prefix))?;
+        let rest = rest
+            .strip_prefix("http://")
+            .or_else(|| rest.strip_prefix("https://"))?;
+        rest.split(['/', ' ']).next().map(str::to_string)
+    };
+    let (Some(s3), Some(admin)) = (
+        address("gridstore gateway ready: S3 on "),
+        address("admin on "),
+    ) else {
         let _ = child.kill();
         panic!(
-            "gateway did not start: {line:?}\n{}",
+            "gateway did not start: {printed:?}\n{}",
             std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
         );
     };
-    let addr = rest
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    (GatewayProc(child), addr)
+    (GatewayProc(child), s3, admin)
 }
 
 /// Six node processes on three sites and a gateway process, as README's
@@ -392,8 +406,8 @@ fn pem(label: &str, bytes: &[u8]) -> String {
     )
 }
 
-/// With `tls_cert` and `tls_key`, the S3, WebDAV and job listeners speak
-/// TLS only.
+/// With `tls_cert` and `tls_key`, the S3, WebDAV, job and admin listeners
+/// speak TLS only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn front_ends_serve_tls_when_given_a_certificate() {
     let root = tempfile::tempdir().unwrap();
@@ -412,7 +426,7 @@ async fn front_ends_serve_tls_when_given_a_certificate() {
         "tls_cert = \"web.crt\"\ntls_key = \"web.key\"\n",
     );
     write_map(&map_path, &[&node], &config);
-    let (_gateway, s3_addr) = start_gateway(root.path(), &config);
+    let (_gateway, s3_addr, admin_addr) = start_gateway_with_admin(root.path(), &config);
 
     let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
     tcp.enforce_http(false);
@@ -437,6 +451,24 @@ async fn front_ends_serve_tls_when_given_a_certificate() {
     let plain = client
         .request(
             http::Request::get(format!("http://{s3_addr}/"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    // The admin listener too.
+    let resp = client
+        .request(
+            http::Request::get(format!("https://{admin_addr}/metrics"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let plain = client
+        .request(
+            http::Request::get(format!("http://{admin_addr}/metrics"))
                 .body(http_body_util::Empty::new())
                 .unwrap(),
         )

@@ -25,31 +25,4 @@ impl AuditStats {
     pub fn snapshot(&self) -> BTreeMap<String, (u64, u64)> {
         self.lock().clone()
     }
-
-    /// The counters in the Prometheus text format (0.0.4), served with
-    /// [`CONTENT_TYPE`]: the family is named as its samples, `_total`
-    /// included, as that format (and `promtool check metrics`) wants.
-    pub fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::from(
-            "# HELP gridstore_gateway_audits_total Storage audit challenges by node and result.\n\
-             # TYPE gridstore_gateway_audits_total counter\n",
-        );
-        for (node, (passed, failed)) in self.snapshot() {
-            // Node ids are operator-chosen; keep the label well-formed.
-            let node = node.replace(['\\', '"', '\n'], "_");
-            let _ = writeln!(
-                out,
-                "gridstore_gateway_audits_total{{node=\"{node}\",result=\"passed\"}} {passed}"
-            );
-            let _ = writeln!(
-                out,
-                "gridstore_gateway_audits_total{{node=\"{node}\",result=\"failed\"}} {failed}"
-            );
-        }
-        out
-    }
 }
-
-/// What [`AuditStats::render`] writes.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -22,6 +22,7 @@ pub mod map_follow;
 mod multipart;
 mod multipart_stitch;
 pub mod naming;
+pub mod node_status;
 mod objects;
 mod repair_hints;
 pub mod secrets;

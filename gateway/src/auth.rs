@@ -89,6 +89,17 @@ impl PublicReadAccess {
 #[async_trait::async_trait]
 impl S3Access for PublicReadAccess {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        // The one place that sees the resolved operation, the bucket and
+        // the verified signer together: the access log takes them here.
+        let path_bucket = match cx.s3_path() {
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),
+            S3Path::Root => None,
+        };
+        crate::access_log::note_request(
+            cx.s3_op().name(),
+            path_bucket,
+            cx.credentials().map(|c| c.access_key.as_str()),
+        );
         if cx.credentials().is_some() {
             return Ok(());
         }

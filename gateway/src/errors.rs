@@ -202,6 +202,36 @@ pub fn fill_in_message(resp: &mut s3s::HttpResponse) {
     *resp.body_mut() = s3s::Body::from(body);
 }
 
+/// The code and message of an error answer, read from its XML (s3s
+/// writes errors whole, so the body is in memory); the status alone for
+/// one without a body (HEAD). None for a success.
+pub fn code_and_message(resp: &s3s::HttpResponse) -> Option<(String, String)> {
+    let status = resp.status();
+    if status.is_success() || status.is_redirection() {
+        return None;
+    }
+    let parsed = resp
+        .body()
+        .bytes()
+        .and_then(|xml| xmltree::Element::parse(xml.as_ref()).ok())
+        .filter(|doc| doc.name == "Error");
+    let text = |doc: &xmltree::Element, name: &str| {
+        doc.get_child(name)
+            .and_then(|c| c.get_text())
+            .map(|t| t.trim().to_string())
+    };
+    Some(match parsed {
+        Some(doc) => (
+            text(&doc, "Code").unwrap_or_else(|| status.as_str().to_string()),
+            text(&doc, "Message").unwrap_or_default(),
+        ),
+        None => (
+            status.as_str().to_string(),
+            status.canonical_reason().unwrap_or("").to_string(),
+        ),
+    })
+}
+
 /// Whether the object layer's own words are the message for `code`: AWS
 /// words these codes case by case, so its generic sentence would drop the
 /// only useful part.
@@ -267,13 +297,18 @@ pub fn to_s3(e: Error) -> S3Error {
         // What failed inside the grid (which node, at which address, for
         // which chunk) is for the operator's log, not for clients: the
         // answer says what happened and the request id ties it to the log.
+        // The request's error line (crate::access_log) carries them.
         Error::Chunk(_) | Error::Metadata(_) => {
-            tracing::warn!(error = %e, "grid unavailable");
+            if !crate::access_log::note_cause(&e) {
+                tracing::warn!(error = %e, "grid unavailable");
+            }
             return aws_error(S3ErrorCode::ServiceUnavailable, "");
         }
         // Corrupt, Internal, and whatever the object layer adds later.
         _ => {
-            tracing::error!(error = %e, "internal error");
+            if !crate::access_log::note_cause(&e) {
+                tracing::error!(error = %e, "internal error");
+            }
             return aws_error(S3ErrorCode::InternalError, "");
         }
     };

@@ -9,7 +9,7 @@
 //! | `GET /v1/jobs/<id>[?wait=SECS]` | its status (after it finished or SECS passed) |
 //! | `GET /v1/jobs/<id>/logs[?key=KEY]` | stderr of failed tasks, or of task KEY (text) |
 //! | `POST /v1/jobs/<id>/cancel` | its status |
-//! | `GET /metrics` | the gateway's Prometheus metrics (storage audits per node); no credentials, as the nodes' probes |
+//! | `GET /metrics` | storage audits per node (Prometheus); no credentials, as the nodes' probes. The admin listener serves them too, with the rest of the gateway's metrics |
 //!
 //! [`client`] is the other side, for `gridstore job`.
 
@@ -186,7 +186,7 @@ fn metrics_reply(text: String) -> Response<String> {
     let mut r = Response::new(text);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(cluster::audit_stats::CONTENT_TYPE),
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     r
 }
@@ -374,13 +374,14 @@ pub async fn start_tls(
         .local_addr()
         .map_err(|source| JobsApiError::Listen { addr, source })?;
     let jobs = JobManager::new(store.clone());
-    let audits = store.audit_stats();
-    let auth = Arc::new(StoreAuth::new(store));
+    let auth = Arc::new(StoreAuth::new(store.clone()));
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (jobs, auth) = (jobs.clone(), auth.clone());
-        // Counts per node id, no data: served like the nodes' probes.
+        // Counts per node id, no data: served like the nodes' probes. The
+        // admin listener serves these and the request figures; this copy
+        // stays for scrapers configured before it existed.
         let metrics = (req.method() == http::Method::GET && req.uri().path() == "/metrics")
-            .then(|| audits.render());
+            .then(|| crate::metrics::audit_text(&store));
         async move {
             Ok::<_, std::convert::Infallible>(match metrics {
                 Some(text) => metrics_reply(text),

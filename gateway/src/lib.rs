@@ -10,15 +10,20 @@
 //! requests s3s would refuse for the wrong reason; [`tls`] is the
 //! optional TLS of every listener.
 
+pub mod access_log;
+pub mod admin_listener;
 pub mod admission;
 pub mod auth;
 mod convert;
 pub mod errors;
 pub mod jobs;
 pub mod listener;
+pub mod metrics;
+pub mod recent_errors;
 pub mod s3;
 pub mod server;
 mod signing;
+pub mod status_page;
 pub mod tls;
 pub mod webdav;
 

@@ -1,8 +1,10 @@
 //! Serving the S3 service on hyper: HTTP/1.1 (and h2c), one task per
 //! connection, stopped by a shutdown signal.
 
+use crate::access_log::{Api, Exchange};
 use crate::admission::AdmissionConfig;
 use crate::auth::{PublicReadAccess, StoreAuth};
+use crate::metrics::GatewayMetrics;
 use crate::S3Gateway;
 use cluster::ObjectStore;
 use s3s::service::S3ServiceBuilder;
@@ -17,6 +19,9 @@ pub struct GatewayConfig {
     pub admission: AdmissionConfig,
     /// Host names for virtual-hosted-style requests (`bucket.HOST`).
     pub domain: Option<String>,
+    /// Where requests are counted; shared with the WebDAV front end and
+    /// the admin listener. None: a set of its own.
+    pub metrics: Option<Arc<GatewayMetrics>>,
 }
 
 impl Default for GatewayConfig {
@@ -25,6 +30,7 @@ impl Default for GatewayConfig {
             region: "us-east-1".into(),
             admission: AdmissionConfig::default(),
             domain: None,
+            metrics: None,
         }
     }
 }
@@ -38,11 +44,23 @@ pub struct S3Front {
     /// The credential scope a request signed for a legacy region name is
     /// signed again for: one s3s accepts.
     scope_region: String,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl S3Front {
+    /// Where this front end counts its requests.
+    pub fn metrics(&self) -> Arc<GatewayMetrics> {
+        self.metrics.clone()
+    }
 }
 
 /// The S3 front end for `store`.
 pub fn service(store: ObjectStore, cfg: &GatewayConfig) -> S3Front {
     let auth = Arc::new(StoreAuth::new(store.clone()));
+    let metrics = cfg
+        .metrics
+        .clone()
+        .unwrap_or_else(|| GatewayMetrics::new(store.clone()));
     let scope_region = match s3s::region::Region::new(cfg.region.as_str().into()) {
         Ok(r) => r.as_str().to_string(),
         Err(_) => "us-east-1".to_string(),
@@ -65,6 +83,7 @@ pub fn service(store: ObjectStore, cfg: &GatewayConfig) -> S3Front {
         s3: b.build(),
         auth,
         scope_region,
+        metrics,
     }
 }
 
@@ -200,6 +219,38 @@ fn stamp_request_id(resp: &mut s3s::HttpResponse, id: &str) {
     *resp.body_mut() = s3s::Body::from(out);
 }
 
+/// The access key a request says it is signed with (header or presigned
+/// URL, SigV4 or V2), for the access log of a request refused before s3s
+/// checked it; never trusted for anything else.
+fn claimed_access_key<B>(req: &http::Request<B>) -> Option<String> {
+    let from_header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            if let Some((_, rest)) = v.split_once("Credential=") {
+                rest.split('/').next()
+            } else {
+                v.strip_prefix("AWS ")?.split(':').next()
+            }
+        })
+        .map(str::to_string);
+    let from_query = || {
+        req.uri().query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let v = urlencoding::decode(v).ok()?;
+            match k {
+                "X-Amz-Credential" => v.split('/').next().map(str::to_string),
+                "AWSAccessKeyId" => Some(v.into_owned()),
+                _ => None,
+            }
+        })
+    };
+    from_header
+        .or_else(from_query)
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -225,26 +276,48 @@ pub async fn serve_tls(
         let front = service.clone();
         async move {
             let request_id = new_request_id();
+            let exchange = Exchange::begin(Api::S3, request_id.clone(), &front.metrics.s3);
+            // Until s3s has checked the signature, the key it claims.
+            if let Some(key) = claimed_access_key(&req) {
+                exchange.set_request("unknown", None, Some(&key));
+            }
             if let Some(mut refusal) =
                 presign_refusal(req.uri()).or_else(|| preflight_refusal(&req))
             {
                 stamp_request_id(&mut refusal, &request_id);
-                return Ok::<_, s3s::HttpError>(refusal);
+                exchange.set_answer(
+                    refusal.status().as_u16(),
+                    crate::errors::code_and_message(&refusal),
+                );
+                return Ok::<_, s3s::HttpError>(refusal.map(|b| exchange.count_answer(b)));
             }
             let mut req = req;
             crate::signing::mend(&mut req, &front.auth, &front.scope_region).await;
             let expects = expects_continue(&req);
             let empty = declares_empty_body(&req);
-            let mut resp = hyper::service::Service::call(&front.s3, req).await?;
+            let req = req.map(|b| s3s::Body::http_body_unsync(exchange.count_request(b)));
+            let mut resp = match exchange.scope(front.s3.call(req)).await {
+                Ok(resp) => resp,
+                // s3s could not answer at all; hyper drops the connection.
+                Err(e) => {
+                    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                    exchange.set_answer(500, Some(("InternalError".into(), e.to_string())));
+                    return Err(s3s::HttpError::new(e));
+                }
+            };
             crate::errors::fill_in_message(&mut resp);
             stamp_request_id(&mut resp, &request_id);
+            exchange.set_answer(
+                resp.status().as_u16(),
+                crate::errors::code_and_message(&resp),
+            );
             if must_close(expects, empty, resp.status()) {
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
             }
-            Ok(resp)
+            Ok(resp.map(|b| exchange.count_answer(b)))
         }
     });
     crate::listener::serve_tls(listener, tls, guarded, shutdown, "S3").await;

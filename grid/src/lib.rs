@@ -22,6 +22,7 @@ pub mod blocking;
 pub mod chunk_io;
 pub mod clock;
 pub mod membership;
+pub mod metrics_text;
 pub mod node_api;
 pub mod node_client;
 pub mod replicas;

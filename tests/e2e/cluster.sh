@@ -578,6 +578,7 @@ cluster_map = "$W/map.toml"
 listen = "127.0.0.1:$(gw_port "$g" 0)"
 webdav_listen = "127.0.0.1:$(gw_port "$g" 1)"
 jobs_listen = "127.0.0.1:$(gw_port "$g" 2)"
+admin_listen = "127.0.0.1:0"
 housekeeping_secs = $HOUSEKEEPING_SECS
 orphan_grace_secs = $ORPHAN_GRACE_SECS
 upload_max_age_secs = $UPLOAD_MAX_AGE_SECS

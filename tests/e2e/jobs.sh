@@ -17,7 +17,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 S3=$(port); DAV=$(port); JOBS=$(port)
 start_server() {
     "$BIN" server "$WORK/data" --listen 127.0.0.1:$S3 --webdav-listen 127.0.0.1:$DAV \
-        --jobs-listen 127.0.0.1:$JOBS --job-allow python3 >"$WORK/server.out" 2>>"$WORK/server.err" &
+        --jobs-listen 127.0.0.1:$JOBS --admin-listen 127.0.0.1:0 --job-allow python3 >"$WORK/server.out" 2>>"$WORK/server.err" &
     PID=$!
     for _ in $(seq 150); do grep -q "^secret key" "$WORK/server.out" 2>/dev/null && return; sleep 0.2; done
     cat "$WORK/server.err" >&2

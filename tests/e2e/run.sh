@@ -118,7 +118,7 @@ t0=$(now)
     cd "$TMP"
     export GRIDSTORE_ACCESS_KEY="$AK" GRIDSTORE_SECRET_KEY="$SK"
     exec "$BIN" server "$TMP/data" --listen "127.0.0.1:$PORT" \
-        --webdav-listen "127.0.0.1:$DAVPORT" --jobs-listen "127.0.0.1:$JOBPORT" --region us-east-1
+        --webdav-listen "127.0.0.1:$DAVPORT" --jobs-listen "127.0.0.1:$JOBPORT" --admin-listen 127.0.0.1:0 --region us-east-1
 ) >"$LOG" 2>&1 &
 SERVER_PID=$!
 

@@ -150,6 +150,7 @@ s = tomllib.load(open(f"{data}/server.toml", "rb"))
 open(out, "w").write(
     f'listen = "127.0.0.1:{s3p}"\nwebdav_listen = "127.0.0.1:{davp}"\n'
     f'jobs_listen = "127.0.0.1:{jobp}"\n'
+    f'admin_listen = "127.0.0.1:0"\n'
     f'cluster_map = "{data}/cluster-map.toml"\n'
     # The server's gateway identity: the one its cluster map trusts.
     f'identity_dir = "{data}/identity"\n'

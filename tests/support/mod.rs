@@ -2,6 +2,7 @@
 //! and in-process grids of nodes ([`grid`]).
 #![allow(dead_code)]
 
+pub mod exposition;
 pub mod grid;
 pub mod objects;
 pub mod shards;

@@ -20,7 +20,10 @@ pub(crate) fn fs_error(e: Error) -> FsError {
         Error::CustomerKeyRequired | Error::CustomerKeyMismatch => FsError::Forbidden,
         Error::EntityTooLarge { .. } => FsError::TooLarge,
         e => {
-            tracing::warn!(error = %e, "WebDAV request failed in the object layer");
+            // The request's error line (crate::access_log) carries it.
+            if !crate::access_log::note_cause(&e) {
+                tracing::warn!(error = %e, "WebDAV request failed in the object layer");
+            }
             FsError::GeneralFailure
         }
     }

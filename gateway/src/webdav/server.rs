@@ -5,8 +5,10 @@
 
 use super::fs::{Caller, GridFs};
 use super::lock::GridLs;
+use crate::access_log::{Api, Counted, Exchange};
 use crate::admission::{Admission, AdmissionConfig};
 use crate::auth::StoreAuth;
+use crate::metrics::GatewayMetrics;
 use base64::Engine;
 use cluster::ObjectStore;
 use dav_server::body::Body;
@@ -104,14 +106,54 @@ fn status(code: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
+/// The first segment of a WebDAV path: the bucket, for the access log.
+fn bucket_of(path: &str) -> Option<String> {
+    let first = path.trim_start_matches('/').split('/').next()?;
+    let name = urlencoding::decode(first).ok()?;
+    (!name.is_empty()).then(|| name.into_owned())
+}
+
+/// One request, counted and logged (see [`crate::access_log`]).
+async fn measured(
+    req: Request<hyper::body::Incoming>,
+    dav: DavHandler<Caller>,
+    auth: Arc<StoreAuth>,
+    admission: Arc<Admission>,
+    metrics: Arc<GatewayMetrics>,
+) -> Response<Counted<Body>> {
+    let request_id = format!("{:016X}", rand::random::<u64>());
+    let exchange = Exchange::begin(Api::WebDav, request_id, &metrics.webdav);
+    let bucket = bucket_of(req.uri().path());
+    exchange.set_request(req.method().as_str(), bucket.as_deref(), None);
+    let resp = exchange
+        .scope(handle(req, dav, auth, admission, &exchange))
+        .await;
+    let status = resp.status();
+    let error = (status.as_u16() >= 400).then(|| {
+        (
+            status.as_str().to_string(),
+            status.canonical_reason().unwrap_or("").to_string(),
+        )
+    });
+    exchange.set_answer(status.as_u16(), error);
+    resp.map(|b| exchange.count_answer(b))
+}
+
 async fn handle(
     req: Request<hyper::body::Incoming>,
     dav: DavHandler<Caller>,
     auth: Arc<StoreAuth>,
     admission: Arc<Admission>,
+    exchange: &Arc<Exchange>,
 ) -> Response<Body> {
     match authenticate(&auth, &req).await {
         Verdict::Caller(c) => {
+            let bucket = bucket_of(req.uri().path());
+            exchange.set_request(
+                req.method().as_str(),
+                bucket.as_deref(),
+                Some(&c.access_key),
+            );
             // As on S3: one key holds at most its share of the slots, and a
             // body that stalls or trickles is cut off (the write then fails
             // instead of committing a truncated object).
@@ -121,7 +163,7 @@ async fn handle(
             let principal = c.access_key.clone();
             let (parts, body) = req.into_parts();
             let paced = admission
-                .paced(body.into_data_stream())
+                .paced(exchange.count_request(body).into_data_stream())
                 .map(|r| r.map(Frame::data).map_err(std::io::Error::other));
             let req = Request::from_parts(parts, StreamBody::new(paced));
             dav.handle_guarded(req, principal, c).await
@@ -178,12 +220,32 @@ pub async fn serve_with(
     admission: AdmissionConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let metrics = GatewayMetrics::new(store.clone());
+    serve_measured(listener, tls, store, admission, metrics, shutdown).await
+}
+
+/// [`serve_with`], counting requests in `metrics`.
+pub async fn serve_measured(
+    listener: TcpListener,
+    tls: Option<crate::tls::Acceptor>,
+    store: ObjectStore,
+    admission: AdmissionConfig,
+    metrics: Arc<GatewayMetrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let dav = handler(store.clone());
     let auth = Arc::new(StoreAuth::new(store));
     let admission = Arc::new(Admission::new(admission));
     let svc = hyper::service::service_fn(move |req| {
-        let (dav, auth, admission) = (dav.clone(), auth.clone(), admission.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(req, dav, auth, admission).await) }
+        let (dav, auth, admission, metrics) = (
+            dav.clone(),
+            auth.clone(),
+            admission.clone(),
+            metrics.clone(),
+        );
+        async move {
+            Ok::<_, std::convert::Infallible>(measured(req, dav, auth, admission, metrics).await)
+        }
     });
     crate::listener::serve_tls(listener, tls, svc, shutdown, "WebDAV").await;
 }
@@ -212,12 +274,25 @@ pub async fn start_with(
     tls: Option<crate::tls::Acceptor>,
     admission: AdmissionConfig,
 ) -> Result<Running, WebDavError> {
+    let metrics = GatewayMetrics::new(store.clone());
+    start_measured(addr, store, tls, admission, metrics).await
+}
+
+/// [`start_with`], counting requests in `metrics` (shared with the S3
+/// front end and served by the admin listener).
+pub async fn start_measured(
+    addr: std::net::SocketAddr,
+    store: ObjectStore,
+    tls: Option<crate::tls::Acceptor>,
+    admission: AdmissionConfig,
+    metrics: Arc<GatewayMetrics>,
+) -> Result<Running, WebDavError> {
     let listener = bind(addr).await?;
     let addr = listener
         .local_addr()
         .map_err(|source| WebDavError::Listen { addr, source })?;
     Ok(Running::spawn(addr, |stopped| {
-        serve_with(listener, tls, store, admission, stopped)
+        serve_measured(listener, tls, store, admission, metrics, stopped)
     }))
 }
 
