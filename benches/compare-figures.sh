@@ -40,9 +40,13 @@ start() {
     local name=$1 bin=$2 port=$3 dir
     dir="$(mktemp -d -p "${DATA_DIR:-${TMPDIR:-/tmp}}" "gridstore-$name.XXXXXX")"
     dirs+=("$dir")
+    # Two servers run at once: each its own admin port, where the build
+    # has an admin listener at all.
+    local admin=()
+    "$bin" server --help 2>/dev/null | grep -q -- --admin-listen && admin=(--admin-listen 127.0.0.1:0)
     "$bin" server "$dir/grid" --listen "127.0.0.1:$port" \
         --webdav-listen "127.0.0.1:$((port + 1))" --jobs-listen "127.0.0.1:$((port + 2))" \
-        >"$OUT/$name-server.log" 2>&1 &
+        "${admin[@]}" >"$OUT/$name-server.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 150); do
         grep -q '^secret key:' "$OUT/$name-server.log" 2>/dev/null && break

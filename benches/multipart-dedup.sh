@@ -31,7 +31,8 @@ trap cleanup EXIT
 
 # Short collection timers so the count settles within seconds.
 "$GRIDSTORE" server "$work/grid" --listen "$S3" --webdav-listen 127.0.0.1:9701 \
-    --jobs-listen 127.0.0.1:9702 --gc-grace-secs 5 --gc-interval-secs 2 >"$work/log" 2>&1 &
+    --jobs-listen 127.0.0.1:9702 --admin-listen 127.0.0.1:0 --gc-grace-secs 5 --gc-interval-secs 2 \
+    >"$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
     grep -q '^secret key:' "$work/log" 2>/dev/null && break

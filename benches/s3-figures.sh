@@ -50,7 +50,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$GRIDSTORE" server "$data/grid" --listen "$S3_LISTEN" --webdav-listen "$DAV_LISTEN" --jobs-listen "$JOBS_LISTEN" \
-    >"$OUT/server.log" 2>&1 &
+    --admin-listen 127.0.0.1:0 >"$OUT/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
     grep -q '^secret key:' "$OUT/server.log" 2>/dev/null && break
