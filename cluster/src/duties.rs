@@ -59,16 +59,21 @@ pub struct DutyReport {
     pub failed_nodes: Vec<String>,
 }
 
+/// How long a candidacy renewed every `every` lasts: three rounds, so a
+/// holder missing one renewal keeps the lease.
+pub fn duty_ttl(every: Duration) -> Duration {
+    every.saturating_mul(3).max(Duration::from_secs(3))
+}
+
 impl ObjectStore {
     /// Renew this gateway's candidacy for `duty` and say whether it holds
-    /// the lease. The lease lasts three rounds, so a holder missing one
-    /// renewal keeps it.
+    /// the lease (see [`duty_ttl`]).
     pub async fn hold_duty(&self, duty: &str, holder: &str, every: Duration) -> Result<bool> {
         let now = grid::clock::now_ms();
-        let ttl = every.saturating_mul(3).max(Duration::from_secs(3));
+        let ttl = duty_ttl(every);
         let path = format!("{DUTY_PREFIX}{duty}");
         self.put_lock(&Lock {
-            path: path.clone(),
+            path,
             token: holder.to_string(),
             principal: holder.to_string(),
             expires_ms: now + ttl.as_millis() as u64,
@@ -76,13 +81,8 @@ impl ObjectStore {
             ..Lock::default()
         })
         .await?;
-        let live = self.list_locks(&path, now).await?;
-        let holder_now = live
-            .iter()
-            .filter(|l| l.path == path)
-            .map(|l| l.token.as_str())
-            .min();
-        Ok(holder_now == Some(holder))
+        let holders = self.duty_holders_at(duty, now).await?;
+        Ok(holders.get(duty).map(String::as_str) == Some(holder))
     }
 
     /// Withdraw this gateway's candidacy for `duty` (a finished job, or a
@@ -101,9 +101,14 @@ impl ObjectStore {
     /// The duties under `prefix` that have a live candidate, each with its
     /// holder (the smallest live candidacy), from one quorum listing.
     pub async fn duty_holders(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+        self.duty_holders_at(prefix, grid::clock::now_ms()).await
+    }
+
+    /// [`ObjectStore::duty_holders`], counting candidacies live at `now_ms`.
+    async fn duty_holders_at(&self, prefix: &str, now_ms: u64) -> Result<BTreeMap<String, String>> {
         let full = format!("{DUTY_PREFIX}{prefix}");
         let mut out: BTreeMap<String, String> = BTreeMap::new();
-        for l in self.list_locks(&full, grid::clock::now_ms()).await? {
+        for l in self.list_locks(&full, now_ms).await? {
             let duty = l.path[DUTY_PREFIX.len()..].to_string();
             let e = out.entry(duty).or_insert_with(|| l.token.clone());
             if l.token < *e {

@@ -38,7 +38,7 @@ use crate::{ListObjectsParams, PutOptions};
 use bytes::Bytes;
 use codec::ChunkId;
 use grid::chunk_io::Grid;
-use grid::node_client::{NodeClient, RpcError};
+use grid::node_client::RpcError;
 use grid::task::{InputChunk, TaskFile, TaskInput, TaskReport, TaskRequest};
 use http_body_util::BodyExt;
 use metadata::model::{ChunkRef, NodeState};
@@ -741,24 +741,11 @@ async fn persist_job(store: &ObjectStore, job: &Job) -> Result<(), Error> {
 /// the nodes themselves (their `[jobs]` config), so that a program off
 /// the allow-list fails at submission, not task by task.
 async fn check_programs(store: &ObjectStore, spec: &JobSpec) -> Result<(), JobError> {
-    let grid = grid_now(store);
-    let live: Vec<NodeClient> = grid
-        .map()
-        .nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Up as i32)
-        .filter_map(|n| grid.client(&n.id).cloned())
-        .collect();
-    let asked = live.into_iter().map(|c| async move {
-        tokio::time::timeout(PROGRAMS_TIMEOUT, c.status())
-            .await
-            .ok()
-            .and_then(Result::ok)
-    });
-    let answers: Vec<_> = futures_util::future::join_all(asked)
+    let answers: Vec<_> = crate::node_status::gather(store, Some(PROGRAMS_TIMEOUT))
         .await
         .into_iter()
-        .flatten()
+        .filter(|(n, _)| n.state == NodeState::Up as i32)
+        .filter_map(|(_, answer)| answer.ok())
         .collect();
     if answers.is_empty() {
         return Err(JobError::Unavailable(
@@ -883,8 +870,7 @@ async fn adopt_loop(manager: Weak<Manager>) {
 }
 
 fn lease_ms() -> u64 {
-    // As `ObjectStore::hold_duty` sets it: three renewals.
-    LEASE_RENEW.as_millis() as u64 * 3
+    crate::duties::duty_ttl(LEASE_RENEW).as_millis() as u64
 }
 
 impl JobManager {
@@ -969,8 +955,13 @@ impl JobManager {
     /// The job's status from its records: the same from every gateway.
     pub async fn status(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
         let r = self.record(id, caller, admin).await?;
-        let tasks = self.inner.store.job_task_records(id).await?;
-        Ok(records::status_of(&r, Some(&tasks)))
+        self.status_from(&r).await
+    }
+
+    /// The status of the job `r` records, with its task records read.
+    async fn status_from(&self, r: &JobRecord) -> Result<JobStatus, JobError> {
+        let tasks = self.inner.store.job_task_records(&r.id).await?;
+        Ok(records::status_of(r, Some(&tasks)))
     }
 
     /// The caller's jobs (an admin's: all), oldest first, with the task
@@ -992,13 +983,13 @@ impl JobManager {
     /// Stop dispatching and stop the tasks running (their nodes kill the
     /// programs), whichever gateway drives the job.
     pub async fn cancel(&self, id: &str, caller: &str, admin: bool) -> Result<JobStatus, JobError> {
-        self.record(id, caller, admin).await?;
+        let r = self.record(id, caller, admin).await?;
         self.inner.store.put_job_cancel(id).await?;
         let local = self.inner.jobs().get(id).cloned();
         if let Some(job) = local {
             job.cancel_now();
         }
-        self.status(id, caller, admin).await
+        self.status_from(&r).await
     }
 
     /// Wait until the job has finished (or `timeout` passed); its status.
@@ -1011,9 +1002,10 @@ impl JobManager {
     ) -> Result<JobStatus, JobError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let s = self.status(id, caller, admin).await?;
-            if s.phase.finished() || tokio::time::Instant::now() >= deadline {
-                return Ok(s);
+            // The job's record says when it ends; its tasks are read once.
+            let r = self.record(id, caller, admin).await?;
+            if records::phase_of(&r.phase).finished() || tokio::time::Instant::now() >= deadline {
+                return self.status_from(&r).await;
             }
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + WAIT_POLL)).await;
         }
@@ -1051,7 +1043,7 @@ impl JobManager {
                 Err(e) => Err(e.into()),
             };
         }
-        let s = self.status(id, caller, admin).await?;
+        let s = self.status_from(&r).await?;
         let mut out = String::new();
         for t in s.failures.iter().chain(s.reduce.iter()) {
             out.push_str(&format!(
@@ -1315,21 +1307,10 @@ async fn drive(manager: Weak<Manager>, store: ObjectStore, job: Arc<Job>, holder
     }
     // The end must be recorded, or another gateway would take the job
     // over; while the lease holds, keep trying.
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match persist_job(&store, &job).await {
-            Ok(()) => break,
-            Err(e) if job.lease_holds() => {
-                tracing::warn!(job = %job.id, error = %e, "job end not recorded; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(LEASE_RENEW);
-            }
-            Err(e) => {
-                tracing::warn!(job = %job.id, error = %e, "job end not recorded; another gateway will finish it");
-                forget();
-                return;
-            }
-        }
+    if let Err(e) = while_lease_holds(&job, "job end", || persist_job(&store, &job)).await {
+        tracing::warn!(job = %job.id, error = %e, "job end not recorded; another gateway will finish it");
+        forget();
+        return;
     }
     let duty = duty_name(&job.id);
     if let Err(e) = store.release_duty(&duty, &holder).await {
@@ -1632,19 +1613,36 @@ async fn run_job(store: &ObjectStore, job: &Arc<Job>) -> Result<(), String> {
 /// Record the job (its listing cursor, its counts) with `tasks`, in one
 /// write, retried while the lease holds.
 async fn record_page(store: &ObjectStore, job: &Job, tasks: &[TaskStatus]) -> Result<(), String> {
+    while_lease_holds(job, "job tasks", || async {
+        if job.is_lost() {
+            return Err("lease lost".to_string());
+        }
+        store
+            .put_job_and_tasks(&job.record(), tasks)
+            .await
+            .map_err(|e| format!("could not record the job's tasks: {e}"))
+    })
+    .await
+}
+
+/// Run `write` until it succeeds, backing off up to a renewal period,
+/// for as long as the job's lease holds; then its last error.
+async fn while_lease_holds<E, F, Fut>(job: &Job, what: &str, mut write: F) -> Result<(), E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     let mut delay = Duration::from_millis(200);
     loop {
-        if job.is_lost() {
-            return Err("lease lost".into());
-        }
-        match store.put_job_and_tasks(&job.record(), tasks).await {
+        match write().await {
             Ok(()) => return Ok(()),
             Err(e) if job.lease_holds() => {
-                tracing::warn!(job = %job.id, error = %e, "job tasks not recorded; retrying");
+                tracing::warn!(job = %job.id, error = %e, "{what} not recorded; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(LEASE_RENEW);
             }
-            Err(e) => return Err(format!("could not record the job's tasks: {e}")),
+            Err(e) => return Err(e),
         }
     }
 }

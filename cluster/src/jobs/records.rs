@@ -38,18 +38,6 @@ fn suffixed(keys: &RecordKeys, id: &str, suffix: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The first key after every key starting with `prefix`.
-fn range_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 fn program_record(p: &ProgramSpec) -> JobProgram {
     JobProgram {
         argv: p.argv.clone(),
@@ -344,7 +332,7 @@ impl ObjectStore {
     /// Every task record of job `id`.
     pub(super) async fn job_task_records(&self, id: &str) -> Result<JobTasks> {
         let start = job_key(&self.inner.root_keys, id);
-        let end = range_end(&start);
+        let end = metadata::db::prefix_end(&start);
         let mut scan = self.job_tasks_table()?.scan(start, end).with_page(1000);
         let mut out = JobTasks::default();
         let job_len = job_key(&self.inner.root_keys, id).len();
@@ -399,12 +387,5 @@ mod tests {
         t.locality.random_site = 1.5;
         let back = task_status(&task_record(&t, false));
         assert_eq!(format!("{back:?}"), format!("{t:?}"));
-    }
-
-    #[test]
-    fn range_end_covers_the_prefix() {
-        assert_eq!(range_end(&[1, 2]), Some(vec![1, 3]));
-        assert_eq!(range_end(&[1, 255]), Some(vec![2]));
-        assert_eq!(range_end(&[255]), None);
     }
 }
