@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 use support::exposition::{http_get, lint_exposition, promtool};
+use support::server::Server;
 
 fn gridstore() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gridstore"))
@@ -137,8 +138,7 @@ fn admin_status_fails_when_nodes_are_down() {
         6
     );
 
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill();
     let down = status();
     assert!(!down.status.success(), "exit 0 with every node down");
     let out = String::from_utf8_lossy(&down.stdout);
@@ -186,63 +186,9 @@ fn admin_status_fails_when_nodes_are_down() {
     }
 }
 
-/// A `gridstore server` child, killed when dropped.
-struct Server {
-    child: std::process::Child,
-    /// The job API listener, host:port (the gateway's `/metrics`).
-    jobs: String,
-    /// The root access key.
-    access_key: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `gridstore server DIR` on loopback ports the system picks, once it
-/// has printed its addresses and credentials.
+/// `gridstore server DIR` with its usual log.
 fn start_server(data: &Path) -> Server {
-    use std::io::{BufRead, BufReader};
-    let mut child = gridstore()
-        .arg("server")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
-        .args([
-            "--jobs-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut ready, mut jobs, mut access_key) = (false, None, None);
-    for line in lines.by_ref().map_while(Result::ok) {
-        ready |= line.starts_with("gridstore server ready");
-        if let Some(rest) = line.strip_prefix("jobs on http://") {
-            jobs = rest.split_whitespace().next().map(str::to_string);
-        }
-        if let Some(k) = line.strip_prefix("access key: ") {
-            access_key = Some(k.to_string());
-        }
-        if line.starts_with("data: ") {
-            break;
-        }
-    }
-    assert!(ready, "the server never said it was ready");
-    // Keep reading: a line printed later would meet a closed pipe, and a
-    // failed print ends the server.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        jobs: jobs.expect("no jobs address printed"),
-        access_key: access_key.expect("no access key printed"),
-    }
+    Server::start(data, "info")
 }
 
 /// `gridstore admin --dir DATA ARGS...`.

@@ -9,116 +9,17 @@ mod support;
 
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::exposition::{lint_exposition, promtool};
+use support::server::Server;
 
 const TTL: Duration = Duration::from_secs(600);
 
-struct Server {
-    child: Child,
-    s3: String,
-    webdav: String,
-    admin: String,
-    access_key: String,
-    secret_key: String,
-    /// Everything the server wrote on stderr so far.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Wait until a stderr line satisfies `pred` (the access line is
-    /// written when the answer's last byte has gone, a moment after the
-    /// client has it).
-    fn log_line(&self, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| pred(l)) {
-                return Some(l.clone());
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
+/// `gridstore server DIR`, its 4xx error lines (at debug) in its log.
 fn start_server(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gridstore"))
-        .arg("server")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
-        .args([
-            "--jobs-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        // The 4xx error lines are at debug.
-        .env("RUST_LOG", "info,gateway::access_log=debug")
-        .env_remove("GRIDSTORE_ACCESS_KEY")
-        .env_remove("GRIDSTORE_SECRET_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut s3, mut webdav, mut admin, mut ak, mut sk) = (None, None, None, None, None);
-    let word = |rest: &str| rest.split(['/', ' ']).next().map(str::to_string);
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("gridstore server ready: S3 on http://") {
-            s3 = word(rest);
-        }
-        if let Some(rest) = line.strip_prefix("WebDAV on http://") {
-            webdav = word(rest);
-        }
-        if let Some(rest) = line.strip_prefix("admin on http://") {
-            admin = word(rest);
-        }
-        if let Some(k) = line.strip_prefix("access key: ") {
-            ak = Some(k.to_string());
-        }
-        if let Some(k) = line.strip_prefix("secret key: ") {
-            sk = Some(k.to_string());
-        }
-        if line.starts_with("data: ") {
-            break;
-        }
-    }
-    // Keep reading: a line printed later would meet a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        s3: s3.expect("no S3 address printed"),
-        webdav: webdav.expect("no WebDAV address printed"),
-        admin: admin.expect("no admin address printed"),
-        access_key: ak.expect("no access key printed"),
-        secret_key: sk.expect("no secret key printed"),
-        log,
-    }
+    Server::start(data, "info,gateway::access_log=debug")
 }
 
 struct Reply {
@@ -368,13 +269,7 @@ fn access_log_has_one_line_per_request() {
         assert!(line.contains(&field), "no {field} in {line}");
     }
     assert_eq!(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(&request_id))
-            .count(),
+        server.log_count(|l| l.contains(&request_id)),
         1,
         "{}",
         server.log_text()

@@ -5,6 +5,7 @@
 pub mod exposition;
 pub mod grid;
 pub mod objects;
+pub mod server;
 pub mod shards;
 
 use ::grid::node_api as api;
