@@ -1,4 +1,4 @@
-//! Storage audits on an in-process grid (real RocksDB, real shard files,
+//! Storage audits on an in-process grid (real metadata store, real shard files,
 //! real RPC on loopback): a node proves slices of the shards it holds
 //! against the checksums writers recorded, and an honest grid passes its
 //! audits round after round. The farm that drops shards, on real node

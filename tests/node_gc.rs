@@ -1,5 +1,5 @@
 //! Garbage collection of unreferenced shards on a real in-process node
-//! (RocksDB and shard files in a temp dir, RPC on loopback), references and
+//! (metadata store and shard files in a temp dir, RPC on loopback), references and
 //! shards written through the node RPC the way gateways write them. Passes
 //! are driven by their `now_ms` argument, never by the clock, except for
 //! the one test of the background loop.

@@ -1,5 +1,5 @@
-//! Node RPC against a real `gridstore node` process on 127.0.0.1 with real
-//! RocksDB and shard files in a temp dir: every call, HTTP/1.1 and HTTP/2,
+//! Node RPC against a real `gridstore node` process on 127.0.0.1 with a real
+//! metadata store and shard files in a temp dir: every call, HTTP/1.1 and HTTP/2,
 //! declared shard checksums, malformed requests, and capacity. Who may
 //! connect at all is `node_tls.rs`.
 
@@ -628,7 +628,7 @@ async fn at_quota_writes_get_507_and_reads_continue() {
     let status = c.status().await.unwrap();
     assert!(status.available_bytes < shard.len() as u64);
     assert_eq!(status.capacity_bytes, 3_500_000);
-    // Records still go through (they live in RocksDB, not the quota).
+    // Records still go through (they live in the metadata store, not the quota).
     c.meta_put(
         Table::Buckets,
         b"b",

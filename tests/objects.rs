@@ -1,5 +1,5 @@
 //! The object layer on an in-process grid of 6 nodes on 3 sites (real
-//! RocksDB, real RPC on loopback): round trips, ranges, buckets, versions,
+//! metadata store, real RPC on loopback): round trips, ranges, buckets, versions,
 //! listing, multipart, copies, conditional reads and concurrent writers.
 
 mod support;

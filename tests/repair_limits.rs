@@ -1,5 +1,5 @@
 //! Self-healing that knows when to stop, on an in-process grid (real
-//! RocksDB, real shard files, real RPC on loopback), passes driven by hand:
+//! metadata store, real shard files, real RPC on loopback), passes driven by hand:
 //!
 //! - a chunk fewer than `k` good shards of exist anywhere is listed as
 //!   damaged, with the objects that refer to it, and later passes leave it

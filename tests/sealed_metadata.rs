@@ -4,7 +4,7 @@
 //! SSE-C key's MD5, multipart uploads in progress, user names, WebDAV
 //! locks) and every digest of an object's plaintext is absent from the
 //! nodes' data directories (raw files, and every record read back through
-//! RocksDB, so compressed tables are searched too) and from the traffic
+//! the metadata store, so an engine that compresses is searched too) and from the traffic
 //! between the gateway and the nodes. Each canary is searched as raw
 //! bytes, hex and base64.
 
@@ -364,7 +364,7 @@ async fn no_name_metadata_or_digest_reaches_a_node() {
         assert!(hits.is_empty(), "{} holds {hits:?}", f.display());
     }
 
-    // Every record, read through RocksDB (so compressed blocks are
+    // Every record, read through the metadata store (so compressed blocks are
     // searched decompressed).
     let mut records = 0;
     for id in &ids {

@@ -1,4 +1,4 @@
-//! Self-healing on an in-process grid (real RocksDB, real shard files,
+//! Self-healing on an in-process grid (real metadata store, real shard files,
 //! real RPC on loopback): bitrot and lost shards found by scrubbing and
 //! rebuilt by reconciliation; dead nodes marked down by heartbeats and
 //! their shards rebuilt on the nodes placement names next, with no

@@ -1,5 +1,5 @@
 //! `gridstore bench repair`: how fast the grid heals itself. An in-process
-//! grid of 8 nodes on 4 sites (real RocksDB, shard files and RPC on
+//! grid of 8 nodes on 4 sites (real metadata store, shard files and RPC on
 //! loopback, the daemon's own self-healing with its default heartbeats)
 //! takes `size` MiB of incompressible objects at 4+2; then one node dies
 //! and the bench times, with no command given, its detection (a new map

@@ -1,4 +1,4 @@
-//! Work that must not run on an async thread (file and RocksDB I/O,
+//! Work that must not run on an async thread (file and metadata I/O,
 //! hashing and sealing whole chunks), in one place for every crate.
 
 /// The blocking task panicked or was cancelled at shutdown.

@@ -11,7 +11,8 @@
 //!   tables and revisions.
 //! * [`sealed`]: how gateways seal records so nodes store and merge them
 //!   without reading them, and hash names out of record keys.
-//! * [`db`]: a node's RocksDB tables behind a small typed API.
+//! * [`db`]: a node's tables behind a small typed API, kept by redb or
+//!   (with the `rocksdb` feature) RocksDB.
 //! * [`shard_key`]: the address of one shard (chunk id, index).
 
 pub mod db;

@@ -177,7 +177,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError>
 }
 
 /// A node serving on 127.0.0.1 inside this process: for in-process test
-/// clusters and benchmarks (real RocksDB, real files, real RPC on
+/// clusters and benchmarks (real metadata store, real files, real RPC on
 /// loopback; only the process is shared). Garbage collection runs as in
 /// the daemon unless `gc_interval_secs = 0`; tests that want passes at
 /// chosen times call [`LocalNode::gc_pass`].

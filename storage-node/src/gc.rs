@@ -60,7 +60,7 @@ impl Node {
     /// One garbage collection pass at time `now_ms` (milliseconds since
     /// the epoch): mark chunks held without references, forget marks of
     /// chunks referenced again or no longer held, and delete the shards of
-    /// chunks marked at least `grace_ms` ago. Blocking (file and RocksDB
+    /// chunks marked at least `grace_ms` ago. Blocking (file and metadata
     /// I/O); run it off the async reactor.
     pub fn gc_pass(&self, now_ms: u64, grace_ms: u64) -> Result<GcReport, NodeError> {
         self.gc_pass_until(now_ms, grace_ms, &AtomicBool::new(false))

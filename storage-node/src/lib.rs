@@ -1,5 +1,5 @@
 //! The node daemon: a shard store on disk ([`shard_store`]), metadata
-//! tables in RocksDB (`metadata::db`), and the authenticated node RPC over
+//! tables (`metadata::db`), and the authenticated node RPC over
 //! both ([`rpc_server`], protocol in `grid::node_api`), run by
 //! `gridstore node --config node.toml` ([`daemon`]), which also collects
 //! unreferenced shards ([`gc`]), repairs and scrubs what it should hold

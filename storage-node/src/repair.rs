@@ -572,7 +572,7 @@ pub(crate) fn fail(e: impl std::fmt::Display) -> NodeError {
     NodeError::Refused(e.to_string())
 }
 
-/// Run `f` on the blocking pool (file and RocksDB I/O).
+/// Run `f` on the blocking pool (file and metadata I/O).
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {

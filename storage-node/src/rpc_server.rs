@@ -4,7 +4,7 @@
 //! what it may do follows from who it is, see [`authorize`]), the protocol
 //! in `grid::node_api`. Probes (`/health`, `/metrics`) need no certificate.
 //!
-//! Blocking work (file and RocksDB I/O, both of which fsync) runs on
+//! Blocking work (file and metadata I/O, both of which fsync) runs on
 //! tokio's blocking pool so the reactor keeps serving other requests.
 
 use crate::jobs::JobHost;

@@ -50,7 +50,7 @@ pub struct ShardStoreConfig {
     /// Most bytes of shards this node will hold; `None`: the disk decides.
     pub quota: Option<u64>,
     /// Free space always left on the filesystem, so the node refuses writes
-    /// before the disk is full (RocksDB and the OS need room too).
+    /// before the disk is full (the metadata store and the OS need room too).
     pub reserve_bytes: u64,
     /// `None`: detect io_uring, fall back to threads.
     pub io: Option<IoBackend>,

@@ -2,7 +2,9 @@
 # README's first command, as written, where a newcomer runs it: a fresh
 # clone, a fresh CARGO_HOME (crates downloaded again) and a fresh target
 # directory. It must build, start, and answer the `aws ... s3 ls` line it
-# prints. The system packages of README's apt line are assumed installed.
+# prints. The build must need nothing but Rust and its C compiler: no
+# system library (RocksDB) and no libclang, which is checked on the
+# dependency tree and on the binary, whatever this machine has installed.
 # Needs git and aws-cli; uses 127.0.0.1:9000-9003, the README's ports.
 # Usage: bash tests/e2e/readme_start.sh
 set -euo pipefail
@@ -47,4 +49,13 @@ TRY=$(sed -n 's/^try: //p' "$WORK/out")
 eval "$TRY" || fail "the printed line failed: $TRY"
 eval "${TRY% s3 ls} s3 mb s3://readme-check" >/dev/null || fail "CreateBucket failed"
 eval "$TRY" | grep -q readme-check || fail "the new bucket is not listed"
+# Nothing in the build reached for a system library or libclang.
+if cargo tree --workspace -e normal,build --prefix none 2>/dev/null | grep -Eq '^(librocksdb-sys|bindgen|clang-sys) '; then
+    fail "the default build depends on librocksdb-sys, bindgen or clang-sys"
+fi
+BIN=$(find target/release -maxdepth 1 -name gridstore -type f | head -n 1)
+[ -n "$BIN" ] || fail "no target/release/gridstore"
+if ldd "$BIN" | grep -v -E 'linux-vdso|ld-linux|/libc\.so|/libm\.so|/libgcc_s\.so'; then
+    fail "the binary links more than the C library (above)"
+fi
 echo "readme_start: ok"

@@ -1,4 +1,4 @@
-//! An in-process grid: several `LocalNode`s on 127.0.0.1 with real RocksDB
+//! An in-process grid: several `LocalNode`s on 127.0.0.1 with a real metadata store
 //! and shard files in a temp dir, and the cluster map that names them.
 #![allow(dead_code)]
 

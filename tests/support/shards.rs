@@ -21,7 +21,7 @@ pub fn shard_files(dir: &Path) -> BTreeMap<PathBuf, ShardKey> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
-                // RocksDB's own files are not shards.
+                // The metadata store's files are not shards.
                 if p.file_name().is_some_and(|n| n != "meta") {
                     stack.push(p);
                 }

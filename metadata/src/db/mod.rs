@@ -1,12 +1,13 @@
-//! A node's local metadata store: RocksDB with one column family per table,
-//! behind a small typed API. Every write is synced to the WAL before it
-//! returns, because a node acknowledges a write only when it is durable.
+//! A node's local metadata store: one table per record kind, behind a
+//! small typed API, kept by one of the [`Engine`]s. Every write is on disk
+//! before it returns, because a node acknowledges a write only when it is
+//! durable.
+
+mod engine;
 
 use crate::record::{Record, RecordError};
-use rocksdb::{
-    BoundColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, MultiThreaded, Options,
-    TransactionDB, WriteOptions,
-};
+use engine::{Cond, Op, Store};
+pub use engine::{Engine, Replaces};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +49,11 @@ impl Table {
         Table::JobTasks,
     ];
 
+    /// Position in [`Table::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Table::Buckets => "buckets",
@@ -64,11 +70,25 @@ impl Table {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
-    #[error("rocksdb: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    /// The engine failed to read or write (I/O error, corrupt file).
+    #[error("metadata store: {0}")]
+    Storage(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The directory is kept by an engine this build does not have.
+    #[error(
+        "{dir}: metadata kept by {engine}, which this gridstore was built without \
+         (build with `--features {engine}`, or move the directory away)"
+    )]
+    EngineMissing { dir: String, engine: Engine },
+    /// The directory is kept by another engine than the one asked for.
+    #[error("{dir}: metadata kept by {found}, not {wanted}")]
+    EngineMismatch {
+        dir: String,
+        found: Engine,
+        wanted: Engine,
+    },
     #[error("record in {table}: {source}")]
     Record {
         table: &'static str,
@@ -93,7 +113,7 @@ pub const DATA_FORMAT: u64 = 3;
 const FORMAT_KEY: &[u8] = b"data_format";
 
 /// One page of a range scan, and where the next page starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
     pub items: Vec<(Vec<u8>, Vec<u8>)>,
     /// First key of the next page; `None` when the range is exhausted.
@@ -135,10 +155,8 @@ impl Batch {
 }
 
 pub struct Db {
-    db: TransactionDB<MultiThreaded>,
-    // Serialises compare-and-set against itself; plain writes need no lock
-    // (RocksDB orders them), CAS needs read-compare-write to be atomic.
-    cas: Mutex<()>,
+    store: Box<dyn Store>,
+    engine: Engine,
     changes: Mutex<ChangeFeed>,
 }
 
@@ -178,21 +196,33 @@ pub struct Changes {
 }
 
 impl Db {
+    /// Open the metadata in `path`, with the engine that keeps it, or
+    /// create it with [`Engine::DEFAULT`].
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // Manifests and refs are small and hot: keep the defaults modest so
-        // a farm's small machine is not starved.
-        opts.set_max_open_files(512);
-        opts.set_keep_log_file_num(4);
-        let cfs = Table::ALL
-            .iter()
-            .map(|t| ColumnFamilyDescriptor::new(t.name(), Options::default()));
-        let db = TransactionDB::open_cf_descriptors(&opts, &Default::default(), path, cfs)?;
+        Db::open_with(path, Engine::of_dir(path).unwrap_or(Engine::DEFAULT))
+    }
+
+    /// Open or create the metadata in `path` with `engine`; refused if
+    /// another engine keeps it.
+    pub fn open_with(path: &Path, engine: Engine) -> Result<Db, DbError> {
+        let dir = || path.display().to_string();
+        if let Some(found) = Engine::of_dir(path).filter(|f| *f != engine) {
+            return Err(DbError::EngineMismatch {
+                dir: dir(),
+                found,
+                wanted: engine,
+            });
+        }
+        let store: Box<dyn Store> = match engine {
+            Engine::Redb => Box::new(engine::redb_engine::RedbStore::open(path)?),
+            #[cfg(feature = "rocksdb")]
+            Engine::RocksDb => Box::new(engine::rocksdb_engine::RocksStore::open(path)?),
+            #[cfg(not(feature = "rocksdb"))]
+            Engine::RocksDb => return Err(DbError::EngineMissing { dir: dir(), engine }),
+        };
         let db = Db {
-            db,
-            cas: Mutex::new(()),
+            store,
+            engine,
             changes: Mutex::new(ChangeFeed {
                 id: rand::random::<u64>() | 1,
                 head: 0,
@@ -201,6 +231,11 @@ impl Db {
         };
         db.check_format()?;
         Ok(db)
+    }
+
+    /// The engine keeping this database.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Stamp a new directory with [`DATA_FORMAT`]; refuse one that holds
@@ -226,20 +261,8 @@ impl Db {
         }
     }
 
-    fn cf(&self, table: Table) -> Arc<BoundColumnFamily<'_>> {
-        self.db
-            .cf_handle(table.name())
-            .expect("every table's column family is created at open")
-    }
-
-    fn sync() -> WriteOptions {
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        w
-    }
-
     pub fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        Ok(self.db.get_cf(&self.cf(table), key)?)
+        self.store.get(table, key)
     }
 
     pub fn get<R: Record>(&self, table: Table, key: &[u8]) -> Result<Option<R>, DbError> {
@@ -259,66 +282,57 @@ impl Db {
     }
 
     pub fn put_raw(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), DbError> {
-        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
-        txn.put_cf(&self.cf(table), key, value)?;
-        txn.commit()?;
-        self.fed([(table, key)]);
-        Ok(())
+        let mut b = Batch::new();
+        b.put_raw(table, key, value.to_vec());
+        self.write(b)
     }
 
     pub fn delete(&self, table: Table, key: &[u8]) -> Result<(), DbError> {
-        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
-        txn.delete_cf(&self.cf(table), key)?;
-        txn.commit()?;
-        self.fed([(table, key)]);
-        Ok(())
+        let mut b = Batch::new();
+        b.delete(table, key);
+        self.write(b)
     }
 
     /// Apply every write of `batch` or none.
     pub fn write(&self, batch: Batch) -> Result<(), DbError> {
-        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
-        for (table, key, value) in &batch.ops {
-            match value {
-                Some(v) => txn.put_cf(&self.cf(*table), key, v)?,
-                None => txn.delete_cf(&self.cf(*table), key)?,
-            }
-        }
-        txn.commit()?;
-        self.fed(batch.ops.iter().map(|(t, k, _)| (*t, k.as_slice())));
-        Ok(())
+        self.commit(batch, Cond::Always).map(|_| ())
     }
 
     /// [`Db::write`], except that a put over a value already held happens
     /// only if `replaces(table, new, held)`: checked and written in one
-    /// transaction, each such row locked until the commit, so two writers
-    /// of one key are ordered, never interleaved. Returns how many puts
-    /// were skipped.
-    pub fn write_if(
-        &self,
-        batch: Batch,
-        replaces: impl Fn(Table, &[u8], &[u8]) -> bool,
-    ) -> Result<usize, DbError> {
-        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
-        let mut applied: Vec<(Table, &[u8])> = Vec::with_capacity(batch.ops.len());
-        let mut dropped = 0;
-        for (table, key, value) in &batch.ops {
-            let cf = self.cf(*table);
-            match value {
-                Some(v) => {
-                    let held = txn.get_for_update_cf(&cf, key, true)?;
-                    if held.is_some_and(|h| !replaces(*table, v, &h)) {
-                        dropped += 1;
-                        continue;
-                    }
-                    txn.put_cf(&cf, key, v)?
-                }
-                None => txn.delete_cf(&cf, key)?,
-            }
-            applied.push((*table, key.as_slice()));
-        }
-        txn.commit()?;
-        self.fed(applied);
-        Ok(dropped)
+    /// transaction, so two writers of one key are ordered, never
+    /// interleaved. Returns how many puts were skipped.
+    pub fn write_if(&self, batch: Batch, replaces: Replaces) -> Result<usize, DbError> {
+        let applied = self.commit(batch, Cond::Replaces(replaces))?;
+        Ok(applied.iter().filter(|a| !**a).count())
+    }
+
+    /// Commit `batch` with every write under `cond`; feed what happened.
+    fn commit(&self, batch: Batch, cond: Cond) -> Result<Vec<bool>, DbError> {
+        let ops: Vec<Op> = batch
+            .ops
+            .into_iter()
+            .map(|(table, key, value)| Op {
+                table,
+                key,
+                value,
+                cond: cond.clone(),
+            })
+            .collect();
+        // The fed tables' writes, by position, to feed those that happen.
+        let fed: Vec<(usize, Table, Vec<u8>)> = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| FED_TABLES.contains(&op.table))
+            .map(|(i, op)| (i, op.table, op.key.clone()))
+            .collect();
+        let applied = self.store.commit(ops)?;
+        self.fed(
+            fed.iter()
+                .filter(|(i, _, _)| applied.get(*i).copied().unwrap_or(false))
+                .map(|(_, t, k)| (*t, k.as_slice())),
+        );
+        Ok(applied)
     }
 
     /// Append committed writes of the fed tables to the change feed.
@@ -413,25 +427,7 @@ impl Db {
         if limit == 0 {
             return Err(DbError::ZeroLimit);
         }
-        let cf = self.cf(table);
-        let iter = self
-            .db
-            .iterator_cf(&cf, IteratorMode::From(start, Direction::Forward));
-        let mut items = Vec::new();
-        for kv in iter {
-            let (k, v) = kv?;
-            if end.is_some_and(|e| k.as_ref() >= e) {
-                return Ok(Page { items, next: None });
-            }
-            if items.len() == limit {
-                return Ok(Page {
-                    items,
-                    next: Some(k.to_vec()),
-                });
-            }
-            items.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(Page { items, next: None })
+        self.store.scan(table, start, end, limit)
     }
 
     /// Every key starting with `prefix`, paginated like `scan`.
@@ -464,20 +460,17 @@ impl Db {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, DbError> {
-        let _guard = self.cas.lock().unwrap_or_else(|p| p.into_inner());
-        let txn = self.db.transaction_opt(&Self::sync(), &Default::default());
-        let cf = self.cf(table);
-        let current = txn.get_for_update_cf(&cf, key, true)?;
-        if current.as_deref() != expected {
-            return Ok(false);
+        let applied = self.store.commit(vec![Op {
+            table,
+            key: key.to_vec(),
+            value: new.map(<[u8]>::to_vec),
+            cond: Cond::Holds(expected.map(<[u8]>::to_vec)),
+        }])?;
+        let swapped = applied.first().copied().unwrap_or(false);
+        if swapped {
+            self.fed([(table, key)]);
         }
-        match new {
-            Some(v) => txn.put_cf(&cf, key, v)?,
-            None => txn.delete_cf(&cf, key)?,
-        }
-        txn.commit()?;
-        self.fed([(table, key)]);
-        Ok(true)
+        Ok(swapped)
     }
 }
 
