@@ -159,7 +159,12 @@ pub async fn read(
                 answers.push((node, v));
                 if answers.len() >= set.read_quorum {
                     // The quorum decides; a straggler could only add a
-                    // replica that agrees with it or lags behind it.
+                    // replica that agrees with it or lags behind it. Its
+                    // call finishes in the background (bounded by the RPC
+                    // timeout): dropped mid-answer, it would take its
+                    // pooled connection down with it, and the next call
+                    // to that node would pay a new TLS handshake.
+                    tasks.detach_all();
                     return Ok(answers);
                 }
             }

@@ -22,11 +22,11 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "readme_start: FAIL: $*" >&2; tail -n 20 "$WORK/err" >&2 2>/dev/null || true; exit 1; }
 
-# The first command of the block under "Then, from a checkout:".
+# The first command of the first block under "## Start here".
 CMD=$(python3 - "$ROOT/README.md" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-block = re.search(r"^Then, from a checkout:\n\n```sh\n(.*?)^```", text, re.S | re.M).group(1)
+block = re.search(r"^## Start here\n.*?^```sh\n(.*?)^```", text, re.S | re.M).group(1)
 print([l for l in block.splitlines() if l.strip() and not l.startswith("#")][0])
 PY
 )
