@@ -774,6 +774,45 @@ async fn concurrent_puts_to_one_key_leave_one_intact_winner() {
     assert_eq!(head.size, got.len() as u64);
 }
 
+/// Uploads share one write budget smaller than a single chunk: each chunk
+/// waits for the whole budget, so chunks of all uploads go one at a time,
+/// and every upload still finishes with its exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_share_a_write_budget_smaller_than_a_chunk() {
+    let tg = TestGrid::start(3, 2).await;
+    let s = store_on(
+        &tg,
+        StoreConfig {
+            write_bytes_in_flight: 1,
+            ..StoreConfig::default()
+        },
+    );
+    s.create_bucket("budget", OWNER, None).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6u64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let key = format!("k{i}");
+            let put = s
+                .put_object(
+                    "budget",
+                    &key,
+                    Data::new(3 << 20, i).stream(),
+                    PutOptions::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(put.size, 3 << 20);
+            (key, i)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (key, seed) = r.unwrap();
+        let got = get_bytes(&s, "budget", &key, GetOptions::default()).await;
+        assert!(got == Data::bytes(3 << 20, seed), "{key}: other bytes");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_reads_and_copies() {
     let tg = TestGrid::start(3, 2).await;

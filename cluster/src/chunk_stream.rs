@@ -3,8 +3,10 @@
 //! and the read stream (manifest → chunks covering a range → bytes).
 //!
 //! Memory: a write holds the chunker's buffer (three maximum-size chunks)
-//! plus `chunks_in_flight` chunks being sealed or sent; a read holds two
-//! chunks. Neither depends on the object's size.
+//! plus up to `chunks_in_flight` chunks being sealed or sent, and all the
+//! writes of a store together hold at most `write_bytes_in_flight` bytes of
+//! chunks in flight; a read holds two chunks. None of it depends on the
+//! object's size.
 
 use crate::checksum::{ChecksumAlgorithm, DigestResult, Digests};
 use crate::config::StoreConfig;
@@ -69,6 +71,8 @@ pub(crate) struct ChunkIo {
     /// Signs every chunk reference written, so nodes can refuse made-up
     /// ones from peers.
     pub owner: Arc<metadata::signing::OwnerKey>,
+    /// Bytes of chunks in flight, shared by every write of the store.
+    pub write_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// What to write and under which name.
@@ -194,7 +198,7 @@ where
                         chunks.push(join(h).await?);
                     }
                 }
-                pending.push_back(tokio::spawn(store_chunk(ctx.clone(), offset, plain)));
+                pending.push_back(spawn_store_chunk(&ctx, offset, plain).await?);
             }
         }
         chunker.finish();
@@ -234,7 +238,13 @@ where
                     }
                 }
             }
-            pending.push_back(tokio::spawn(store_chunk(ctx.clone(), offset, plain)));
+            match spawn_store_chunk(&ctx, offset, plain).await {
+                Ok(h) => pending.push_back(h),
+                Err(e) => {
+                    abandon(&ctx, pending, &chunks).await;
+                    return Err(e);
+                }
+            }
         }
     }
     while let Some(h) = pending.pop_front() {
@@ -256,6 +266,32 @@ where
         inline,
         digests,
     })
+}
+
+/// Store one chunk in a task of its own once the store's write budget has
+/// room for it; the budget is given back when the chunk is stored or
+/// failed.
+async fn spawn_store_chunk(
+    ctx: &WriteCtx,
+    offset: u64,
+    plain: Bytes,
+) -> Result<tokio::task::JoinHandle<Result<ChunkRef>>> {
+    let budget = &ctx.io.write_budget;
+    // A chunk larger than the whole budget waits for all of it.
+    let cost = plain
+        .len()
+        .clamp(1, ctx.io.cfg.write_bytes_in_flight.max(1));
+    let permit = budget
+        .clone()
+        .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+        .await
+        .map_err(|_| Error::Internal("the write budget is closed".into()))?;
+    let ctx = ctx.clone();
+    Ok(tokio::spawn(async move {
+        let stored = store_chunk(ctx, offset, plain).await;
+        drop(permit);
+        stored
+    }))
 }
 
 async fn join(h: tokio::task::JoinHandle<Result<ChunkRef>>) -> Result<ChunkRef> {

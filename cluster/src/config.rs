@@ -15,6 +15,10 @@ pub struct StoreConfig {
     /// Chunks of one upload being hashed, sealed or sent at once: the
     /// memory bound of an upload is about this many chunks.
     pub chunks_in_flight: usize,
+    /// Plaintext bytes of chunks being sealed or sent at once across every
+    /// upload through this store: what bounds a gateway's memory under
+    /// many concurrent uploads (each also holds its chunker's buffer).
+    pub write_bytes_in_flight: usize,
     /// S3's minimum size of every part but the last.
     pub min_part_size: u64,
     pub max_object_size: u64,
@@ -32,6 +36,7 @@ impl Default for StoreConfig {
             inline_threshold: 16 * 1024,
             chunker: ChunkerConfig::default(),
             chunks_in_flight: 4,
+            write_bytes_in_flight: 32 << 20,
             min_part_size: 5 << 20,
             max_object_size: 5 << 40,
             local_site: None,

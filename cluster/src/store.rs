@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub audits: Arc<crate::audit_stats::AuditStats>,
     /// Completed multipart objects whose part edges are being re-cut.
     pub stitching: Arc<crate::stitch_queue::StitchQueue>,
+    /// Shared by every upload: see [`StoreConfig::write_bytes_in_flight`].
+    pub write_budget: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]
@@ -163,12 +165,15 @@ impl ObjectStore {
                 grid: std::sync::RwLock::new(Arc::new(grid)),
                 root_keys: master.root_record_keys(),
                 master,
-                cfg: Arc::new(cfg),
                 hlc: Hlc::new(),
                 repair: None,
                 list_indexes: Default::default(),
                 audits: Arc::default(),
                 stitching: Arc::default(),
+                write_budget: Arc::new(tokio::sync::Semaphore::new(
+                    cfg.write_bytes_in_flight.max(1),
+                )),
+                cfg: Arc::new(cfg),
             }),
         }
     }
@@ -192,6 +197,7 @@ impl ObjectStore {
                 list_indexes: Default::default(),
                 audits: shared.audits.clone(),
                 stitching: shared.stitching.clone(),
+                write_budget: shared.write_budget.clone(),
             },
         };
         Self {
@@ -499,6 +505,7 @@ impl ObjectStore {
             cfg: self.inner.cfg.clone(),
             repair: RepairSink(self.inner.repair.clone()),
             owner: self.inner.master.owner_key(),
+            write_budget: self.inner.write_budget.clone(),
         }
     }
 }
