@@ -2,11 +2,11 @@
 //! chunks → dedup check → seal → shards on the grid → chunk references)
 //! and the read stream (manifest → chunks covering a range → bytes).
 //!
-//! Memory: a write holds the chunker's buffer (three maximum-size chunks)
-//! plus up to `chunks_in_flight` chunks being sealed or sent, and all the
-//! writes of a store together hold at most `write_bytes_in_flight` bytes of
-//! chunks in flight; a read holds two chunks. None of it depends on the
-//! object's size.
+//! Memory: a write holds the chunker's buffer (one and a half
+//! maximum-size chunks) plus up to `chunks_in_flight` chunks being sealed
+//! or sent, and all the writes of a store together hold at most
+//! `write_bytes_in_flight` bytes of chunks in flight; a read holds two
+//! chunks. None of it depends on the object's size.
 
 use crate::checksum::{ChecksumAlgorithm, DigestResult, Digests};
 use crate::config::StoreConfig;

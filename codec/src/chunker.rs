@@ -122,9 +122,11 @@ impl Cutter {
     }
 }
 
-/// Buffer capacity in maximum-size chunks: the bound on a chunker's memory
-/// (beyond the largest slice pushed at once).
-const BUFFER_CHUNKS: usize = 3;
+/// Buffer capacity beyond one maximum-size chunk (which a cut may need
+/// whole), in halves of one: the bound on a chunker's memory (beyond the
+/// largest slice pushed at once). Every upload holds one chunker, all of
+/// whose buffer gets written, so this is paid per concurrent upload.
+const BUFFER_SLACK_HALVES: usize = 1;
 
 /// Incremental chunker: `push` bytes, then take chunks with `next_chunk`
 /// until it returns `None`; after the last `push`, call `finish` and drain.
@@ -147,7 +149,7 @@ pub struct Chunk<'a> {
 impl Chunker {
     pub fn new(cfg: ChunkerConfig) -> Result<Self> {
         Ok(Self {
-            buf: Vec::with_capacity(cfg.max * BUFFER_CHUNKS),
+            buf: Vec::with_capacity(cfg.max + cfg.max / 2 * BUFFER_SLACK_HALVES),
             cutter: Cutter::new(cfg)?,
             pos: 0,
             finished: false,
@@ -164,7 +166,9 @@ impl Chunker {
         assert!(!self.finished, "Chunker::push after finish");
         if self.pos > 0 && self.buf.len() + data.len() > self.buf.capacity() {
             // Drop what was already handed out. Compacting only when the
-            // buffer is full moves under `max` bytes per `2 * max` consumed.
+            // buffer is full moves under `max` bytes (in practice about
+            // half an average chunk) per `max / 2` or more consumed:
+            // memmove is cheap next to hashing and sealing those bytes.
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
