@@ -112,6 +112,32 @@ impl Op {
     }
 }
 
+/// What applying a commit needs of an engine's open transaction.
+pub(crate) trait Writes {
+    /// What `key` holds now, as this transaction sees it; an engine that
+    /// locks rows locks this one until the commit.
+    fn held(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, DbError>;
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), DbError>;
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), DbError>;
+}
+
+/// Apply `ops` in order inside one transaction; whether each happened.
+pub(crate) fn apply(txn: &mut impl Writes, ops: &[Op]) -> Result<Vec<bool>, DbError> {
+    let mut applied = Vec::with_capacity(ops.len());
+    for op in ops {
+        if op.reads() && !op.applies(txn.held(op.table, &op.key)?.as_deref()) {
+            applied.push(false);
+            continue;
+        }
+        match &op.value {
+            Some(v) => txn.put(op.table, &op.key, v)?,
+            None => txn.delete(op.table, &op.key)?,
+        }
+        applied.push(true);
+    }
+    Ok(applied)
+}
+
 pub(crate) trait Store: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, DbError>;
 

@@ -9,7 +9,7 @@
 //! none, in arrival order, and sees the ones before it). This is the group
 //! commit RocksDB does in its write-ahead log.
 
-use super::{storage, Op, Store};
+use super::{apply, storage, Op, Store, Writes};
 use crate::db::{DbError, Page, Table};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -100,44 +100,56 @@ impl RedbStore {
     fn run_group(&self, group: &[Pending]) -> Result<Vec<Vec<bool>>, DbError> {
         let mut txn = self.db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;
-        let mut results = Vec::with_capacity(group.len());
-        {
-            let mut tables: Vec<Option<redb::Table<'_, &[u8], &[u8]>>> =
-                (0..Table::ALL.len()).map(|_| None).collect();
-            for p in group {
-                let mut applied = Vec::with_capacity(p.ops.len());
-                for op in &p.ops {
-                    let slot = &mut tables[op.table.index()];
-                    if slot.is_none() {
-                        *slot = Some(txn.open_table(def(op.table)).map_err(storage)?);
-                    }
-                    let Some(table) = slot.as_mut() else {
-                        unreachable!("opened above")
-                    };
-                    if op.reads() {
-                        let held = table.get(op.key.as_slice()).map_err(storage)?;
-                        if !op.applies(held.as_ref().map(|g| g.value())) {
-                            applied.push(false);
-                            continue;
-                        }
-                    }
-                    match &op.value {
-                        Some(v) => {
-                            table
-                                .insert(op.key.as_slice(), v.as_slice())
-                                .map_err(storage)?;
-                        }
-                        None => {
-                            table.remove(op.key.as_slice()).map_err(storage)?;
-                        }
-                    }
-                    applied.push(true);
-                }
-                results.push(applied);
-            }
-        }
+        let results = {
+            let mut tables = Tables {
+                txn: &txn,
+                open: (0..Table::ALL.len()).map(|_| None).collect(),
+            };
+            group
+                .iter()
+                .map(|p| apply(&mut tables, &p.ops))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         txn.commit().map_err(storage)?;
         Ok(results)
+    }
+}
+
+/// The tables of one write transaction, each opened when first written:
+/// redb lets a transaction hold one handle per table.
+struct Tables<'t> {
+    txn: &'t redb::WriteTransaction,
+    open: Vec<Option<redb::Table<'t, &'static [u8], &'static [u8]>>>,
+}
+
+impl<'t> Tables<'t> {
+    fn table(
+        &mut self,
+        table: Table,
+    ) -> Result<&mut redb::Table<'t, &'static [u8], &'static [u8]>, DbError> {
+        let slot = &mut self.open[table.index()];
+        if slot.is_none() {
+            *slot = Some(self.txn.open_table(def(table)).map_err(storage)?);
+        }
+        Ok(slot.as_mut().expect("opened above"))
+    }
+}
+
+impl Writes for Tables<'_> {
+    fn held(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        let t = self.table(table)?;
+        let held = t.get(key).map_err(storage)?.map(|v| v.value().to_vec());
+        Ok(held)
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), DbError> {
+        self.table(table)?.insert(key, value).map_err(storage)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), DbError> {
+        self.table(table)?.remove(key).map_err(storage)?;
+        Ok(())
     }
 }
 

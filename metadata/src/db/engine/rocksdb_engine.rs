@@ -2,7 +2,7 @@
 //! transaction synced to the write-ahead log (whose group commit shares
 //! one fsync between concurrent writers).
 
-use super::{storage, Cond, Op, Store};
+use super::{apply, storage, Cond, Op, Store, Writes};
 use crate::db::{DbError, Page, Table};
 use rocksdb::{
     BoundColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, MultiThreaded, Options,
@@ -42,6 +42,34 @@ impl RocksStore {
         self.db
             .cf_handle(table.name())
             .expect("every table's column family is created at open")
+    }
+}
+
+/// One pessimistic transaction of the store.
+struct RocksTxn<'a> {
+    store: &'a RocksStore,
+    txn: &'a rocksdb::Transaction<'a, TransactionDB<MultiThreaded>>,
+}
+
+impl Writes for RocksTxn<'_> {
+    fn held(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        // Locks the row until the commit: the check and the write are one
+        // step for every other writer.
+        self.txn
+            .get_for_update_cf(&self.store.cf(table), key, true)
+            .map_err(storage)
+    }
+
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<(), DbError> {
+        self.txn
+            .put_cf(&self.store.cf(table), key, value)
+            .map_err(storage)
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<(), DbError> {
+        self.txn
+            .delete_cf(&self.store.cf(table), key)
+            .map_err(storage)
     }
 }
 
@@ -86,24 +114,13 @@ impl Store for RocksStore {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         let txn = self.db.transaction_opt(&sync, &Default::default());
-        let mut applied = Vec::with_capacity(ops.len());
-        for op in &ops {
-            let cf = self.cf(op.table);
-            if op.reads() {
-                // Locks the row until the commit: the check and the write
-                // are one step for every other writer.
-                let held = txn.get_for_update_cf(&cf, &op.key, true).map_err(storage)?;
-                if !op.applies(held.as_deref()) {
-                    applied.push(false);
-                    continue;
-                }
-            }
-            match &op.value {
-                Some(v) => txn.put_cf(&cf, &op.key, v).map_err(storage)?,
-                None => txn.delete_cf(&cf, &op.key).map_err(storage)?,
-            }
-            applied.push(true);
-        }
+        let applied = apply(
+            &mut RocksTxn {
+                store: self,
+                txn: &txn,
+            },
+            &ops,
+        )?;
         txn.commit().map_err(storage)?;
         Ok(applied)
     }
