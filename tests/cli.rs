@@ -250,18 +250,7 @@ fn a_second_server_on_one_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("grid");
     let first = start_server(&data);
-    let second = gridstore()
-        .arg("server")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
-        .args([
-            "--jobs-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let second = Server::command(&data).output().unwrap();
     assert!(!second.status.success(), "a second server started");
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("in use by another gridstore server"), "{err}");

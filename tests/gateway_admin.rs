@@ -68,6 +68,17 @@ fn target(url: &url::Url) -> String {
     }
 }
 
+/// Bucket `name` on the server's S3 listener, path style.
+fn bucket_on(server: &Server, name: &str) -> Bucket {
+    Bucket::new(
+        url::Url::parse(&format!("http://{}", server.s3)).unwrap(),
+        UrlStyle::Path,
+        name.to_string(),
+        "us-east-1".to_string(),
+    )
+    .unwrap()
+}
+
 fn get(addr: &str, path: &str) -> Reply {
     http("GET", addr, path, b"")
 }
@@ -77,13 +88,7 @@ fn admin_listener_reports_requests_and_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&dir.path().join("grid"));
     let creds = Credentials::new(server.access_key.clone(), server.secret_key.clone());
-    let bucket = Bucket::new(
-        url::Url::parse(&format!("http://{}", server.s3)).unwrap(),
-        UrlStyle::Path,
-        "admin-test".to_string(),
-        "us-east-1".to_string(),
-    )
-    .unwrap();
+    let bucket = bucket_on(&server, "admin-test");
 
     let url = bucket.create_bucket(&creds).sign(TTL);
     let r = http("PUT", &server.s3, &target(&url), b"");
@@ -225,13 +230,7 @@ fn access_log_has_one_line_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&dir.path().join("grid"));
     let creds = Credentials::new(server.access_key.clone(), server.secret_key.clone());
-    let bucket = Bucket::new(
-        url::Url::parse(&format!("http://{}", server.s3)).unwrap(),
-        UrlStyle::Path,
-        "logged".to_string(),
-        "us-east-1".to_string(),
-    )
-    .unwrap();
+    let bucket = bucket_on(&server, "logged");
     let url = bucket.create_bucket(&creds).sign(TTL);
     assert_eq!(http("PUT", &server.s3, &target(&url), b"").status, 200);
     let url = bucket.put_object(Some(&creds), "k").sign(TTL);

@@ -30,19 +30,27 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// `gridstore server DIR` with every listener on a port the system
+    /// picks, not started.
+    pub fn command(data: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridstore"));
+        cmd.arg("server").arg(data).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--webdav-listen",
+            "127.0.0.1:0",
+            "--jobs-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]);
+        cmd
+    }
+
     /// `gridstore server DIR` with `RUST_LOG` set to `rust_log`, once it
     /// has printed its addresses and credentials.
     pub fn start(data: &Path, rust_log: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gridstore"))
-            .arg("server")
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--webdav-listen", "127.0.0.1:0"])
-            .args([
-                "--jobs-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+        let mut child = Server::command(data)
             .env("RUST_LOG", rust_log)
             .env_remove("GRIDSTORE_ACCESS_KEY")
             .env_remove("GRIDSTORE_SECRET_KEY")
