@@ -618,17 +618,6 @@ fn static_binary(source: &str) -> Vec<u8> {
     std::fs::read(bin).unwrap()
 }
 
-/// Whether `prog` is an executable on PATH.
-fn on_path(prog: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(prog))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
-
 /// The word count in Lua, JavaScript and as a static binary shipped with
 /// the job, each exact; a program no node allows is refused when the job
 /// is submitted.
@@ -639,6 +628,7 @@ async fn word_count_in_lua_javascript_and_a_shipped_binary() {
         allow_shipped_binaries: true,
         ..jobs_config()
     };
+    let jobs_path = cfg.path.clone();
     let grid = TestGrid::start_jobs(3, 2, cfg).await;
     let store = store_on(&grid, StoreConfig::default());
     let (total, each) = corpus(&store, 12, 24 << 10).await;
@@ -678,12 +668,15 @@ async fn word_count_in_lua_javascript_and_a_shipped_binary() {
     ];
     for (name, map, reduce) in runs {
         // The README's test command runs where only Rust (and python3) is
-        // installed: a language whose interpreter is missing is skipped,
-        // said on stderr. CI installs them all.
+        // installed: a language whose interpreter the nodes cannot find is
+        // skipped, said on stderr. CI installs them all.
         if let Some(missing) = [&map, &reduce]
             .into_iter()
             .map(|p| p.argv[0].as_str())
-            .find(|prog| !prog.starts_with("./") && !on_path(prog))
+            .find(|prog| {
+                !prog.starts_with("./")
+                    && storage_node::jobs::resolve_program(prog, &jobs_path).is_none()
+            })
         {
             eprintln!("skipped the {name} word count: {missing} is not installed");
             continue;

@@ -58,7 +58,7 @@ impl JobHost {
     pub fn new(node_id: &str, data_dir: &Path, cfg: &JobsConfig) -> JobHost {
         let mut allowed = HashMap::new();
         for name in &cfg.allowed {
-            match resolve(name, &cfg.path) {
+            match resolve_program(name, &cfg.path) {
                 Some(p) => {
                     allowed.insert(name.clone(), p);
                 }
@@ -137,8 +137,8 @@ impl JobHost {
 }
 
 /// `name` on `path` (or `name` itself when absolute), if it is an
-/// executable file.
-fn resolve(name: &str, path: &str) -> Option<PathBuf> {
+/// executable file: how a node finds an allowed program.
+pub fn resolve_program(name: &str, path: &str) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
