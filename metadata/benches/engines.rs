@@ -21,10 +21,10 @@ fn filled(engine: Engine, n: u64) -> (tempfile::TempDir, Arc<Db>) {
     let dir = tempfile::tempdir_in(std::env::var_os("GRIDSTORE_BENCH_DIR").unwrap_or(".".into()))
         .expect("temp dir");
     let db = Db::open_with(dir.path(), engine).expect("open");
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+    for first in (0..n).step_by(1000) {
         let mut b = Batch::new();
-        for i in chunk {
-            b.put_raw(Table::Versions, &key(*i), vec![7; RECORD]);
+        for i in first..(first + 1000).min(n) {
+            b.put_raw(Table::Versions, &key(i), vec![7; RECORD]);
         }
         db.write(b).expect("fill");
     }
