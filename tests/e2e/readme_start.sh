@@ -50,7 +50,8 @@ eval "$TRY" || fail "the printed line failed: $TRY"
 eval "${TRY% s3 ls} s3 mb s3://readme-check" >/dev/null || fail "CreateBucket failed"
 eval "$TRY" | grep -q readme-check || fail "the new bucket is not listed"
 # Nothing in the build reached for a system library or libclang.
-if cargo tree --workspace -e normal,build --prefix none 2>/dev/null | grep -Eq '^(librocksdb-sys|bindgen|clang-sys) '; then
+TREE=$(cargo tree --workspace -e normal,build --prefix none) || fail "cargo tree failed"
+if grep -Eq '^(librocksdb-sys|bindgen|clang-sys) ' <<<"$TREE"; then
     fail "the default build depends on librocksdb-sys, bindgen or clang-sys"
 fi
 BIN=$(find target/release -maxdepth 1 -name gridstore -type f | head -n 1)
